@@ -50,6 +50,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name for diagnostics ("privcmd", "sim").
     fn name(&self) -> &'static str;
 
+    /// Where [`Backend::map_chunk`] gets its memory.
+    fn memory_source(&self) -> MemorySource;
+
     /// Map `len` bytes (a multiple of the page size) of hypercall-safe memory.
     fn map_chunk(&self, len: usize) -> io::Result<ChunkMapping>;
 
@@ -67,4 +70,31 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// the memory Xen writes may be live across the call except through the `&mut` borrow the
     /// caller holds.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno>;
+}
+
+/// The backend of a pool that belongs to no hypervisor: locked anonymous memory, and every
+/// hypercall answers `ENOSYS`.
+#[derive(Debug)]
+pub(crate) struct NoHypervisor;
+
+impl Backend for NoHypervisor {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn memory_source(&self) -> MemorySource {
+        MemorySource::LockedAnonymous
+    }
+
+    fn map_chunk(&self, len: usize) -> io::Result<ChunkMapping> {
+        anon::map(len)
+    }
+
+    fn unmap_chunk(&self, chunk: ChunkMapping) {
+        anon::unmap(chunk);
+    }
+
+    unsafe fn hypercall(&self, _op: u64, _args: [u64; 5]) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
 }

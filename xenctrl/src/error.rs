@@ -1,0 +1,183 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+pub use nix::errno::Errno;
+
+use crate::DomId;
+
+/// What failed: every error names the operation, and the domain when there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Xen device could not be opened.
+    #[error("cannot open {path}")]
+    Open {
+        /// The device path.
+        path: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The buffer pool could not map more hypercall-safe memory.
+    #[error("hypercall buffer pool: cannot map {bytes} bytes of hypercall-safe memory")]
+    PoolMap {
+        /// How much was asked for.
+        bytes: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The buffer pool could not lock memory it had already mapped.
+    #[error("hypercall buffer pool: cannot lock {bytes} bytes (check RLIMIT_MEMLOCK)")]
+    PoolLock {
+        /// How much was to be locked.
+        bytes: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A buffer was requested that the pool cannot describe (its size overflows, or its type
+    /// needs more than page alignment).
+    #[error("hypercall buffer pool: cannot allocate {bytes} bytes aligned to {align}")]
+    BadAllocation {
+        /// Bytes asked for.
+        bytes: usize,
+        /// Alignment asked for.
+        align: usize,
+    },
+    /// A buffer from another handle's pool was passed to a hypercall.
+    #[error("{op}: the buffer belongs to another handle's pool")]
+    ForeignBuffer {
+        /// The operation.
+        op: Op,
+    },
+    /// Xen (or the simulator) refused an operation.
+    #[error("{}{op} failed", DomainPrefix(*domid))]
+    Xen {
+        /// The operation.
+        op: Op,
+        /// The domain it was about, if any.
+        domid: Option<DomId>,
+        /// The errno Xen answered.
+        #[source]
+        source: Errno,
+    },
+    /// The hypervisor speaks a domctl/sysctl interface version this crate does not know.
+    #[error(
+        "unsupported Xen interface: {what}; this crate supports {supported} \
+         (see xenctrl::interface)"
+    )]
+    UnsupportedInterface {
+        /// What was found.
+        what: String,
+        /// What is supported.
+        supported: String,
+    },
+    /// A reply from Xen did not make sense (a count larger than the buffer, a non-UTF-8
+    /// string, ...).
+    #[error("{op}: unexpected reply from Xen: {detail}")]
+    BadReply {
+        /// The operation.
+        op: Op,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The Xen errno behind this error, if it came from Xen.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Xen { source, .. } => Some(*source),
+            Error::Open { source, .. }
+            | Error::PoolMap { source, .. }
+            | Error::PoolLock { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn xen(op: Op, domid: Option<DomId>, source: Errno) -> Self {
+        Error::Xen { op, domid, source }
+    }
+}
+
+struct DomainPrefix(Option<DomId>);
+
+impl fmt::Display for DomainPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => write!(f, "domain {d}: "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The operations this crate performs, for error messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub enum Op {
+    Version,
+    Extraversion,
+    Capabilities,
+    Changeset,
+    PageSize,
+    Physinfo,
+    DomainList,
+    InterfaceProbe,
+    CreateDomain,
+    GetDomainInfo,
+    DestroyDomain,
+    PauseDomain,
+    UnpauseDomain,
+    SetMaxMem,
+    SetMaxVcpus,
+    ClaimPages,
+    PopulatePhysmap,
+    IncreaseReservation,
+    DecreaseReservation,
+    CurrentReservation,
+    MaximumReservation,
+    EvtchnAllocUnbound,
+    Domctl,
+    Sysctl,
+    MemoryOp,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Op::Version => "xen_version",
+            Op::Extraversion => "xen_version extraversion",
+            Op::Capabilities => "xen_version capabilities",
+            Op::Changeset => "xen_version changeset",
+            Op::PageSize => "xen_version pagesize",
+            Op::Physinfo => "sysctl physinfo",
+            Op::DomainList => "sysctl getdomaininfolist",
+            Op::InterfaceProbe => "interface version probe",
+            Op::CreateDomain => "domctl createdomain",
+            Op::GetDomainInfo => "domctl getdomaininfo",
+            Op::DestroyDomain => "domctl destroydomain",
+            Op::PauseDomain => "domctl pausedomain",
+            Op::UnpauseDomain => "domctl unpausedomain",
+            Op::SetMaxMem => "domctl max_mem",
+            Op::SetMaxVcpus => "domctl max_vcpus",
+            Op::ClaimPages => "memory_op claim_pages",
+            Op::PopulatePhysmap => "memory_op populate_physmap",
+            Op::IncreaseReservation => "memory_op increase_reservation",
+            Op::DecreaseReservation => "memory_op decrease_reservation",
+            Op::CurrentReservation => "memory_op current_reservation",
+            Op::MaximumReservation => "memory_op maximum_reservation",
+            Op::EvtchnAllocUnbound => "event_channel_op alloc_unbound",
+            Op::Domctl => "domctl",
+            Op::Sysctl => "sysctl",
+            Op::MemoryOp => "memory_op",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
