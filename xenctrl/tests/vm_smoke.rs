@@ -72,3 +72,43 @@ fn xl_list_shows_domain0() {
     let cols: Vec<&str> = dom0.split_whitespace().collect();
     assert_eq!(cols.get(1), Some(&"0"), "Domain-0 id: {dom0}");
 }
+
+/// Destroys a guest when dropped, so a failed assertion does not leave it running for the next
+/// test.
+struct Guest(&'static str);
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = Command::new("xl").args(["destroy", self.0]).output();
+    }
+}
+
+#[test]
+fn pv_guest_boots_from_the_harness_image() {
+    let guest = Guest("rxen-smoke-guest");
+    let name_arg = format!("name=\"{}\"", guest.0);
+    run("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", &name_arg]);
+    let list = run("xl", &["list", guest.0]);
+    let state = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(guest.0))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap_or_else(|| panic!("{} not in xl list:\n{list}", guest.0));
+    assert!(state.contains('p'), "created with -p but state is {state}");
+
+    run("xl", &["unpause", guest.0]);
+    // xenconsoled runs with --log=guest: the guest's console lands in this file.
+    let log = format!("/var/log/xen/console/guest-{}.log", guest.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("rxen-guest: up") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "guest did not come up; console:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    run("xl", &["destroy", guest.0]);
+    let list = run("xl", &["list"]);
+    assert!(!list.contains(guest.0), "guest still listed after destroy:\n{list}");
+}
