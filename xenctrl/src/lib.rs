@@ -8,6 +8,7 @@ pub mod abi;
 pub mod backend;
 mod buffer;
 mod error;
+pub mod interface;
 mod pool;
 
 pub use backend::MemorySource;
