@@ -27,12 +27,20 @@ fn harness_sets_rxen_vm() {
 
 #[test]
 fn privcmd_device_exists() {
-    for dev in ["/dev/xen/privcmd", "/dev/xen/evtchn", "/dev/xen/gntdev", "/proc/xen/capabilities"] {
+    for dev in [
+        "/dev/xen/privcmd",
+        "/dev/xen/evtchn",
+        "/dev/xen/gntdev",
+        "/proc/xen/capabilities",
+    ] {
         assert!(Path::new(dev).exists(), "{dev} is missing");
     }
     // We are the control domain.
     let caps = std::fs::read_to_string("/proc/xen/capabilities").expect("read capabilities");
-    assert!(caps.contains("control_d"), "not dom0: capabilities {caps:?}");
+    assert!(
+        caps.contains("control_d"),
+        "not dom0: capabilities {caps:?}"
+    );
 }
 
 #[test]
@@ -50,16 +58,24 @@ fn xl_info_reports_xen_4_17() {
     assert!(version.starts_with("4.17."), "xen_version {version}");
     assert_eq!(field("xen_major"), "4");
     assert_eq!(field("xen_minor"), "17");
-    let total: u64 = field("total_memory").parse().expect("total_memory is a number");
+    let total: u64 = field("total_memory")
+        .parse()
+        .expect("total_memory is a number");
     assert!(total >= 1024, "total_memory {total} MiB");
 }
 
 #[test]
 fn xenstore_knows_dom0() {
     assert_eq!(run("xenstore-read", &["domid"]).trim(), "0");
-    assert_eq!(run("xenstore-read", &["/local/domain/0/name"]).trim(), "Domain-0");
+    assert_eq!(
+        run("xenstore-read", &["/local/domain/0/name"]).trim(),
+        "Domain-0"
+    );
     let ls = run("xenstore-ls", &["/local/domain/0"]);
-    assert!(ls.contains("name = \"Domain-0\""), "xenstore-ls /local/domain/0:\n{ls}");
+    assert!(
+        ls.contains("name = \"Domain-0\""),
+        "xenstore-ls /local/domain/0:\n{ls}"
+    );
 }
 
 #[test]
@@ -87,7 +103,10 @@ impl Drop for Guest {
 fn pv_guest_boots_from_the_harness_image() {
     let guest = Guest("rxen-smoke-guest");
     let name_arg = format!("name=\"{}\"", guest.0);
-    run("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", &name_arg]);
+    run(
+        "xl",
+        &["create", "-p", "/etc/xen/rxen-guest.cfg", &name_arg],
+    );
     let list = run("xl", &["list", guest.0]);
     let state = list
         .lines()
@@ -105,10 +124,16 @@ fn pv_guest_boots_from_the_harness_image() {
         if text.contains("rxen-guest: up") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "guest did not come up; console:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest did not come up; console:\n{text}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     run("xl", &["destroy", guest.0]);
     let list = run("xl", &["list"]);
-    assert!(!list.contains(guest.0), "guest still listed after destroy:\n{list}");
+    assert!(
+        !list.contains(guest.0),
+        "guest still listed after destroy:\n{list}"
+    );
 }
