@@ -1,0 +1,102 @@
+//! `xenstored`: the Rust xenstore daemon.
+//!
+//! `xenstored --socket PATH` serves the unix socket at PATH in the foreground until SIGTERM or
+//! SIGINT, then removes the socket and exits with status 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nix::sys::signal::{SigSet, Signal};
+use xenstore::server::{Quotas, Server};
+
+fn usage() -> &'static str {
+    "usage: xenstored [--socket PATH] [--foreground|-F] [--entry-nb N] [--entry-size N]\n\
+     \x20                [--watch-nb N] [--transaction N] [--perm-nb N]\n\
+     serves xenstore on PATH (default $XENSTORED_PATH or /run/xenstored/socket) until SIGTERM\n"
+}
+
+fn parse_args() -> Result<(PathBuf, Quotas), String> {
+    let mut socket = xenstore::client::default_path();
+    let mut q = Quotas::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> Result<usize, String> {
+            let v = args.next().ok_or_else(|| format!("{name} needs a value"))?;
+            v.parse()
+                .map_err(|_| format!("{name}: {v:?} is not a number"))
+        };
+        match a.as_str() {
+            "--socket" | "-s" => {
+                socket = PathBuf::from(args.next().ok_or("--socket needs a path")?);
+            }
+            // Always in the foreground; accepted for compatibility with C xenstored's options.
+            "--foreground" | "-F" | "--no-fork" | "-N" => {}
+            "--entry-nb" | "-E" => q.nodes_per_domain = num(&a)?,
+            "--entry-size" | "-S" => q.entry_size = num(&a)?,
+            "--watch-nb" | "-W" => q.watches_per_domain = num(&a)?,
+            "--transaction" | "-t" => q.transactions_per_connection = num(&a)?,
+            "--perm-nb" | "-A" => q.perms_per_node = num(&a)?,
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok((socket, q))
+}
+
+fn main() -> ExitCode {
+    let (socket, quotas) = match parse_args() {
+        Ok(v) => v,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("xenstored: {msg}");
+            }
+            eprint!("{}", usage());
+            return ExitCode::from(2);
+        }
+    };
+    // Block the stop signals before any thread exists, so only the waiter below sees them.
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGTERM);
+    stop_signals.add(Signal::SIGINT);
+    if let Err(e) = stop_signals.thread_block() {
+        eprintln!("xenstored: cannot block SIGTERM/SIGINT: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = match Server::with_quotas(quotas).and_then(|s| s.listen(&socket)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("xenstored: {e}: {}", source_chain(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctl = server.controller();
+    let waiter = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = stop_signals.wait() {
+                eprintln!("xenstored: {sig}, stopping");
+            }
+            let _ = ctl.stop();
+        });
+    if let Err(e) = waiter {
+        eprintln!("xenstored: cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xenstored: {e}: {}", source_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,596 @@
+//! A xenstored: the [`Core`] protocol engine driven by an epoll loop over unix sockets.
+//!
+//! One thread serves every connection, as C xenstored does, so requests are totally ordered and
+//! the tree needs no locks. A connection that sends garbage is closed without affecting others;
+//! a connection that stops reading stops being served (its requests wait) and loses watch events
+//! beyond [`Quotas::output_per_connection`] instead of growing the daemon's memory.
+//!
+//! The same server runs as the `xenstored` binary or in-process: [`Server::spawn`] runs it on a
+//! thread and hands back a [`Controller`] that connects clients over socket pairs (privileged, or
+//! bound to a domain as a guest's ring would be) and introduces, shuts down and releases domains
+//! for the simulated host.
+//!
+//! ```
+//! use xenstore::server::Server;
+//!
+//! let running = Server::new().unwrap().spawn().unwrap();
+//! let client = running.controller().client().unwrap();
+//! client.write("/vm/name", "guest").unwrap();
+//! assert_eq!(client.read("/vm/name").unwrap(), b"guest");
+//! running.stop().unwrap();
+//! ```
+
+mod core;
+mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+pub use self::core::{Binding, Closed, ConnId, Core, Quotas, DOMID_FIRST_RESERVED, DOMID_SELF};
+
+const LISTENER: u64 = u64::MAX - 1;
+const WAKE: u64 = u64::MAX;
+
+/// Why the server could not start or run, or refused a control request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listening socket could not be created.
+    #[error("cannot listen on xenstored socket {path}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// epoll or eventfd setup or waiting failed.
+    #[error("xenstored event loop failed during {op}")]
+    EventLoop {
+        /// What was being done.
+        op: &'static str,
+        /// The errno.
+        #[source]
+        source: Errno,
+    },
+    /// The server thread could not be started.
+    #[error("cannot start the xenstored thread")]
+    Spawn(#[source] io::Error),
+    /// A socket pair for an in-process connection could not be made.
+    #[error("cannot create a socket pair for an in-process xenstore connection")]
+    SocketPair(#[source] io::Error),
+    /// The server is not running any more.
+    #[error("the xenstored server has stopped")]
+    Stopped,
+    /// The server thread panicked (a bug).
+    #[error("the xenstored server thread panicked")]
+    Panicked,
+    /// A domain operation was refused.
+    #[error("domain {domid}: {op} refused by xenstored")]
+    Domain {
+        /// The operation.
+        op: &'static str,
+        /// The domain.
+        domid: u32,
+        /// The errno xenstored gave.
+        #[source]
+        source: Errno,
+    },
+    /// A client could not be created on an in-process connection.
+    #[error("cannot create a client on an in-process xenstore connection")]
+    Client(#[source] Box<crate::Error>),
+}
+
+enum Command {
+    Connect(Binding, UnixStream, mpsc::Sender<Result<(), Errno>>),
+    Domain(DomainOp, u32, mpsc::Sender<Result<(), Errno>>),
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum DomainOp {
+    Introduce,
+    Release,
+    Shutdown,
+    Resume,
+}
+
+impl DomainOp {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Introduce => "introduce",
+            Self::Release => "release",
+            Self::Shutdown => "shutdown notification",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Command>>,
+    wake: EventFd,
+}
+
+/// Controls a server from other threads: in-process connections, domain lifecycle, stop.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    fn post(&self, c: Command) -> Result<(), ServerError> {
+        self.shared
+            .queue
+            .lock()
+            .map_err(|_| ServerError::Stopped)?
+            .push_back(c);
+        self.shared
+            .wake
+            .write(1)
+            .map_err(|_| ServerError::Stopped)?;
+        Ok(())
+    }
+
+    /// Asks the server to stop; returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Stopped`] if the server's wakeup channel is broken.
+    pub fn stop(&self) -> Result<(), ServerError> {
+        self.post(Command::Stop)
+    }
+
+    /// Opens an in-process connection: the returned stream is the client end.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Domain`] with ENOENT when binding to a domain that is not introduced,
+    /// [`ServerError::Stopped`] when the server is gone.
+    pub fn connect_stream(&self, binding: Binding) -> Result<UnixStream, ServerError> {
+        let (mine, theirs) = UnixStream::pair().map_err(ServerError::SocketPair)?;
+        let (tx, rx) = mpsc::channel();
+        self.post(Command::Connect(binding, theirs, tx))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(mine),
+            Ok(Err(e)) => Err(ServerError::Domain {
+                op: "connect",
+                domid: match binding {
+                    Binding::Socket => 0,
+                    Binding::Domain(d) => d,
+                },
+                source: e,
+            }),
+            Err(_) => Err(ServerError::Stopped),
+        }
+    }
+
+    /// A privileged (dom0 tools) client on an in-process connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_stream`](Self::connect_stream).
+    pub fn client(&self) -> Result<crate::Client, ServerError> {
+        let s = self.connect_stream(Binding::Socket)?;
+        crate::Client::from_stream(s).map_err(|e| ServerError::Client(Box::new(e)))
+    }
+
+    /// A client speaking as domain `domid` (unprivileged unless 0), as its ring would.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_stream`](Self::connect_stream).
+    pub fn domain_client(&self, domid: u32) -> Result<crate::Client, ServerError> {
+        let s = self.connect_stream(Binding::Domain(domid))?;
+        crate::Client::from_stream(s).map_err(|e| ServerError::Client(Box::new(e)))
+    }
+
+    fn domain(&self, op: DomainOp, domid: u32) -> Result<(), ServerError> {
+        let (tx, rx) = mpsc::channel();
+        self.post(Command::Domain(op, domid, tx))?;
+        match rx.recv() {
+            Ok(r) => r.map_err(|source| ServerError::Domain {
+                op: op.name(),
+                domid,
+                source,
+            }),
+            Err(_) => Err(ServerError::Stopped),
+        }
+    }
+
+    /// Introduces a domain, firing `@introduceDomain`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Domain`] with EINVAL for dom0 or a reserved domid.
+    pub fn introduce_domain(&self, domid: u32) -> Result<(), ServerError> {
+        self.domain(DomainOp::Introduce, domid)
+    }
+
+    /// Releases a domain: closes its connections, deletes the nodes it owns, fires
+    /// `@releaseDomain`.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Domain`] with ENOENT if it is not introduced.
+    pub fn release_domain(&self, domid: u32) -> Result<(), ServerError> {
+        self.domain(DomainOp::Release, domid)
+    }
+
+    /// Tells xenstored a domain shut down or crashed: fires `@releaseDomain` once until resumed.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Domain`] with ENOENT if it is not introduced.
+    pub fn domain_shutdown(&self, domid: u32) -> Result<(), ServerError> {
+        self.domain(DomainOp::Shutdown, domid)
+    }
+
+    /// Re-arms `@releaseDomain` for a resumed domain.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Domain`] with ENOENT if it is not introduced.
+    pub fn resume_domain(&self, domid: u32) -> Result<(), ServerError> {
+        self.domain(DomainOp::Resume, domid)
+    }
+}
+
+struct Link {
+    stream: UnixStream,
+    interest: EpollFlags,
+}
+
+/// A xenstored ready to run: a [`Core`], optional listening socket, and its event loop.
+pub struct Server {
+    core: Core,
+    listener: Option<(UnixListener, PathBuf)>,
+    epoll: Epoll,
+    shared: Arc<Shared>,
+    links: HashMap<ConnId, Link>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("socket", &self.listener.as_ref().map(|l| &l.1))
+            .field("connections", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// An in-process server with Xen's default quotas and no listening socket.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::EventLoop`] when epoll or eventfd cannot be created.
+    pub fn new() -> Result<Self, ServerError> {
+        Self::with_quotas(Quotas::default())
+    }
+
+    /// An in-process server with the given quotas.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::EventLoop`] when epoll or eventfd cannot be created.
+    pub fn with_quotas(quotas: Quotas) -> Result<Self, ServerError> {
+        let ev = |op| move |source| ServerError::EventLoop { op, source };
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(ev("epoll_create"))?;
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(ev("eventfd"))?;
+        epoll
+            .add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))
+            .map_err(ev("epoll_ctl"))?;
+        Ok(Self {
+            core: Core::new(quotas),
+            listener: None,
+            epoll,
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                wake,
+            }),
+            links: HashMap::new(),
+        })
+    }
+
+    /// Also serve a unix socket at `path` (a stale socket file there is replaced, as C
+    /// xenstored does). The file is removed when the server stops.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Bind`] if the socket cannot be created.
+    pub fn listen(mut self, path: impl AsRef<Path>) -> Result<Self, ServerError> {
+        let path = path.as_ref().to_path_buf();
+        let bind = |source| ServerError::Bind {
+            path: path.clone(),
+            source,
+        };
+        if let Ok(md) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            if md.file_type().is_socket() {
+                std::fs::remove_file(&path).map_err(bind)?;
+            }
+        }
+        let l = UnixListener::bind(&path).map_err(bind)?;
+        l.set_nonblocking(true).map_err(bind)?;
+        self.epoll
+            .add(&l, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+            .map_err(|e| bind(io::Error::from(e)))?;
+        self.listener = Some((l, path));
+        Ok(self)
+    }
+
+    /// A controller for this server, usable from any thread.
+    pub fn controller(&self) -> Controller {
+        Controller {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs the server on a new thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Spawn`] if the thread cannot be started.
+    pub fn spawn(self) -> Result<RunningServer, ServerError> {
+        let ctl = self.controller();
+        let thread = std::thread::Builder::new()
+            .name("xenstored".into())
+            .spawn(move || self.run())
+            .map_err(ServerError::Spawn)?;
+        Ok(RunningServer {
+            ctl,
+            thread: Some(thread),
+        })
+    }
+
+    /// Serves until [`Controller::stop`]; then closes every connection and removes the socket.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::EventLoop`] if epoll fails.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let mut events = vec![EpollEvent::empty(); 64];
+        let mut buf = vec![0u8; 64 * 1024];
+        let result = loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(source) => {
+                    break Err(ServerError::EventLoop {
+                        op: "epoll_wait",
+                        source,
+                    })
+                }
+            };
+            let mut stop = false;
+            for ev in &events[..n] {
+                match ev.data() {
+                    LISTENER => self.accept(),
+                    WAKE => stop |= self.commands(),
+                    id => self.conn_event(ConnId(id), ev.events(), &mut buf),
+                }
+            }
+            self.flush_all();
+            if stop {
+                break Ok(());
+            }
+        };
+        if let Some((_, path)) = &self.listener {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some((l, _)) = &self.listener else { return };
+            match l.accept() {
+                Ok((s, _)) => {
+                    // Socket clients are dom0's tools, as with C xenstored.
+                    if let Ok(id) = self.core.add_connection(Binding::Socket) {
+                        self.register(id, s);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock ends the backlog; EMFILE and friends: try again on the next event.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn register(&mut self, id: ConnId, s: UnixStream) {
+        if s.set_nonblocking(true).is_err()
+            || self
+                .epoll
+                .add(&s, EpollEvent::new(EpollFlags::EPOLLIN, id.0))
+                .is_err()
+        {
+            self.core.remove_connection(id);
+            return;
+        }
+        self.links.insert(
+            id,
+            Link {
+                stream: s,
+                interest: EpollFlags::EPOLLIN,
+            },
+        );
+    }
+
+    /// Runs queued commands; returns whether to stop.
+    fn commands(&mut self) -> bool {
+        let _ = self.shared.wake.read();
+        let cmds: Vec<Command> = match self.shared.queue.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => return true,
+        };
+        let mut stop = false;
+        for c in cmds {
+            match c {
+                Command::Stop => stop = true,
+                Command::Connect(binding, s, reply) => {
+                    let r = self
+                        .core
+                        .add_connection(binding)
+                        .map(|id| self.register(id, s));
+                    let _ = reply.send(r);
+                }
+                Command::Domain(op, domid, reply) => {
+                    let r = match op {
+                        DomainOp::Introduce => self.core.introduce_domain(domid),
+                        DomainOp::Release => self.core.release_domain(domid),
+                        DomainOp::Shutdown => self.core.domain_shutdown(domid),
+                        DomainOp::Resume => self.core.resume_domain(domid),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        stop
+    }
+
+    fn close(&mut self, id: ConnId) {
+        self.core.remove_connection(id);
+        if let Some(link) = self.links.remove(&id) {
+            let _ = self.epoll.delete(&link.stream);
+        }
+    }
+
+    fn conn_event(&mut self, id: ConnId, ev: EpollFlags, buf: &mut [u8]) {
+        let Some(link) = self.links.get(&id) else {
+            return;
+        };
+        if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
+            && self.core.wants_input(id)
+        {
+            match (&link.stream).read(buf) {
+                Ok(0) => return self.close(id),
+                Ok(n) => {
+                    if self.core.receive(id, &buf[..n]).is_err() {
+                        return self.close(id);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(id),
+            }
+        }
+        if ev.contains(EpollFlags::EPOLLOUT) {
+            self.service(id);
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for id in self.core.take_closed() {
+            if let Some(link) = self.links.remove(&id) {
+                let _ = self.epoll.delete(&link.stream);
+            }
+        }
+        // Servicing can process more input and dirty further connections; loop until quiet.
+        loop {
+            let dirty = self.core.take_dirty();
+            if dirty.is_empty() {
+                break;
+            }
+            for id in dirty {
+                self.service(id);
+            }
+        }
+    }
+
+    /// Writes what `id` has queued, resumes its paused input, and sets its epoll interest.
+    fn service(&mut self, id: ConnId) {
+        loop {
+            let Some(link) = self.links.get(&id) else {
+                return;
+            };
+            let out = self.core.output(id);
+            if !out.is_empty() {
+                match (&link.stream).write(out) {
+                    Ok(n) => self.core.consume_output(id, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return self.close(id),
+                }
+            }
+            let drained = self.core.output(id).is_empty();
+            if drained && self.core.wants_input(id) && self.core.has_pending_input(id) {
+                let before = self.core.output(id).len();
+                if self.core.process(id).is_err() {
+                    return self.close(id);
+                }
+                if self.core.output(id).len() != before {
+                    continue;
+                }
+            }
+            break;
+        }
+        let mut want = EpollFlags::empty();
+        if self.core.wants_input(id) {
+            want |= EpollFlags::EPOLLIN;
+        }
+        if !self.core.output(id).is_empty() {
+            want |= EpollFlags::EPOLLOUT;
+        }
+        if let Some(link) = self.links.get_mut(&id) {
+            if link.interest != want {
+                let mut ev = EpollEvent::new(want, id.0);
+                if self.epoll.modify(&link.stream, &mut ev).is_ok() {
+                    link.interest = want;
+                }
+            }
+        }
+    }
+}
+
+/// A server running on its own thread; dropping it stops the server and waits for it.
+#[derive(Debug)]
+pub struct RunningServer {
+    ctl: Controller,
+    thread: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl RunningServer {
+    /// The server's controller.
+    pub fn controller(&self) -> &Controller {
+        &self.ctl
+    }
+
+    /// Stops the server and waits for its thread.
+    ///
+    /// # Errors
+    ///
+    /// The server loop's error, if it failed.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), ServerError> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        // If the loop already ended, posting fails; joining still reports why.
+        let _ = self.ctl.stop();
+        t.join().map_err(|_| ServerError::Panicked)?
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
