@@ -7,7 +7,9 @@
 //!   memory they hand out;
 //! - `pool-zeroed`: `BufferPool::alloc_slice::<u8>(bytes)` + drop, zeroed: the like-for-like
 //!   twin, held to the targets;
-//! - `pool-uninit`: `BufferPool::alloc_uninit(bytes)` + drop, for information.
+//! - `pool-uninit`: `BufferPool::alloc_uninit(bytes)` + drop, for information;
+//! - `memset-floor` (one thread only): zeroing `bytes` of already-allocated, warm memory. Not a
+//!   twin: the floor under any allocator that hands out zeroed memory.
 //!
 //! `alloc-free-10000-outstanding/...` repeats some sizes with 10,000 one-page buffers held
 //! alive in the pool (and in the C handle), to show the cost does not grow with them.
@@ -158,6 +160,17 @@ fn bench_size(
     group.bench_function("pool-uninit", |b| {
         b.iter_custom(|iters| concurrent::run(threads, iters, || uninit_op(pool, bytes)));
     });
+    if threads == 1 {
+        // Reference, not a twin: zeroing `bytes` of warm memory, no allocation at all. Every
+        // zeroed allocator (libxencall's memset, ours) pays at least this.
+        let mut buf = pool.alloc_uninit(bytes).expect("pool alloc_uninit");
+        group.bench_function("memset-floor", |b| {
+            b.iter(|| {
+                buf.fill(std::mem::MaybeUninit::new(0));
+                black_box(buf.as_mut_ptr());
+            });
+        });
+    }
 }
 
 fn thread_label(threads: usize) -> String {
