@@ -342,7 +342,7 @@ impl View<'_> {
 /// become global and its queued watch events are returned.
 ///
 /// `quota` is `Some((limit, privileged_domids_excluded))` when node-count quotas apply: then
-/// ENOSPC if the commit would push an unprivileged domain to `limit` nodes or more.
+/// ENOSPC if the commit would leave an unprivileged domain owning more than `limit` nodes.
 pub(crate) fn commit(
     tree: &mut Tree,
     tx: Transaction,
@@ -359,7 +359,7 @@ pub(crate) fn commit(
     }
     if let (Some((limit, unprivileged)), true) = (quota, tx.created) {
         for (&domid, &d) in &tx.delta {
-            if d > 0 && unprivileged(domid) && tree.owned(domid) + d >= limit {
+            if d > 0 && unprivileged(domid) && tree.owned(domid) + d > limit {
                 return Err(nix::errno::Errno::ENOSPC);
             }
         }
