@@ -98,6 +98,15 @@ impl Error {
         }
     }
 
+    /// The same error, attributed to `op` (the typed operation a raw entry point served).
+    pub(crate) fn with_op(self, op: Op) -> Self {
+        match self {
+            Error::Xen { domid, source, .. } => Error::Xen { op, domid, source },
+            Error::ForeignBuffer { .. } => Error::ForeignBuffer { op },
+            other => other,
+        }
+    }
+
     pub(crate) fn xen(op: Op, domid: Option<DomId>, source: Errno) -> Self {
         Error::Xen { op, domid, source }
     }

@@ -7,17 +7,25 @@
 pub mod abi;
 pub mod backend;
 mod buffer;
+mod ctrl;
+mod domain;
 mod error;
+mod evtchn;
+mod host;
 pub mod interface;
+mod memory;
 mod pool;
 
+pub use backend::sim::{SimConfig, SimHypervisor};
 pub use backend::MemorySource;
 pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out};
+pub use ctrl::XenCtrl;
+pub use domain::{CreateDomain, DomainInfo};
 pub use error::{Errno, Error, Op, Result};
+pub use host::{pages_to_mib, PhysInfo, XenVersion};
 pub use pool::{BufferPool, PoolStats, MAX_POOLED_PAGES};
 
 /// Xen's page size on x86.
 pub const PAGE_SIZE: usize = 4096;
 
-/// A domain id (`domid_t`).
-pub type DomId = u16;
+pub use abi::DomId;

@@ -181,7 +181,10 @@ impl BufferPool {
     {
         let bytes = size_of::<T>()
             .checked_mul(len)
-            .ok_or(Error::BadAllocation { bytes: usize::MAX, align: align_of::<T>() })?;
+            .ok_or(Error::BadAllocation {
+                bytes: usize::MAX,
+                align: align_of::<T>(),
+            })?;
         let (block, base) = self.allocate(bytes, align_of::<T>())?;
         // SAFETY: a fresh block of at least `bytes` bytes that nobody else owns.
         unsafe { base.as_ptr().write_bytes(0, bytes) };
@@ -212,7 +215,10 @@ impl BufferPool {
                 continue;
             }
             for (page, word) in chunk.pins.iter().enumerate() {
-                if word.compare_exchange(LOCKED, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if word
+                    .compare_exchange(LOCKED, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
                     // A concurrent pin sees LOCKED clear and waits on `lock_state`, which we
                     // hold, before locking the page again: our unlock cannot undo its lock.
                     // SAFETY: the page lies inside the chunk's mapping.
@@ -273,7 +279,11 @@ impl BufferPool {
             }
             Block::Large { base, len } => {
                 self.large_bytes.fetch_sub(len, Ordering::Relaxed);
-                self.backend.unmap_chunk(ChunkMapping { base, len, source: self.source() });
+                self.backend.unmap_chunk(ChunkMapping {
+                    base,
+                    len,
+                    source: self.source(),
+                });
             }
         }
     }
@@ -281,17 +291,28 @@ impl BufferPool {
     fn map_large(&self, bytes: usize) -> Result<Block> {
         let len = bytes
             .checked_next_multiple_of(PAGE_SIZE)
-            .ok_or(Error::BadAllocation { bytes, align: PAGE_SIZE })?;
-        let mapping =
-            self.backend.map_chunk(len).map_err(|source| Error::PoolMap { bytes: len, source })?;
+            .ok_or(Error::BadAllocation {
+                bytes,
+                align: PAGE_SIZE,
+            })?;
+        let mapping = self
+            .backend
+            .map_chunk(len)
+            .map_err(|source| Error::PoolMap { bytes: len, source })?;
         self.large_bytes.fetch_add(len, Ordering::Relaxed);
-        Ok(Block::Large { base: mapping.base, len })
+        Ok(Block::Large {
+            base: mapping.base,
+            len,
+        })
     }
 
     fn pop_or_refill(&self, class: usize) -> Result<Block> {
         loop {
             if let Some(index) = self.pop(class) {
-                return Ok(Block::Pooled { class: class_u8(class), index });
+                return Ok(Block::Pooled {
+                    class: class_u8(class),
+                    index,
+                });
             }
             self.refill(class)?;
         }
@@ -302,7 +323,9 @@ impl BufferPool {
         if class < SMALL_CLASSES {
             // Carve a page into blocks of this class.
             let page = self.pop_or_refill(SMALL_CLASSES)?;
-            let Block::Pooled { index, .. } = page else { unreachable!("pooled class") };
+            let Block::Pooled { index, .. } = page else {
+                unreachable!("pooled class")
+            };
             let per_page = PAGE_SIZE / class_bytes(class);
             let step = class_bytes(class) / GRANULE;
             for i in (0..per_page).rev() {
@@ -353,11 +376,16 @@ impl BufferPool {
         let mapping = self
             .backend
             .map_chunk(CHUNK_BYTES)
-            .map_err(|source| Error::PoolMap { bytes: CHUNK_BYTES, source })?;
+            .map_err(|source| Error::PoolMap {
+                bytes: CHUNK_BYTES,
+                source,
+            })?;
         // Anonymous chunks arrive locked and touched; device chunks are resident by design.
         let chunk = Chunk {
             mapping,
-            next: (0..GRANULES_PER_CHUNK).map(|_| AtomicU32::new(NIL)).collect(),
+            next: (0..GRANULES_PER_CHUNK)
+                .map(|_| AtomicU32::new(NIL))
+                .collect(),
             pins: (0..CHUNK_PAGES).map(|_| AtomicU32::new(LOCKED)).collect(),
         };
         if self.chunks[slot].set(chunk).is_err() {
@@ -368,7 +396,9 @@ impl BufferPool {
 
     fn chunk(&self, index: u32) -> &Chunk {
         let slot = index as usize / GRANULES_PER_CHUNK;
-        self.chunks[slot].get().expect("block indices only name mapped chunks")
+        self.chunks[slot]
+            .get()
+            .expect("block indices only name mapped chunks")
     }
 
     fn link(&self, index: u32) -> &AtomicU32 {
@@ -457,8 +487,12 @@ impl BufferPool {
             return Ok(());
         }
         // SAFETY: the page lies inside the chunk's mapping.
-        anon::lock(unsafe { chunk.page_ptr(page) }, PAGE_SIZE)
-            .map_err(|source| Error::PoolLock { bytes: PAGE_SIZE, source })?;
+        anon::lock(unsafe { chunk.page_ptr(page) }, PAGE_SIZE).map_err(|source| {
+            Error::PoolLock {
+                bytes: PAGE_SIZE,
+                source,
+            }
+        })?;
         chunk.pins[page].fetch_or(LOCKED, Ordering::AcqRel);
         Ok(())
     }
@@ -533,8 +567,9 @@ fn class_u8(class: usize) -> u8 {
     u8::try_from(class).expect("fewer than 256 classes")
 }
 
+#[allow(clippy::cast_possible_truncation)] // the low half of the word, by design
 fn low(word: u64) -> u32 {
-    (word & u64::from(u32::MAX)) as u32
+    word as u32
 }
 
 fn tagged(old: u64, index: u32) -> u64 {
@@ -565,7 +600,19 @@ mod tests {
     #[test]
     fn blocks_do_not_overlap_and_are_reused() {
         let pool = BufferPool::anonymous();
-        let sizes = [1usize, 64, 100, 256, 2048, 3000, 4096, 5000, 3 * 4096, 64 * 4096, 70 * 4096];
+        let sizes = [
+            1usize,
+            64,
+            100,
+            256,
+            2048,
+            3000,
+            4096,
+            5000,
+            3 * 4096,
+            64 * 4096,
+            70 * 4096,
+        ];
         let mut live = Vec::new();
         for round in 0..3u8 {
             for &size in &sizes {
@@ -575,15 +622,20 @@ mod tests {
                 live.push(b);
             }
         }
-        let mut ranges: Vec<(usize, usize)> =
-            live.iter().map(|b| (b.as_ptr() as usize, b.len())).collect();
+        let mut ranges: Vec<(usize, usize)> = live
+            .iter()
+            .map(|b| (b.as_ptr() as usize, b.len()))
+            .collect();
         ranges.sort_unstable();
         for w in ranges.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "overlap: {w:?}");
         }
         for (i, b) in live.iter().enumerate() {
             let round = u8::try_from(i / sizes.len()).unwrap();
-            assert!(b.iter().all(|&x| x == round + 1), "buffer {i} was disturbed");
+            assert!(
+                b.iter().all(|&x| x == round + 1),
+                "buffer {i} was disturbed"
+            );
         }
         let before = pool.stats().chunk_bytes;
         drop(live);
@@ -593,13 +645,19 @@ mod tests {
             let b = pool.alloc::<[u64; 32]>().unwrap();
             drop((a, b));
         }
-        assert_eq!(pool.stats().chunk_bytes, before, "steady state maps nothing new");
+        assert_eq!(
+            pool.stats().chunk_bytes,
+            before,
+            "steady state maps nothing new"
+        );
     }
 
     #[test]
     fn many_outstanding_buffers() {
         let pool = BufferPool::anonymous();
-        let bufs: Vec<_> = (0..10_000).map(|_| pool.alloc::<[u8; 256]>().unwrap()).collect();
+        let bufs: Vec<_> = (0..10_000)
+            .map(|_| pool.alloc::<[u8; 256]>().unwrap())
+            .collect();
         assert_eq!(pool.stats().outstanding, 10_000);
         let mut addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
         addrs.sort_unstable();
@@ -620,7 +678,10 @@ mod tests {
                         let tag = t << 32 | i;
                         b.fill(tag);
                         std::hint::black_box(&mut b);
-                        assert!(b.iter().all(|&x| x == tag), "another thread wrote our buffer");
+                        assert!(
+                            b.iter().all(|&x| x == tag),
+                            "another thread wrote our buffer"
+                        );
                     }
                 });
             }
@@ -634,6 +695,9 @@ mod tests {
         #[repr(C, align(8192))]
         struct Big([u8; 8192]);
         let pool = BufferPool::anonymous();
-        assert!(matches!(pool.alloc::<Big>(), Err(Error::BadAllocation { align: 8192, .. })));
+        assert!(matches!(
+            pool.alloc::<Big>(),
+            Err(Error::BadAllocation { align: 8192, .. })
+        ));
     }
 }

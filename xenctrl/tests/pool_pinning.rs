@@ -64,12 +64,18 @@ fn shared_page_pair(first_freed_first: bool) {
     let (first, second) = if first_freed_first { (a, b) } else { (b, a) };
     drop(first);
     pool.trim();
-    assert!(page_locked(page), "freeing one user must not unlock the survivor's page");
+    assert!(
+        page_locked(page),
+        "freeing one user must not unlock the survivor's page"
+    );
     assert_eq!(vm_locked_kib(), locked_before);
 
     drop(second);
     pool.trim();
-    assert!(!page_locked(page), "the last user's free lets trim unlock the page");
+    assert!(
+        !page_locked(page),
+        "the last user's free lets trim unlock the page"
+    );
     assert_eq!(vm_locked_kib(), locked_before - (PAGE_SIZE as u64 / 1024));
 
     // Landing on a trimmed page locks it again.
@@ -96,7 +102,7 @@ fn forked_child_cannot_corrupt_parent_buffers() {
     let pool = BufferPool::anonymous();
     let mut buf = pool.alloc::<[u8; 64]>().unwrap();
     buf.fill(0xaa);
-    let addr = buf.addr() as usize;
+    let addr = usize::try_from(buf.addr()).unwrap();
 
     // SAFETY: the child only performs a raw store and `_exit`, both async-signal-safe.
     match unsafe { fork() }.expect("fork") {
@@ -116,7 +122,10 @@ fn forked_child_cannot_corrupt_parent_buffers() {
                 WaitStatus::Signaled(child, nix::sys::signal::Signal::SIGSEGV, false),
                 "the child must not see the parent's buffer memory"
             );
-            assert!(buf.iter().all(|&b| b == 0xaa), "the parent's buffer is unchanged");
+            assert!(
+                buf.iter().all(|&b| b == 0xaa),
+                "the parent's buffer is unchanged"
+            );
         }
     }
 }

@@ -63,19 +63,45 @@ impl Privcmd {
 
     /// Open `/dev/xen/privcmd`, and `/dev/xen/hypercall` if it exists.
     pub(crate) fn open() -> Result<Self, Error> {
-        let privcmd = open_rw(PRIVCMD_PATH)
-            .map_err(|source| Error::Open { path: PRIVCMD_PATH, source })?;
+        let privcmd = open_rw(PRIVCMD_PATH).map_err(|source| Error::Open {
+            path: PRIVCMD_PATH,
+            source,
+        })?;
         let hypercall_buf = match open_rw(HYPERCALL_BUF_PATH) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(Error::Open { path: HYPERCALL_BUF_PATH, source }),
+            Err(source) => {
+                return Err(Error::Open {
+                    path: HYPERCALL_BUF_PATH,
+                    source,
+                })
+            }
         };
-        Ok(Privcmd { privcmd, hypercall_buf })
+        Ok(Privcmd {
+            privcmd,
+            hypercall_buf,
+        })
+    }
+
+    /// Open `/dev/xen/privcmd` only: buffers come from locked anonymous memory.
+    pub(crate) fn open_without_hypercall_device() -> Result<Self, Error> {
+        let privcmd = open_rw(PRIVCMD_PATH).map_err(|source| Error::Open {
+            path: PRIVCMD_PATH,
+            source,
+        })?;
+        Ok(Privcmd {
+            privcmd,
+            hypercall_buf: None,
+        })
     }
 }
 
 fn open_rw(path: &str) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
 }
 
 impl Backend for Privcmd {
@@ -112,7 +138,11 @@ impl Backend for Privcmd {
         }
         let base =
             NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(ChunkMapping { base, len, source: MemorySource::HypercallDevice })
+        Ok(ChunkMapping {
+            base,
+            len,
+            source: MemorySource::HypercallDevice,
+        })
     }
 
     fn unmap_chunk(&self, chunk: ChunkMapping) {
@@ -120,10 +150,10 @@ impl Backend for Privcmd {
     }
 
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
-        let mut call = ioctls::PrivcmdHypercall { op, arg: args };
+        let call = ioctls::PrivcmdHypercall { op, arg: args };
         // SAFETY: the request code and struct match the privcmd ABI; the caller guarantees that
         // every address Xen follows is pool memory that stays mapped and unaliased for the call.
-        let ret = unsafe { ioctls::privcmd_hypercall(self.privcmd.as_raw_fd(), &mut call) };
+        let ret = unsafe { ioctls::privcmd_hypercall(self.privcmd.as_raw_fd(), &call) };
         // nix reads errno right after the ioctl, before anything else can clobber it.
         let ret = ret?;
         u64::try_from(ret).map_err(|_| Errno::EINVAL)

@@ -1,0 +1,335 @@
+//! The open handle, and the typed hypercall entry points every operation goes through.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::abi::{
+    __HYPERVISOR_domctl, __HYPERVISOR_event_channel_op, __HYPERVISOR_memory_op,
+    __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload, SysctlPayload, XenDomctl,
+    XenMemoryReservation, XenSysctl,
+};
+use crate::backend::privcmd::Privcmd;
+use crate::backend::sim::{SimConfig, SimHypervisor};
+use crate::backend::Backend;
+use crate::buffer::HypercallBuffer;
+use crate::error::{Error, Op, Result};
+use crate::interface::{self, InterfaceProfile, ProbeCall, RelayoutError};
+use crate::pool::BufferPool;
+use crate::DomId;
+
+/// An open hypercall interface: the real hypervisor through privcmd, or the simulated one.
+///
+/// The handle owns its [`BufferPool`]; every hypercall argument lives there. The safe entry
+/// points take their argument as a pool buffer, so the hypercall argument itself (not just the
+/// guest handles inside it) cannot be stack or heap memory:
+///
+/// ```compile_fail,E0308
+/// # use xenctrl::{XenCtrl, abi::{XenDomctl, XenDomctlPausedomain}};
+/// let xc = XenCtrl::simulated(Default::default())?;
+/// let mut on_stack = XenDomctl::new(1, XenDomctlPausedomain {});
+/// xc.domctl(&mut on_stack)?;
+/// # Ok::<(), xenctrl::Error>(())
+/// ```
+///
+/// ```compile_fail,E0308
+/// # use xenctrl::{XenCtrl, abi::{XenDomctl, XenDomctlPausedomain}};
+/// let xc = XenCtrl::simulated(Default::default())?;
+/// let mut boxed = Box::new(XenDomctl::new(1, XenDomctlPausedomain {}));
+/// xc.domctl(&mut boxed)?;
+/// # Ok::<(), xenctrl::Error>(())
+/// ```
+///
+/// A pool buffer is what it takes:
+///
+/// ```
+/// # use xenctrl::{XenCtrl, abi::{XenDomctl, XenDomctlGetdomaininfo}};
+/// let xc = XenCtrl::simulated(Default::default())?;
+/// let mut op = xc.pool().alloc::<XenDomctl<XenDomctlGetdomaininfo>>()?;
+/// *op = XenDomctl::new(0, XenDomctlGetdomaininfo::default());
+/// xc.domctl(&mut op)?;
+/// assert_eq!(op.u.domain, 0);
+/// # Ok::<(), xenctrl::Error>(())
+/// ```
+pub struct XenCtrl {
+    pool: BufferPool,
+    profile: &'static InterfaceProfile,
+}
+
+impl XenCtrl {
+    /// Open the real hypervisor through `/dev/xen/privcmd`, and probe its interface versions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] when privcmd is missing or cannot be opened (not a Xen domain, no
+    /// `xen-privcmd` module, not root); [`Error::UnsupportedInterface`] when Xen speaks a
+    /// domctl/sysctl version this crate does not know.
+    pub fn open() -> Result<Self> {
+        Self::with_backend(Arc::new(Privcmd::open()?))
+    }
+
+    /// Like [`XenCtrl::open`], but the buffer pool ignores `/dev/xen/hypercall` and uses locked
+    /// anonymous memory, as it does on kernels older than 4.18. For testing that fallback on
+    /// real Xen.
+    ///
+    /// # Errors
+    ///
+    /// As for [`XenCtrl::open`].
+    pub fn open_with_anonymous_buffers() -> Result<Self> {
+        Self::with_backend(Arc::new(Privcmd::open_without_hypercall_device()?))
+    }
+
+    /// Open a fresh simulated hypervisor described by `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedInterface`] if `config` presents interface versions this crate does
+    /// not support (that is how the probe is tested).
+    pub fn simulated(config: SimConfig) -> Result<Self> {
+        Self::with_backend(Arc::new(SimHypervisor::new(config)))
+    }
+
+    /// The real hypervisor when `/dev/xen/privcmd` exists, otherwise a simulated host built
+    /// from `config`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`XenCtrl::open`] and [`XenCtrl::simulated`].
+    pub fn open_or_simulated(config: SimConfig) -> Result<Self> {
+        if Privcmd::available() {
+            Self::open()
+        } else {
+            Self::simulated(config)
+        }
+    }
+
+    pub(crate) fn with_backend(backend: Arc<dyn Backend>) -> Result<Self> {
+        let pool = BufferPool::new(backend);
+        let profile = interface::probe(&mut |call| probe_call(&pool, call))?;
+        Ok(XenCtrl { pool, profile })
+    }
+
+    /// The handle's hypercall buffer pool.
+    pub fn pool(&self) -> &BufferPool {
+        &self.pool
+    }
+
+    /// The interface versions this hypervisor speaks.
+    pub fn interface(&self) -> &'static InterfaceProfile {
+        self.profile
+    }
+
+    /// Issue one interface-version probe by hand: `Ok` if the hypervisor accepted the version,
+    /// else its errno (`EACCES` for a version it does not speak).
+    pub fn probe(&self, call: ProbeCall) -> std::result::Result<(), crate::Errno> {
+        probe_call(&self.pool, call)
+    }
+
+    /// Which backend runs the hypercalls: `"privcmd"` or `"sim"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.pool.backend().name()
+    }
+
+    /// Issue a domctl. Its interface version is set to the probed one; the target domain is
+    /// `op.domain`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignBuffer`] when `op` belongs to another pool; [`Error::Xen`] with Xen's
+    /// errno otherwise.
+    pub fn domctl<P: DomctlPayload>(
+        &self,
+        op: &mut HypercallBuffer<'_, XenDomctl<P>>,
+    ) -> Result<u64> {
+        self.check_pool(op, Op::Domctl)?;
+        self.profile.encode_domctl(op).map_err(unsupported)?;
+        let domid = op.domain;
+        // SAFETY: `op` is a live buffer of this handle's pool, exclusively borrowed for the
+        // call; guest handles inside a payload borrow their own pool buffers for as long as the
+        // payload (and so `op`) lives.
+        let ret = unsafe {
+            self.raw(
+                Op::Domctl,
+                Some(domid),
+                __HYPERVISOR_domctl,
+                [op.addr(), 0, 0, 0, 0],
+            )
+        };
+        self.profile.decode_domctl(op).map_err(unsupported)?;
+        ret
+    }
+
+    /// Issue a sysctl with the probed interface version.
+    ///
+    /// # Errors
+    ///
+    /// As for [`XenCtrl::domctl`].
+    pub fn sysctl<P: SysctlPayload>(
+        &self,
+        op: &mut HypercallBuffer<'_, XenSysctl<P>>,
+    ) -> Result<u64> {
+        self.check_pool(op, Op::Sysctl)?;
+        self.profile.encode_sysctl(op).map_err(unsupported)?;
+        // SAFETY: as for `domctl`.
+        let ret = unsafe {
+            self.raw(
+                Op::Sysctl,
+                None,
+                __HYPERVISOR_sysctl,
+                [op.addr(), 0, 0, 0, 0],
+            )
+        };
+        self.profile.decode_sysctl(op).map_err(unsupported)?;
+        ret
+    }
+
+    /// Issue a `memory_op` reservation sub-op (`XENMEM_populate_physmap`,
+    /// `XENMEM_increase_reservation`, `XENMEM_decrease_reservation`, `XENMEM_claim_pages`).
+    /// Returns Xen's result: the number of extents done, or 0.
+    ///
+    /// # Errors
+    ///
+    /// As for [`XenCtrl::domctl`]; `EINVAL` for any other sub-op.
+    #[allow(non_upper_case_globals)] // Xen's constant names, matched as patterns
+    pub fn memory_reservation_op(
+        &self,
+        cmd: u64,
+        op: &mut HypercallBuffer<'_, XenMemoryReservation<'_>>,
+    ) -> Result<u64> {
+        use crate::abi::{
+            XENMEM_claim_pages, XENMEM_decrease_reservation, XENMEM_increase_reservation,
+            XENMEM_populate_physmap,
+        };
+        let what = match cmd {
+            XENMEM_populate_physmap => Op::PopulatePhysmap,
+            XENMEM_increase_reservation => Op::IncreaseReservation,
+            XENMEM_decrease_reservation => Op::DecreaseReservation,
+            XENMEM_claim_pages => Op::ClaimPages,
+            _ => return Err(Error::xen(Op::MemoryOp, None, crate::Errno::EINVAL)),
+        };
+        self.check_pool(op, what)?;
+        let domid = op.domid;
+        // SAFETY: as for `domctl`; the extent handle borrows its buffer for `op`'s life.
+        unsafe {
+            self.raw(
+                what,
+                Some(domid),
+                __HYPERVISOR_memory_op,
+                [cmd, op.addr(), 0, 0, 0],
+            )
+        }
+    }
+
+    /// A `memory_op` sub-op whose argument is a domid (`XENMEM_current_reservation`,
+    /// `XENMEM_maximum_reservation`), with its answer.
+    pub(crate) fn memory_domid_op(&self, what: Op, cmd: u64, domid: DomId) -> Result<u64> {
+        let mut arg = self.pool.alloc::<DomId>()?;
+        *arg = domid;
+        // SAFETY: `arg` is a live buffer of this pool, exclusively borrowed for the call.
+        unsafe {
+            self.raw(
+                what,
+                Some(domid),
+                __HYPERVISOR_memory_op,
+                [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
+    /// `xen_version` with a pool buffer (or none) as its argument.
+    pub(crate) fn xen_version_op<T: ?Sized>(
+        &self,
+        what: Op,
+        cmd: u64,
+        arg: Option<&mut HypercallBuffer<'_, T>>,
+    ) -> Result<u64> {
+        let addr = match arg {
+            Some(buf) => {
+                self.check_pool(buf, what)?;
+                buf.addr()
+            }
+            None => 0,
+        };
+        // SAFETY: `addr` is 0 or a live buffer of this pool, exclusively borrowed for the call.
+        unsafe { self.raw(what, None, __HYPERVISOR_xen_version, [cmd, addr, 0, 0, 0]) }
+    }
+
+    /// `event_channel_op` with a pool buffer as its argument.
+    pub(crate) fn evtchn_op<T>(
+        &self,
+        what: Op,
+        domid: Option<DomId>,
+        cmd: u64,
+        arg: &mut HypercallBuffer<'_, T>,
+    ) -> Result<u64> {
+        self.check_pool(arg, what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call.
+        unsafe {
+            self.raw(
+                what,
+                domid,
+                __HYPERVISOR_event_channel_op,
+                [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
+    fn check_pool<T: ?Sized>(&self, buf: &HypercallBuffer<'_, T>, op: Op) -> Result<()> {
+        if buf.belongs_to(&self.pool) {
+            Ok(())
+        } else {
+            Err(Error::ForeignBuffer { op })
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Backend::hypercall`].
+    unsafe fn raw(&self, what: Op, domid: Option<DomId>, op: u64, args: [u64; 5]) -> Result<u64> {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.pool.backend().hypercall(op, args) }.map_err(|e| Error::xen(what, domid, e))
+    }
+}
+
+fn unsupported(e: RelayoutError) -> Error {
+    Error::UnsupportedInterface {
+        what: e.to_string(),
+        supported: interface::supported_summary(),
+    }
+}
+
+/// Issue one interface-version probe on `pool`'s backend and report Xen's answer.
+fn probe_call(pool: &BufferPool, call: ProbeCall) -> std::result::Result<(), crate::Errno> {
+    use crate::abi::{XenDomctlGetdomaininfo, XenSysctlPhysinfo};
+    let backend = pool.backend();
+    let nomem = |_| crate::Errno::ENOMEM;
+    let res = match call {
+        ProbeCall::DomctlGetdomaininfo(version) => {
+            let mut d = pool
+                .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+                .map_err(nomem)?;
+            *d = XenDomctl::new(0, XenDomctlGetdomaininfo::default());
+            d.set_interface_version(version);
+            // SAFETY: a live buffer of `pool`, exclusively borrowed for the call.
+            unsafe { backend.hypercall(__HYPERVISOR_domctl, [d.addr(), 0, 0, 0, 0]) }
+        }
+        ProbeCall::SysctlPhysinfo(version) => {
+            let mut s = pool
+                .alloc::<XenSysctl<XenSysctlPhysinfo>>()
+                .map_err(nomem)?;
+            *s = XenSysctl::new(XenSysctlPhysinfo::default());
+            s.set_interface_version(version);
+            // SAFETY: as above.
+            unsafe { backend.hypercall(__HYPERVISOR_sysctl, [s.addr(), 0, 0, 0, 0]) }
+        }
+    };
+    res.map(drop)
+}
+
+impl fmt::Debug for XenCtrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XenCtrl")
+            .field("backend", &self.backend_name())
+            .field("interface", &self.profile)
+            .finish()
+    }
+}
