@@ -98,7 +98,11 @@ impl<'pool, T: ?Sized> HypercallBuffer<'pool, T> {
     /// A guest handle to this buffer, for a guest-handle field of an ABI struct. The buffer
     /// stays mutably borrowed while the handle (or the field it goes into) lives.
     pub fn guest_handle(&mut self) -> GuestHandle<'_, T> {
-        GuestHandle { addr: self.addr(), pool: self.pool, _borrow: PhantomData }
+        GuestHandle {
+            addr: self.addr(),
+            pool: self.pool,
+            _borrow: PhantomData,
+        }
     }
 
     /// The address Xen sees.
@@ -280,7 +284,11 @@ impl BufferPool {
     {
         let mut buf = self.alloc_slice::<T>(data.len())?;
         buf.copy_from_slice(data);
-        Ok(Bounce { buf, user: UserData::Shared(data), _dir: PhantomData })
+        Ok(Bounce {
+            buf,
+            user: UserData::Shared(data),
+            _dir: PhantomData,
+        })
     }
 
     /// Bounce `data` for Xen to write; [`Bounce::finish`] copies the result back.
@@ -293,7 +301,11 @@ impl BufferPool {
         T: FromBytes + IntoBytes + Immutable + Copy,
     {
         let buf = self.alloc_slice::<T>(data.len())?;
-        Ok(Bounce { buf, user: UserData::Unique(data), _dir: PhantomData })
+        Ok(Bounce {
+            buf,
+            user: UserData::Unique(data),
+            _dir: PhantomData,
+        })
     }
 
     /// Bounce `data` for Xen to read and write; [`Bounce::finish`] copies the result back.
@@ -307,7 +319,11 @@ impl BufferPool {
     {
         let mut buf = self.alloc_slice::<T>(data.len())?;
         buf.copy_from_slice(data);
-        Ok(Bounce { buf, user: UserData::Unique(data), _dir: PhantomData })
+        Ok(Bounce {
+            buf,
+            user: UserData::Unique(data),
+            _dir: PhantomData,
+        })
     }
 }
 
@@ -355,7 +371,11 @@ mod tests {
 
         let mut out = [7u16; 4];
         let mut b = pool.bounce_out(&mut out).unwrap();
-        assert_eq!(&**b.buffer(), &[0; 4], "out buffers start zeroed, not with caller data");
+        assert_eq!(
+            &**b.buffer(),
+            &[0; 4],
+            "out buffers start zeroed, not with caller data"
+        );
         b.buffer_mut()[1] = 5;
         b.finish();
         assert_eq!(out, [0, 5, 0, 0]);

@@ -28,13 +28,19 @@ pub struct XenGuestHandle<'h, T> {
 impl<'h, T> XenGuestHandle<'h, T> {
     /// The null handle. Xen answers `EFAULT` if it has to follow it.
     pub const fn null() -> Self {
-        Self { addr: 0, _target: PhantomData }
+        Self {
+            addr: 0,
+            _target: PhantomData,
+        }
     }
 
     /// Only [`GuestHandle`](crate::GuestHandle) calls this, with the address of a live pool
     /// buffer whose borrow is `'h`.
     pub(crate) const fn from_pool_addr(addr: u64) -> Self {
-        Self { addr, _target: PhantomData }
+        Self {
+            addr,
+            _target: PhantomData,
+        }
     }
 
     /// The address this handle carries (0 when null).
