@@ -69,6 +69,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Tests and init scripts wait for this line instead of polling the socket.
+    eprintln!("xenstored: listening on {}", socket.display());
     let ctl = server.controller();
     let waiter = std::thread::Builder::new()
         .name("signals".into())

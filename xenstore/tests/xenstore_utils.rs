@@ -1,0 +1,278 @@
+//! Interop: Debian's `xenstore-utils` (built on C libxenstore) against our xenstored, with the
+//! results checked against what the tools document and against our own client.
+//!
+//! These tests require the tools (`apt-get install xenstore-utils`); they fail, not skip,
+//! without them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use xenstore::perms::{Access, Permissions};
+use xenstore::server::{RunningServer, Server};
+use xenstore::Client;
+
+struct Fixture {
+    _server: RunningServer,
+    socket: PathBuf,
+    client: Client,
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("rxen-xsu-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("socket");
+    let server = Server::new()
+        .unwrap()
+        .listen(&socket)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let client = Client::open_path(&socket).unwrap();
+    Fixture {
+        _server: server,
+        socket,
+        client,
+    }
+}
+
+fn tool(socket: &Path, name: &str, args: &[&str]) -> Output {
+    let out = Command::new(name)
+        .args(args)
+        .env("XENSTORED_PATH", socket)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name} (apt-get install xenstore-utils): {e}"));
+    out
+}
+
+fn ok(socket: &Path, name: &str, args: &[&str]) -> String {
+    let out = tool(socket, name, args);
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed: {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn write_read_exists_list_rm() {
+    let f = fixture("basic");
+    let s = &f.socket;
+    ok(s, "xenstore-write", &["/vm/a", "one", "/vm/b", "two words"]);
+    assert_eq!(f.client.read("/vm/a").unwrap(), b"one");
+    assert_eq!(f.client.read("/vm/b").unwrap(), b"two words");
+    assert_eq!(ok(s, "xenstore-read", &["/vm/a"]), "one\n");
+    assert_eq!(
+        ok(s, "xenstore-read", &["-p", "/vm/a", "/vm/b"]),
+        "/vm/a: one\n/vm/b: two words\n"
+    );
+    assert_eq!(ok(s, "xenstore-list", &["/vm"]), "a\nb\n");
+    assert_eq!(ok(s, "xenstore-list", &["-p", "/vm"]), "/vm/a\n/vm/b\n");
+    assert!(tool(s, "xenstore-exists", &["/vm/a"]).status.success());
+    assert_eq!(
+        tool(s, "xenstore-exists", &["/vm/zz"]).status.code(),
+        Some(1)
+    );
+    let missing = tool(s, "xenstore-read", &["/vm/zz"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("couldn't read path /vm/zz"));
+
+    ok(s, "xenstore-rm", &["/vm/a"]);
+    assert!(!f.client.exists("/vm/a").unwrap());
+    // -t removes parents left empty and valueless.
+    f.client.write("/tidy/x/y/z", "").unwrap();
+    f.client.write("/tidy/keep", "").unwrap();
+    ok(s, "xenstore-rm", &["-t", "/tidy/x/y/z"]);
+    assert!(!f.client.exists("/tidy/x").unwrap());
+    assert_eq!(f.client.directory("/tidy").unwrap(), ["keep"]);
+    // Invalid paths are refused by the daemon.
+    assert_eq!(
+        tool(s, "xenstore-write", &["/bad path", "v"]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn values_are_escaped_as_documented() {
+    let f = fixture("escape");
+    let s = &f.socket;
+    f.client.write("/e/ctl", [1u8, b'x', b'\n', b'\\']).unwrap();
+    assert_eq!(ok(s, "xenstore-read", &["/e/ctl"]), "\\001x\\n\\\\\n");
+    ok(s, "xenstore-write", &["/e/in", "a\\tb\\x41"]);
+    assert_eq!(f.client.read("/e/in").unwrap(), b"a\tbA");
+    ok(s, "xenstore-write", &["-R", "/e/raw", "a\\tb"]);
+    assert_eq!(f.client.read("/e/raw").unwrap(), b"a\\tb");
+}
+
+#[test]
+fn ls_shows_tree_values_and_permissions() {
+    let f = fixture("ls");
+    let s = &f.socket;
+    f.client.write("/ls/a", "1").unwrap();
+    f.client.write("/ls/a/deep", "2").unwrap();
+    f.client.write("/ls/b", "").unwrap();
+    assert_eq!(
+        ok(s, "xenstore-ls", &["/ls"]),
+        "a = \"1\"\n deep = \"2\"\nb = \"\"\n"
+    );
+    assert_eq!(
+        ok(s, "xenstore-ls", &["-f", "/ls"]),
+        "/ls/a = \"1\"\n/ls/a/deep = \"2\"\n/ls/b = \"\"\n"
+    );
+    f.client
+        .set_perms(
+            "/ls/b",
+            &Permissions::new(3, Access::READ).with(4, Access::BOTH),
+        )
+        .unwrap();
+    let long = ok(s, "xenstore-ls", &["-p", "/ls"]);
+    let lines: Vec<&str> = long.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with("a = \"1\"") && lines[0].ends_with("(n0)"),
+        "{long}"
+    );
+    assert!(
+        lines[2].starts_with("b = \"\"") && lines[2].ends_with("(r3,b4)"),
+        "{long}"
+    );
+    // The whole tree from the root includes the daemon's own nodes.
+    let all = ok(s, "xenstore-ls", &[]);
+    assert!(all.starts_with("tool = \"\"\n xenstored = \"\"\n"), "{all}");
+}
+
+#[test]
+fn chmod_sets_permissions_recursively_and_upwards() {
+    let f = fixture("chmod");
+    let s = &f.socket;
+    f.client.write("/c/d/e", "").unwrap();
+    ok(s, "xenstore-chmod", &["/c/d", "n0", "r7"]);
+    assert_eq!(f.client.get_perms("/c/d").unwrap().to_string(), "n0,r7");
+    assert_eq!(
+        f.client.get_perms("/c/d/e").unwrap().to_string(),
+        "n0",
+        "not recursive"
+    );
+    ok(s, "xenstore-chmod", &["-r", "/c", "b5"]);
+    for p in ["/c", "/c/d", "/c/d/e"] {
+        assert_eq!(f.client.get_perms(p).unwrap().to_string(), "b5", "{p}");
+    }
+    ok(s, "xenstore-chmod", &["-u", "/c/d/e", "w9"]);
+    for p in ["/c", "/c/d", "/c/d/e"] {
+        assert_eq!(f.client.get_perms(p).unwrap().to_string(), "w9", "{p}");
+    }
+    assert!(!tool(s, "xenstore-chmod", &["/c/missing", "r1"])
+        .status
+        .success());
+}
+
+#[test]
+fn list_uses_directory_part_for_long_directories() {
+    let f = fixture("dirpart");
+    let names: Vec<String> = (0..400)
+        .map(|i| format!("a-rather-long-child-name-{i:05}"))
+        .collect();
+    f.client
+        .transaction(|tx| {
+            for n in &names {
+                tx.write(&format!("/big/{n}"), "")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let listed = ok(&f.socket, "xenstore-list", &["/big"]);
+    let got: Vec<&str> = listed.lines().collect();
+    assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[test]
+fn watch_reports_initial_and_subsequent_events() {
+    let f = fixture("watch");
+    let mut child = Command::new("timeout")
+        .args(["30", "xenstore-watch", "-n", "3", "/w"])
+        .env("XENSTORED_PATH", &f.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cannot run xenstore-watch (apt-get install xenstore-utils)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "/w",
+        "first fire on registration"
+    );
+    f.client.write("/w/x", "1").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "/w/x");
+    f.client.write("/elsewhere", "1").unwrap();
+    f.client.rm("/w").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "/w");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "xenstore-watch -n 3 ends after three events: {status:?}"
+    );
+}
+
+#[test]
+fn xenstored_binary_serves_until_sigterm_and_cleans_up() {
+    for sig in [libc_sig::TERM, libc_sig::INT] {
+        let dir = std::env::temp_dir().join(format!("rxen-xsd-{}-{sig}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("socket");
+        let mut d = Command::new(env!("CARGO_BIN_EXE_xenstored"))
+            .arg("--socket")
+            .arg(&socket)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(d.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        ok(&socket, "xenstore-write", &["/bin/x", "1"]);
+        assert_eq!(ok(&socket, "xenstore-read", &["/bin/x"]), "1\n");
+        let c = Client::open_path(&socket).unwrap();
+        common::transactions(&c, "/bin/tx");
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(d.id().to_string())
+            .status()
+            .unwrap();
+        let st = d.wait().unwrap();
+        assert_eq!(
+            st.code(),
+            Some(0),
+            "clean exit on SIG{sig}: {st:?} (signal {:?})",
+            st.signal()
+        );
+        assert!(!socket.exists(), "socket removed");
+        assert!(c.read("/bin/x").is_err());
+    }
+}
+
+#[test]
+fn xenstored_binary_rejects_bad_usage() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xenstored"))
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option"));
+    let out = Command::new(env!("CARGO_BIN_EXE_xenstored"))
+        .args(["--socket", "/nonexistent-dir/socket"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/socket"));
+}
+
+mod libc_sig {
+    pub const TERM: &str = "TERM";
+    pub const INT: &str = "INT";
+}
