@@ -108,6 +108,18 @@ impl XenCtrl {
         Ok(XenCtrl { pool, profile })
     }
 
+    /// A handle whose interface profile is given rather than probed.
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn with_backend_and_profile(
+        backend: Arc<dyn Backend>,
+        profile: &'static InterfaceProfile,
+    ) -> Self {
+        XenCtrl {
+            pool: BufferPool::new(backend),
+            profile,
+        }
+    }
+
     /// The handle's hypercall buffer pool.
     pub fn pool(&self) -> &BufferPool {
         &self.pool

@@ -6,6 +6,9 @@
 
 pub mod abi;
 pub mod backend;
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_support;
 mod buffer;
 mod ctrl;
 mod domain;
