@@ -211,6 +211,7 @@ pub fn structs() -> Vec<StructLayout> {
         XenSysctlPhysinfo::LAYOUT,
         XenSysctlGetdomaininfolist::LAYOUT,
         XenSysctlGetdomaininfolistView::LAYOUT,
+        XenMemoryDomain::LAYOUT,
         XenMemoryReservation::LAYOUT,
         XenMemoryReservationView::LAYOUT,
         EvtchnAllocUnbound::LAYOUT,

@@ -1,8 +1,8 @@
 //! The `memory_op` sub-ops this crate uses (`memory.h`).
 //!
-//! `XENMEM_current_reservation` and `XENMEM_maximum_reservation` take a pointer to a
-//! [`DomId`](super::DomId) and answer in the return value; the reservation sub-ops and
-//! `XENMEM_claim_pages` take a [`XenMemoryReservation`].
+//! `XENMEM_current_reservation` and `XENMEM_maximum_reservation` take a [`XenMemoryDomain`]
+//! and answer in the return value; the reservation sub-ops and `XENMEM_claim_pages` take a
+//! [`XenMemoryReservation`].
 
 #![allow(non_upper_case_globals)]
 
@@ -40,6 +40,18 @@ abi_consts! {
 /// `XENMEMF_node(n)`: prefer host node `n` (encoded as `n + 1` in bits 8..16).
 pub const fn xenmemf_node(node: u8) -> u32 {
     (node as u32 + 1) << 8
+}
+
+abi_struct! {
+    /// Argument of `XENMEM_current_reservation` and `XENMEM_maximum_reservation`
+    /// (`struct xen_memory_domain`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+    c("struct xen_memory_domain")
+    pub struct XenMemoryDomain {
+        /// The domain asked about (`DOMID_SELF` allowed).
+        pub domid: DomId,
+    }
+    size = 2;
 }
 
 abi_struct! {

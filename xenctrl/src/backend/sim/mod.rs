@@ -1,1 +1,241 @@
-//! The simulated hypervisor.
+//! The simulated hypervisor: an in-process model of Xen 4.17 behind the [`Backend`] trait.
+//!
+//! [`SimHypervisor`] answers the hypercalls this crate issues (`xen_version`, the domctl and
+//! sysctl sub-ops of [`crate::abi`], the reservation/claim `memory_op`s and
+//! `EVTCHNOP_alloc_unbound`) with Xen's semantics and errnos, against a [`SimState`] host model:
+//! host memory with claims, domains with their limits, pause counts, shutdown codes and event
+//! channels.
+//!
+//! It reads and writes arguments only through the addresses it is handed, and only inside the
+//! chunks it mapped for a pool ([`Backend::map_chunk`]); any other address is `EFAULT`, exactly
+//! as if Xen could not copy it. Arguments are decoded from bytes with the `FromBytes` ABI types
+//! and views, so arbitrary bytes at a valid address never panic.
+//!
+//! Layers: `memory` (the chunk registry, the only `unsafe`), `dispatch` (argument decoding),
+//! [`state`] (the model, which never sees an address).
+//!
+//! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
+//! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
+
+mod dispatch;
+mod memory;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+
+use self::dispatch::{Interface, VersionInfo};
+use self::memory::ChunkRegistry;
+pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
+use super::{anon, Backend, ChunkMapping, MemorySource};
+use crate::abi::{XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
+use crate::interface::InterfaceProfile;
+
+/// What the simulated host looks like.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Host RAM in MiB.
+    pub total_mib: u64,
+    /// RAM owned by dom0 at start, in MiB.
+    pub dom0_mib: u64,
+    /// Online CPUs.
+    pub nr_cpus: u32,
+    /// CPU frequency in kHz.
+    pub cpu_khz: u32,
+    /// `XEN_DOMCTL_INTERFACE_VERSION` the simulated Xen speaks.
+    pub domctl_interface_version: u32,
+    /// `XEN_SYSCTL_INTERFACE_VERSION` the simulated Xen speaks.
+    pub sysctl_interface_version: u32,
+    /// Xen's `(major, minor)` version.
+    pub version: (u16, u16),
+    /// `XENVER_extraversion` (truncated to 15 bytes).
+    pub extraversion: String,
+    /// `XENVER_capabilities` (truncated to 1023 bytes).
+    pub capabilities: String,
+    /// `XENVER_changeset` (truncated to 63 bytes).
+    pub changeset: String,
+}
+
+impl Default for SimConfig {
+    /// An 8 GiB, 4-CPU host running Xen 4.17 with a 1 GiB dom0.
+    fn default() -> Self {
+        Self {
+            total_mib: 8192,
+            dom0_mib: 1024,
+            nr_cpus: 4,
+            cpu_khz: 2_400_000,
+            domctl_interface_version: crate::abi::XEN_DOMCTL_INTERFACE_VERSION,
+            sysctl_interface_version: crate::abi::XEN_SYSCTL_INTERFACE_VERSION,
+            version: (4, 17),
+            extraversion: ".5-sim".into(),
+            capabilities: "xen-3.0-x86_64 hvm-3.0-x86_32 hvm-3.0-x86_32p hvm-3.0-x86_64".into(),
+            changeset: "simulated".into(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The same host presenting another Xen's interface versions (e.g. to see the probe refuse
+    /// it). Arguments are still decoded in the 4.17 layout.
+    pub fn presenting(mut self, profile: &InterfaceProfile) -> Self {
+        self.domctl_interface_version = profile.domctl;
+        self.sysctl_interface_version = profile.sysctl;
+        self
+    }
+}
+
+/// Copy a string into a NUL-terminated C character array.
+fn c_string<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N - 1);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
+}
+
+/// Make calls fail: the next `count` calls of `hypercall` (and `subop`, if given: the domctl or
+/// sysctl `cmd`, or the first register of other hypercalls) answer `errno` without running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimFault {
+    /// The hypercall number (`__HYPERVISOR_*`).
+    pub hypercall: u64,
+    /// The sub-op, or every sub-op.
+    pub subop: Option<u32>,
+    /// What to answer.
+    pub errno: Errno,
+    /// How many calls to fail.
+    pub count: u32,
+}
+
+/// An in-process simulated Xen 4.17 host.
+#[derive(Debug)]
+pub struct SimHypervisor {
+    chunks: ChunkRegistry,
+    state: Mutex<SimState>,
+    faults: Mutex<Vec<SimFault>>,
+    iface: Interface,
+    version: VersionInfo,
+}
+
+impl SimHypervisor {
+    /// A simulated host as `config` describes.
+    pub fn new(config: SimConfig) -> Self {
+        let exact = crate::interface::profile_for(
+            config.domctl_interface_version,
+            config.sysctl_interface_version,
+        )
+        .is_some_and(|p| p.getdomaininfo_exact);
+        Self {
+            chunks: ChunkRegistry::default(),
+            state: Mutex::new(SimState::new(&config)),
+            faults: Mutex::new(Vec::new()),
+            iface: Interface {
+                domctl: config.domctl_interface_version,
+                sysctl: config.sysctl_interface_version,
+                getdomaininfo_exact: exact,
+            },
+            version: VersionInfo {
+                version: (u64::from(config.version.0) << 16) | u64::from(config.version.1),
+                extraversion: XenExtraversion {
+                    chars: c_string(&config.extraversion),
+                },
+                capabilities: XenCapabilitiesInfo {
+                    chars: c_string(&config.capabilities),
+                },
+                changeset: XenChangesetInfo {
+                    chars: c_string(&config.changeset),
+                },
+            },
+        }
+    }
+
+    /// Run `f` on the host model: inspect it, or act as a guest would (e.g.
+    /// [`SimState::shutdown`]).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Make upcoming calls fail (see [`SimFault`]). Faults are consumed in the order added.
+    pub fn inject_fault(&self, fault: SimFault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fault);
+    }
+
+    /// Remove every pending fault.
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn take_fault(&self, op: u64, subop: Result<u32, Errno>) -> Option<Errno> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let i = faults.iter().position(|f| {
+            f.hypercall == op && f.count > 0 && f.subop.is_none_or(|s| subop == Ok(s))
+        })?;
+        let errno = faults[i].errno;
+        faults[i].count -= 1;
+        if faults[i].count == 0 {
+            faults.remove(i);
+        }
+        Some(errno)
+    }
+
+    /// The hypercall itself, on any memory: the part that could run out of process.
+    fn call(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
+        let subop = dispatch::subop(&self.chunks, op, args);
+        if let Some(errno) = self.take_fault(op, subop) {
+            return Err(errno);
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        dispatch::dispatch(
+            &mut state,
+            &self.iface,
+            &self.version,
+            &self.chunks,
+            op,
+            args,
+        )
+    }
+}
+
+impl Default for SimHypervisor {
+    fn default() -> Self {
+        Self::new(SimConfig::default())
+    }
+}
+
+impl Backend for SimHypervisor {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn memory_source(&self) -> MemorySource {
+        MemorySource::LockedAnonymous
+    }
+
+    fn map_chunk(&self, len: usize) -> io::Result<ChunkMapping> {
+        let chunk = anon::map(len)?;
+        self.chunks
+            .register(chunk.base.as_ptr().expose_provenance(), chunk.len);
+        Ok(chunk)
+    }
+
+    fn unmap_chunk(&self, chunk: ChunkMapping) {
+        let start = chunk.base.as_ptr().expose_provenance();
+        self.chunks.deregister(start, || anon::unmap(chunk));
+    }
+
+    /// Runs the hypercall against the model. Every address is checked against the chunks this
+    /// simulator mapped; anything else is `EFAULT`, so the simulator never touches memory the
+    /// contract does not cover.
+    unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
+        self.call(op, args)
+    }
+}

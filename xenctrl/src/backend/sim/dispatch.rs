@@ -1,0 +1,306 @@
+//! Decoding hypercall arguments for the simulated hypervisor.
+//!
+//! Arguments are copied in from [`GuestMemory`] as `FromBytes` types (the `*View`s where Xen's
+//! struct holds a guest handle), handed to [`SimState`], and results copied back, in the order
+//! and with the error conventions of Xen 4.17: `EFAULT` when a copy fails, `EACCES` on an
+//! interface-version mismatch, and for the reservation sub-ops the count of extents done instead
+//! of an errno. Any bytes decode to something; nothing here panics on input.
+
+// The ABI constants keep their C spelling, and are matched on here.
+#![allow(non_upper_case_globals)]
+
+use nix::errno::Errno;
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::memory::GuestMemory;
+use super::state::{SimState, CALLER_MAX_ORDER, MAX_ORDER};
+use crate::abi::*;
+
+/// What the dispatcher needs to know besides the model.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Interface {
+    /// The domctl interface version presented.
+    pub domctl: u32,
+    /// The sysctl interface version presented.
+    pub sysctl: u32,
+    /// `getdomaininfo` of a missing domain answers `ESRCH` (4.18+).
+    pub getdomaininfo_exact: bool,
+}
+
+/// The `xen_version` answers.
+#[derive(Clone, Debug)]
+pub(crate) struct VersionInfo {
+    /// `major << 16 | minor`.
+    pub version: u64,
+    /// `XENVER_extraversion`.
+    pub extraversion: XenExtraversion,
+    /// `XENVER_capabilities`.
+    pub capabilities: XenCapabilitiesInfo,
+    /// `XENVER_changeset`.
+    pub changeset: XenChangesetInfo,
+}
+
+/// `MEMOP_EXTENT_SHIFT`: `memory_op`'s command word carries a continuation's start extent above
+/// this many bits.
+const MEMOP_EXTENT_SHIFT: u32 = 6;
+const MEMOP_CMD_MASK: u64 = (1 << MEMOP_EXTENT_SHIFT) - 1;
+
+/// The sub-op a hypercall names, for fault injection: the `cmd` word of a domctl/sysctl (read
+/// from memory), else the first register.
+pub(crate) fn subop(mem: &dyn GuestMemory, op: u64, args: [u64; 5]) -> Result<u32, Errno> {
+    match op {
+        __HYPERVISOR_domctl | __HYPERVISOR_sysctl => {
+            let mut cmd = [0u8; 4];
+            mem.read(args[0], &mut cmd)?;
+            Ok(u32::from_ne_bytes(cmd))
+        }
+        __HYPERVISOR_memory_op => Ok(u32::try_from(args[0] & MEMOP_CMD_MASK).unwrap_or(0)),
+        _ => Ok(u32::try_from(args[0]).unwrap_or(u32::MAX)),
+    }
+}
+
+/// Execute one hypercall against the model.
+pub(crate) fn dispatch(
+    state: &mut SimState,
+    iface: &Interface,
+    version: &VersionInfo,
+    mem: &dyn GuestMemory,
+    op: u64,
+    args: [u64; 5],
+) -> Result<u64, Errno> {
+    match op {
+        __HYPERVISOR_xen_version => xen_version(version, mem, args[0], args[1]),
+        __HYPERVISOR_domctl => domctl(state, iface, mem, args[0]),
+        __HYPERVISOR_sysctl => sysctl(state, iface, mem, args[0]),
+        __HYPERVISOR_memory_op => memory_op(state, mem, args[0], args[1]),
+        __HYPERVISOR_event_channel_op => event_channel_op(state, mem, args[0], args[1]),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+fn read<T: FromBytes + IntoBytes>(mem: &dyn GuestMemory, addr: u64) -> Result<T, Errno> {
+    let mut v = T::new_zeroed();
+    mem.read(addr, v.as_mut_bytes())?;
+    Ok(v)
+}
+
+fn xen_version(v: &VersionInfo, mem: &dyn GuestMemory, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    match cmd {
+        XENVER_version => Ok(v.version),
+        XENVER_pagesize => Ok(crate::PAGE_SIZE as u64),
+        XENVER_extraversion => mem.write(arg, v.extraversion.as_bytes()).map(|()| 0),
+        XENVER_capabilities => mem.write(arg, v.capabilities.as_bytes()).map(|()| 0),
+        XENVER_changeset => mem.write(arg, v.changeset.as_bytes()).map(|()| 0),
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// Decode payload `P` from the front of a union.
+fn payload<P: FromBytes>(u: &[u8]) -> P {
+    P::read_from_prefix(u)
+        .map(|(p, _)| p)
+        .unwrap_or_else(|_| P::new_zeroed())
+}
+
+/// Encode `p` at the front of a union.
+fn set_payload<P: IntoBytes + zerocopy::Immutable>(u: &mut [u8], p: &P) {
+    let b = p.as_bytes();
+    u[..b.len()].copy_from_slice(b);
+}
+
+fn domctl(
+    state: &mut SimState,
+    iface: &Interface,
+    mem: &dyn GuestMemory,
+    addr: u64,
+) -> Result<u64, Errno> {
+    let mut op: XenDomctlView = read(mem, addr)?;
+    if op.interface_version != iface.domctl {
+        return Err(Errno::EACCES);
+    }
+    let domid = op.domain;
+    match op.cmd {
+        XEN_DOMCTL_createdomain => {
+            let config: XenDomctlCreatedomain = payload(op.union_bytes());
+            op.domain = state.create_domain(domid, &config)?;
+            mem.write(addr, op.as_bytes())?;
+        }
+        XEN_DOMCTL_getdomaininfo => {
+            let info = state.getdomaininfo(domid, iface.getdomaininfo_exact)?;
+            op.domain = info.domain;
+            set_payload(op.union_bytes_mut(), &info);
+            mem.write(addr, op.as_bytes())?;
+        }
+        XEN_DOMCTL_pausedomain => state.pause(domid)?,
+        XEN_DOMCTL_unpausedomain => state.unpause(domid)?,
+        XEN_DOMCTL_destroydomain => state.destroy(domid)?,
+        XEN_DOMCTL_max_mem => {
+            let m: XenDomctlMaxMem = payload(op.union_bytes());
+            state.set_max_mem(domid, m.max_memkb)?;
+        }
+        XEN_DOMCTL_max_vcpus => {
+            let m: XenDomctlMaxVcpus = payload(op.union_bytes());
+            state.max_vcpus(domid, m.max)?;
+        }
+        _ => {
+            // Xen looks the domain up before it looks at the sub-op.
+            state.domain(domid)?;
+            return Err(Errno::ENOSYS);
+        }
+    }
+    Ok(0)
+}
+
+fn sysctl(
+    state: &mut SimState,
+    iface: &Interface,
+    mem: &dyn GuestMemory,
+    addr: u64,
+) -> Result<u64, Errno> {
+    let mut op: XenSysctlView = read(mem, addr)?;
+    if op.interface_version != iface.sysctl {
+        return Err(Errno::EACCES);
+    }
+    match op.cmd {
+        XEN_SYSCTL_physinfo => {
+            let info = state.physinfo();
+            set_payload(op.union_bytes_mut(), &info);
+        }
+        XEN_SYSCTL_getdomaininfolist => {
+            let mut list: XenSysctlGetdomaininfolistView = payload(op.union_bytes());
+            let max = usize::try_from(list.max_domains).unwrap_or(usize::MAX);
+            let entry = core::mem::size_of::<XenDomctlGetdomaininfo>() as u64;
+            let mut n = 0u32;
+            for info in state.domain_list(list.first_domain, max) {
+                let at = u64::from(n)
+                    .checked_mul(entry)
+                    .and_then(|off| list.buffer.checked_add(off))
+                    .ok_or(Errno::EFAULT)?;
+                mem.write(at, info.as_bytes())?;
+                n += 1;
+            }
+            list.num_domains = n;
+            set_payload(op.union_bytes_mut(), &list);
+        }
+        _ => return Err(Errno::ENOSYS),
+    }
+    mem.write(addr, op.as_bytes())?;
+    Ok(0)
+}
+
+fn memory_op(
+    state: &mut SimState,
+    mem: &dyn GuestMemory,
+    cmd: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
+    let start = cmd >> MEMOP_EXTENT_SHIFT;
+    match cmd & MEMOP_CMD_MASK {
+        op @ (XENMEM_increase_reservation
+        | XENMEM_decrease_reservation
+        | XENMEM_populate_physmap) => Ok(reservation(state, mem, op, start, arg)),
+        XENMEM_claim_pages => {
+            if start != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let r: XenMemoryReservationView = read(mem, arg)?;
+            if r.extent_start != 0 || r.extent_order != 0 || r.mem_flags != 0 {
+                return Err(Errno::EINVAL);
+            }
+            // Looked up without DOMID_SELF, and a missing domain is EINVAL here.
+            state.domain(r.domid).map_err(|_| Errno::EINVAL)?;
+            state.set_outstanding(r.domid, r.nr_extents).map(|()| 0)
+        }
+        op @ (XENMEM_current_reservation | XENMEM_maximum_reservation) => {
+            if start != 0 {
+                return Err(Errno::EINVAL);
+            }
+            let q: XenMemoryDomain = read(mem, arg)?;
+            let d = state.domain(SimState::resolve(q.domid))?;
+            Ok(if op == XENMEM_current_reservation {
+                d.tot_pages
+            } else {
+                d.max_pages
+            })
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// The reservation sub-ops answer with the number of extents done, never an errno.
+fn reservation(state: &mut SimState, mem: &dyn GuestMemory, op: u64, start: u64, arg: u64) -> u64 {
+    let Ok(r) = read::<XenMemoryReservationView>(mem, arg) else {
+        return start;
+    };
+    if r.nr_extents > u64::from(u32::MAX >> MEMOP_EXTENT_SHIFT) || start >= r.nr_extents {
+        return start;
+    }
+    let domid = SimState::resolve(r.domid);
+    if state.domain(domid).is_err() {
+        return start;
+    }
+    let list = r.extent_start;
+    let pfn = core::mem::size_of::<XenPfn>() as u64;
+    let slot = |i: u64| list.wrapping_add(i.wrapping_mul(pfn));
+    let order = r.extent_order;
+    let pod = r.mem_flags & XENMEMF_populate_on_demand != 0;
+    let max_order = if op == XENMEM_populate_physmap && pod {
+        MAX_ORDER
+    } else {
+        CALLER_MAX_ORDER
+    };
+    if order > max_order {
+        return start;
+    }
+    // The list must be accessible as a whole (`guest_handle_subrange_okay`); increase_reservation
+    // may pass a null list and get nothing written.
+    let needs_list = op != XENMEM_increase_reservation || list != 0;
+    if needs_list && !mem.check(slot(start), (r.nr_extents - start).saturating_mul(pfn)) {
+        return start;
+    }
+    let hvm = state.is_hvm(domid);
+    let mut done = start;
+    while done < r.nr_extents {
+        let i = done;
+        let ok = match op {
+            XENMEM_increase_reservation => match state.increase_extent(domid, order) {
+                Some(mfn) => list == 0 || mem.write(slot(i), &mfn.to_ne_bytes()).is_ok(),
+                None => false,
+            },
+            XENMEM_decrease_reservation => match read::<u64>(mem, slot(i)) {
+                Ok(gmfn) => state.decrease_extent(domid, gmfn, order),
+                Err(_) => false,
+            },
+            _ => match read::<u64>(mem, slot(i)) {
+                Ok(gpfn) => match state.populate_extent(domid, gpfn, order) {
+                    Some(mfn) if !hvm => mem.write(slot(i), &mfn.to_ne_bytes()).is_ok(),
+                    Some(_) => true,
+                    None => false,
+                },
+                Err(_) => false,
+            },
+        };
+        if !ok {
+            break;
+        }
+        done += 1;
+    }
+    done
+}
+
+fn event_channel_op(
+    state: &mut SimState,
+    mem: &dyn GuestMemory,
+    cmd: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
+    match cmd {
+        EVTCHNOP_alloc_unbound => {
+            let mut a: EvtchnAllocUnbound = read(mem, arg)?;
+            a.port = state.alloc_unbound(a.dom, a.remote_dom)?;
+            mem.write(arg, a.as_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
