@@ -20,6 +20,51 @@
 //! zerocopy cannot derive `IntoBytes` for a struct generic over its field types, so the envelopes
 //! are `FromZeros + KnownLayout + Immutable`; the pool allocates them zeroed. Untrusted bytes are
 //! decoded with [`XenDomctlView`] / [`XenSysctlView`], whose `u` is the raw union.
+//!
+//! # Examples
+//!
+//! ```
+//! use xenctrl::abi::*;
+//!
+//! let op = XenDomctl::new(3, XenDomctlMaxMem { max_memkb: 1 << 20 });
+//! assert_eq!(op.cmd(), XEN_DOMCTL_max_mem);
+//! assert_eq!(size_of_val(&op), 144);
+//! let list = XenSysctl::new(XenSysctlGetdomaininfolist {
+//!     max_domains: 16,
+//!     ..zerocopy::FromZeros::new_zeroed()
+//! });
+//! assert_eq!(list.cmd(), XEN_SYSCTL_getdomaininfolist);
+//! ```
+//!
+//! A view is not a payload, so it cannot carry a forged handle into an envelope:
+//!
+//! ```compile_fail
+//! use xenctrl::abi::*;
+//! let forged = XenSysctlGetdomaininfolistView { buffer: 0xdead_0000, ..Default::default() };
+//! let _ = XenSysctl::new(forged);
+//! ```
+//!
+//! A handle-bearing struct cannot be made from bytes:
+//!
+//! ```compile_fail
+//! use zerocopy::FromBytes;
+//! let _ = xenctrl::abi::XenMemoryReservation::read_from_bytes(&[0u8; 32]);
+//! ```
+//!
+//! The sub-op is fixed by the payload type:
+//!
+//! ```compile_fail
+//! use xenctrl::abi::*;
+//! let mut op = XenDomctl::new(3, XenDomctlMaxMem { max_memkb: 1 });
+//! op.cmd = XEN_DOMCTL_createdomain;
+//! ```
+//!
+//! and no payload type can be added outside this crate:
+//!
+//! ```compile_fail
+//! struct Evil;
+//! impl xenctrl::abi::envelope::sealed::Sealed for Evil {}
+//! ```
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
