@@ -7,17 +7,18 @@
 //! - runs of 1 to 64 pages, rounded up to a power of two;
 //! - anything larger gets a mapping of its own.
 //!
-//! Each size class keeps a lock-free free list, so in steady state allocation and free are a
-//! compare-and-swap and a few counter updates: no system call, and no cost that grows with the
-//! number of outstanding buffers. Freed blocks go back to their class and are not coalesced;
-//! the pool's footprint is bounded by its peak use, as libxencall's cache is.
+//! Each size class keeps a lock-free free list, and each thread keeps a small cache of blocks
+//! per class in front of it. In steady state allocation and free touch only the calling
+//! thread's cache: no system call, no atomic operation, and no cost that grows with the number
+//! of outstanding buffers. Freed blocks go back to their class and are not coalesced; the
+//! pool's footprint is bounded by its peak use, as libxencall's cache is.
 //!
 //! # Pinning
 //!
 //! Pages of [`MemorySource::LockedAnonymous`] chunks are locked with `mlock`. `mlock` does not
-//! nest, so the pool counts pins per page: every live buffer pins each page it touches, a page
-//! is locked before its first pin is handed out, and [`BufferPool::trim`] unlocks only pages
-//! whose count is zero. Two buffers sharing a page can be freed in either order without the
+//! nest, so the pool counts pins per page: every live buffer (and every block parked in a thread
+//! cache) pins each page it touches, a page is locked before its first pin is handed out, and
+//! [`BufferPool::trim`] unlocks only pages whose count is zero. Two buffers sharing a page can be freed in either order without the
 //! survivor losing its lock. A page that was trimmed is locked again (a system call, outside
 //! steady state) when a buffer next lands on it.
 
@@ -72,6 +73,12 @@ static_assertions::const_assert_eq!(1 << GRANULE_SHIFT, GRANULE);
 /// # Ok::<(), xenctrl::Error>(())
 /// ```
 pub struct BufferPool {
+    inner: Arc<Inner>,
+}
+
+/// The shared state of a pool. Thread caches refer to it weakly, by its unique `id`.
+struct Inner {
+    id: u64,
     backend: Arc<dyn Backend>,
     /// One lock-free stack per size class; each word is `tag << 32 | head index`.
     heads: [AtomicU64; CLASSES],
@@ -80,7 +87,8 @@ pub struct BufferPool {
     grow: Mutex<Frontier>,
     /// Serialises page locking against trimming.
     lock_state: Mutex<()>,
-    outstanding: AtomicUsize,
+    /// Blocks out of the shared free lists: live buffers and blocks in thread caches.
+    taken: AtomicUsize,
     large_bytes: AtomicUsize,
 }
 
@@ -116,7 +124,8 @@ unsafe impl Sync for Block {}
 /// Counters describing a pool, for diagnostics and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStats {
-    /// Buffers handed out and not yet freed.
+    /// Buffers handed out and not yet freed, plus blocks parked in the caches of threads other
+    /// than the caller (whose own cache is returned first).
     pub outstanding: usize,
     /// Bytes mapped in shared chunks.
     pub chunk_bytes: usize,
@@ -128,14 +137,19 @@ pub struct PoolStats {
 
 impl BufferPool {
     pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
-        BufferPool {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let inner = Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             backend,
             heads: std::array::from_fn(|_| AtomicU64::new(u64::from(NIL))),
             chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
             grow: Mutex::new(Frontier::default()),
             lock_state: Mutex::new(()),
-            outstanding: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             large_bytes: AtomicUsize::new(0),
+        };
+        BufferPool {
+            inner: Arc::new(inner),
         }
     }
 
@@ -149,7 +163,7 @@ impl BufferPool {
 
     /// Where this pool's memory comes from: `/dev/xen/hypercall`, or locked anonymous memory.
     pub fn source(&self) -> MemorySource {
-        self.backend.memory_source()
+        self.inner.backend.memory_source()
     }
 
     /// Allocate a zeroed `T` in hypercall-safe memory.
@@ -162,7 +176,7 @@ impl BufferPool {
     where
         T: zerocopy::FromZeros + zerocopy::KnownLayout + zerocopy::Immutable,
     {
-        let (block, base) = self.allocate(size_of::<T>(), align_of::<T>())?;
+        let (block, base) = self.inner.allocate(size_of::<T>(), align_of::<T>())?;
         // SAFETY: `base` is the start of a fresh block of at least `size_of::<T>()` bytes,
         // suitably aligned, owned by nobody else until the buffer is dropped.
         unsafe { base.as_ptr().write_bytes(0, size_of::<T>()) };
@@ -185,7 +199,7 @@ impl BufferPool {
                 bytes: usize::MAX,
                 align: align_of::<T>(),
             })?;
-        let (block, base) = self.allocate(bytes, align_of::<T>())?;
+        let (block, base) = self.inner.allocate(bytes, align_of::<T>())?;
         // SAFETY: a fresh block of at least `bytes` bytes that nobody else owns.
         unsafe { base.as_ptr().write_bytes(0, bytes) };
         let ptr = NonNull::slice_from_raw_parts(base.cast::<T>(), len);
@@ -200,15 +214,47 @@ impl BufferPool {
     ///
     /// As for [`BufferPool::alloc`].
     pub fn alloc_uninit(&self, len: usize) -> Result<HypercallBuffer<'_, [MaybeUninit<u8>]>> {
-        let (block, base) = self.allocate(len, 1)?;
+        let (block, base) = self.inner.allocate(len, 1)?;
         let ptr = NonNull::slice_from_raw_parts(base.cast::<MaybeUninit<u8>>(), len);
         // SAFETY: any bytes are a valid `[MaybeUninit<u8>]`; the block is fresh and ours.
         Ok(unsafe { HypercallBuffer::from_raw(self, block, ptr) })
     }
 
     /// Unlock every locked-anonymous page that no live buffer uses. Pages are locked again
-    /// when a buffer next lands on them. Memory stays mapped.
+    /// when a buffer next lands on them. Memory stays mapped. The calling thread's cache is
+    /// returned to the pool first; blocks cached by other threads stay pinned until those
+    /// threads free more or exit.
     pub fn trim(&self) {
+        cache::flush_current(&self.inner);
+        self.inner.trim();
+    }
+
+    /// Counters describing the pool (after returning the calling thread's cache).
+    pub fn stats(&self) -> PoolStats {
+        cache::flush_current(&self.inner);
+        self.inner.stats()
+    }
+
+    /// The backend that maps this pool's memory.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Return a block. Called by [`HypercallBuffer`]'s `Drop`.
+    pub(crate) fn free(&self, block: Block) {
+        match block {
+            Block::Pooled { class, index } => {
+                if !cache::put(&self.inner, class.into(), index) {
+                    self.inner.give_shared(class.into(), index);
+                }
+            }
+            Block::Large { base, len } => self.inner.free_large(base, len),
+        }
+    }
+}
+
+impl Inner {
+    fn trim(&self) {
         let _guard = self.lock_state.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in self.chunks.iter().map_while(OnceLock::get) {
             if chunk.mapping.source != MemorySource::LockedAnonymous {
@@ -228,11 +274,10 @@ impl BufferPool {
         }
     }
 
-    /// Counters describing the pool.
-    pub fn stats(&self) -> PoolStats {
+    fn stats(&self) -> PoolStats {
         let chunks: Vec<&Chunk> = self.chunks.iter().map_while(OnceLock::get).collect();
         PoolStats {
-            outstanding: self.outstanding.load(Ordering::Relaxed),
+            outstanding: self.taken.load(Ordering::Relaxed),
             chunk_bytes: chunks.len() * CHUNK_BYTES,
             large_bytes: self.large_bytes.load(Ordering::Relaxed),
             locked_pages: chunks
@@ -243,11 +288,6 @@ impl BufferPool {
         }
     }
 
-    /// The backend that maps this pool's memory.
-    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
-
     /// Find or make a block for `bytes` bytes aligned to `align`, with its pages pinned.
     fn allocate(&self, bytes: usize, align: usize) -> Result<(Block, NonNull<u8>)> {
         if align > PAGE_SIZE {
@@ -255,37 +295,43 @@ impl BufferPool {
         }
         let class = class_for(bytes.max(align));
         let block = match class {
-            Some(class) => self.pop_or_refill(class)?,
+            Some(class) => match cache::take(self, class) {
+                Some(index) => Block::Pooled {
+                    class: class_u8(class),
+                    index,
+                },
+                None => self.take_shared(class)?,
+            },
             None => self.map_large(bytes)?,
         };
-        let base = self.block_ptr(block);
+        Ok((block, self.block_ptr(block)))
+    }
+
+    /// Take a block of `class` from the shared lists, pinned.
+    fn take_shared(&self, class: usize) -> Result<Block> {
+        let block = self.pop_or_refill(class)?;
         if let Block::Pooled { class, index } = block {
             if let Err(e) = self.pin(index, class_bytes(class.into())) {
                 self.push(class.into(), index);
                 return Err(e);
             }
         }
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        Ok((block, base))
+        self.taken.fetch_add(1, Ordering::Relaxed);
+        Ok(block)
     }
 
-    /// Return a block. Called by [`HypercallBuffer`]'s `Drop`.
-    pub(crate) fn free(&self, block: Block) {
-        self.outstanding.fetch_sub(1, Ordering::Relaxed);
-        match block {
-            Block::Pooled { class, index } => {
-                self.unpin(index, class_bytes(class.into()));
-                self.push(class.into(), index);
-            }
-            Block::Large { base, len } => {
-                self.large_bytes.fetch_sub(len, Ordering::Relaxed);
-                self.backend.unmap_chunk(ChunkMapping {
-                    base,
-                    len,
-                    source: self.source(),
-                });
-            }
-        }
+    /// Return a pinned block of `class` to the shared lists.
+    fn give_shared(&self, class: usize, index: u32) {
+        self.unpin(index, class_bytes(class));
+        self.push(class, index);
+        self.taken.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn free_large(&self, base: NonNull<u8>, len: usize) {
+        self.taken.fetch_sub(1, Ordering::Relaxed);
+        self.large_bytes.fetch_sub(len, Ordering::Relaxed);
+        let source = self.backend.memory_source();
+        self.backend.unmap_chunk(ChunkMapping { base, len, source });
     }
 
     fn map_large(&self, bytes: usize) -> Result<Block> {
@@ -300,6 +346,7 @@ impl BufferPool {
             .map_chunk(len)
             .map_err(|source| Error::PoolMap { bytes: len, source })?;
         self.large_bytes.fetch_add(len, Ordering::Relaxed);
+        self.taken.fetch_add(1, Ordering::Relaxed);
         Ok(Block::Large {
             base: mapping.base,
             len,
@@ -516,6 +563,13 @@ impl Chunk {
 
 impl Drop for BufferPool {
     fn drop(&mut self) {
+        // Blocks in this thread's cache go back; other threads' caches find the pool gone.
+        cache::flush_current(&self.inner);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
         // Every buffer borrows the pool, so none is alive: the chunks can go.
         for slot in self.chunks.iter_mut() {
             if let Some(chunk) = slot.take() {
@@ -528,9 +582,138 @@ impl Drop for BufferPool {
 impl fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BufferPool")
-            .field("backend", &self.backend.name())
+            .field("backend", &self.inner.backend.name())
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// Per-thread caches of free blocks, one bin per size class, in front of the shared lists.
+///
+/// A thread caches blocks of one pool at a time (the one it used last); blocks keep their page
+/// pins while cached. Moving to another pool, exiting, or calling [`BufferPool::trim`] or
+/// [`BufferPool::stats`] returns the cached blocks to their pool (or drops them, if the pool is
+/// gone: its memory went with it).
+mod cache {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Weak};
+
+    use super::{class_bytes, Inner, CLASSES};
+
+    /// Most blocks a bin holds: 32, fewer for big classes (at most 256 KiB per bin).
+    const BIN_MAX: usize = 32;
+    const BIN_BYTES: usize = 256 * 1024;
+
+    fn bin_capacity(class: usize) -> usize {
+        (BIN_BYTES / class_bytes(class)).clamp(2, BIN_MAX)
+    }
+
+    struct Bin {
+        len: usize,
+        items: [u32; BIN_MAX],
+    }
+
+    struct ThreadCache {
+        /// The pool whose blocks the bins hold (0: none).
+        pool_id: u64,
+        pool: Weak<Inner>,
+        bins: [Bin; CLASSES],
+    }
+
+    impl ThreadCache {
+        const fn new() -> Self {
+            const EMPTY: Bin = Bin {
+                len: 0,
+                items: [0; BIN_MAX],
+            };
+            ThreadCache {
+                pool_id: 0,
+                pool: Weak::new(),
+                bins: [EMPTY; CLASSES],
+            }
+        }
+
+        /// Give every cached block back to its pool, if that pool still exists.
+        fn drain(&mut self) {
+            if let Some(pool) = self.pool.upgrade() {
+                for (class, bin) in self.bins.iter_mut().enumerate() {
+                    for &index in &bin.items[..bin.len] {
+                        pool.give_shared(class, index);
+                    }
+                }
+            }
+            for bin in &mut self.bins {
+                bin.len = 0;
+            }
+            self.pool_id = 0;
+            self.pool = Weak::new();
+        }
+    }
+
+    impl Drop for ThreadCache {
+        fn drop(&mut self) {
+            self.drain();
+        }
+    }
+
+    thread_local! {
+        static CACHE: RefCell<ThreadCache> = const { RefCell::new(ThreadCache::new()) };
+    }
+
+    /// A cached block of `class` from `pool`, if this thread has one.
+    pub(super) fn take(pool: &Inner, class: usize) -> Option<u32> {
+        CACHE
+            .try_with(|c| {
+                let mut c = c.try_borrow_mut().ok()?;
+                if c.pool_id != pool.id {
+                    return None;
+                }
+                let bin = &mut c.bins[class];
+                bin.len = bin.len.checked_sub(1)?;
+                Some(bin.items[bin.len])
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Park a freed block of `class` in this thread's cache; `false` if the caller must return
+    /// it to the shared list instead.
+    pub(super) fn put(pool: &Arc<Inner>, class: usize, index: u32) -> bool {
+        CACHE
+            .try_with(|c| {
+                let Ok(mut c) = c.try_borrow_mut() else {
+                    return false;
+                };
+                if c.pool_id != pool.id {
+                    c.drain();
+                    c.pool_id = pool.id;
+                    c.pool = Arc::downgrade(pool);
+                }
+                let cap = bin_capacity(class);
+                let bin = &mut c.bins[class];
+                if bin.len == cap {
+                    // Full: hand half back so a free/alloc see-saw stays in the cache.
+                    for &old in &bin.items[cap / 2..cap] {
+                        pool.give_shared(class, old);
+                    }
+                    bin.len = cap / 2;
+                }
+                bin.items[bin.len] = index;
+                bin.len += 1;
+                true
+            })
+            .unwrap_or(false)
+    }
+
+    /// Return this thread's cached blocks of `pool`.
+    pub(super) fn flush_current(pool: &Inner) {
+        let _ = CACHE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if c.pool_id == pool.id {
+                    c.drain();
+                }
+            }
+        });
     }
 }
 
@@ -639,7 +822,8 @@ mod tests {
         }
         let before = pool.stats().chunk_bytes;
         drop(live);
-        assert_eq!(pool.stats().outstanding, 0);
+        let st = pool.stats();
+        assert_eq!(st.outstanding, 0, "{st:?}");
         for _ in 0..100 {
             let a = pool.alloc_slice::<u8>(4096).unwrap();
             let b = pool.alloc::<[u64; 32]>().unwrap();
@@ -669,24 +853,66 @@ mod tests {
     fn threads_share_a_pool() {
         let pool = BufferPool::anonymous();
         std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let pool = &pool;
-                s.spawn(move || {
-                    for i in 0..20_000u64 {
-                        let size = [8usize, 300, 4096, 9000][usize::try_from(i % 4).unwrap()];
-                        let mut b = pool.alloc_slice::<u64>(size / 8 + 1).unwrap();
-                        let tag = t << 32 | i;
-                        b.fill(tag);
-                        std::hint::black_box(&mut b);
-                        assert!(
-                            b.iter().all(|&x| x == tag),
-                            "another thread wrote our buffer"
-                        );
-                    }
-                });
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let pool = &pool;
+                    s.spawn(move || {
+                        for i in 0..20_000u64 {
+                            let size = [8usize, 300, 4096, 9000][usize::try_from(i % 4).unwrap()];
+                            let mut b = pool.alloc_slice::<u64>(size / 8 + 1).unwrap();
+                            let tag = t << 32 | i;
+                            b.fill(tag);
+                            std::hint::black_box(&mut b);
+                            assert!(
+                                b.iter().all(|&x| x == tag),
+                                "another thread wrote our buffer"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            // An explicit join waits for thread exit, where each thread's cache is returned.
+            for t in threads {
+                t.join().unwrap();
             }
         });
         assert_eq!(pool.stats().outstanding, 0);
+    }
+
+    #[test]
+    fn thread_caches_outlive_their_pools_safely() {
+        use std::sync::{Barrier, Mutex};
+        // One thread alternates between pools: its cache moves with it.
+        let a = BufferPool::anonymous();
+        let b = BufferPool::anonymous();
+        for _ in 0..100 {
+            drop(a.alloc::<u64>().unwrap());
+            drop(b.alloc::<[u8; 300]>().unwrap());
+        }
+        assert_eq!(a.stats().outstanding, 0);
+        assert_eq!(b.stats().outstanding, 0);
+
+        // Another thread caches blocks of a pool that is then dropped, and moves on.
+        let doomed = Mutex::new(Some(BufferPool::anonymous()));
+        let barrier = Barrier::new(2);
+        let next = BufferPool::anonymous();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                if let Some(pool) = doomed.lock().unwrap().as_ref() {
+                    drop(pool.alloc::<u64>().unwrap()); // now cached in this thread
+                }
+                barrier.wait(); // the pool is dropped meanwhile
+                barrier.wait();
+                let mut v = next.alloc::<u64>().unwrap(); // drains the dead pool's cache
+                *v = 7;
+                assert_eq!(*v, 7);
+            });
+            barrier.wait();
+            drop(doomed.lock().unwrap().take());
+            barrier.wait();
+            t.join().unwrap();
+        });
+        assert_eq!(next.stats().outstanding, 0);
     }
 
     #[test]
