@@ -191,6 +191,15 @@ impl InterfaceProfile {
         self.payloads.iter().find(|l| l.c_type == c_type)
     }
 
+    /// Raw union bytes of payload `L` in this profile's layout, brought to the 4.17 layout (the
+    /// simulator's decoder, when it presents this profile).
+    pub(crate) fn union_to_4_17<L: AbiLayout>(&self, bytes: &[u8; UNION_SIZE]) -> [u8; UNION_SIZE] {
+        match self.layout_of(L::LAYOUT.c_type) {
+            Some(layout) => Self::relayout::<L>(layout, bytes, false),
+            None => *bytes,
+        }
+    }
+
     /// Map union bytes between the 4.17 layout of payload `L` and this profile's.
     fn relayout<L: AbiLayout>(
         layout: &PayloadLayout,

@@ -25,6 +25,8 @@ pub(crate) struct Interface {
     pub sysctl: u32,
     /// `getdomaininfo` of a missing domain answers `ESRCH` (4.18+).
     pub getdomaininfo_exact: bool,
+    /// The known profile these versions belong to, whose layout differences the decoder undoes.
+    pub profile: Option<&'static crate::interface::InterfaceProfile>,
 }
 
 /// The `xen_version` answers.
@@ -121,7 +123,12 @@ fn domctl(
     let domid = op.domain;
     match op.cmd {
         XEN_DOMCTL_createdomain => {
-            let config: XenDomctlCreatedomain = payload(op.union_bytes());
+            let mut union = [0u8; 128];
+            union.copy_from_slice(op.union_bytes());
+            if let Some(p) = iface.profile {
+                union = p.union_to_4_17::<XenDomctlCreatedomain>(&union);
+            }
+            let config: XenDomctlCreatedomain = payload(&union);
             op.domain = state.create_domain(domid, &config)?;
             mem.write(addr, op.as_bytes())?;
         }

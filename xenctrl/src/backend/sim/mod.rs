@@ -80,7 +80,8 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// The same host presenting another Xen's interface versions (e.g. to see the probe refuse
-    /// it). Arguments are still decoded in the 4.17 layout.
+    /// it). The decoder applies that profile's layout differences (as data, from
+    /// [`crate::interface`]) and behaviour (`getdomaininfo` lookups).
     pub fn presenting(mut self, profile: &InterfaceProfile) -> Self {
         self.domctl_interface_version = profile.domctl;
         self.sysctl_interface_version = profile.sysctl;
@@ -123,11 +124,10 @@ pub struct SimHypervisor {
 impl SimHypervisor {
     /// A simulated host as `config` describes.
     pub fn new(config: SimConfig) -> Self {
-        let exact = crate::interface::profile_for(
+        let profile = crate::interface::profile_for(
             config.domctl_interface_version,
             config.sysctl_interface_version,
-        )
-        .is_some_and(|p| p.getdomaininfo_exact);
+        );
         Self {
             chunks: ChunkRegistry::default(),
             state: Mutex::new(SimState::new(&config)),
@@ -135,7 +135,8 @@ impl SimHypervisor {
             iface: Interface {
                 domctl: config.domctl_interface_version,
                 sysctl: config.sysctl_interface_version,
-                getdomaininfo_exact: exact,
+                getdomaininfo_exact: profile.is_some_and(|p| p.getdomaininfo_exact),
+                profile,
             },
             version: VersionInfo {
                 version: (u64::from(config.version.0) << 16) | u64::from(config.version.1),

@@ -330,6 +330,38 @@ fn createdomain_allocates_honours_and_refuses_domids() {
 }
 
 #[test]
+fn a_simulated_4_19_decodes_the_4_19_createdomain_layout() {
+    let p419 = profile_for(0x17, 0x15).unwrap();
+    let sim = SimHypervisor::new(SimConfig::default().presenting(p419));
+    let m = Mem::new(&sim);
+    let cfg = XenDomctlCreatedomain {
+        arch: XenArchDomainconfig {
+            emulation_flags: XEN_X86_EMU_PIT,
+            misc_flags: 0,
+        },
+        ..SimState::pv_config(1)
+    };
+    let mut env = XenDomctl::new(0, cfg);
+    p419.encode_domctl(&mut env).unwrap();
+    let mut op = XenDomctlView::new_zeroed();
+    op.cmd = env.cmd();
+    op.interface_version = env.interface_version();
+    op.union_bytes_mut()
+        .copy_from_slice(&env.union_bytes().unwrap());
+    m.put(0, &op);
+    m.call(__HYPERVISOR_domctl, [m.addr(0), 0, 0, 0, 0])
+        .unwrap();
+    let d = m.get::<XenDomctlView>(0).domain;
+    let info = sim.with_state(|s| s.getdomaininfo(d, true)).unwrap();
+    assert_eq!(info.arch_config.emulation_flags, XEN_X86_EMU_PIT);
+    // The same bytes read in the 4.17 layout would put the flags elsewhere.
+    let as_417 = XenDomctlCreatedomain::read_from_prefix(op.union_bytes())
+        .unwrap()
+        .0;
+    assert_ne!(as_417.arch.emulation_flags, XEN_X86_EMU_PIT);
+}
+
+#[test]
 fn getdomaininfo_returns_the_next_domain_like_4_17() {
     let sim = SimHypervisor::default();
     let m = Mem::new(&sim);
