@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
     roundtrip::<XenDomctlView>(data);
     roundtrip::<XenSysctlView>(data);
     if data.len() >= 4 {
-        let _ = split_version(u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]])));
+        let _ = split_version(u64::from(u32::from_le_bytes([
+            data[0], data[1], data[2], data[3],
+        ])));
     }
 });

@@ -29,22 +29,33 @@ const GUARD: usize = 64;
 fn xc() -> &'static XenCtrl {
     static XC: OnceLock<XenCtrl> = OnceLock::new();
     XC.get_or_init(|| {
-        XenCtrl::simulated(SimConfig { total_mib: 2048, dom0_mib: 512, ..Default::default() })
-            .expect("simulated host")
+        XenCtrl::simulated(SimConfig {
+            total_mib: 2048,
+            dom0_mib: 512,
+            ..Default::default()
+        })
+        .expect("simulated host")
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     // [op selector][mode][cmd: 8 bytes][argument bytes...]
     let [sel, mode, rest @ ..] = data else { return };
-    let Some((cmd, arg)) = rest.split_first_chunk::<8>() else { return };
+    let Some((cmd, arg)) = rest.split_first_chunk::<8>() else {
+        return;
+    };
     let op = OPS[usize::from(*sel) % OPS.len()];
     let cmd = u64::from_le_bytes(*cmd);
     let xc = xc();
 
     // The argument sits between two guard zones in one pool buffer.
     let len = arg.len().min(8192);
-    let mut buf = xc.pool().alloc_slice::<u8>(GUARD + len.max(256) + GUARD).unwrap();
+    // At least as big as the largest fixed-size argument Xen writes (the 1024-byte
+    // capabilities string), so a short input cannot make a correct write overrun.
+    let mut buf = xc
+        .pool()
+        .alloc_slice::<u8>(GUARD + len.max(1024) + GUARD)
+        .unwrap();
     buf[GUARD..GUARD + len].copy_from_slice(&arg[..len]);
     buf[..GUARD].fill(0xa5);
     let tail = buf.len() - GUARD;
@@ -67,6 +78,18 @@ fuzz_target!(|data: &[u8]| {
     // registered; a wild address is refused with EFAULT before any access.
     let _ = unsafe { raw_hypercall(xc, op, args) };
 
-    assert!(buf[..GUARD].iter().all(|&b| b == 0xa5), "a hypercall wrote before its argument");
-    assert!(buf[tail..].iter().all(|&b| b == 0x5a), "a hypercall wrote past its argument");
+    // Guest handles inside the argument come from the input and may legitimately point
+    // anywhere in pool memory, the guards included; only check the guards when no handle
+    // could have pointed at them.
+    let handles_possible = op == __HYPERVISOR_sysctl || op == __HYPERVISOR_memory_op;
+    if !handles_possible {
+        assert!(
+            buf[..GUARD].iter().all(|&b| b == 0xa5),
+            "a hypercall wrote before its argument"
+        );
+        assert!(
+            buf[tail..].iter().all(|&b| b == 0x5a),
+            "a hypercall wrote past its argument"
+        );
+    }
 });

@@ -231,11 +231,11 @@ impl XenCtrl {
         }
     }
 
-    /// A `memory_op` sub-op whose argument is a domid (`XENMEM_current_reservation`,
-    /// `XENMEM_maximum_reservation`), with its answer.
+    /// A `memory_op` sub-op whose argument is a `struct xen_memory_domain`
+    /// (`XENMEM_current_reservation`, `XENMEM_maximum_reservation`), with its answer.
     pub(crate) fn memory_domid_op(&self, what: Op, cmd: u64, domid: DomId) -> Result<u64> {
-        let mut arg = self.pool.alloc::<DomId>()?;
-        *arg = domid;
+        let mut arg = self.pool.alloc::<crate::abi::XenMemoryDomain>()?;
+        arg.domid = domid;
         // SAFETY: `arg` is a live buffer of this pool, exclusively borrowed for the call.
         unsafe {
             self.raw(

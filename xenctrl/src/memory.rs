@@ -11,15 +11,17 @@ use crate::error::{Error, Op, Result};
 use crate::DomId;
 
 impl XenCtrl {
-    /// Claim `pages` pages of free memory for `domid`: later allocations for the domain draw on
-    /// the claim, and nobody else can take the memory meanwhile. Admission is atomic: either
-    /// the whole claim fits in unclaimed free memory, or it fails with `ENOMEM` and nothing is
-    /// reserved. A domain has at most one claim; claiming 0 pages cancels it.
+    /// Claim memory for `domid` so that it can grow to `pages` pages in total: the difference
+    /// from what it has now is set aside, later allocations for the domain draw on it, and
+    /// nobody else can take it meanwhile. Admission is atomic: either the claim fits in
+    /// unclaimed free memory, or it fails with `ENOMEM` and nothing is reserved. A domain has at
+    /// most one claim; claiming 0 pages cancels it. (Xen 4.17's `XENMEM_claim_pages`.)
     ///
     /// # Errors
     ///
-    /// [`Error::Xen`]: `ENOMEM` when the claim does not fit, `EINVAL` when the domain has a
-    /// claim already, `ESRCH` when there is no such domain.
+    /// [`Error::Xen`]: `ENOMEM` when the claim does not fit; `EINVAL` when the domain has a
+    /// claim already, when `pages` is not above what it has or is above its `max_mem`, or when
+    /// there is no such domain.
     ///
     /// # Examples
     ///
@@ -28,6 +30,7 @@ impl XenCtrl {
     ///
     /// let xc = XenCtrl::simulated(Default::default())?;
     /// let d = xc.create_domain(&CreateDomain::pv(1))?;
+    /// xc.set_max_mem(d, 1024)?; // KiB: 256 pages
     /// xc.claim_pages(d, 256)?;
     /// assert_eq!(xc.physinfo()?.outstanding_pages, 256);
     /// xc.cancel_claim(d)?;
