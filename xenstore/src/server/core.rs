@@ -92,6 +92,8 @@ struct Watch {
 #[derive(Debug)]
 struct Conn {
     binding: Binding,
+    /// `/local/domain/<domid>`, the base of relative paths.
+    home: String,
     input: Vec<u8>,
     in_off: usize,
     output: Vec<u8>,
@@ -206,6 +208,10 @@ impl Core {
             id,
             Conn {
                 binding,
+                home: path::domain_path(match binding {
+                    Binding::Socket => 0,
+                    Binding::Domain(d) => d,
+                }),
                 input: Vec::new(),
                 in_off: 0,
                 output: Vec::new(),
@@ -481,7 +487,9 @@ impl Core {
     }
 
     fn home(&self, id: ConnId) -> String {
-        path::domain_path(self.conns.get(&id).map_or(0, Conn::domid))
+        self.conns
+            .get(&id)
+            .map_or_else(|| path::domain_path(0), |c| c.home.clone())
     }
 
     /// Runs a node operation in the right view (global or the request's transaction).
@@ -502,14 +510,13 @@ impl Core {
         {
             return self.op_set_perms_special(who, payload, out);
         }
-        let home = self.home(id);
-        let mut tx = if hdr.tx_id != 0 {
-            let c = self.conns.get_mut(&id).ok_or(Errno::EINVAL)?;
-            let t = c.txs.remove(&hdr.tx_id).ok_or(Errno::ENOENT)?;
-            Some(t)
-        } else {
-            None
-        };
+        let c = self.conns.get_mut(&id).ok_or(Errno::EINVAL)?;
+        let mut tx = None;
+        if hdr.tx_id != 0 {
+            tx = Some(c.txs.remove(&hdr.tx_id).ok_or(Errno::ENOENT)?);
+        }
+        // Borrowed out for the operation, put back below.
+        let home = std::mem::take(&mut c.home);
         let q = &self.quotas;
         let r = if tx
             .as_ref()
@@ -538,8 +545,11 @@ impl Core {
                 _ => Err(Errno::ENOSYS),
             }
         };
-        if let (Some(t), Some(c)) = (tx, self.conns.get_mut(&id)) {
-            c.txs.insert(hdr.tx_id, t);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.home = home;
+            if let Some(t) = tx {
+                c.txs.insert(hdr.tx_id, t);
+            }
         }
         r
     }
