@@ -147,7 +147,8 @@ impl XenCtrl {
     pub fn capabilities(&self) -> Result<String> {
         let mut caps = self.pool().alloc::<XenCapabilitiesInfo>()?;
         self.xen_version_op(Op::Capabilities, XENVER_capabilities, Some(&mut caps))?;
-        Ok(caps.to_string_lossy())
+        // Xen ends the list with a space separator; it carries no meaning.
+        Ok(caps.to_string_lossy().trim_end().to_owned())
     }
 
     /// The changeset the hypervisor was built from (`xl info`'s `xen_changeset`).

@@ -119,7 +119,9 @@ fn physinfo_matches_xl_info() {
             u64::from(p.threads_per_core),
             num(&info, "threads_per_core")
         );
-        assert_eq!(u64::from(p.cpu_khz / 1000), num(&info, "cpu_mhz"));
+        // xl prints MHz with three decimals: kHz / 1000 "." kHz % 1000.
+        let mhz = format!("{}.{:03}", p.cpu_khz / 1000, p.cpu_khz % 1000);
+        assert_eq!(mhz, info["cpu_mhz"]);
         assert_eq!(p.total_mib(), num(&info, "total_memory"));
         let hw_caps: Vec<String> = p.hw_cap.iter().map(|w| format!("{w:08x}")).collect();
         assert_eq!(hw_caps.join(":"), info["hw_caps"]);
@@ -136,13 +138,15 @@ fn physinfo_matches_xl_info() {
             pages_to_mib(p.outstanding_pages),
             num(&info, "outstanding_claims")
         );
-        if p.free_mib() == num(&info, "free_memory") {
+        // xl's free_memory leaves out what is claimed.
+        let unclaimed = pages_to_mib(p.free_pages - p.outstanding_pages);
+        if unclaimed == num(&info, "free_memory") {
             return;
         }
         assert!(
             attempt < 5,
             "free memory: ours {} MiB, xl {}",
-            p.free_mib(),
+            unclaimed,
             info["free_memory"]
         );
     }
@@ -241,7 +245,8 @@ fn domain_lifecycle_matches_xl() {
     assert_eq!(info.tot_pages, 16 * 256);
     assert_eq!(info.outstanding_pages, 16 * 256);
     assert_eq!(xc.current_reservation(domid).unwrap(), 16 * 256);
-    assert_eq!(xl_list_row(domid).unwrap().mem_mib, 16);
+    // xl list's Mem column counts a domain's outstanding claim as its memory.
+    assert_eq!(xl_list_row(domid).unwrap().mem_mib, 16 + 16);
     assert!(
         gpfns.iter().any(|&mfn| mfn >= 16 * 256),
         "PV populate returns machine frames"
@@ -305,11 +310,23 @@ fn claims_are_refused_beyond_free_memory() {
     let _dom = Dom { xc: &xc, domid };
     let p = xc.physinfo().unwrap();
     let too_much = p.free_pages - p.outstanding_pages + 1;
+    // Above the domain's max_mem a claim is invalid...
+    assert_eq!(
+        xc.claim_pages(domid, too_much).unwrap_err().errno(),
+        Some(Errno::EINVAL)
+    );
+    // ...within it but above unclaimed free memory, it does not fit, and nothing is reserved.
+    xc.set_max_mem(domid, (too_much + 1024) * 4).unwrap();
     assert_eq!(
         xc.claim_pages(domid, too_much).unwrap_err().errno(),
         Some(Errno::ENOMEM)
     );
     assert_eq!(xc.domain_info(domid).unwrap().outstanding_pages, 0);
+    let before = num(&xl_info(), "outstanding_claims");
+    // What fits is granted, and xl sees it.
+    xc.claim_pages(domid, 64 * 256).unwrap();
+    assert_eq!(xc.domain_info(domid).unwrap().outstanding_pages, 64 * 256);
+    assert_eq!(num(&xl_info(), "outstanding_claims"), before + 64);
 }
 
 #[test]
@@ -338,7 +355,10 @@ fn we_see_a_domain_xl_created() {
         .expect("our list has xl's domain");
     let row = xl_list_row(domid).unwrap();
     assert_eq!(info.state_string(), row.state);
-    assert_eq!(info.tot_pages * 4 / 1024, row.mem_mib);
+    assert_eq!(
+        pages_to_mib(info.tot_pages + info.outstanding_pages),
+        row.mem_mib
+    );
     assert_eq!(info.nr_online_vcpus, row.vcpus);
     // The UUID xl gave it is the handle we read.
     let json = run("xl", &["list", "-l", name]);
