@@ -88,6 +88,26 @@ impl XenCtrl {
         Self::with_backend(Arc::new(SimHypervisor::new(config)))
     }
 
+    /// A simulated host shared with every process that opens the same state file (see
+    /// [`SimHypervisor::persistent`]): created from `config` if `path` does not exist yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] when the state file cannot be created or read; as for
+    /// [`XenCtrl::simulated`].
+    pub fn simulated_persistent(path: &std::path::Path, config: SimConfig) -> Result<Self> {
+        let sim = SimHypervisor::persistent(path, config).map_err(|e| Error::Open {
+            path: "the simulated host's state file",
+            source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        })?;
+        Self::with_backend(Arc::new(sim))
+    }
+
+    /// Whether `/dev/xen/privcmd` exists: [`XenCtrl::open_or_simulated`] would open real Xen.
+    pub fn real_xen_available() -> bool {
+        Privcmd::available()
+    }
+
     /// The real hypervisor when `/dev/xen/privcmd` exists, otherwise a simulated host built
     /// from `config`.
     ///

@@ -12,18 +12,21 @@
 //! and views, so arbitrary bytes at a valid address never panic.
 //!
 //! Layers: `memory` (the chunk registry, the only `unsafe`), `dispatch` (argument decoding),
-//! [`state`] (the model, which never sees an address).
+//! [`state`] (the model, which never sees an address), `persist` (the model kept in a file and
+//! shared by processes: [`SimHypervisor::persistent`]).
 //!
 //! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod dispatch;
 mod memory;
+mod persist;
 pub mod state;
 #[cfg(test)]
 mod tests;
 
 use std::io;
+use std::path::Path;
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -119,6 +122,9 @@ pub struct SimHypervisor {
     faults: Mutex<Vec<SimFault>>,
     iface: Interface,
     version: VersionInfo,
+    /// The host's state file, when the host is shared with other processes
+    /// ([`SimHypervisor::persistent`]); `state` is then this process's cached copy.
+    persist: Option<(persist::Store, SimConfig)>,
 }
 
 impl SimHypervisor {
@@ -150,13 +156,87 @@ impl SimHypervisor {
                     chars: c_string(&config.changeset),
                 },
             },
+            persist: None,
+        }
+    }
+
+    /// A simulated host shared by every process that opens the state file at `path`: created
+    /// from `config` if the file does not exist, else the host recorded there (whose config
+    /// wins over `config`). Each hypercall locks the file (`<path>.lock`), runs against the
+    /// current state and saves it atomically if it changed, so hypercalls from many processes
+    /// are atomic and see one host.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be created, read or decoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use xenctrl::SimHypervisor;
+    /// # let dir = std::env::temp_dir().join(format!("xenctrl-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("host");
+    /// let a = SimHypervisor::persistent(&path, Default::default())?;
+    /// let b = SimHypervisor::persistent(&path, Default::default())?;
+    /// a.with_state(|s| s.create_domain(0, &xenctrl::backend::sim::SimState::pv_config(1)))?;
+    /// assert_eq!(b.with_state(|s| s.domains.len()), 2); // dom0 and the new one
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn persistent(path: impl AsRef<Path>, config: SimConfig) -> io::Result<Self> {
+        Self::open_persistent(path.as_ref(), config, false)
+    }
+
+    /// As [`SimHypervisor::persistent`], but the host starts afresh from `config` whatever the
+    /// file held (a reboot: every domain is gone). Processes that had the old host open see the
+    /// new one at their next hypercall.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn persistent_reset(path: impl AsRef<Path>, config: SimConfig) -> io::Result<Self> {
+        Self::open_persistent(path.as_ref(), config, true)
+    }
+
+    fn open_persistent(path: &Path, config: SimConfig, reset: bool) -> io::Result<Self> {
+        let (store, config, state) = persist::Store::open(path, &config, reset)?;
+        let mut sim = Self::new(config.clone());
+        sim.state = Mutex::new(state);
+        sim.persist = Some((store, config));
+        Ok(sim)
+    }
+
+    /// Run `f` on the state as one atomic step (across processes for a persistent host).
+    fn transact<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.persist {
+            None => Ok(f(&mut state)),
+            Some((store, config)) => store.transact(config, &mut state, f),
         }
     }
 
     /// Run `f` on the host model: inspect it, or act as a guest would (e.g.
     /// [`SimState::shutdown`]).
+    ///
+    /// # Panics
+    ///
+    /// For a [persistent](SimHypervisor::persistent) host whose state file cannot be read or
+    /// written; [`SimHypervisor::try_with_state`] reports that instead.
     pub fn with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        match self.try_with_state(f) {
+            Ok(r) => r,
+            Err(e) => panic!("simulated host state file: {e}"),
+        }
+    }
+
+    /// [`SimHypervisor::with_state`], reporting a state file that cannot be read or written.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of a persistent host's state file.
+    pub fn try_with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
+        self.transact(f)
     }
 
     /// Make upcoming calls fail (see [`SimFault`]). Faults are consumed in the order added.
@@ -194,15 +274,11 @@ impl SimHypervisor {
         if let Some(errno) = self.take_fault(op, subop) {
             return Err(errno);
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        dispatch::dispatch(
-            &mut state,
-            &self.iface,
-            &self.version,
-            &self.chunks,
-            op,
-            args,
-        )
+        self.transact(|state| {
+            dispatch::dispatch(state, &self.iface, &self.version, &self.chunks, op, args)
+        })
+        // A state file that cannot be read or written is the simulated host failing.
+        .unwrap_or(Err(Errno::EIO))
     }
 }
 

@@ -147,9 +147,9 @@ pub struct SimState {
     /// The domains, ordered by id like Xen's domain list.
     pub domains: BTreeMap<DomId, SimDomain>,
     /// Last automatically allocated domain id (Xen's `rover`).
-    rover: DomId,
+    pub(super) rover: DomId,
     /// Next machine frame to hand out.
-    next_mfn: u64,
+    pub(super) next_mfn: u64,
 }
 
 impl SimState {

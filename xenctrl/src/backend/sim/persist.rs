@@ -1,0 +1,530 @@
+//! A simulated host shared by processes: the [`SimState`] model kept in a file.
+//!
+//! Each hypercall takes an exclusive `flock` on `<file>.lock`, brings the process's cached copy
+//! of the model up to date (only when the file's generation moved on), runs in-process against
+//! the caller's own pool memory exactly as the in-memory simulator does, and, if the model
+//! changed, writes it back atomically (temporary file + rename) with the next generation. So
+//! every hypercall is atomic across processes, as it is in Xen, and successive processes see one
+//! host. No daemon is involved.
+//!
+//! The file is not fsynced: a rename is atomic against a process dying at any point, and a
+//! machine crash loses the simulated host's domains as it would lose a real host's.
+//!
+//! Format (native endian, this module's private business): an [`Header`] of magic, a boot nonce
+//! (fresh whenever the host is (re)created, so a generation is never reused) and a generation,
+//! then the host's [`SimConfig`] and the model. A guest's physmap is stored as runs of
+//! contiguous frames.
+
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::state::{SimDomain, SimDomainState, SimState};
+use super::SimConfig;
+use crate::abi::XenDomctlCreatedomain;
+
+const MAGIC: &[u8; 8] = b"RXENSIM1";
+const HEADER_LEN: usize = 24;
+
+/// What identifies one version of the file's contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    nonce: u64,
+    generation: u64,
+}
+
+/// The file, its lock, and this process's copy of the last contents it saw.
+#[derive(Debug)]
+pub(crate) struct Store {
+    path: PathBuf,
+    lock_path: PathBuf,
+    /// The stamp and encoded body the in-memory model was last loaded from or saved as; `None`
+    /// when the model must be reloaded.
+    seen: Mutex<Option<(Stamp, Vec<u8>)>>,
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("simulated host state: {what}"),
+    )
+}
+
+fn fresh_nonce() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
+}
+
+impl Store {
+    /// Open the state at `path`, creating it from `config` when it does not exist (or, with
+    /// `reset`, in any case). Returns the store, the host's config as recorded in the file, and
+    /// the model.
+    pub(crate) fn open(
+        path: &Path,
+        config: &SimConfig,
+        reset: bool,
+    ) -> io::Result<(Self, SimConfig, SimState)> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let store = Store {
+            path: path.to_owned(),
+            lock_path: PathBuf::from(lock_path),
+            seen: Mutex::new(None),
+        };
+        let _lock = store.lock()?;
+        let existing = if reset { None } else { store.read_file()? };
+        let (config, state) = match existing {
+            Some((stamp, body)) => {
+                let (config, state) = decode(&body)?;
+                *store.seen() = Some((stamp, body));
+                (config, state)
+            }
+            None => {
+                let state = SimState::new(config);
+                let stamp = Stamp {
+                    nonce: fresh_nonce(),
+                    generation: 1,
+                };
+                let body = encode(config, &state);
+                store.write_file(stamp, &body)?;
+                *store.seen() = Some((stamp, body));
+                (config.clone(), state)
+            }
+        };
+        Ok((store, config, state))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<(Stamp, Vec<u8>)>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take the host lock (released when the guard drops).
+    fn lock(&self) -> io::Result<Flock<File>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.lock_path)?;
+        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
+    }
+
+    fn read_stamp(&self) -> io::Result<Stamp> {
+        let f = File::open(&self.path)?;
+        let mut h = [0u8; HEADER_LEN];
+        f.read_exact_at(&mut h, 0)?;
+        parse_header(&h)
+    }
+
+    fn read_file(&self) -> io::Result<Option<(Stamp, Vec<u8>)>> {
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut all = Vec::new();
+        f.read_to_end(&mut all)?;
+        if all.len() < HEADER_LEN {
+            return Err(bad("truncated header"));
+        }
+        let stamp = parse_header(&all[..HEADER_LEN])?;
+        all.drain(..HEADER_LEN);
+        Ok(Some((stamp, all)))
+    }
+
+    fn write_file(&self, stamp: Stamp, body: &[u8]) -> io::Result<()> {
+        let mut tmp = self.path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut f = File::create(&tmp)?;
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&stamp.nonce.to_ne_bytes());
+        header.extend_from_slice(&stamp.generation.to_ne_bytes());
+        f.write_all(&header)?;
+        f.write_all(body)?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Run `f` on the model as one atomic step across processes: lock, refresh `state` from the
+    /// file if another process changed it, run, save if `f` changed it.
+    pub(crate) fn transact<R>(
+        &self,
+        config: &SimConfig,
+        state: &mut SimState,
+        f: impl FnOnce(&mut SimState) -> R,
+    ) -> io::Result<R> {
+        let _lock = self.lock()?;
+        let mut seen = self.seen();
+        let stamp = self.read_stamp()?;
+        if seen.as_ref().map(|(s, _)| *s) != Some(stamp) {
+            *seen = None;
+            let (stamp, body) = self
+                .read_file()?
+                .ok_or_else(|| bad("the state file vanished"))?;
+            let (_, fresh) = decode(&body)?;
+            *state = fresh;
+            *seen = Some((stamp, body));
+        }
+        let r = f(state);
+        let body = encode(config, state);
+        let Some((stamp, old)) = seen.as_mut() else {
+            return Err(bad("no loaded state"));
+        };
+        if body != *old {
+            let next = Stamp {
+                nonce: stamp.nonce,
+                generation: stamp.generation + 1,
+            };
+            if let Err(e) = self.write_file(next, &body) {
+                // The in-memory model is ahead of the file: reload it next time.
+                *seen = None;
+                return Err(e);
+            }
+            *stamp = next;
+            *old = body;
+        }
+        Ok(r)
+    }
+}
+
+fn parse_header(h: &[u8]) -> io::Result<Stamp> {
+    if &h[..8] != MAGIC {
+        return Err(bad("not a simulated host state file (bad magic)"));
+    }
+    let word = |i: usize| u64::from_ne_bytes(h[i..i + 8].try_into().unwrap_or([0; 8]));
+    Ok(Stamp {
+        nonce: word(8),
+        generation: word(16),
+    })
+}
+
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_ne_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+struct Dec<'a>(&'a [u8]);
+
+impl Dec<'_> {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.0.len() < n {
+            return Err(bad("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn arr<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        self.take(N)?.try_into().map_err(|_| bad("truncated"))
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn u16(&mut self) -> io::Result<u16> {
+        Ok(u16::from_ne_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_ne_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_ne_bytes(self.arr()?))
+    }
+    /// A count of items of at least `item` bytes each, checked against what is left.
+    fn len(&mut self, item: usize) -> io::Result<usize> {
+        let n = usize::try_from(self.u64()?).map_err(|_| bad("bad count"))?;
+        if n.saturating_mul(item.max(1)) > self.0.len() {
+            return Err(bad("count larger than the data"));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> io::Result<String> {
+        let n = self.len(1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| bad("non-UTF-8 string"))
+    }
+}
+
+fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
+    let mut e = Enc(Vec::with_capacity(256 + s.domains.len() * 160));
+    e.u64(config.total_mib);
+    e.u64(config.dom0_mib);
+    e.u32(config.nr_cpus);
+    e.u32(config.cpu_khz);
+    e.u32(config.domctl_interface_version);
+    e.u32(config.sysctl_interface_version);
+    e.u16(config.version.0);
+    e.u16(config.version.1);
+    e.str(&config.extraversion);
+    e.str(&config.capabilities);
+    e.str(&config.changeset);
+
+    e.u64(s.total_pages);
+    e.u64(s.free_pages);
+    e.u64(s.outstanding_claims);
+    e.u32(s.nr_cpus);
+    e.u32(s.cpu_khz);
+    e.u16(s.rover);
+    e.u64(s.next_mfn);
+    e.len(s.domains.len());
+    for d in s.domains.values() {
+        e.u16(d.domid);
+        e.0.extend_from_slice(d.config.as_bytes());
+        e.u64(d.max_pages);
+        e.u64(d.tot_pages);
+        e.u64(d.outstanding_pages);
+        e.u32(d.pause_count);
+        e.u8(u8::from(d.creation_finished));
+        e.u8(u8::from(d.vcpus_created));
+        match d.state {
+            SimDomainState::Alive => e.u8(0),
+            SimDomainState::Shutdown(code) => {
+                e.u8(1);
+                e.u32(code);
+            }
+            SimDomainState::Dying => e.u8(2),
+        }
+        // Runs of (gpfn, mfn) that both go up by one.
+        let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+        for (&g, &m) in &d.physmap {
+            match runs.last_mut() {
+                Some((g0, m0, n)) if g0.wrapping_add(*n) == g && m0.wrapping_add(*n) == m => {
+                    *n += 1;
+                }
+                _ => runs.push((g, m, 1)),
+            }
+        }
+        e.len(runs.len());
+        for (g, m, n) in runs {
+            e.u64(g);
+            e.u64(m);
+            e.u64(n);
+        }
+        e.len(d.evtchn.len());
+        for (&port, &remote) in &d.evtchn {
+            e.u32(port);
+            e.u16(remote);
+        }
+    }
+    e.0
+}
+
+fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
+    let mut d = Dec(body);
+    let config = SimConfig {
+        total_mib: d.u64()?,
+        dom0_mib: d.u64()?,
+        nr_cpus: d.u32()?,
+        cpu_khz: d.u32()?,
+        domctl_interface_version: d.u32()?,
+        sysctl_interface_version: d.u32()?,
+        version: (d.u16()?, d.u16()?),
+        extraversion: d.str()?,
+        capabilities: d.str()?,
+        changeset: d.str()?,
+    };
+    // An empty host whose every field is then read from the file.
+    let mut s = SimState::new(&SimConfig {
+        total_mib: 0,
+        dom0_mib: 0,
+        ..SimConfig::default()
+    });
+    s.domains.clear();
+    s.total_pages = d.u64()?;
+    s.free_pages = d.u64()?;
+    s.outstanding_claims = d.u64()?;
+    s.nr_cpus = d.u32()?;
+    s.cpu_khz = d.u32()?;
+    s.rover = d.u16()?;
+    s.next_mfn = d.u64()?;
+    let cfg_len = std::mem::size_of::<XenDomctlCreatedomain>();
+    let n = d.len(2 + cfg_len)?;
+    for _ in 0..n {
+        let domid = d.u16()?;
+        let config = XenDomctlCreatedomain::read_from_bytes(d.take(cfg_len)?)
+            .map_err(|_| bad("domain config"))?;
+        let max_pages = d.u64()?;
+        let tot_pages = d.u64()?;
+        let outstanding_pages = d.u64()?;
+        let pause_count = d.u32()?;
+        let creation_finished = d.u8()? != 0;
+        let vcpus_created = d.u8()? != 0;
+        let state = match d.u8()? {
+            0 => SimDomainState::Alive,
+            1 => SimDomainState::Shutdown(d.u32()?),
+            2 => SimDomainState::Dying,
+            _ => return Err(bad("domain state")),
+        };
+        let mut physmap = std::collections::BTreeMap::new();
+        for _ in 0..d.len(24)? {
+            let (g, m, len) = (d.u64()?, d.u64()?, d.u64()?);
+            if len > s.total_pages {
+                return Err(bad("physmap run longer than the host"));
+            }
+            for i in 0..len {
+                physmap.insert(g.wrapping_add(i), m.wrapping_add(i));
+            }
+        }
+        let mut evtchn = std::collections::BTreeMap::new();
+        for _ in 0..d.len(6)? {
+            let port = d.u32()?;
+            evtchn.insert(port, d.u16()?);
+        }
+        s.domains.insert(
+            domid,
+            SimDomain {
+                domid,
+                config,
+                max_pages,
+                tot_pages,
+                outstanding_pages,
+                pause_count,
+                creation_finished,
+                vcpus_created,
+                state,
+                physmap,
+                evtchn,
+            },
+        );
+    }
+    if !d.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    // Sums that overflow cannot come from a host we saved; check before the model adds them.
+    let sum = |f: fn(&SimDomain) -> u64| {
+        s.domains
+            .values()
+            .try_fold(0u64, |acc, d| acc.checked_add(f(d)))
+    };
+    let used = sum(|d| d.tot_pages).and_then(|u| u.checked_add(s.free_pages));
+    if used.is_none() || sum(|d| d.outstanding_pages).is_none() {
+        return Err(bad("page counts overflow"));
+    }
+    s.check_invariants().map_err(|e| bad(&e))?;
+    Ok((config, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::sim::SimHypervisor;
+
+    #[test]
+    fn encoding_round_trips_a_busy_host() {
+        let config = SimConfig::default();
+        let mut s = SimState::new(&config);
+        let d = s.create_domain(0, &SimState::pv_config(2)).expect("create");
+        s.set_max_mem(d, 64 * 1024).expect("max_mem");
+        s.max_vcpus(d, 2).expect("vcpus");
+        for g in (0..100).chain(200..210) {
+            s.populate_extent(d, g, 0).expect("populate");
+        }
+        s.set_outstanding(d, 1000).expect("claim");
+        s.alloc_unbound(d, 0).expect("evtchn");
+        s.shutdown(d, 2).expect("shutdown");
+        let body = encode(&config, &s);
+        let (c2, s2) = decode(&body).expect("decode");
+        assert_eq!(c2.extraversion, config.extraversion);
+        assert_eq!(encode(&c2, &s2), body);
+        let d2 = &s2.domains[&d];
+        assert_eq!(d2.physmap, s.domains[&d].physmap);
+        assert_eq!(d2.state, SimDomainState::Shutdown(2));
+        assert_eq!(s2.outstanding_claims, s.outstanding_claims);
+    }
+
+    #[test]
+    fn truncated_or_corrupt_state_is_an_error_not_a_panic() {
+        let config = SimConfig::default();
+        let mut s = SimState::new(&config);
+        s.create_domain(0, &SimState::pv_config(1)).expect("create");
+        let body = encode(&config, &s);
+        for cut in 0..body.len() {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        // Every single-bit flip decodes to something or fails; none panics, and none that
+        // breaks the page bookkeeping is accepted.
+        for at in 0..body.len() {
+            let mut flipped = body.clone();
+            flipped[at] ^= 0x40;
+            if let Ok((_, s)) = decode(&flipped) {
+                assert!(s.check_invariants().is_ok());
+            }
+        }
+    }
+
+    /// Handles opened separately (as separate processes would) on one file: no update is lost,
+    /// and the domids Xen hands out are all distinct.
+    #[test]
+    fn separate_handles_share_one_host_atomically() {
+        let dir = std::env::temp_dir().join(format!("xenctrl-persist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("host");
+        let _ = std::fs::remove_file(&path);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let xc = crate::XenCtrl::simulated_persistent(&path, SimConfig::default())
+                        .expect("open");
+                    (0..15)
+                        .map(|_| {
+                            let d = xc
+                                .create_domain(&crate::CreateDomain::pv(1))
+                                .expect("create");
+                            xc.set_max_mem(d, 1024).expect("max_mem");
+                            xc.claim_pages(d, 16).expect("claim");
+                            d
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 60);
+        let fresh = SimHypervisor::persistent(&path, SimConfig::default()).expect("reopen");
+        fresh.with_state(|s| {
+            assert_eq!(s.domains.len(), 61);
+            assert_eq!(s.outstanding_claims, 60 * 16);
+            s.check_invariants().expect("invariants");
+        });
+        let reset = SimHypervisor::persistent_reset(&path, SimConfig::default()).expect("reset");
+        assert_eq!(reset.with_state(|s| s.domains.len()), 1);
+        // The old handle sees the rebooted host at its next call.
+        assert_eq!(fresh.with_state(|s| s.domains.len()), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
