@@ -5,4 +5,11 @@
 //! claims, memory target and maxmem under the userdata lock, device management, and the `rxl`
 //! command-line tool.
 //!
-//! It is built by a later issue; today the crate is intentionally empty.
+//! - [`lock`]: the lock hierarchy (slow device lock -> ctx lock -> userdata lock), checked at
+//!   compile time, with libxl's cross-process file-lock algorithm for the per-domain locks.
+//! - [`config`]: what a domain is ([`config::DomainConfig`]), the xl.cfg parser
+//!   ([`config::xlcfg`]) and the stored domain config, readable only under the userdata lock
+//!   ([`config::stored`]).
+
+pub mod config;
+pub mod lock;
