@@ -45,6 +45,8 @@ fn main() {
     // libxencall 4.17 needs libxentoolcore (active-handle registry) and libxentoollog (its
     // default stderr logger). pthread and dl live in glibc >= 2.34 itself.
     libs.link_static_c_lib("xencall", &["xentoolcore", "xentoollog"]);
+    // libxenstore 4.17 registers its handles with libxentoolcore too.
+    libs.link_static_c_lib("xenstore", &["xentoolcore"]);
 }
 
 /// The C libraries linked so far, and where to look for more.
