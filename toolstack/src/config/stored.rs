@@ -109,7 +109,9 @@ pub enum DecodeError {
     #[error("not a stored domain config (corrupt or truncated)")]
     Json(#[source] serde_json::Error),
     /// A schema version this code does not read.
-    #[error("schema version {found} is not supported (this toolstack reads version {SCHEMA_VERSION})")]
+    #[error(
+        "schema version {found} is not supported (this toolstack reads version {SCHEMA_VERSION})"
+    )]
     Version {
         /// The version found.
         found: u32,
@@ -244,11 +246,23 @@ impl ConfigStore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(Error::Read { domid, path, source }),
+            Err(source) => {
+                return Err(Error::Read {
+                    domid,
+                    path,
+                    source,
+                })
+            }
         };
         let stored = match StoredConfig::from_json(&bytes) {
             Ok(s) => s,
-            Err(source) => return Err(Error::Decode { domid, path, source }),
+            Err(source) => {
+                return Err(Error::Decode {
+                    domid,
+                    path,
+                    source,
+                })
+            }
         };
         if stored.domid != domid {
             return Err(Error::WrongDomain {
@@ -277,7 +291,11 @@ impl ConfigStore {
             });
         }
         self.write_atomically(&path, &stored.to_json())
-            .map_err(|source| Error::Write { domid, path, source })
+            .map_err(|source| Error::Write {
+                domid,
+                path,
+                source,
+            })
     }
 
     /// Read-modify-write of the locked domain's document: loads it, lets `f` change it, and
@@ -309,9 +327,19 @@ impl ConfigStore {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(Error::Remove { domid, path, source }),
+            Err(source) => {
+                return Err(Error::Remove {
+                    domid,
+                    path,
+                    source,
+                })
+            }
         }
-        sync_dir(&self.dir).map_err(|source| Error::Remove { domid, path, source })
+        sync_dir(&self.dir).map_err(|source| Error::Remove {
+            domid,
+            path,
+            source,
+        })
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -325,9 +353,7 @@ impl ConfigStore {
             .unwrap_or("document");
         // One writer per domain at a time (the userdata lock), so the pid is enough to keep
         // temporary names apart; a leftover from a crash is truncated and reused.
-        let tmp = self
-            .dir
-            .join(format!(".{name}.tmp.{}", std::process::id()));
+        let tmp = self.dir.join(format!(".{name}.tmp.{}", std::process::id()));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)

@@ -38,7 +38,8 @@
 //! let mut root = Locked::root();
 //! // Device work: slow -> ctx -> userdata.
 //! let mut slow = locks.lock_slow(&mut root, 7, &exists)?;
-//! let mut ctx_guard = ctx.lock(&mut slow.token());
+//! let mut slow_token = slow.token();
+//! let mut ctx_guard = ctx.lock(&mut slow_token);
 //! let (log, mut ctx_token) = ctx_guard.split();
 //! let userdata = locks.lock_userdata(&mut ctx_token, 7, &exists)?;
 //! log.push(format!("holding the userdata lock of domain {}", userdata.domid()));
@@ -67,13 +68,14 @@
 //! let mut root = Locked::root();
 //! let mut g = ctx.lock(&mut root);
 //! let (_, mut t) = g.split();
-//! let ud = locks.lock_userdata(&mut t, 1, &exists).unwrap();
+//! let mut ud = locks.lock_userdata(&mut t, 1, &exists).unwrap();
 //! let other = CtxLock::new(());
-//! let _ = other.lock(&mut ud.token()); // the userdata level has no way out
+//! let mut ud_token = ud.token();
+//! let _ = other.lock(&mut ud_token); // nothing comes after the userdata level
 //! ```
 //!
-//! The userdata guard is the innermost lock: it has no token to go further with. Even with a ctx
-//! token of its own (a second ctx lock), the ctx level does not come after the ctx level:
+//! Taking a ctx lock while holding a ctx lock (a second `CtxLock`, so the borrow checker has
+//! nothing to say; the level check refuses it):
 //!
 //! ```compile_fail,E0277
 //! # use toolstack::lock::{CtxLock, Locked};
@@ -111,8 +113,7 @@
 //! drop(g);
 //! ```
 //!
-//! Taking the slow lock while holding the userdata lock (whose level has no token at all, so the
-//! ctx token is the nearest one):
+//! Taking the slow lock while holding the userdata lock:
 //!
 //! ```compile_fail,E0277
 //! # use toolstack::lock::{CtxLock, LockDir, Locked};
@@ -122,9 +123,9 @@
 //! let mut root = Locked::root();
 //! let mut g = ctx.lock(&mut root);
 //! let (_, mut t) = g.split();
-//! let ud = locks.lock_userdata(&mut t, 1, &exists).unwrap();
-//! let _slow = locks.lock_slow(&mut Locked::<toolstack::lock::level::Userdata>::root(), 1, &exists);
-//! drop(ud);
+//! let mut ud = locks.lock_userdata(&mut t, 1, &exists).unwrap();
+//! let mut ud_token = ud.token();
+//! let _slow = locks.lock_slow(&mut ud_token, 1, &exists); // slow is outermost
 //! ```
 //!
 //! Taking the userdata lock twice (the ctx token is lent to the first guard):
@@ -185,6 +186,8 @@
 
 mod domain;
 pub mod file;
+#[cfg(test)]
+mod tests;
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -277,7 +280,9 @@ thread_local! {
 /// than it. Not `Send`: a token speaks for its thread's locks.
 #[derive(Debug)]
 pub struct Locked<'a, L: LockLevel> {
-    root: bool,
+    /// `Some` for the thread's root token; unregisters it on drop. Kept in a field, not a `Drop`
+    /// impl on `Locked`, so that tokens borrowed from guards end their borrows at their last use.
+    _root: Option<RootRegistration>,
     _level: PhantomData<L>,
     _borrow: PhantomData<&'a mut ()>,
     _not_send: PhantomData<*const ()>,
@@ -309,16 +314,16 @@ impl Locked<'static, level::Unlocked> {
             if alive.replace(true) {
                 None
             } else {
-                Some(Locked::make(true))
+                Some(Locked::make(Some(RootRegistration)))
             }
         })
     }
 }
 
 impl<L: LockLevel> Locked<'_, L> {
-    fn make(root: bool) -> Self {
+    fn make(root: Option<RootRegistration>) -> Self {
         Locked {
-            root,
+            _root: root,
             _level: PhantomData,
             _borrow: PhantomData,
             _not_send: PhantomData,
@@ -331,17 +336,19 @@ impl<L: LockLevel> Locked<'_, L> {
     }
 }
 
-impl<L: LockLevel> Drop for Locked<'_, L> {
+/// The thread's root token is alive while this is.
+#[derive(Debug)]
+struct RootRegistration;
+
+impl Drop for RootRegistration {
     fn drop(&mut self) {
-        if self.root {
-            ROOT_ALIVE.with(|alive| alive.set(false));
-        }
+        ROOT_ALIVE.with(|alive| alive.set(false));
     }
 }
 
 /// Makes the token a guard lends out. Only this module and its children call it.
 fn token<'a, L: LockLevel>() -> Locked<'a, L> {
-    Locked::make(false)
+    Locked::make(None)
 }
 
 /// The per-process ctx lock, a mutex around the toolstack's context `T` (its Xen and xenstore
