@@ -9,6 +9,8 @@
 //! MiB.
 
 pub mod stored;
+#[cfg(test)]
+mod tests;
 pub mod xlcfg;
 
 use std::collections::BTreeMap;
