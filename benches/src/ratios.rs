@@ -1,7 +1,7 @@
 //! Ours/C ratios from criterion's output (`<criterion dir>/**/new/{benchmark,estimates}.json`).
 //!
-//! Every group that has a `libxencall` function is a comparison: each other function in the
-//! group is divided by it. The targets are read off the group's last path component:
+//! Every group that has a C twin (a function named `lib*`: `libxencall`, `libxenstore`) is a
+//! comparison: each other function in the group is divided by it. The targets are read off the group's last path component:
 //! `1-page` and `256-bytes` must take at most half of libxencall's time, `N-pages` for N in
 //! 2..=64 must be at least 100 times faster. Every `pool-*` line is held to them; the
 //! like-for-like one is `pool-zeroed` (zeroed, as `xencall_alloc_buffer_pages` is), which is
@@ -17,8 +17,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The function name of the C twin in a comparison group.
-pub const C_TWIN: &str = "libxencall";
+/// C twins are named after their library: `libxencall`, `libxenstore`.
+pub const C_TWIN_PREFIX: &str = "lib";
 /// Functions whose names start with this are ours, and held to the targets.
 pub const OURS_PREFIX: &str = "pool-";
 /// The like-for-like line that `ratios --check` checks by default.
@@ -132,7 +132,7 @@ pub struct Row {
     pub ours: String,
     /// Our time, ns.
     pub ours_ns: f64,
-    /// The baseline's function (`libxencall` or `raw`).
+    /// The baseline's function (`libxencall`, `libxenstore` or `raw`).
     pub base: String,
     /// The baseline's time, ns.
     pub base_ns: f64,
@@ -164,7 +164,10 @@ pub fn rows(estimates: &[Estimate]) -> Vec<Row> {
     let mut rows = Vec::new();
     for (group, members) in groups {
         let find = |name: &str| members.iter().find(|e| e.function == name);
-        let (base, extra) = if let Some(c) = find(C_TWIN) {
+        let c_twin = members
+            .iter()
+            .find(|e| e.function.starts_with(C_TWIN_PREFIX));
+        let (base, extra) = if let Some(c) = c_twin {
             (c, false)
         } else if let Some(raw) = find("raw") {
             (raw, true)
@@ -310,6 +313,18 @@ mod tests {
         assert_eq!(uninit.and_then(Row::meets_target), Some(true));
         let floor = rows.iter().find(|r| r.ours == "memset-floor");
         assert_eq!(floor.and_then(Row::meets_target), None);
+    }
+
+    #[test]
+    fn any_c_library_is_a_twin_but_only_pool_lines_have_targets() {
+        let rows = rows(&[
+            est("xenstore/read", "libxenstore", 20_000.0),
+            est("xenstore/read", "rxen", 10_000.0),
+        ]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].base, "libxenstore");
+        assert_eq!(rows[0].ratio(), 0.5);
+        assert_eq!(rows[0].meets_target(), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let rows = ratios::rows(&estimates);
     if rows.is_empty() {
         eprintln!(
-            "ratios: no comparison groups in {} (was libxencall linked?)",
+            "ratios: no comparison groups in {} (were the C libraries linked?)",
             dir.display()
         );
         return ExitCode::from(2);
