@@ -391,13 +391,21 @@ pub fn probe(
                  release uses"
             ))),
         },
-        (d, s) => Err(unsupported(format!(
-            "the hypervisor speaks domctl {}, sysctl {} (tried domctl {:x?}, sysctl {:x?})",
-            show(d),
-            show(s),
-            candidates(|p| p.domctl),
-            candidates(|p| p.sysctl)
-        ))),
+        (d, s) => {
+            let hex = |v: Vec<u32>| {
+                v.iter()
+                    .map(|v| format!("{v:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            Err(unsupported(format!(
+                "the hypervisor speaks domctl {}, sysctl {} (tried domctl {}; sysctl {})",
+                show(d),
+                show(s),
+                hex(candidates(|p| p.domctl)),
+                hex(candidates(|p| p.sysctl))
+            )))
+        }
     }
 }
 
