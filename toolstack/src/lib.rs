@@ -10,6 +10,28 @@
 //! - [`config`]: what a domain is ([`config::DomainConfig`]), the xl.cfg parser
 //!   ([`config::xlcfg`]) and the stored domain config, readable only under the userdata lock
 //!   ([`config::stored`]).
+//! - [`host`]: the machine: real Xen through privcmd, or the simulated host of [`sim`] (a
+//!   hypervisor model in a state file plus our xenstored as a daemon), chosen at run time.
+//! - [`create`]: domain creation with Xen's memory claims, rolled back whole on failure.
+//! - [`memory`]: memory target and maximum with libxl's semantics, under the userdata lock.
+//! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
+//! - [`hooks`]: test hooks that let a test interleave processes deterministically.
+//!
+//! The `rxl` binary (`src/bin/rxl.rs`) is the xl-like command line on top.
+
+// Toolstack errors carry the domain and the xenstore or Xen error whole, for sentences that
+// name both; they are built once per failed operation, far from any hot path.
+#![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod create;
+pub mod domain;
+mod error;
+pub mod hooks;
+pub mod host;
 pub mod lock;
+pub mod memory;
+pub mod sim;
+
+pub use error::{DomainRef, Error, Result};
+pub use host::{Host, HostKind, HostOptions};

@@ -1,0 +1,242 @@
+//! The toolstack's errors: one variant per failed step, naming the domain, with the cause as
+//! source. Messages are sentences a user can act on; they do not repeat their source.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::lock::DomId;
+
+/// How a domain is named in messages: `domain 7 (web)`, or `domain 7` before it has a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRef {
+    /// The domain id, once there is one.
+    pub domid: Option<DomId>,
+    /// The name, when known.
+    pub name: Option<String>,
+}
+
+impl DomainRef {
+    /// A domain known by id.
+    pub fn id(domid: DomId) -> Self {
+        DomainRef {
+            domid: Some(domid),
+            name: None,
+        }
+    }
+
+    /// A domain known by id and name.
+    pub fn named(domid: DomId, name: impl Into<String>) -> Self {
+        DomainRef {
+            domid: Some(domid),
+            name: Some(name.into()),
+        }
+    }
+
+    /// A domain being created, before Xen gave it an id.
+    pub fn new_named(name: impl Into<String>) -> Self {
+        DomainRef {
+            domid: None,
+            name: Some(name.into()),
+        }
+    }
+}
+
+impl fmt::Display for DomainRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.domid, &self.name) {
+            (Some(d), Some(n)) => write!(f, "domain {d} ({n})"),
+            (Some(d), None) => write!(f, "domain {d}"),
+            (None, Some(n)) => write!(f, "domain {n:?}"),
+            (None, None) => f.write_str("the domain"),
+        }
+    }
+}
+
+/// A toolstack error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The hypervisor could not be opened.
+    #[error("cannot open the hypervisor interface")]
+    OpenXen(#[source] xenctrl::Error),
+    /// xenstored could not be reached.
+    #[error("cannot connect to xenstored")]
+    OpenXenstore(#[source] xenstore::Error),
+    /// The simulated host could not be started or reached.
+    #[error("simulated host in {}: {what}", dir.display())]
+    SimHost {
+        /// Its state directory.
+        dir: PathBuf,
+        /// What failed.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A hypercall failed.
+    #[error("{domain}: {what}")]
+    Xen {
+        /// The domain.
+        domain: DomainRef,
+        /// What was being done.
+        what: &'static str,
+        /// Xen's answer.
+        #[source]
+        source: xenctrl::Error,
+    },
+    /// A host-wide hypercall failed.
+    #[error("{what}")]
+    XenHost {
+        /// What was being done.
+        what: &'static str,
+        /// Xen's answer.
+        #[source]
+        source: xenctrl::Error,
+    },
+    /// A xenstore operation failed.
+    #[error("{domain}: {what}")]
+    Xenstore {
+        /// The domain.
+        domain: DomainRef,
+        /// What was being done.
+        what: &'static str,
+        /// xenstore's answer.
+        #[source]
+        source: xenstore::Error,
+    },
+    /// A xenstore operation that concerns no domain failed.
+    #[error("{what}")]
+    XenstoreHost {
+        /// What was being done.
+        what: &'static str,
+        /// xenstore's answer.
+        #[source]
+        source: xenstore::Error,
+    },
+    /// A xenstore node held something unexpected.
+    #[error("{domain}: xenstore node {path} holds {value:?}, expected {expected}")]
+    BadNode {
+        /// The domain.
+        domain: DomainRef,
+        /// The node.
+        path: String,
+        /// What it held.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// No domain has this id or name.
+    #[error("no such domain: {0}")]
+    NoSuchDomain(String),
+    /// A domain with this name exists already.
+    #[error("a domain named {name:?} already exists (domain {domid})")]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// The domain that has it.
+        domid: DomId,
+    },
+    /// The host does not have the free memory the domain needs.
+    #[error("{domain}: not enough free memory: need {need_mib} MiB, {free_mib} MiB free")]
+    NotEnoughMemory {
+        /// The domain.
+        domain: DomainRef,
+        /// What it needs.
+        need_mib: u64,
+        /// What is free and unclaimed.
+        free_mib: u64,
+    },
+    /// A memory target above static-max.
+    #[error(
+        "{domain}: the memory target {target_kib} KiB is above the domain's maximum \
+         (static-max) {static_max_kib} KiB; raise it with mem-max first"
+    )]
+    TargetAboveMax {
+        /// The domain.
+        domain: DomainRef,
+        /// The target asked for.
+        target_kib: u64,
+        /// The maximum.
+        static_max_kib: u64,
+    },
+    /// dom0's target below the floor.
+    #[error("{domain}: the memory target {target_kib} KiB is below dom0's minimum {min_kib} KiB")]
+    Dom0Floor {
+        /// dom0.
+        domain: DomainRef,
+        /// The target asked for.
+        target_kib: u64,
+        /// The floor.
+        min_kib: u64,
+    },
+    /// A maximum below the current target.
+    #[error(
+        "{domain}: the maximum {max_kib} KiB is below the current memory target \
+         {target_kib} KiB; lower the target with mem-set first"
+    )]
+    MaxBelowTarget {
+        /// The domain.
+        domain: DomainRef,
+        /// The maximum asked for.
+        max_kib: u64,
+        /// The current target.
+        target_kib: u64,
+    },
+    /// The operation is refused for this domain.
+    #[error("{domain}: {what}")]
+    Refused {
+        /// The domain.
+        domain: DomainRef,
+        /// Why.
+        what: String,
+    },
+    /// A per-domain lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::Error),
+    /// The stored domain config could not be read or written.
+    #[error("{domain}: stored domain config")]
+    Stored {
+        /// The domain.
+        domain: DomainRef,
+        /// Why.
+        #[source]
+        source: crate::config::stored::Error,
+    },
+    /// The domain config is invalid.
+    #[error("domain {name:?}: invalid configuration")]
+    Invalid {
+        /// The domain's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::config::ValidationError,
+    },
+    /// A creation failed and its rollback failed too; the rollback error is the source.
+    #[error("{domain}: creation failed ({first}), and undoing it failed too")]
+    Rollback {
+        /// The domain.
+        domain: DomainRef,
+        /// What made the creation fail.
+        first: Box<Error>,
+        /// What made the rollback fail.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A test hook failed (only when a test drives the toolstack).
+    #[error("test hook: {0}")]
+    TestHook(String),
+}
+
+impl Error {
+    /// The Xen errno behind this error, if any.
+    pub fn xen_errno(&self) -> Option<xenctrl::Errno> {
+        match self {
+            Error::Xen { source, .. } | Error::XenHost { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for toolstack results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

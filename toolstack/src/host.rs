@@ -1,0 +1,148 @@
+//! The host the toolstack manages: a hypervisor handle, a xenstore connection, and where the
+//! per-domain locks and stored configs live.
+//!
+//! [`Host::open`] picks real Xen when `/dev/xen/privcmd` exists, else the simulated host of
+//! [`crate::sim`]. Everything above this module is written once against [`Host`]; nothing asks
+//! which kind it is (the kind is kept only to print it).
+
+use std::path::PathBuf;
+
+use xenctrl::{DomainInfo, XenCtrl};
+
+use crate::config::stored::ConfigStore;
+use crate::error::{DomainRef, Error, Result};
+use crate::lock::{CheckError, CtxLock, DomId, LockDir};
+use crate::sim::{self, SimOptions};
+
+/// Which machine a [`Host`] drives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// Real Xen through `/dev/xen/privcmd` and the system's xenstored.
+    Xen,
+    /// The simulated host in this state directory.
+    Simulated(PathBuf),
+}
+
+/// How to choose and reach the host.
+#[derive(Clone, Debug, Default)]
+pub struct HostOptions {
+    /// Use the simulated host even if real Xen is there.
+    pub force_simulated: bool,
+    /// The simulated host's state directory (default: [`sim::default_dir`]).
+    pub sim_dir: Option<PathBuf>,
+    /// The machine a simulated host boots as, when it is not running yet.
+    pub sim_config: Option<xenctrl::SimConfig>,
+    /// The binary to run as the simulated host's xenstored (default: this program).
+    pub sim_daemon_exe: Option<PathBuf>,
+    /// Where real-Xen per-domain lock files live (default: [`LockDir::DEFAULT`]).
+    pub lock_dir: Option<PathBuf>,
+    /// Where real-Xen stored configs live (default: [`ConfigStore::DEFAULT`]).
+    pub config_dir: Option<PathBuf>,
+}
+
+/// The per-process context behind the ctx lock. It holds nothing yet but its place in the
+/// lock order: libxl's CTX_LOCK, which the userdata lock requires.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    _private: (),
+}
+
+/// An open host.
+#[derive(Debug)]
+pub struct Host {
+    /// The hypervisor.
+    pub xc: XenCtrl,
+    /// xenstore.
+    pub xs: xenstore::Client,
+    /// The per-domain lock files.
+    pub locks: LockDir,
+    /// The stored domain configs.
+    pub configs: ConfigStore,
+    /// The per-process ctx lock.
+    pub ctx: CtxLock<Ctx>,
+    kind: HostKind,
+    booted: bool,
+}
+
+impl Host {
+    /// Open the host as `opts` says.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OpenXen`], [`Error::OpenXenstore`] or [`Error::SimHost`].
+    pub fn open(opts: &HostOptions) -> Result<Self> {
+        if !opts.force_simulated && XenCtrl::real_xen_available() {
+            let xc = XenCtrl::open().map_err(Error::OpenXen)?;
+            let xs = xenstore::Client::open().map_err(Error::OpenXenstore)?;
+            return Ok(Host {
+                xc,
+                xs,
+                locks: opts
+                    .lock_dir
+                    .as_ref()
+                    .map_or_else(LockDir::default, LockDir::new),
+                configs: opts
+                    .config_dir
+                    .as_ref()
+                    .map_or_else(ConfigStore::default, ConfigStore::new),
+                ctx: CtxLock::new(Ctx::default()),
+                kind: HostKind::Xen,
+                booted: false,
+            });
+        }
+        let dir = opts.sim_dir.clone().unwrap_or_else(sim::default_dir);
+        let mut so = SimOptions::new(&dir);
+        if let Some(c) = &opts.sim_config {
+            so.config = c.clone();
+        }
+        so.daemon_exe = opts.sim_daemon_exe.clone();
+        let (xc, xs, booted) = sim::connect(&so)?;
+        Ok(Host {
+            xc,
+            xs,
+            locks: LockDir::under(&dir),
+            configs: ConfigStore::under(&dir),
+            ctx: CtxLock::new(Ctx::default()),
+            kind: HostKind::Simulated(dir),
+            booted,
+        })
+    }
+
+    /// Which machine this is.
+    pub fn kind(&self) -> &HostKind {
+        &self.kind
+    }
+
+    /// Whether opening this host booted it (a simulated host that was not running).
+    pub fn booted(&self) -> bool {
+        self.booted
+    }
+
+    /// Whether domain `domid` exists, as the per-domain locks ask after locking.
+    pub fn domain_exists(&self, domid: DomId) -> std::result::Result<bool, CheckError> {
+        match self.xc.domain_info(domid) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(xenctrl::Errno::ESRCH) => Ok(false),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    /// Xen's view of domain `domid`, or [`Error::NoSuchDomain`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for a missing domain, [`Error::Xen`] otherwise.
+    pub fn domain_info(&self, domid: DomId) -> Result<DomainInfo> {
+        self.xc.domain_info(domid).map_err(|e| {
+            if e.errno() == Some(xenctrl::Errno::ESRCH) {
+                Error::NoSuchDomain(domid.to_string())
+            } else {
+                Error::Xen {
+                    domain: DomainRef::id(domid),
+                    what: "cannot get the domain's information",
+                    source: e,
+                }
+            }
+        })
+    }
+}
