@@ -168,6 +168,9 @@ impl Inner {
 
     fn request(&self, tx: u32, ty: MsgType, parts: &[&[u8]]) -> Result<Vec<u8>, Failure> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.transport.max_payload() {
+            return Err(Failure::TooLarge { len });
+        }
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let msg = wire::encode(ty, id, tx, parts).map_err(|_| Failure::TooLarge { len })?;
         {
@@ -520,6 +523,13 @@ impl Client {
             inner: &self.inner,
             tx: 0,
         }
+    }
+
+    /// The largest request payload this connection carries: 4096 bytes on a socket, 4080
+    /// through Linux's `/dev/xen/xenbus` (which counts the 16-byte header against the limit).
+    /// Longer requests fail with [`Failure::TooLarge`] before anything is sent.
+    pub fn max_payload(&self) -> usize {
+        self.inner.transport.max_payload()
     }
 
     node_ops!();

@@ -46,6 +46,16 @@ impl Transport {
         }
     }
 
+    /// The largest payload this transport carries. Linux's xenbus device buffers a whole
+    /// message, header included, in `XENSTORE_PAYLOAD_MAX` bytes, so through it the payload
+    /// limit is 16 bytes lower than on the socket (a longer write fails with EINVAL).
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Self::Socket(_) => wire::PAYLOAD_MAX,
+            Self::Device(_) => wire::PAYLOAD_MAX - wire::HEADER_LEN,
+        }
+    }
+
     fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Self::Socket(s) => s.as_fd(),
