@@ -291,6 +291,10 @@ fn errors_name_file_line_column_and_what_was_expected() {
             r#"guest.cfg:1:10: a string cannot contain NUL (\0)"#,
         ),
         (
+            "name = 'a\0'\n",
+            "guest.cfg:1:10: a string cannot contain NUL",
+        ),
+        (
             "name = 'a\\xff'\n",
             "guest.cfg:1:8: the string is not valid UTF-8",
         ),
@@ -549,7 +553,7 @@ fn render_parses_back_to_the_same_config() {
 fn mangled_configs_never_panic() {
     let mut rng = Rng::from_env("mangled_configs_never_panic");
     let bytes = FULL.as_bytes();
-    let noise = b"[]'\"\\=+;,#\n\r\t x0\xff\xc3";
+    let noise = b"[]'\"\\=+;,#\n\r\t x0\xff\xc3\0";
     for _ in 0..3000 {
         let mut b = bytes.to_vec();
         for _ in 0..=rng.below(6) {

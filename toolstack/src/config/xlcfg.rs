@@ -964,6 +964,7 @@ impl<'a> Parser<'a> {
                     }
                     bytes.push(b);
                 }
+                Some(0) => return Err(self.err(here, "a string cannot contain NUL".into())),
                 Some(&c) => {
                     self.at += 1;
                     bytes.push(c);
