@@ -68,6 +68,10 @@ struct Inner {
     state: Mutex<State>,
     cv: Condvar,
     rbuf: Mutex<ReadBuf>,
+    /// Serialises `TRANSACTION_START` through `/dev/xen/xenbus`: Linux pairs each start reply
+    /// with the newest pending transaction of the file, so two starts in flight on one fd get
+    /// their ids swapped (and later requests fail with ENOENT). Found by the real-Xen test.
+    tx_start: Mutex<()>,
     next_req: AtomicU32,
     next_token: AtomicU64,
 }
@@ -512,6 +516,7 @@ impl Client {
                 }),
                 cv: Condvar::new(),
                 rbuf: Mutex::new(ReadBuf::default()),
+                tx_start: Mutex::new(()),
                 next_req: AtomicU32::new(1),
                 next_token: AtomicU64::new(1),
             }),
@@ -540,6 +545,10 @@ impl Client {
     ///
     /// [`Error::TransactionStart`] (ENOSPC when an unprivileged caller has too many open).
     pub fn transaction_start(&self) -> Result<Transaction<'_>> {
+        let _one_start = match self.inner.transport {
+            Transport::Device(_) => Some(lock(&self.inner.tx_start)),
+            Transport::Socket(_) => None,
+        };
         let p = self
             .inner
             .request(0, MsgType::TransactionStart, &[b"\0"])
