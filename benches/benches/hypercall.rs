@@ -51,7 +51,7 @@ where
     });
     group.bench_function("typed", |b| {
         b.iter(|| {
-            *op = XenDomctl::new(black_box(DOMID), black_box(payload));
+            op.set(black_box(DOMID), black_box(payload));
             black_box(xc.domctl(&mut op)).expect("null backend");
         });
     });

@@ -45,7 +45,7 @@ use crate::DomId;
 /// # use xenctrl::{XenCtrl, abi::{XenDomctl, XenDomctlGetdomaininfo}};
 /// let xc = XenCtrl::simulated(Default::default())?;
 /// let mut op = xc.pool().alloc::<XenDomctl<XenDomctlGetdomaininfo>>()?;
-/// *op = XenDomctl::new(0, XenDomctlGetdomaininfo::default());
+/// op.set(0, XenDomctlGetdomaininfo::default());
 /// xc.domctl(&mut op)?;
 /// assert_eq!(op.u.domain, 0);
 /// # Ok::<(), xenctrl::Error>(())
@@ -339,7 +339,7 @@ fn probe_call(pool: &BufferPool, call: ProbeCall) -> std::result::Result<(), cra
             let mut d = pool
                 .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
                 .map_err(nomem)?;
-            *d = XenDomctl::new(0, XenDomctlGetdomaininfo::default());
+            d.set(0, XenDomctlGetdomaininfo::default());
             d.set_interface_version(version);
             // SAFETY: a live buffer of `pool`, exclusively borrowed for the call.
             unsafe { backend.hypercall(__HYPERVISOR_domctl, [d.addr(), 0, 0, 0, 0]) }
@@ -348,7 +348,7 @@ fn probe_call(pool: &BufferPool, call: ProbeCall) -> std::result::Result<(), cra
             let mut s = pool
                 .alloc::<XenSysctl<XenSysctlPhysinfo>>()
                 .map_err(nomem)?;
-            *s = XenSysctl::new(XenSysctlPhysinfo::default());
+            s.set(XenSysctlPhysinfo::default());
             s.set_interface_version(version);
             // SAFETY: as above.
             unsafe { backend.hypercall(__HYPERVISOR_sysctl, [s.addr(), 0, 0, 0, 0]) }

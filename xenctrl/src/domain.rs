@@ -235,7 +235,7 @@ impl XenCtrl {
     pub fn create_domain(&self, config: &CreateDomain) -> Result<DomId> {
         let domid = config.domid.unwrap_or(0);
         let mut op = self.pool().alloc::<XenDomctl<XenDomctlCreatedomain>>()?;
-        *op = XenDomctl::new(domid, config.to_abi());
+        op.set(domid, config.to_abi());
         self.domctl(&mut op)
             .map_err(|e| e.with_op(Op::CreateDomain))?;
         Ok(op.domain)
@@ -248,7 +248,7 @@ impl XenCtrl {
     /// [`Error::Xen`] with `ESRCH` when there is no such domain.
     pub fn domain_info(&self, domid: DomId) -> Result<DomainInfo> {
         let mut op = self.pool().alloc::<XenDomctl<XenDomctlGetdomaininfo>>()?;
-        *op = XenDomctl::new(domid, XenDomctlGetdomaininfo::default());
+        op.set(domid, XenDomctlGetdomaininfo::default());
         self.domctl(&mut op)
             .map_err(|e| e.with_op(Op::GetDomainInfo))?;
         // Xen answers for the domain it was asked about or fails; check rather than trust.
@@ -278,7 +278,7 @@ impl XenCtrl {
                 let mut op = self
                     .pool()
                     .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()?;
-                *op = XenSysctl::new(XenSysctlGetdomaininfolist {
+                op.set(XenSysctlGetdomaininfolist {
                     first_domain: first,
                     max_domains: LIST_BATCH,
                     buffer: infos.guest_handle().into(),
@@ -370,7 +370,7 @@ impl XenCtrl {
         P: crate::abi::DomctlPayload,
     {
         let mut op = self.pool().alloc::<XenDomctl<P>>()?;
-        *op = XenDomctl::new(domid, payload);
+        op.set(domid, payload);
         self.domctl(&mut op).map_err(|e| e.with_op(what))?;
         Ok(())
     }

@@ -187,7 +187,7 @@ impl XenCtrl {
     /// ```
     pub fn physinfo(&self) -> Result<PhysInfo> {
         let mut op = self.pool().alloc::<XenSysctl<XenSysctlPhysinfo>>()?;
-        *op = XenSysctl::new(XenSysctlPhysinfo::default());
+        op.set(XenSysctlPhysinfo::default());
         self.sysctl(&mut op).map_err(|e| e.with_op(Op::Physinfo))?;
         Ok(PhysInfo::from_abi(&op.u))
     }

@@ -189,6 +189,16 @@ impl<P: DomctlPayload> XenDomctl<P> {
         self.tail.as_mut_bytes().fill(0);
     }
 
+    /// Fill this envelope, in place, for `P`'s sub-op on `domain` with `payload`: the same
+    /// result as assigning [`XenDomctl::new`], without building a temporary first.
+    pub fn set(&mut self, domain: DomId, payload: P) {
+        self.cmd = P::CMD;
+        self.domain = domain;
+        self.pad = [0; 3];
+        self.u = payload;
+        self.tail.as_mut_bytes().fill(0);
+    }
+
     /// The sub-op (`P::CMD`).
     pub fn cmd(&self) -> u32 {
         self.cmd
@@ -310,6 +320,14 @@ impl<P: SysctlPayload> XenSysctl<P> {
     pub fn prepare(&mut self, interface_version: u32) {
         self.cmd = P::CMD;
         self.interface_version = interface_version;
+        self.tail.as_mut_bytes().fill(0);
+    }
+
+    /// Fill this envelope, in place, for `P`'s sub-op with `payload`: the same result as
+    /// assigning [`XenSysctl::new`], without building a temporary first.
+    pub fn set(&mut self, payload: P) {
+        self.cmd = P::CMD;
+        self.u = payload;
         self.tail.as_mut_bytes().fill(0);
     }
 
