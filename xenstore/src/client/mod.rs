@@ -4,7 +4,8 @@
 //! be in flight, matched to replies by request id. There is no background thread: whichever
 //! waiting thread finds the connection idle reads from it and hands other threads their replies
 //! (and watch events) as they arrive, so a lone caller pays one `write` and one `read` per
-//! request.
+//! request. (Through `/dev/xen/xenbus` requests go one at a time: Linux's device cannot carry
+//! two in flight on one file.)
 //!
 //! ```
 //! use xenstore::perms::{Access, Permissions};
@@ -68,10 +69,13 @@ struct Inner {
     state: Mutex<State>,
     cv: Condvar,
     rbuf: Mutex<ReadBuf>,
-    /// Serialises `TRANSACTION_START` through `/dev/xen/xenbus`: Linux pairs each start reply
-    /// with the newest pending transaction of the file, so two starts in flight on one fd get
-    /// their ids swapped (and later requests fail with ENOENT). Found by the real-Xen test.
-    tx_start: Mutex<()>,
+    /// Held from write to reply for every request through `/dev/xen/xenbus`: Linux's device
+    /// sends a request's payload to xenstored asynchronously, from the per-file buffer the next
+    /// write overwrites, and gives a `TRANSACTION_START` reply to whichever pending transaction
+    /// of the file has no id yet. Two requests in flight on one fd can thus corrupt each other
+    /// (xenstored answers EINVAL or ENOENT), so through the device there is one at a time, as
+    /// with libxenstore. Found by the real-Xen suite.
+    device_one_at_a_time: Mutex<()>,
     next_req: AtomicU32,
     next_token: AtomicU64,
 }
@@ -175,6 +179,10 @@ impl Inner {
         if len > self.transport.max_payload() {
             return Err(Failure::TooLarge { len });
         }
+        let _one_at_a_time = match self.transport {
+            Transport::Device(_) => Some(lock(&self.device_one_at_a_time)),
+            Transport::Socket(_) => None,
+        };
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let msg = wire::encode(ty, id, tx, parts).map_err(|_| Failure::TooLarge { len })?;
         {
@@ -516,7 +524,7 @@ impl Client {
                 }),
                 cv: Condvar::new(),
                 rbuf: Mutex::new(ReadBuf::default()),
-                tx_start: Mutex::new(()),
+                device_one_at_a_time: Mutex::new(()),
                 next_req: AtomicU32::new(1),
                 next_token: AtomicU64::new(1),
             }),
@@ -545,10 +553,6 @@ impl Client {
     ///
     /// [`Error::TransactionStart`] (ENOSPC when an unprivileged caller has too many open).
     pub fn transaction_start(&self) -> Result<Transaction<'_>> {
-        let _one_start = match self.inner.transport {
-            Transport::Device(_) => Some(lock(&self.inner.tx_start)),
-            Transport::Socket(_) => None,
-        };
         let p = self
             .inner
             .request(0, MsgType::TransactionStart, &[b"\0"])
