@@ -8,7 +8,10 @@
 use xenctrl::{pages_to_mib, CreateDomain, SimConfig, XenCtrl};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let xc = XenCtrl::open_or_simulated(SimConfig { total_mib: 16 * 1024, ..Default::default() })?;
+    let xc = XenCtrl::open_or_simulated(SimConfig {
+        total_mib: 16 * 1024,
+        ..Default::default()
+    })?;
     let version = xc.version()?;
     let p = xc.physinfo()?;
     println!("backend      : {}", xc.backend_name());
@@ -39,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         xc.cancel_claim(domid)?;
     }
 
-    println!("\n{:>5} {:>8} {:>8} {:>6}  state", "domid", "mem MiB", "max MiB", "vcpus");
+    println!(
+        "\n{:>5} {:>8} {:>8} {:>6}  state",
+        "domid", "mem MiB", "max MiB", "vcpus"
+    );
     for d in xc.domain_list()? {
         println!(
             "{:>5} {:>8} {:>8} {:>6}  {}",
@@ -54,6 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for domid in created {
         xc.destroy_domain(domid)?;
     }
-    println!("\nfree_memory after destroy: {} MiB", xc.physinfo()?.free_mib());
+    println!(
+        "\nfree_memory after destroy: {} MiB",
+        xc.physinfo()?.free_mib()
+    );
     Ok(())
 }
