@@ -9,7 +9,8 @@
 //!   connection; the C handle needs a lock around it), aggregate ops/s;
 //! - `xenstore/server-2-clients/*`: aggregate small-read throughput of our server, two clients on
 //!   two threads (`Throughput::Elements(2)` makes criterion print the total ops/s), one request
-//!   in flight per client (`sequential`) or four (`4-in-flight`, four threads sharing a client).
+//!   in flight per client (`sequential`), four (`4-in-flight`, four threads sharing a client), or
+//!   sixteen pipelined by `Client::read_many` (`read-many-16`, one thread per client).
 
 #[cfg(has_libxenstore)]
 #[path = "../src/xenstore_c.rs"]
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use xenstore::server::{RunningServer, Server};
 use xenstore::Client;
+
+const BENCH_KEY: &str = "/bench/key";
 
 struct Setup {
     _server: RunningServer,
@@ -154,7 +157,7 @@ fn parallel_reads(clients: &[Client], per_client: usize, iters: u64) -> Duration
                     barrier.wait();
                     let t0 = Instant::now();
                     for _ in 0..each {
-                        c.read("/bench/key").expect("read");
+                        c.read(BENCH_KEY).expect("read");
                     }
                     (t0, Instant::now())
                 })
@@ -213,6 +216,37 @@ fn bench_shared_handle(crit: &mut Criterion, s: &Setup) {
     g.finish();
 }
 
+const BATCH: usize = 16;
+
+/// Each client, on its own thread, does `iters` `read_many` calls of [`BATCH`] paths.
+fn batched_reads(clients: &[Client], iters: u64) -> Duration {
+    let paths = [BENCH_KEY; BATCH];
+    let barrier = Barrier::new(clients.len());
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (barrier, paths) = (&barrier, &paths);
+                sc.spawn(move || {
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    for _ in 0..iters {
+                        for r in c.read_many(paths) {
+                            r.expect("read");
+                        }
+                    }
+                    (t0, Instant::now())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().expect("threads");
+    spans.iter().map(|s| s.1).max().expect("threads") - start
+}
+
 fn bench_server(crit: &mut Criterion, s: &Setup) {
     let clients: Vec<Client> = (0..2)
         .map(|_| Client::open_path(&s.socket).expect("connect"))
@@ -227,6 +261,11 @@ fn bench_server(crit: &mut Criterion, s: &Setup) {
     g.throughput(Throughput::Elements(8));
     g.bench_function("4-in-flight", |b| {
         b.iter_custom(|n| parallel_reads(&clients, 4, n * 4))
+    });
+    // One thread per client, 16 reads per `read_many` (one write, replies read in bulk).
+    g.throughput(Throughput::Elements(2 * BATCH as u64));
+    g.bench_function("read-many-16", |b| {
+        b.iter_custom(|n| batched_reads(&clients, n))
     });
     g.finish();
 }

@@ -185,26 +185,39 @@ impl Inner {
         };
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         let msg = wire::encode(ty, id, tx, parts).map_err(|_| Failure::TooLarge { len })?;
+        self.send(&msg, &[id])?;
+        self.reply(id, ty)
+    }
+
+    /// Registers `ids` as awaited and writes `msg` (their encoded requests) in one go.
+    fn send(&self, msg: &[u8], ids: &[u32]) -> Result<(), Failure> {
         {
             let mut st = lock(&self.state);
             if let Some(b) = &st.broken {
                 return Err(Self::broken_error(b));
             }
-            st.waiting.insert(id);
+            st.waiting.extend(ids.iter().copied());
         }
         let w = {
             let _g = lock(&self.write_lock);
-            self.transport.write_all(&msg)
+            self.transport.write_all(msg)
         };
         if let Err(e) = w {
             let mut st = lock(&self.state);
-            st.waiting.remove(&id);
+            for id in ids {
+                st.waiting.remove(id);
+            }
             st.broken = Some((e.kind(), e.to_string()));
             if st.sleepers > 0 {
                 self.cv.notify_all();
             }
             return Err(Failure::Io(e));
         }
+        Ok(())
+    }
+
+    /// Waits for the reply to request `id` of type `ty`.
+    fn reply(&self, id: u32, ty: MsgType) -> Result<Vec<u8>, Failure> {
         let Some(WaitResult::Reply((rty, payload))) = self.wait(&Wake::Reply(id), None)? else {
             return Err(Failure::Protocol("no reply"));
         };
@@ -215,6 +228,59 @@ impl Inner {
             return Err(Failure::Protocol("reply type does not match the request"));
         }
         Ok(payload)
+    }
+
+    /// Sends single-argument requests of one type pipelined, in chunks small enough that their
+    /// replies always fit the daemon's per-connection output bound (so neither side can block
+    /// the other), and returns one result per argument, in order.
+    fn pipeline(&self, tx: u32, ty: MsgType, args: &[&str]) -> Vec<Result<Vec<u8>, Failure>> {
+        const CHUNK: usize = 32;
+        if matches!(self.transport, Transport::Device(_)) {
+            return args
+                .iter()
+                .map(|a| self.request(tx, ty, &[a.as_bytes(), b"\0"]))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(args.len());
+        for chunk in args.chunks(CHUNK) {
+            let mut msg = Vec::new();
+            let mut ids: Vec<Result<u32, Failure>> = Vec::with_capacity(chunk.len());
+            for a in chunk {
+                let len = a.len() + 1;
+                if a.as_bytes().contains(&0) {
+                    ids.push(Err(Failure::Invalid("the path contains a nul byte")));
+                    continue;
+                }
+                if len > self.transport.max_payload() {
+                    ids.push(Err(Failure::TooLarge { len }));
+                    continue;
+                }
+                let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+                match wire::encode_into(&mut msg, ty, id, tx, &[a.as_bytes(), b"\0"]) {
+                    Ok(()) => ids.push(Ok(id)),
+                    Err(_) => ids.push(Err(Failure::TooLarge { len })),
+                }
+            }
+            let sent: Vec<u32> = ids
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            if let Err(e) = self.send(&msg, &sent) {
+                let kind = match &e {
+                    Failure::Io(io) => io.kind(),
+                    _ => io::ErrorKind::Other,
+                };
+                let text = e.to_string();
+                for r in ids {
+                    out.push(r.and(Err(Failure::Io(io::Error::new(kind, text.clone())))));
+                }
+                continue;
+            }
+            for r in ids {
+                out.push(r.and_then(|id| self.reply(id, ty)));
+            }
+        }
+        out
     }
 }
 
@@ -543,6 +609,28 @@ impl Client {
     /// Longer requests fail with [`Failure::TooLarge`] before anything is sent.
     pub fn max_payload(&self) -> usize {
         self.inner.transport.max_payload()
+    }
+
+    /// Reads many nodes at once: the requests are pipelined on the connection (one write per
+    /// 32 paths, replies collected as they come), which costs a fraction of the system calls
+    /// and wake-ups of reading them one by one. One result per path, in order. Through
+    /// `/dev/xen/xenbus` the reads go one at a time.
+    ///
+    /// # Errors
+    ///
+    /// Each element fails as [`read`](Self::read) would.
+    pub fn read_many(&self, paths: &[&str]) -> Vec<Result<Vec<u8>>> {
+        self.inner
+            .pipeline(0, MsgType::Read, paths)
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| {
+                r.map_err(|source| Error::Read {
+                    path: (*p).into(),
+                    source,
+                })
+            })
+            .collect()
     }
 
     node_ops!();

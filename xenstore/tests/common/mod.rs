@@ -60,6 +60,26 @@ pub fn read_write_and_errors(c: &Client, base: &str) {
     let e = c.write(&p, [max.as_slice(), b"y"].concat()).unwrap_err();
     assert_eq!(e.errno(), Some(Errno::E2BIG), "{e}");
 
+    // Pipelined reads: one result per path, in order, across chunk boundaries.
+    let many: Vec<String> = (0..70).map(|i| format!("{base}/many/{i}")).collect();
+    for (i, p) in many.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        c.write(p, i.to_string()).unwrap();
+    }
+    let mut paths: Vec<&str> = many.iter().map(String::as_str).collect();
+    paths.push("/bad path");
+    let got = c.read_many(&paths);
+    assert_eq!(got.len(), paths.len());
+    for (i, r) in got.iter().enumerate().take(70) {
+        match r {
+            Ok(v) => assert_eq!(v, i.to_string().as_bytes(), "{i}"),
+            Err(e) => {
+                assert_eq!(i % 3, 0, "{i}: {e}");
+                assert_eq!(e.errno(), Some(Errno::ENOENT), "{i}: {e}");
+            }
+        }
+    }
+    assert_eq!(got[70].as_ref().unwrap_err().errno(), Some(Errno::EINVAL));
+
     // mkdir leaves existing values alone.
     c.mkdir(&format!("{base}/a/b")).unwrap();
     assert_eq!(c.read(&format!("{base}/a/b")).unwrap(), b"hello");
