@@ -214,10 +214,10 @@ pub(crate) fn lock_error(e: crate::lock::Error) -> Error {
 
 /// Destroy a domain and everything the toolstack made for it (`xl destroy`).
 ///
-/// Under the domain's userdata lock (so after any memory change or creation step in progress
-/// on it): Xen first, then xenstore (`/local/domain/N`, `/vm/UUID`, `/libxl/N`, and xenstored's
-/// record of the domain), then the stored config, as DESIGN.md orders removal. Destroying a
-/// domain that does not exist (a second destroy) is [`Error::NoSuchDomain`], with nothing
+/// Under the domain's slow device lock and userdata lock (so after any device work, memory
+/// change or creation step in progress on it): Xen first, then xenstore (`/local/domain/N`,
+/// `/vm/UUID`, `/libxl/N`, its devices' backends, and xenstored's record of the domain), then
+/// the stored config, as DESIGN.md orders removal. Destroying a domain that does not exist (a second destroy) is [`Error::NoSuchDomain`], with nothing
 /// touched.
 ///
 /// # Errors
@@ -232,12 +232,20 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
         });
     }
     let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(token);
+    // The slow device lock first: a device add or remove in progress finishes (or times out)
+    // before the domain goes, and one that waits for the lock finds the domain gone.
+    let mut slow = host
+        .locks
+        .lock_slow(token, domid, &exists)
+        .map_err(lock_error)?;
+    let mut st = slow.token();
+    let mut ctx = host.ctx.lock(&mut st);
     let mut t = ctx.token();
     let guard = host
         .locks
         .lock_userdata(&mut t, domid, &exists)
         .map_err(lock_error)?;
+    crate::hooks::point("destroy:locked")?;
     let who = domain_ref(host, domid);
     teardown(host, domid, &who)?;
     host.configs
@@ -247,6 +255,10 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
             source,
         })?;
     guard.release().map_err(Error::Lock)?;
+    drop(t);
+    drop(ctx);
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
     Ok(())
 }
 
@@ -288,7 +300,8 @@ pub(crate) fn teardown(host: &Host, domid: DomId, who: &DomainRef) -> Result<()>
             if let Some(vm) = vm.as_deref().filter(|v| v.starts_with("/vm/")) {
                 rm(t, vm)?;
             }
-            rm(t, &libxl_path(domid))
+            rm(t, &libxl_path(domid))?;
+            crate::device::rm_backends(t, domid)
         })
         .map_err(|source| Error::Xenstore {
             domain: who.clone(),

@@ -223,6 +223,25 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A device operation failed or was refused.
+    #[error("{device}: {what}")]
+    Device {
+        /// The device.
+        device: crate::device::DeviceRef,
+        /// What went wrong, and what to do about it.
+        what: String,
+    },
+    /// A xenstore operation on a device failed.
+    #[error("{device}: {what}")]
+    DeviceXenstore {
+        /// The device.
+        device: crate::device::DeviceRef,
+        /// What was being done.
+        what: &'static str,
+        /// xenstore's answer.
+        #[source]
+        source: xenstore::Error,
+    },
     /// A test hook failed (only when a test drives the toolstack).
     #[error("test hook: {0}")]
     TestHook(String),

@@ -14,6 +14,8 @@
 //!   hypervisor model in a state file plus our xenstored as a daemon), chosen at run time.
 //! - [`create`]: domain creation with Xen's memory claims, rolled back whole on failure.
 //! - [`memory`]: memory target and maximum with libxl's semantics, under the userdata lock.
+//! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, hot add and
+//!   remove under the slow lock, and the simulated backend driver.
 //! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
 //! - [`hooks`]: test hooks that let a test interleave processes deterministically.
 //!
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod create;
+pub mod device;
 pub mod domain;
 mod error;
 pub mod hooks;

@@ -356,6 +356,18 @@ fn run_daemon(dir: &Path) -> io::Result<()> {
             }
             let _ = ctl.stop();
         })?;
+    // The host's dom0 backend driver (blkback and netback, simulated) is a client of this
+    // xenstored; it connects now and is served once the server runs.
+    let socket = paths.socket();
+    std::thread::Builder::new()
+        .name("sim-backend".into())
+        .spawn(move || {
+            let r = xenstore::Client::open_path(&socket)
+                .and_then(|xs| crate::device::simback::run(&xs, 0));
+            if let Err(e) = r {
+                eprintln!("rxen-sim-xenstored: the simulated backend driver stopped: {e}");
+            }
+        })?;
     eprintln!(
         "rxen-sim-xenstored: pid {} serving {}",
         std::process::id(),

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use toolstack::config::{DiskSpec, VifSpec};
 use toolstack::create::Step;
+use toolstack::device::{self, DeviceKind, DeviceRef};
 use toolstack::domain::{self, DomainSummary};
 use toolstack::lock::{level, Locked};
 use toolstack::memory::{self, Target};
@@ -111,6 +113,79 @@ enum Command {
     MemCheck {
         /// The domain (id or name).
         domain: String,
+    },
+    /// Attach a disk: `block-attach DOMAIN DISK-SPEC...` (xl-disk-configuration(5); several
+    /// words are joined with commas, as xl joins them).
+    BlockAttach {
+        /// The domain (id or name).
+        domain: String,
+        /// The disk spec, e.g. `/images/d.img,raw,xvdb,rw` or `target=... vdev=xvdb`.
+        #[arg(required = true, num_args = 1..)]
+        spec: Vec<String>,
+        /// Seconds to wait for the backend to connect.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Detach a disk by its vdev (`xvdb`) or device id (`51728`).
+    BlockDetach {
+        /// The domain (id or name).
+        domain: String,
+        /// The disk.
+        device: String,
+        /// Remove it even if the backend does not close.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Seconds to wait for the backend to close.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// List a domain's disks.
+    BlockList {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The domains (ids or names).
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Attach a network interface: `network-attach DOMAIN [KEY=VALUE...]`
+    /// (xl-network-configuration(5): mac=, bridge=, script=, devid=, ...).
+    NetworkAttach {
+        /// The domain (id or name).
+        domain: String,
+        /// The vif settings.
+        settings: Vec<String>,
+        /// Seconds to wait for the backend to connect.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Detach a network interface by device id or MAC address.
+    NetworkDetach {
+        /// The domain (id or name).
+        domain: String,
+        /// The interface.
+        device: String,
+        /// Remove it even if the backend does not close.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Seconds to wait for the backend to close.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// List a domain's network interfaces.
+    NetworkList {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The domains (ids or names).
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Check the device invariant of a domain id (JSON list of violations; for tests).
+    #[command(hide = true)]
+    DeviceCheck {
+        /// The domain id (it may no longer exist).
+        domid: u16,
     },
     /// Stop the simulated host (its xenstored); it boots afresh, empty, at the next command.
     SimStop,
@@ -234,8 +309,162 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
             println!("{}", serde_json::to_string(&view)?);
             Ok(())
         }
+        Command::BlockAttach {
+            domain: d,
+            spec,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = DiskSpec::parse(&spec.join(","))?;
+            device::add_disk(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::NetworkAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse(&settings.join(","))?;
+            device::add_nic(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::BlockDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let devid = device::vdev_to_devid(which)
+                .ok_or_else(|| format!("{which:?} is not a virtual disk name or device id"))?;
+            let dev = DeviceRef {
+                kind: DeviceKind::Vbd,
+                domid,
+                devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::NetworkDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let devid = match which.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => device::list(&host, root, domid, DeviceKind::Vif)?
+                    .into_iter()
+                    .find(|i| {
+                        VifSpec::parse(&i.spec)
+                            .ok()
+                            .and_then(|v| v.mac().map(|m| m.eq_ignore_ascii_case(which)))
+                            == Some(true)
+                    })
+                    .map(|i| i.devid)
+                    .ok_or_else(|| format!("domain {domid} has no vif with MAC {which}"))?,
+            };
+            let dev = DeviceRef {
+                kind: DeviceKind::Vif,
+                domid,
+                devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::BlockList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vbd, domains, *json)
+        }
+        Command::NetworkList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vif, domains, *json)
+        }
+        Command::DeviceCheck { domid } => {
+            let v = device::check(&host, root, *domid)?;
+            println!("{}", serde_json::to_string(&v)?);
+            Ok(())
+        }
         Command::SimStop => Ok(()),
     }
+}
+
+fn dev_opts(timeout: f64, force: bool) -> AnyResult<device::Options> {
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .map_err(|_| format!("invalid timeout {timeout}: expected a number of seconds"))?;
+    Ok(device::Options {
+        timeout,
+        force,
+        ..device::Options::default()
+    })
+}
+
+fn device_list(
+    host: &Host,
+    root: &mut Locked<'_, level::Unlocked>,
+    kind: DeviceKind,
+    domains: &[String],
+    json: bool,
+) -> AnyResult {
+    let mut all = Vec::new();
+    for d in domains {
+        let domid = domain::resolve(host, d)?;
+        for info in device::list(host, root, domid, kind)? {
+            all.push((domid, info));
+        }
+    }
+    if json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(domid, i)| {
+                let mut v = serde_json::to_value(i).unwrap_or_default();
+                v["domid"] = (*domid).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let num = |n: Option<u32>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut out = std::io::stdout().lock();
+    match kind {
+        DeviceKind::Vif => writeln!(out, "Idx BE  Mac Addr.         state BE-state BE-path")?,
+        _ => writeln!(out, "Vdev  BE  state BE-state BE-path")?,
+    }
+    for (_, i) in &all {
+        let be = i
+            .backend_id
+            .map_or_else(|| "-".to_owned(), |b| b.to_string());
+        let path = i.backend_path.as_deref().unwrap_or("-");
+        match kind {
+            DeviceKind::Vif => {
+                let mac = VifSpec::parse(&i.spec)
+                    .ok()
+                    .and_then(|v| v.mac().map(str::to_owned))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<3} {:<3} {:<17} {:<5} {:<8} {}",
+                    i.devid,
+                    be,
+                    mac,
+                    num(i.frontend_state),
+                    num(i.backend_state),
+                    path
+                )?;
+            }
+            _ => writeln!(
+                out,
+                "{:<5} {:<3} {:<5} {:<8} {}",
+                i.devid,
+                be,
+                num(i.frontend_state),
+                num(i.backend_state),
+                path
+            )?,
+        }
+    }
+    Ok(())
 }
 
 fn create(

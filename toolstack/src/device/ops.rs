@@ -1,0 +1,962 @@
+//! Adding, removing, listing and checking devices.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use xenstore::perms::{Access, Permissions};
+
+use super::{vdev_to_devid, DeviceKind, DeviceRef, XenbusState};
+use crate::config::stored::StoredConfig;
+use crate::config::{DiskAccess, DiskSpec, VifSpec};
+use crate::domain::{dom_path, lock_error};
+use crate::error::{DomainRef, Error, Result};
+use crate::hooks;
+use crate::host::Host;
+use crate::lock::{level, DomId, Locked};
+
+/// How long add waits for the backend to connect, and remove for it to close, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an add or remove runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The domain that runs the backend (dom0 unless a driver domain serves the device).
+    pub backend: DomId,
+    /// How long to wait for the backend.
+    pub timeout: Duration,
+    /// Remove: take the device away even if its backend does not close in time (xl's
+    /// `--force`).
+    pub force: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: 0,
+            timeout: DEFAULT_TIMEOUT,
+            force: false,
+        }
+    }
+}
+
+/// A device as `block-list`/`network-list` show it: the stored config's view joined with
+/// xenstore's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// Its kind.
+    pub kind: DeviceKind,
+    /// Its id.
+    pub devid: u32,
+    /// The spec recorded in the stored config.
+    pub spec: String,
+    /// The backend domain, if xenstore has the device.
+    pub backend_id: Option<DomId>,
+    /// The frontend's state, if present.
+    pub frontend_state: Option<u32>,
+    /// The backend's state, if present.
+    pub backend_state: Option<u32>,
+    /// The backend directory, if xenstore has the device.
+    pub backend_path: Option<String>,
+}
+
+/// A breach of the invariant "nothing in xenstore without an entry in the stored config", or
+/// a device whose parts disagree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The xenstore path concerned.
+    pub path: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+fn dev_err(device: DeviceRef, what: impl Into<String>) -> Error {
+    Error::Device {
+        device,
+        what: what.into(),
+    }
+}
+
+fn xs_err(device: DeviceRef, what: &'static str) -> impl Fn(xenstore::Error) -> Error {
+    move |source| Error::DeviceXenstore {
+        device,
+        what,
+        source,
+    }
+}
+
+fn stored_err(domid: DomId) -> impl Fn(crate::config::stored::Error) -> Error {
+    move |source| Error::Stored {
+        domain: DomainRef::id(domid),
+        source,
+    }
+}
+
+/// Read-modify-write of `domid`'s stored config under its userdata lock, with a slow-lock
+/// token proving the caller holds the slow lock (or no lock). `f` may refuse, and then nothing
+/// is written.
+fn update_stored<R>(
+    host: &Host,
+    token: &mut Locked<'_, level::Slow>,
+    domid: DomId,
+    f: impl FnOnce(&mut StoredConfig) -> Result<R>,
+) -> Result<R> {
+    let exists = |d| host.domain_exists(d);
+    let mut ctx = host.ctx.lock(token);
+    let mut t = ctx.token();
+    let guard = host
+        .locks
+        .lock_userdata(&mut t, domid, &exists)
+        .map_err(lock_error)?;
+    let mut stored = host.configs.load(&guard).map_err(stored_err(domid))?;
+    let r = f(&mut stored)?;
+    host.configs
+        .save(&guard, &stored)
+        .map_err(stored_err(domid))?;
+    guard.release().map_err(Error::Lock)?;
+    Ok(r)
+}
+
+/// Read `domid`'s stored config under its userdata lock.
+fn read_stored(
+    host: &Host,
+    token: &mut Locked<'_, level::Slow>,
+    domid: DomId,
+) -> Result<StoredConfig> {
+    let exists = |d| host.domain_exists(d);
+    let mut ctx = host.ctx.lock(token);
+    let mut t = ctx.token();
+    let guard = host
+        .locks
+        .lock_userdata(&mut t, domid, &exists)
+        .map_err(lock_error)?;
+    let stored = host.configs.load(&guard).map_err(stored_err(domid))?;
+    guard.release().map_err(Error::Lock)?;
+    Ok(stored)
+}
+
+/// The device id a stored vif spec records (`devid=N`).
+fn vif_devid(spec: &VifSpec) -> Option<u32> {
+    spec.get("devid").and_then(|v| v.parse().ok())
+}
+
+fn disk_devid(domid: DomId, spec: &DiskSpec) -> Result<u32> {
+    vdev_to_devid(&spec.vdev).ok_or_else(|| Error::Refused {
+        domain: DomainRef::id(domid),
+        what: format!(
+            "disk {:?}: {:?} is not a virtual disk name (expected xvda, hdc, sdb1, d0p1, ...)",
+            spec.spec, spec.vdev
+        ),
+    })
+}
+
+/// A locally administered Xen MAC (00:16:3e, as libxl picks) from random bytes.
+fn random_mac() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("00:16:3e:{:02x}:{:02x}:{:02x}", b[0] & 0x7f, b[1], b[2])
+}
+
+/// What to write for a new device: the frontend's and backend's nodes (beyond the common
+/// ones).
+struct Nodes {
+    frontend: Vec<(&'static str, String)>,
+    backend: Vec<(&'static str, String)>,
+}
+
+fn disk_nodes(spec: &DiskSpec, devid: u32) -> Nodes {
+    let device_type = if spec.cdrom { "cdrom" } else { "disk" };
+    let backend_type = match spec.format.as_deref() {
+        None | Some("raw") => "phy",
+        Some(_) => "qdisk",
+    };
+    Nodes {
+        frontend: vec![
+            ("virtual-device", devid.to_string()),
+            ("device-type", device_type.into()),
+        ],
+        backend: vec![
+            ("params", spec.target.clone().unwrap_or_default()),
+            ("type", backend_type.into()),
+            (
+                "mode",
+                if spec.access == DiskAccess::ReadOnly {
+                    "r"
+                } else {
+                    "w"
+                }
+                .into(),
+            ),
+            ("device-type", device_type.into()),
+            ("dev", spec.vdev.clone()),
+            ("removable", if spec.cdrom { "1" } else { "0" }.into()),
+            ("bootable", "1".into()),
+        ],
+    }
+}
+
+fn nic_nodes(spec: &VifSpec, devid: u32) -> Nodes {
+    let mac = spec.mac().unwrap_or_default().to_owned();
+    Nodes {
+        frontend: vec![("handle", devid.to_string()), ("mac", mac.clone())],
+        backend: vec![
+            ("handle", devid.to_string()),
+            ("mac", mac),
+            ("bridge", spec.bridge().unwrap_or("xenbr0").to_owned()),
+            (
+                "script",
+                spec.get("script").unwrap_or("vif-bridge").to_owned(),
+            ),
+            ("type", "vif".into()),
+        ],
+    }
+}
+
+/// Attach a disk to domain `domid` (`xl block-attach`), and wait for its backend.
+///
+/// Under the domain's slow lock: records the disk in the stored config (refusing a vdev the
+/// domain already has), writes the frontend, backend and toolstack nodes, and waits (with
+/// watches, at most `opts.timeout`) for the backend to reach InitWait or Connected with
+/// `hotplug-status` = `connected`. If the backend fails, stalls or vanishes, the device is
+/// taken out of xenstore and then out of the stored config, and the error says what the
+/// backend did.
+///
+/// # Errors
+///
+/// [`Error::NoSuchDomain`] for a domain that is gone (or destroyed while waiting for its
+/// lock); [`Error::Refused`] for a bad vdev; [`Error::Device`] for a duplicate or a backend
+/// that did not connect; the xenstore or stored-config error of a step that failed.
+pub fn add_disk(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    spec: &DiskSpec,
+    opts: &Options,
+) -> Result<DeviceRef> {
+    let devid = disk_devid(domid, spec)?;
+    let dev = DeviceRef {
+        kind: DeviceKind::Vbd,
+        domid,
+        devid,
+    };
+    let nodes = disk_nodes(spec, devid);
+    let spec = spec.clone();
+    add(host, token, dev, opts, nodes, move |stored| {
+        if let Some(d) = stored
+            .config
+            .disks
+            .iter()
+            .find(|d| vdev_to_devid(&d.vdev) == Some(devid))
+        {
+            return Err(dev_err(
+                dev,
+                format!("the domain already has this disk ({:?})", d.spec),
+            ));
+        }
+        stored.config.disks.push(spec);
+        Ok(())
+    })
+}
+
+/// Attach a network interface to domain `domid` (`xl network-attach`), and wait for its
+/// backend. The device id is `devid=` if the spec gives one, else the lowest one free; the MAC
+/// is `mac=` or a random 00:16:3e one. Both are recorded in the stored spec. As
+/// [`add_disk`] otherwise.
+///
+/// # Errors
+///
+/// As [`add_disk`].
+pub fn add_nic(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    spec: &VifSpec,
+    opts: &Options,
+) -> Result<DeviceRef> {
+    let exists = |d| host.domain_exists(d);
+    let mut slow = host
+        .locks
+        .lock_slow(token, domid, &exists)
+        .map_err(lock_error)?;
+    let mut st = slow.token();
+    // The slow lock serialises device work on this domain, so the id chosen here cannot be
+    // taken by anyone else before it is recorded.
+    let stored = read_stored(host, &mut st, domid)?;
+    let mut used: Vec<u32> = stored.config.vifs.iter().filter_map(vif_devid).collect();
+    used.extend(xenstore_devids(host, domid, DeviceKind::Vif)?);
+    let devid = match spec.get("devid") {
+        Some(v) => v.parse::<u32>().map_err(|_| Error::Refused {
+            domain: DomainRef::id(domid),
+            what: format!("vif {:?}: devid must be a number, found {v:?}", spec.spec),
+        })?,
+        None => (0..).find(|n| !used.contains(n)).unwrap_or(0),
+    };
+    let dev = DeviceRef {
+        kind: DeviceKind::Vif,
+        domid,
+        devid,
+    };
+    if used.contains(&devid) {
+        return Err(dev_err(dev, "the domain already has a vif with this id"));
+    }
+    let mut extra = Vec::new();
+    if spec.get("devid").is_none() {
+        extra.push(format!("devid={devid}"));
+    }
+    if spec.mac().is_none() {
+        extra.push(format!("mac={}", random_mac()));
+    }
+    let text = std::iter::once(spec.spec.clone())
+        .filter(|s| !s.trim().is_empty())
+        .chain(extra)
+        .collect::<Vec<_>>()
+        .join(",");
+    let recorded = VifSpec::parse(&text).map_err(|e| dev_err(dev, e.to_string()))?;
+    let nodes = nic_nodes(&recorded, devid);
+    add_locked(host, &mut st, dev, opts, nodes, move |stored| {
+        if stored
+            .config
+            .vifs
+            .iter()
+            .any(|v| vif_devid(v) == Some(devid))
+        {
+            return Err(dev_err(dev, "the domain already has a vif with this id"));
+        }
+        stored.config.vifs.push(recorded);
+        Ok(())
+    })?;
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
+    Ok(dev)
+}
+
+fn add(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    dev: DeviceRef,
+    opts: &Options,
+    nodes: Nodes,
+    record: impl FnOnce(&mut StoredConfig) -> Result<()>,
+) -> Result<DeviceRef> {
+    let exists = |d| host.domain_exists(d);
+    let mut slow = host
+        .locks
+        .lock_slow(token, dev.domid, &exists)
+        .map_err(lock_error)?;
+    let mut st = slow.token();
+    add_locked(host, &mut st, dev, opts, nodes, record)?;
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
+    Ok(dev)
+}
+
+/// The add proper, with the slow lock held throughout.
+fn add_locked(
+    host: &Host,
+    st: &mut Locked<'_, level::Slow>,
+    dev: DeviceRef,
+    opts: &Options,
+    nodes: Nodes,
+    record: impl FnOnce(&mut StoredConfig) -> Result<()>,
+) -> Result<()> {
+    hooks::point("device-add:slow-locked")?;
+    // 1. Record it (fast lock, one read-modify-write).
+    update_stored(host, st, dev.domid, record)?;
+    hooks::point("device-add:recorded")?;
+    // 2. Create it in xenstore (all or nothing), then 3. wait for the backend.
+    let (written, result) = match write_device(host, dev, opts.backend, &nodes) {
+        Err(e) => (false, Err(e)),
+        Ok(()) => (
+            true,
+            hooks::point("device-add:written").and_then(|()| wait_connected(host, dev, opts)),
+        ),
+    };
+    if let Err(first) = result {
+        // Undo in the removal order: xenstore first (only what this add wrote), then the
+        // stored config.
+        let undo = if written {
+            rm_device(host, dev, opts.backend)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| unrecord(host, st, dev).map(drop));
+        return match undo {
+            Ok(()) => Err(first),
+            Err(second) => Err(dev_err(
+                dev,
+                format!(
+                    "{}; undoing the add failed too: {}",
+                    chain(&first),
+                    chain(&second)
+                ),
+            )),
+        };
+    }
+    Ok(())
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Writes the three directories of a new device in one transaction, refusing if any exists.
+fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> Result<()> {
+    let fe = dev.frontend_path();
+    let be = dev.backend_path(backend);
+    let lx = dev.libxl_path();
+    let d = u32::from(dev.domid);
+    let b = u32::from(backend);
+    // Each end owns its directory; the other end may read it (libxl__device_generic_add).
+    let fe_perms = Permissions::new(d, Access::NONE).with(b, Access::READ);
+    let be_perms = Permissions::new(b, Access::NONE).with(d, Access::READ);
+    let lx_perms = Permissions::new(0, Access::NONE);
+    let mut exists_already = None;
+    host.xs
+        .transaction(|t| {
+            exists_already = None;
+            // The domain must still be there: its home directory is removed by destroy.
+            if !t.exists(&dom_path(dev.domid))? {
+                exists_already = Some("the domain's xenstore directory is gone (destroyed?)");
+                return Ok(());
+            }
+            for p in [&fe, &be, &lx] {
+                if t.exists(p)? {
+                    exists_already = Some("its xenstore nodes exist already");
+                    return Ok(());
+                }
+            }
+            t.write(&fe, "")?;
+            t.set_perms(&fe, &fe_perms)?;
+            t.write(&be, "")?;
+            t.set_perms(&be, &be_perms)?;
+            let fw = |k: &str, v: &str| -> xenstore::Result<()> {
+                let p = format!("{fe}/{k}");
+                t.write(&p, v)?;
+                t.set_perms(&p, &fe_perms)
+            };
+            let bw = |k: &str, v: &str| -> xenstore::Result<()> {
+                let p = format!("{be}/{k}");
+                t.write(&p, v)?;
+                t.set_perms(&p, &be_perms)
+            };
+            fw("backend", &be)?;
+            fw("backend-id", &backend.to_string())?;
+            fw("state", "1")?;
+            for (k, v) in &nodes.frontend {
+                fw(k, v)?;
+            }
+            bw("frontend", &fe)?;
+            bw("frontend-id", &dev.domid.to_string())?;
+            bw("online", "1")?;
+            bw("state", "1")?;
+            for (k, v) in &nodes.backend {
+                bw(k, v)?;
+            }
+            t.write(&lx, "")?;
+            t.set_perms(&lx, &lx_perms)?;
+            t.write(&format!("{lx}/frontend"), &fe)?;
+            t.write(&format!("{lx}/backend"), &be)?;
+            Ok(())
+        })
+        .map_err(xs_err(dev, "cannot write its xenstore nodes"))?;
+    match exists_already {
+        Some(why) => Err(dev_err(dev, why)),
+        None => Ok(()),
+    }
+}
+
+/// Removes a device's three directories in one transaction; missing ones are fine.
+fn rm_device(host: &Host, dev: DeviceRef, backend: DomId) -> Result<()> {
+    let paths = [
+        dev.frontend_path(),
+        dev.backend_path(backend),
+        dev.libxl_path(),
+    ];
+    host.xs
+        .transaction(|t| {
+            for p in &paths {
+                match t.rm(p) {
+                    Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        })
+        .map_err(xs_err(dev, "cannot remove its xenstore nodes"))
+}
+
+/// Takes the device out of the stored config; whether it was there.
+fn unrecord(host: &Host, st: &mut Locked<'_, level::Slow>, dev: DeviceRef) -> Result<bool> {
+    update_stored(host, st, dev.domid, |stored| {
+        let c = &mut stored.config;
+        let before = c.disks.len() + c.vifs.len();
+        match dev.kind {
+            DeviceKind::Vbd => c
+                .disks
+                .retain(|d| vdev_to_devid(&d.vdev) != Some(dev.devid)),
+            DeviceKind::Vif => c.vifs.retain(|v| vif_devid(v) != Some(dev.devid)),
+            DeviceKind::Console | DeviceKind::Vkb => {}
+        }
+        Ok(before != c.disks.len() + c.vifs.len())
+    })
+}
+
+/// What the backend of a device says, read in one go.
+#[derive(Debug)]
+struct BackendView {
+    exists: bool,
+    state: Option<XenbusState>,
+    hotplug_status: Option<String>,
+    hotplug_error: Option<String>,
+}
+
+fn read_opt(host: &Host, dev: DeviceRef, path: &str) -> Result<Option<String>> {
+    match host.xs.read_string(path) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(xs_err(dev, "cannot read its backend's nodes")(e)),
+    }
+}
+
+fn backend_view(host: &Host, dev: DeviceRef, be: &str) -> Result<BackendView> {
+    let frontend_id = read_opt(host, dev, &format!("{be}/frontend-id"))?;
+    Ok(BackendView {
+        exists: frontend_id.is_some(),
+        state: read_opt(host, dev, &format!("{be}/state"))?
+            .as_deref()
+            .and_then(XenbusState::parse),
+        hotplug_status: read_opt(host, dev, &format!("{be}/hotplug-status"))?,
+        hotplug_error: read_opt(host, dev, &format!("{be}/hotplug-error"))?,
+    })
+}
+
+fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+fn state_text(s: Option<XenbusState>) -> String {
+    s.map_or_else(|| "missing".to_owned(), |s| s.to_string())
+}
+
+/// Waits with a watch on the backend directory until `done` says yes, fails, or time is up.
+fn wait_backend(
+    host: &Host,
+    dev: DeviceRef,
+    backend: DomId,
+    timeout: Duration,
+    mut done: impl FnMut(&BackendView) -> Result<bool>,
+    on_timeout: impl FnOnce(&BackendView) -> Error,
+) -> Result<()> {
+    let be = dev.backend_path(backend);
+    let watch = host
+        .xs
+        .watch(&be)
+        .map_err(xs_err(dev, "cannot watch its backend"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Read after every event (the first fires at registration), so nothing is missed.
+        let view = backend_view(host, dev, &be)?;
+        if done(&view)? {
+            let _ = watch.unwatch();
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = watch.unwatch();
+            return Err(on_timeout(&view));
+        }
+        watch
+            .next_event_timeout(deadline - now)
+            .map_err(xs_err(dev, "lost the watch on its backend"))?;
+    }
+}
+
+fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
+    let timeout = opts.timeout;
+    wait_backend(
+        host,
+        dev,
+        opts.backend,
+        timeout,
+        |v| {
+            if !v.exists {
+                return Err(dev_err(
+                    dev,
+                    format!(
+                        "the backend vanished before it connected (domain {} removed \
+                         {}); is its backend driver running?",
+                        opts.backend,
+                        dev.backend_path(opts.backend)
+                    ),
+                ));
+            }
+            if v.hotplug_status.as_deref() == Some("error") || v.hotplug_error.is_some() {
+                return Err(dev_err(
+                    dev,
+                    format!(
+                        "the backend's hotplug script failed: {}; state is {}",
+                        v.hotplug_error.as_deref().unwrap_or("no reason given"),
+                        state_text(v.state)
+                    ),
+                ));
+            }
+            Ok(matches!(
+                v.state,
+                Some(XenbusState::InitWait | XenbusState::Connected)
+            ) && v.hotplug_status.as_deref() == Some("connected"))
+        },
+        |v| {
+            dev_err(
+                dev,
+                format!(
+                    "backend did not connect within {}; state is {}{}",
+                    secs(timeout),
+                    state_text(v.state),
+                    if v.hotplug_status.is_none() {
+                        ", and its hotplug script has not reported"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        },
+    )
+}
+
+/// Detach a device from domain `domid` (`xl block-detach`, `xl network-detach`).
+///
+/// Under the slow lock: asks the backend to close (`online` = 0, `state` = 5) and waits for
+/// state 6 (Closed), at most `opts.timeout`; then removes the nodes from xenstore, and only
+/// then the entry from the stored config. If the backend does not close in time the device is
+/// left as it was, unless `opts.force`, which removes it regardless. A device that is in the
+/// stored config but not in xenstore (an add that was interrupted) is just unrecorded.
+///
+/// # Errors
+///
+/// [`Error::NoSuchDomain`]; [`Error::Device`] when the domain has no such device or the
+/// backend did not close; the error of a failed step.
+pub fn remove(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    dev: DeviceRef,
+    opts: &Options,
+) -> Result<()> {
+    let exists = |d| host.domain_exists(d);
+    let mut slow = host
+        .locks
+        .lock_slow(token, dev.domid, &exists)
+        .map_err(lock_error)?;
+    let mut st = slow.token();
+    hooks::point("device-remove:slow-locked")?;
+    let stored = read_stored(host, &mut st, dev.domid)?;
+    let recorded = match dev.kind {
+        DeviceKind::Vbd => stored
+            .config
+            .disks
+            .iter()
+            .any(|d| vdev_to_devid(&d.vdev) == Some(dev.devid)),
+        DeviceKind::Vif => stored
+            .config
+            .vifs
+            .iter()
+            .any(|v| vif_devid(v) == Some(dev.devid)),
+        DeviceKind::Console | DeviceKind::Vkb => false,
+    };
+    let be_path = read_opt(host, dev, &format!("{}/backend", dev.libxl_path()))?;
+    let in_xenstore = be_path.is_some()
+        || host
+            .xs
+            .exists(&dev.frontend_path())
+            .map_err(xs_err(dev, "cannot read its frontend"))?;
+    if !recorded && !in_xenstore {
+        return Err(dev_err(dev, "the domain has no such device"));
+    }
+    // The backend domain, from the toolstack's record (fall back to the options').
+    let backend = be_path
+        .as_deref()
+        .and_then(|p| p.strip_prefix("/local/domain/"))
+        .and_then(|p| p.split('/').next())
+        .and_then(|b| b.parse::<DomId>().ok())
+        .unwrap_or(opts.backend);
+    if in_xenstore {
+        let be = dev.backend_path(backend);
+        let asked = host.xs.transaction(|t| {
+            if !t.exists(&format!("{be}/frontend-id"))? {
+                return Ok(false);
+            }
+            t.write(&format!("{be}/online"), "0")?;
+            t.write(&format!("{be}/state"), "5")?;
+            Ok(true)
+        });
+        let asked = asked.map_err(xs_err(dev, "cannot ask its backend to close"))?;
+        hooks::point("device-remove:closing")?;
+        if asked {
+            let timeout = opts.timeout;
+            let waited = wait_backend(
+                host,
+                dev,
+                backend,
+                timeout,
+                |v| Ok(!v.exists || v.state == Some(XenbusState::Closed)),
+                |v| {
+                    dev_err(
+                        dev,
+                        format!(
+                            "backend did not close within {}; state is {}; the device is still \
+                             attached (detach with --force to remove it anyway)",
+                            secs(timeout),
+                            state_text(v.state)
+                        ),
+                    )
+                },
+            );
+            match waited {
+                Ok(()) => {}
+                Err(_) if opts.force => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rm_device(host, dev, backend)?;
+        hooks::point("device-remove:removed")?;
+    }
+    if recorded {
+        unrecord(host, &mut st, dev)?;
+    }
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
+    Ok(())
+}
+
+/// The device ids of `kind` that xenstore has for `domid` (frontends and toolstack records).
+fn xenstore_devids(host: &Host, domid: DomId, kind: DeviceKind) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for dir in [
+        format!("{}/device/{}", dom_path(domid), kind.xenstore_name()),
+        format!("/libxl/{domid}/device/{}", kind.xenstore_name()),
+    ] {
+        match host.xs.directory(&dir) {
+            Ok(names) => ids.extend(names.iter().filter_map(|n| n.parse::<u32>().ok())),
+            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => {}
+            Err(source) => {
+                return Err(Error::Xenstore {
+                    domain: DomainRef::id(domid),
+                    what: "cannot list its devices",
+                    source,
+                })
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The devices of `kind` (vbd or vif) that domain `domid` has: the stored config's, with
+/// xenstore's view of each. Takes only the fast lock, for the read.
+///
+/// # Errors
+///
+/// [`Error::NoSuchDomain`]; a stored-config or xenstore error.
+pub fn list(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    kind: DeviceKind,
+) -> Result<Vec<DeviceInfo>> {
+    let stored = {
+        let exists = |d| host.domain_exists(d);
+        let mut ctx = host.ctx.lock(token);
+        let mut t = ctx.token();
+        let guard = host
+            .locks
+            .lock_userdata(&mut t, domid, &exists)
+            .map_err(lock_error)?;
+        let s = host.configs.load(&guard).map_err(stored_err(domid))?;
+        guard.release().map_err(Error::Lock)?;
+        s
+    };
+    let entries: Vec<(u32, String)> = match kind {
+        DeviceKind::Vbd => stored
+            .config
+            .disks
+            .iter()
+            .filter_map(|d| vdev_to_devid(&d.vdev).map(|id| (id, d.spec.clone())))
+            .collect(),
+        DeviceKind::Vif => stored
+            .config
+            .vifs
+            .iter()
+            .filter_map(|v| vif_devid(v).map(|id| (id, v.spec.clone())))
+            .collect(),
+        DeviceKind::Console | DeviceKind::Vkb => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (devid, spec) in entries {
+        let dev = DeviceRef { kind, domid, devid };
+        let be = read_opt(host, dev, &format!("{}/backend", dev.libxl_path()))?;
+        let state = |p: &str| -> Result<Option<u32>> {
+            Ok(read_opt(host, dev, &format!("{p}/state"))?.and_then(|v| v.trim().parse().ok()))
+        };
+        let backend_state = match &be {
+            Some(b) => state(b)?,
+            None => None,
+        };
+        out.push(DeviceInfo {
+            kind,
+            devid,
+            spec,
+            backend_id: be
+                .as_deref()
+                .and_then(|p| p.strip_prefix("/local/domain/"))
+                .and_then(|p| p.split('/').next())
+                .and_then(|b| b.parse().ok()),
+            frontend_state: state(&dev.frontend_path())?,
+            backend_state,
+            backend_path: be,
+        });
+    }
+    out.sort_by_key(|d| d.devid);
+    Ok(out)
+}
+
+/// Checks the invariant for domain `domid`, holding its slow lock (so no device work is half
+/// way) and reading the stored config under the fast lock: every device xenstore has (a
+/// frontend, a backend under any domain's `backend/`, or a toolstack record) must be in the
+/// stored config, and its parts must agree. Returns the violations found (none is good).
+///
+/// A domain that does not exist (any more) must have nothing at all: no device nodes, no
+/// backend directories, no stored config; that is checked with the lock files only, without
+/// taking them (they cannot be taken for a destroyed domain).
+///
+/// # Errors
+///
+/// A lock, stored-config or xenstore error that prevented the check.
+pub fn check(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+) -> Result<Vec<Violation>> {
+    let exists = |d| host.domain_exists(d);
+    let mut slow = match host.locks.lock_slow(token, domid, &exists) {
+        Ok(s) => Some(s),
+        Err(crate::lock::Error::NoSuchDomain { .. }) => None,
+        Err(e) => return Err(Error::Lock(e)),
+    };
+    let mut violations = Vec::new();
+    let found = xenstore_devices(host, domid)?;
+    match slow.as_mut() {
+        None => {
+            for (path, _) in found {
+                violations.push(Violation {
+                    path,
+                    what: format!("left behind by domain {domid}, which no longer exists"),
+                });
+            }
+            let doc = host.configs.document_path(domid);
+            if doc.exists() {
+                violations.push(Violation {
+                    path: doc.display().to_string(),
+                    what: format!("stored config of domain {domid}, which no longer exists"),
+                });
+            }
+        }
+        Some(slow) => {
+            let mut st = slow.token();
+            let stored = read_stored(host, &mut st, domid)?;
+            for (path, dev) in found {
+                let recorded = match dev.kind {
+                    DeviceKind::Vbd => stored
+                        .config
+                        .disks
+                        .iter()
+                        .any(|d| vdev_to_devid(&d.vdev) == Some(dev.devid)),
+                    DeviceKind::Vif => stored
+                        .config
+                        .vifs
+                        .iter()
+                        .any(|v| vif_devid(v) == Some(dev.devid)),
+                    DeviceKind::Console | DeviceKind::Vkb => false,
+                };
+                if !recorded {
+                    violations.push(Violation {
+                        path,
+                        what: format!("{dev} is in xenstore but not in the stored config"),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(slow) = slow {
+        slow.release().map_err(Error::Lock)?;
+    }
+    Ok(violations)
+}
+
+/// Every device xenstore has for `domid`: frontends, toolstack records, and backends in every
+/// domain's `backend/` directory.
+fn xenstore_devices(host: &Host, domid: DomId) -> Result<Vec<(String, DeviceRef)>> {
+    let ls = |p: &str| -> Result<Vec<String>> {
+        match host.xs.directory(p) {
+            Ok(v) => Ok(v),
+            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(Vec::new()),
+            Err(source) => Err(Error::Xenstore {
+                domain: DomainRef::id(domid),
+                what: "cannot list its devices",
+                source,
+            }),
+        }
+    };
+    let mut out = Vec::new();
+    let mut push = |dir: String, kind: DeviceKind, id: &str| {
+        if let Ok(devid) = id.parse() {
+            out.push((format!("{dir}/{id}"), DeviceRef { kind, domid, devid }));
+        }
+    };
+    for kind in DeviceKind::ALL {
+        let k = kind.xenstore_name();
+        for base in [
+            format!("{}/device/{k}", dom_path(domid)),
+            format!("/libxl/{domid}/device/{k}"),
+        ] {
+            for id in ls(&base)? {
+                push(base.clone(), kind, &id);
+            }
+        }
+        for b in ls("/local/domain")? {
+            let base = format!("/local/domain/{b}/backend/{k}/{domid}");
+            for id in ls(&base)? {
+                push(base.clone(), kind, &id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes every backend directory of domain `domid`'s devices, in every domain's `backend/`
+/// (for destroy; the frontends and toolstack records go with the domain's own directories).
+pub(crate) fn rm_backends(t: &xenstore::Transaction<'_>, domid: DomId) -> xenstore::Result<()> {
+    let doms = match t.directory("/local/domain") {
+        Ok(d) => d,
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for b in doms {
+        for kind in DeviceKind::ALL {
+            let p = format!("/local/domain/{b}/backend/{}/{domid}", kind.xenstore_name());
+            match t.rm(&p) {
+                Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! A simulated backend driver: plays blkback's and netback's side of the XenbusState handshake
+//! over xenstore watches (and the paused guest's frontend, so the whole 1→2→3→4 runs), so that
+//! device add and remove, and their error paths, run without Xen.
+//!
+//! The simulated host's xenstored runs one for backend domain 0 ([`crate::sim`]). What it does
+//! for the devices of a domain is set in xenstore, at [`behaviour_path`]:
+//!
+//! - `normal` (or nothing): backend 1→2 (InitWait) with `hotplug-status` = `connected`, as the
+//!   hotplug script reports; then the frontend 1→3, the backend 4, the frontend 4. On close
+//!   (`online` = 0 or `state` = 5) both ends go to 6 (Closed).
+//! - `stall`: never moves (a backend driver that hangs).
+//! - `fail`: the hotplug script fails: `hotplug-status` = `error`, `hotplug-error` says why,
+//!   and the backend stays at 2.
+//! - `vanish`: the backend goes away: its directory is removed as soon as it appears (a driver
+//!   domain that died).
+//! - `stall-close`: connects normally but never closes.
+
+use std::collections::BTreeSet;
+
+use super::{DeviceKind, DeviceRef, XenbusState};
+use crate::lock::DomId;
+
+/// Where the behaviour for the devices of domain `domid` is set.
+pub fn behaviour_path(domid: DomId) -> String {
+    format!("/tool/rxen-sim-backend/{domid}")
+}
+
+/// What the simulated backend does for a domain's devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Connects and closes as blkback and netback do.
+    Normal,
+    /// Never moves.
+    Stall,
+    /// The hotplug script fails.
+    Fail,
+    /// The backend directory disappears.
+    Vanish,
+    /// Connects, but never closes.
+    StallClose,
+}
+
+impl Behaviour {
+    /// The word written at [`behaviour_path`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behaviour::Normal => "normal",
+            Behaviour::Stall => "stall",
+            Behaviour::Fail => "fail",
+            Behaviour::Vanish => "vanish",
+            Behaviour::StallClose => "stall-close",
+        }
+    }
+
+    /// The behaviour a word names; unknown words are `normal`.
+    pub fn parse(s: &str) -> Behaviour {
+        match s.trim() {
+            "stall" => Behaviour::Stall,
+            "fail" => Behaviour::Fail,
+            "vanish" => Behaviour::Vanish,
+            "stall-close" => Behaviour::StallClose,
+            _ => Behaviour::Normal,
+        }
+    }
+}
+
+/// The message the simulated hotplug script leaves in `hotplug-error` when told to fail.
+pub const HOTPLUG_ERROR: &str = "simulated hotplug script failure";
+
+/// Parses `/local/domain/B/backend/K/D/I[/...]` into the device, if the path is one.
+fn device_of(path: &str, backend: DomId) -> Option<DeviceRef> {
+    let rest = path.strip_prefix(&format!("/local/domain/{backend}/backend/"))?;
+    let mut parts = rest.split('/');
+    let kind = DeviceKind::from_xenstore_name(parts.next()?)?;
+    let domid = parts.next()?.parse().ok()?;
+    let devid = parts.next()?.parse().ok()?;
+    Some(DeviceRef { kind, domid, devid })
+}
+
+/// Runs the backend driver for backend domain `backend` on `xs` until the connection fails.
+///
+/// # Errors
+///
+/// The xenstore error that stopped it.
+pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
+    let root = format!("/local/domain/{backend}/backend");
+    let watch = xs.watch(&root)?;
+    loop {
+        let first = watch.next_event()?;
+        let mut devices = BTreeSet::new();
+        if first.path == root {
+            // Registration, or the whole directory changed: look at everything.
+            devices.extend(scan(xs, backend)?);
+        }
+        devices.extend(device_of(&first.path, backend));
+        while let Some(ev) = watch.try_next_event() {
+            devices.extend(device_of(&ev.path, backend));
+        }
+        for dev in devices {
+            drive(xs, backend, dev)?;
+        }
+    }
+}
+
+fn ls(xs: &xenstore::Client, p: &str) -> xenstore::Result<Vec<String>> {
+    match xs.directory(p) {
+        Ok(v) => Ok(v),
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn scan(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<Vec<DeviceRef>> {
+    let mut out = Vec::new();
+    for kind in DeviceKind::ALL {
+        let base = format!("/local/domain/{backend}/backend/{}", kind.xenstore_name());
+        for d in ls(xs, &base)? {
+            for i in ls(xs, &format!("{base}/{d}"))? {
+                if let (Ok(domid), Ok(devid)) = (d.parse(), i.parse()) {
+                    out.push(DeviceRef { kind, domid, devid });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Moves one device as far as its behaviour allows, one step per transaction so that each
+/// intermediate state is visible to watchers.
+fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Result<()> {
+    let be = dev.backend_path(backend);
+    let fe = dev.frontend_path();
+    let read = |t: &xenstore::Transaction<'_>, p: &str| match t.read_string(p) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let state = |v: Option<String>| v.as_deref().and_then(XenbusState::parse);
+    // Bounded: a device makes at most a handful of steps.
+    for _ in 0..8 {
+        let moved = xs.transaction(|t| {
+            // Never write into a device that is gone (a write would re-create its nodes).
+            if read(t, &format!("{be}/frontend-id"))?.is_none() {
+                return Ok(false);
+            }
+            let mode = Behaviour::parse(&read(t, &behaviour_path(dev.domid))?.unwrap_or_default());
+            let bstate = state(read(t, &format!("{be}/state"))?);
+            let online = read(t, &format!("{be}/online"))?;
+            let fstate = state(read(t, &format!("{fe}/state"))?);
+            let closing = online.as_deref() == Some("0") || bstate == Some(XenbusState::Closing);
+            if mode == Behaviour::Stall {
+                return Ok(false);
+            }
+            if mode == Behaviour::Vanish {
+                t.rm(&be)?;
+                return Ok(true);
+            }
+            if closing {
+                if mode == Behaviour::StallClose || bstate == Some(XenbusState::Closed) {
+                    return Ok(false);
+                }
+                if fstate.is_some() && fstate != Some(XenbusState::Closed) {
+                    t.write(&format!("{fe}/state"), "6")?;
+                }
+                t.write(&format!("{be}/state"), "6")?;
+                return Ok(true);
+            }
+            match (bstate, fstate) {
+                (Some(XenbusState::Initialising), _) => {
+                    if mode == Behaviour::Fail {
+                        t.write(&format!("{be}/hotplug-error"), HOTPLUG_ERROR)?;
+                        t.write(&format!("{be}/hotplug-status"), "error")?;
+                    } else {
+                        t.write(&format!("{be}/hotplug-status"), "connected")?;
+                    }
+                    t.write(&format!("{be}/state"), "2")?;
+                    Ok(true)
+                }
+                (Some(XenbusState::InitWait), Some(XenbusState::Initialising))
+                    if mode != Behaviour::Fail =>
+                {
+                    t.write(&format!("{fe}/state"), "3")?;
+                    Ok(true)
+                }
+                (Some(XenbusState::InitWait), Some(XenbusState::Initialised)) => {
+                    t.write(&format!("{be}/state"), "4")?;
+                    Ok(true)
+                }
+                (Some(XenbusState::Connected), Some(XenbusState::Initialised)) => {
+                    t.write(&format!("{fe}/state"), "4")?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })?;
+        if !moved {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_paths_name_their_device() {
+        assert_eq!(
+            device_of("/local/domain/0/backend/vbd/3/51712/state", 0),
+            Some(DeviceRef {
+                kind: DeviceKind::Vbd,
+                domid: 3,
+                devid: 51712
+            })
+        );
+        assert_eq!(device_of("/local/domain/0/backend/vif/3", 0), None);
+        assert_eq!(device_of("/local/domain/1/backend/vif/3/0", 0), None);
+        assert_eq!(device_of("/local/domain/0/backend/tap/3/0", 0), None);
+    }
+
+    #[test]
+    fn behaviours_round_trip() {
+        for b in [
+            Behaviour::Normal,
+            Behaviour::Stall,
+            Behaviour::Fail,
+            Behaviour::Vanish,
+            Behaviour::StallClose,
+        ] {
+            assert_eq!(Behaviour::parse(b.as_str()), b);
+        }
+        assert_eq!(Behaviour::parse("whatever"), Behaviour::Normal);
+    }
+}
