@@ -35,7 +35,8 @@ use serde::Serialize;
 
 pub(crate) use ops::rm_backends;
 pub use ops::{
-    add_disk, add_nic, check, list, remove, DeviceInfo, Options, Violation, DEFAULT_TIMEOUT,
+    add_disk, add_nic, check, check_all, list, remove, DeviceInfo, Options, Violation,
+    DEFAULT_TIMEOUT,
 };
 
 use crate::lock::DomId;

@@ -85,9 +85,19 @@ fn xs_err(device: DeviceRef, what: &'static str) -> impl Fn(xenstore::Error) -> 
 }
 
 fn stored_err(domid: DomId) -> impl Fn(crate::config::stored::Error) -> Error {
-    move |source| Error::Stored {
-        domain: DomainRef::id(domid),
-        source,
+    move |source| match source {
+        // A domain between Xen's createdomain and the last step of its creation has no
+        // stored config yet; devices wait for the creation to finish.
+        crate::config::stored::Error::Missing { .. } => Error::Refused {
+            domain: DomainRef::id(domid),
+            what: "it has no stored config: it is still being created (try again when the \
+                   creation is done), or was not created by this toolstack"
+                .into(),
+        },
+        source => Error::Stored {
+            domain: DomainRef::id(domid),
+            source,
+        },
     }
 }
 
@@ -871,19 +881,26 @@ pub fn check(
         }
         Some(slow) => {
             let mut st = slow.token();
-            let stored = read_stored(host, &mut st, domid)?;
+            // A domain being created has no stored config yet, and must have no devices.
+            let stored = {
+                let mut ctx = host.ctx.lock(&mut st);
+                let mut t = ctx.token();
+                let guard = host
+                    .locks
+                    .lock_userdata(&mut t, domid, &exists)
+                    .map_err(lock_error)?;
+                let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
+                guard.release().map_err(Error::Lock)?;
+                s.map(|s| s.config)
+                    .unwrap_or_else(|| crate::config::DomainConfig::new("(being created)"))
+            };
             for (path, dev) in found {
                 let recorded = match dev.kind {
                     DeviceKind::Vbd => stored
-                        .config
                         .disks
                         .iter()
                         .any(|d| vdev_to_devid(&d.vdev) == Some(dev.devid)),
-                    DeviceKind::Vif => stored
-                        .config
-                        .vifs
-                        .iter()
-                        .any(|v| vif_devid(v) == Some(dev.devid)),
+                    DeviceKind::Vif => stored.vifs.iter().any(|v| vif_devid(v) == Some(dev.devid)),
                     DeviceKind::Console | DeviceKind::Vkb => false,
                 };
                 if !recorded {
@@ -899,6 +916,60 @@ pub fn check(
         slow.release().map_err(Error::Lock)?;
     }
     Ok(violations)
+}
+
+/// [`check`] for every domain that exists or has left anything behind: a backend directory, a
+/// `/libxl` record, a home directory or a stored config.
+///
+/// # Errors
+///
+/// As [`check`]; [`Error::XenHost`] if Xen will not list the domains.
+pub fn check_all(host: &Host, token: &mut Locked<'_, level::Unlocked>) -> Result<Vec<Violation>> {
+    let mut ids = std::collections::BTreeSet::new();
+    let infos = host.xc.domain_list().map_err(|source| Error::XenHost {
+        what: "cannot list the domains",
+        source,
+    })?;
+    ids.extend(infos.iter().map(|i| i.domid));
+    let ls = |p: &str| -> Result<Vec<String>> {
+        match host.xs.directory(p) {
+            Ok(v) => Ok(v),
+            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(Vec::new()),
+            Err(source) => Err(Error::XenstoreHost {
+                what: "cannot list the devices",
+                source,
+            }),
+        }
+    };
+    let num = |v: Vec<String>| v.into_iter().filter_map(|n| n.parse::<DomId>().ok());
+    for b in ls("/local/domain")? {
+        if let Ok(id) = b.parse::<DomId>() {
+            ids.insert(id);
+        }
+        for kind in DeviceKind::ALL {
+            ids.extend(num(ls(&format!(
+                "/local/domain/{b}/backend/{}",
+                kind.xenstore_name()
+            ))?));
+        }
+    }
+    ids.extend(num(ls("/libxl")?));
+    if let Ok(dir) = std::fs::read_dir(host.configs.path()) {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("domain-"))
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<DomId>().ok());
+            ids.extend(id);
+        }
+    }
+    let mut out = Vec::new();
+    for d in ids.into_iter().filter(|&d| d != 0) {
+        out.extend(check(host, token, d)?);
+    }
+    Ok(out)
 }
 
 /// Every device xenstore has for `domid`: frontends, toolstack records, and backends in every
@@ -921,6 +992,7 @@ fn xenstore_devices(host: &Host, domid: DomId) -> Result<Vec<(String, DeviceRef)
             out.push((format!("{dir}/{id}"), DeviceRef { kind, domid, devid }));
         }
     };
+    let doms = ls("/local/domain")?;
     for kind in DeviceKind::ALL {
         let k = kind.xenstore_name();
         for base in [
@@ -931,7 +1003,7 @@ fn xenstore_devices(host: &Host, domid: DomId) -> Result<Vec<(String, DeviceRef)
                 push(base.clone(), kind, &id);
             }
         }
-        for b in ls("/local/domain")? {
+        for b in &doms {
             let base = format!("/local/domain/{b}/backend/{k}/{domid}");
             for id in ls(&base)? {
                 push(base.clone(), kind, &id);

@@ -1,0 +1,472 @@
+//! Device hotplug on the simulated host, across processes: `rxl` commands against one state
+//! directory, the host's simulated backend driver on the other end, and hook points to force
+//! the interleavings of the races seed 002 asks about.
+
+mod common;
+
+use std::process::{Child, Output, Stdio};
+
+use common::{stderr, wait, Hooked, Hooks, SimHost};
+use toolstack::device::simback::{behaviour_path, Behaviour, HOTPLUG_ERROR};
+use toolstack::hooks::HOOK_SOCKET_ENV;
+
+fn xs(host: &SimHost) -> xenstore::Client {
+    xenstore::Client::open_path(host.path().join("xenstored.sock")).expect("xenstore")
+}
+
+fn set_behaviour(host: &SimHost, domid: u16, b: Behaviour) {
+    xs(host)
+        .write(&behaviour_path(domid), b.as_str())
+        .expect("set behaviour");
+}
+
+fn exists(host: &SimHost, path: &str) -> bool {
+    xs(host).exists(path).expect("exists")
+}
+
+/// `rxl device-check D`: the invariant's violations, as JSON text (`[]` when none).
+fn violations(host: &SimHost, domid: u16) -> String {
+    host.ok(&["device-check", &domid.to_string()])
+        .trim()
+        .to_owned()
+}
+
+/// The violations of every domain that exists or left anything behind.
+fn violations_all(host: &SimHost) -> String {
+    host.ok(&["device-check"]).trim().to_owned()
+}
+
+fn block_list(host: &SimHost, domain: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&host.ok(&["block-list", "--json", domain])).expect("json")
+}
+
+fn network_list(host: &SimHost, domain: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&host.ok(&["network-list", "--json", domain])).expect("json")
+}
+
+fn fails_with(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected a failure with {needle:?}");
+    let e = stderr(out);
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+}
+
+/// Nothing of domain `d`'s devices anywhere: frontends, backends, toolstack records.
+fn no_device_nodes(host: &SimHost, d: u16) {
+    for kind in ["vbd", "vif"] {
+        for p in [
+            format!("/local/domain/{d}/device/{kind}"),
+            format!("/local/domain/0/backend/{kind}/{d}"),
+            format!("/libxl/{d}/device/{kind}"),
+        ] {
+            if let Ok(children) = xs(host).directory(&p) {
+                assert!(children.is_empty(), "{p} still has {children:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
+    let host = SimHost::new(2048, 512);
+    let d = host.create("dev", 64, 64);
+    host.ok(&["block-attach", "dev", "/images/dev.img,raw,xvda,rw"]);
+    host.ok(&[
+        "block-attach",
+        "dev",
+        "format=raw",
+        "vdev=xvdb",
+        "access=ro",
+        "target=/images/b.img",
+    ]);
+    let disks = block_list(&host, "dev");
+    let ids: Vec<u64> = disks
+        .iter()
+        .map(|v| v["devid"].as_u64().expect("devid"))
+        .collect();
+    assert_eq!(ids, [51712, 51728]);
+    for v in &disks {
+        assert_eq!(
+            (v["frontend_state"].as_u64(), v["backend_state"].as_u64()),
+            (Some(4), Some(4))
+        );
+    }
+    let fe = format!("/local/domain/{d}/device/vbd/51712");
+    let be = format!("/local/domain/0/backend/vbd/{d}/51712");
+    let perms = host.ok(&["xenstore-ls", "-p", &fe]);
+    // The frontend is the guest's, readable by the backend domain.
+    assert!(
+        perms.contains(&format!("backend = \"{be}\"  (n{d}, r0)")),
+        "{perms}"
+    );
+    assert!(
+        perms.contains(&format!("virtual-device = \"51712\"  (n{d}, r0)")),
+        "{perms}"
+    );
+    let perms = host.ok(&["xenstore-ls", "-p", &be]);
+    // The backend is dom0's, readable by the guest.
+    assert!(
+        perms.contains(&format!("frontend-id = \"{d}\"  (n0, r{d})")),
+        "{perms}"
+    );
+    assert!(perms.contains("params = \"/images/dev.img\""), "{perms}");
+    assert!(perms.contains("hotplug-status = \"connected\""), "{perms}");
+    let ro = host.ok(&[
+        "xenstore-ls",
+        &format!("/local/domain/0/backend/vbd/{d}/51728"),
+    ]);
+    assert!(ro.contains("mode = \"r\""), "{ro}");
+    // The stored config describes both, as written.
+    let long = host.ok(&["list", "-l", "dev"]);
+    assert!(long.contains("/images/dev.img,raw,xvda,rw"), "{long}");
+
+    // vif ids: the lowest free one, recorded with a generated MAC.
+    host.ok(&["network-attach", "dev", "bridge=xenbr1"]);
+    host.ok(&["network-attach", "dev", "mac=00:16:3e:00:00:07"]);
+    host.ok(&["network-detach", "dev", "0"]);
+    host.ok(&["network-attach", "dev"]);
+    let nics = network_list(&host, "dev");
+    let ids: Vec<u64> = nics
+        .iter()
+        .map(|v| v["devid"].as_u64().expect("devid"))
+        .collect();
+    assert_eq!(ids, [0, 1]);
+    assert!(
+        nics[0]["spec"]
+            .as_str()
+            .expect("spec")
+            .contains("mac=00:16:3e:"),
+        "{nics:?}"
+    );
+    host.ok(&["network-detach", "dev", "00:16:3E:00:00:07"]);
+    assert_eq!(network_list(&host, "dev").len(), 1);
+
+    // A second disk with the same vdev is refused and changes nothing.
+    fails_with(
+        &host.rxl(&["block-attach", "dev", "/other.img,raw,xvda"]),
+        &format!("vbd 51712 on domain {d}: the domain already has this disk"),
+    );
+    fails_with(
+        &host.rxl(&["block-detach", "dev", "xvdc"]),
+        &format!("vbd 51744 on domain {d}: the domain has no such device"),
+    );
+    host.ok(&["block-detach", "dev", "xvda"]);
+    host.ok(&["block-detach", "dev", "51728"]);
+    host.ok(&["network-detach", "dev", "0"]);
+    assert!(block_list(&host, "dev").is_empty());
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+
+    // The checker sees what the toolstack did not record: a backend made behind its back.
+    let stray = format!("/local/domain/0/backend/vbd/{d}/51760");
+    xs(&host)
+        .write(&format!("{stray}/frontend-id"), d.to_string())
+        .expect("write");
+    let v = violations_all(&host);
+    assert!(
+        v.contains(&stray) && v.contains("not in the stored config"),
+        "{v}"
+    );
+    // Destroy removes it with the domain, and then the domain has left nothing.
+    host.ok(&["destroy", "dev"]);
+    assert!(!exists(&host, &stray));
+    assert_eq!(violations(&host, d), "[]");
+}
+
+#[test]
+fn backends_that_stall_fail_or_vanish_give_clear_errors_and_leave_nothing() {
+    let host = SimHost::new(2048, 512);
+    let d = host.create("bad", 64, 64);
+    let attach = |extra: &str| {
+        host.rxl(&[
+            "block-attach",
+            "--timeout",
+            "1",
+            "bad",
+            &format!("/x.img,raw,xvd{extra}"),
+        ])
+    };
+    set_behaviour(&host, d, Behaviour::Stall);
+    fails_with(
+        &attach("a"),
+        &format!(
+            "vbd 51712 on domain {d}: backend did not connect within 1 s; state is 1 \
+             (Initialising), and its hotplug script has not reported"
+        ),
+    );
+    set_behaviour(&host, d, Behaviour::Fail);
+    fails_with(
+        &attach("a"),
+        &format!(
+            "vbd 51712 on domain {d}: the backend's hotplug script failed: {HOTPLUG_ERROR}; \
+             state is 2 (InitWait)"
+        ),
+    );
+    set_behaviour(&host, d, Behaviour::Vanish);
+    fails_with(
+        &attach("a"),
+        &format!("vbd 51712 on domain {d}: the backend vanished"),
+    );
+    // Nothing was left by the failed adds, in xenstore or in the stored config.
+    assert!(block_list(&host, "bad").is_empty());
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+
+    // A backend that never closes: detach fails and leaves the device whole; --force removes it.
+    set_behaviour(&host, d, Behaviour::StallClose);
+    host.ok(&["block-attach", "bad", "/x.img,raw,xvda"]);
+    fails_with(
+        &host.rxl(&["block-detach", "--timeout", "1", "bad", "xvda"]),
+        &format!("vbd 51712 on domain {d}: backend did not close within 1 s; state is 5 (Closing)"),
+    );
+    assert_eq!(block_list(&host, "bad").len(), 1);
+    assert_eq!(violations(&host, d), "[]");
+    host.ok(&["block-detach", "--force", "--timeout", "1", "bad", "xvda"]);
+    assert!(block_list(&host, "bad").is_empty());
+    no_device_nodes(&host, d);
+
+    // Back to normal, the same device attaches.
+    set_behaviour(&host, d, Behaviour::Normal);
+    host.ok(&["block-attach", "bad", "/x.img,raw,xvda"]);
+    assert_eq!(violations(&host, d), "[]");
+}
+
+/// An `rxl` process that stops at hook points.
+fn hooked(host: &SimHost, hooks: &Hooks, args: &[&str], name: &'static str) -> (Child, Hooked) {
+    let child = host
+        .command(args)
+        .env(HOOK_SOCKET_ENV, &hooks.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let h = hooks.accept(name);
+    (child, h)
+}
+
+fn spawn(host: &SimHost, args: &[&str]) -> Child {
+    host.command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+#[test]
+fn destroy_waits_for_an_add_in_progress_and_leaves_nothing() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let d = host.create("race", 64, 64);
+    let (add, mut h) = hooked(
+        &host,
+        &hooks,
+        &["block-attach", "race", "/x,raw,xvda"],
+        "add",
+    );
+    h.expect("device-add:slow-locked");
+    h.go();
+    h.expect("device-add:recorded");
+    h.go();
+    // The device is in xenstore, waiting for its backend; the add holds the slow lock.
+    h.expect("device-add:written");
+    assert!(exists(
+        &host,
+        &format!("/local/domain/0/backend/vbd/{d}/51712")
+    ));
+    let mut destroy = spawn(&host, &["destroy", "race"]);
+    assert!(destroy.try_wait().expect("try_wait").is_none());
+    h.go();
+    h.run_to_end();
+    let out = wait(add, "add");
+    assert!(out.status.success(), "add: {}", stderr(&out));
+    let out = wait(destroy, "destroy");
+    assert!(out.status.success(), "destroy: {}", stderr(&out));
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+    assert!(host.domid("race").is_none());
+}
+
+#[test]
+fn an_add_that_waited_for_destroy_fails_cleanly() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let d = host.create("gone", 64, 64);
+    let (destroy, mut h) = hooked(&host, &hooks, &["destroy", "gone"], "destroy");
+    // Destroy holds the slow lock and the userdata lock.
+    h.expect("destroy:locked");
+    let add = spawn(&host, &["block-attach", "gone", "/x,raw,xvda"]);
+    let net = spawn(&host, &["network-attach", &d.to_string()]);
+    h.go();
+    h.run_to_end();
+    let out = wait(destroy, "destroy");
+    assert!(out.status.success(), "destroy: {}", stderr(&out));
+    for (what, child) in [("block-attach", add), ("network-attach", net)] {
+        let out = wait(child, what);
+        // The add either resolved the domain before the destroy and then found it gone at its
+        // lock, or did not find it at all: either way, "no such domain".
+        fails_with(&out, "no such domain");
+    }
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+}
+
+#[test]
+fn two_adds_of_one_device_one_wins_and_the_other_is_refused() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let d = host.create("twice", 64, 64);
+    let (first, mut h) = hooked(
+        &host,
+        &hooks,
+        &["block-attach", "twice", "/a,raw,xvdb"],
+        "first",
+    );
+    h.expect("device-add:slow-locked");
+    h.go();
+    h.expect("device-add:recorded");
+    // The first is recorded; the second waits for the slow lock.
+    let second = spawn(&host, &["block-attach", "twice", "/b,raw,xvdb"]);
+    h.go();
+    h.run_to_end();
+    let out = wait(first, "first");
+    assert!(out.status.success(), "first: {}", stderr(&out));
+    fails_with(
+        &wait(second, "second"),
+        &format!("vbd 51728 on domain {d}: the domain already has this disk (\"/a,raw,xvdb\")"),
+    );
+    let disks = block_list(&host, "twice");
+    assert_eq!(disks.len(), 1);
+    assert_eq!(disks[0]["spec"], "/a,raw,xvdb");
+    let params = xs(&host)
+        .read_string(&format!("/local/domain/0/backend/vbd/{d}/51728/params"))
+        .expect("params");
+    assert_eq!(params, "/a");
+    assert_eq!(violations(&host, d), "[]");
+}
+
+#[test]
+fn a_remove_in_progress_finishes_before_an_add_of_the_same_device() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let d = host.create("swap", 64, 64);
+    host.ok(&["block-attach", "swap", "/old,raw,xvda"]);
+    let (remove, mut h) = hooked(&host, &hooks, &["block-detach", "swap", "xvda"], "remove");
+    h.expect("device-remove:slow-locked");
+    h.go();
+    h.expect("device-remove:closing");
+    let add = spawn(&host, &["block-attach", "swap", "/new,raw,xvda"]);
+    h.go();
+    // Out of xenstore, still in the stored config: allowed (stale entries are).
+    h.expect("device-remove:removed");
+    assert!(!exists(
+        &host,
+        &format!("/local/domain/0/backend/vbd/{d}/51712")
+    ));
+    h.go();
+    h.run_to_end();
+    let out = wait(remove, "remove");
+    assert!(out.status.success(), "remove: {}", stderr(&out));
+    let out = wait(add, "add");
+    assert!(out.status.success(), "add: {}", stderr(&out));
+    let disks = block_list(&host, "swap");
+    assert_eq!(disks.len(), 1);
+    assert_eq!(disks[0]["spec"], "/new,raw,xvda");
+    assert_eq!(violations(&host, d), "[]");
+}
+
+/// Seeded random add/remove/destroy/create from several processes at once, with the invariant
+/// checked (under the slow lock, across processes) after every operation.
+#[test]
+fn random_concurrent_device_work_keeps_the_invariant() {
+    let seed = common::seed();
+    let ops_per_worker: usize = std::env::var("RXEN_DEVICE_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    let workers = 4;
+    let host = SimHost::new(4096, 512);
+    let names = ["r0", "r1"];
+    for n in names {
+        host.create(n, 32, 32);
+    }
+    let host = &host;
+    let results: Vec<(usize, usize, Vec<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w as u64));
+                    let (mut ok, mut refused, mut problems) = (0, 0, Vec::new());
+                    let mut why: std::collections::BTreeMap<&str, usize> = Default::default();
+                    for i in 0..ops_per_worker {
+                        let name = names[rng.usize(..names.len())];
+                        let vdev = format!("xvd{}", ['a', 'b', 'c'][rng.usize(..3)]);
+                        let nic = rng.u32(..3).to_string();
+                        let args: Vec<String> = match rng.u32(..100) {
+                            0..=39 => vec![
+                                "block-attach".into(),
+                                name.into(),
+                                format!("/img/{w}-{i},raw,{vdev}"),
+                            ],
+                            40..=59 => vec!["block-detach".into(), name.into(), vdev],
+                            60..=74 => {
+                                vec!["network-attach".into(), name.into(), format!("devid={nic}")]
+                            }
+                            75..=89 => vec!["network-detach".into(), name.into(), nic],
+                            90..=92 => vec!["destroy".into(), name.into()],
+                            _ => {
+                                let cfg = host.path().join(format!("{name}-{w}.cfg"));
+                                std::fs::write(&cfg, format!("name = \"{name}\"\nmemory = 32\n"))
+                                    .expect("cfg");
+                                vec!["create".into(), "-q".into(), cfg.display().to_string()]
+                            }
+                        };
+                        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                        let out = wait(spawn(host, &argv), "rxl");
+                        if out.status.success() {
+                            ok += 1;
+                        } else {
+                            let e = stderr(&out);
+                            // Every refusal is one of the clean answers a race may give.
+                            let clean = [
+                                "no such domain",
+                                "already has",
+                                "has no such device",
+                                "already exists",
+                                "still being created",
+                            ];
+                            if let Some(c) = clean.iter().find(|c| e.contains(*c)) {
+                                refused += 1;
+                                *why.entry(c).or_default() += 1;
+                            } else {
+                                problems.push(format!("{args:?}: {e}"));
+                            }
+                        }
+                        // The checker, as its own process, under the domain's slow lock.
+                        let v = violations_all(host);
+                        if v != "[]" {
+                            problems.push(format!("after {args:?}: {v}"));
+                        }
+                    }
+                    eprintln!("worker {w}: {ok} succeeded, refused: {why:?}");
+                    (ok, refused, problems)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    let ops: usize = results.iter().map(|r| r.0 + r.1).sum();
+    let ok: usize = results.iter().map(|r| r.0).sum();
+    let problems: Vec<&String> = results.iter().flat_map(|r| &r.2).collect();
+    eprintln!(
+        "seed {seed}: {ops} operations, {ok} succeeded, {} violations or errors",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "seed {seed}: {problems:#?}");
+    // The run did real work, not just refusals.
+    assert!(
+        ok > ops / 4,
+        "seed {seed}: only {ok} of {ops} operations succeeded"
+    );
+}
