@@ -281,4 +281,10 @@ fn main() {
     bench_shared_handle(&mut crit, &s);
     bench_server(&mut crit, &s);
     crit.final_summary();
+    // Stopping the server removes the socket; then the directory goes too.
+    let dir = s.socket.parent().map(std::path::Path::to_path_buf);
+    drop(s);
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }

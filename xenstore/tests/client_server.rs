@@ -46,6 +46,7 @@ fn shared_suite_over_a_unix_socket() {
     drop(c);
     s.stop().unwrap();
     assert!(!path.exists(), "the socket is removed on stop");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
@@ -615,6 +616,7 @@ fn a_bad_connection_does_not_harm_others() {
     assert_eq!(good.read("/ok").unwrap(), b"199");
     drop((w, good));
     s.stop().unwrap();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]

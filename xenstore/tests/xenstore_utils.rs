@@ -21,6 +21,14 @@ struct Fixture {
     client: Client,
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(dir) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 fn fixture(tag: &str) -> Fixture {
     let dir = std::env::temp_dir().join(format!("rxen-xsu-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -253,6 +261,7 @@ fn xenstored_binary_serves_until_sigterm_and_cleans_up() {
         );
         assert!(!socket.exists(), "socket removed");
         assert!(c.read("/bin/x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
