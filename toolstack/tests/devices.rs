@@ -382,7 +382,7 @@ fn random_concurrent_device_work_keeps_the_invariant() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(25);
-    let workers = 4;
+    let workers: u64 = 4;
     let host = SimHost::new(4096, 512);
     let names = ["r0", "r1"];
     for n in names {
@@ -393,7 +393,7 @@ fn random_concurrent_device_work_keeps_the_invariant() {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 s.spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w as u64));
+                    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(w));
                     let (mut ok, mut refused, mut problems) = (0, 0, Vec::new());
                     let mut why: std::collections::BTreeMap<&str, usize> = Default::default();
                     for i in 0..ops_per_worker {
