@@ -99,6 +99,13 @@ pub fn create(
         name: config.name.clone(),
         source,
     })?;
+    // Device ids and MACs are chosen now, so the stored config records them.
+    let mut prepared = config.clone();
+    crate::device::prepare_for_creation(&mut prepared).map_err(|what| Error::Refused {
+        domain: DomainRef::new_named(&config.name),
+        what,
+    })?;
+    let config = &prepared;
     // A quick check for a friendly message; the authoritative one is in the xenstore
     // transaction below.
     if let Some(domid) = domain::find_by_name(host, &config.name)? {
@@ -214,24 +221,36 @@ fn build(
     };
     hooks::point("create:before-stored")?;
     {
+        // The slow lock from recording the config (which describes the devices) until the
+        // devices exist, as for a hot add (seed 002).
         let exists = |d| host.domain_exists(d);
-        let mut ctx = host.ctx.lock(token);
-        let mut t = ctx.token();
-        let guard = host
+        let mut slow = host
             .locks
-            .lock_userdata(&mut t, domid, &exists)
+            .lock_slow(token, domid, &exists)
             .map_err(lock_error)?;
-        let mut recorded = config.clone();
-        recorded.uuid = Some(uuid);
-        host.configs
-            .save(&guard, &StoredConfig::new(domid, recorded))
-            .map_err(|source| Error::Stored {
-                domain: who.clone(),
-                source,
-            })?;
-        guard.release().map_err(Error::Lock)?;
+        let mut st = slow.token();
+        {
+            let mut ctx = host.ctx.lock(&mut st);
+            let mut t = ctx.token();
+            let guard = host
+                .locks
+                .lock_userdata(&mut t, domid, &exists)
+                .map_err(lock_error)?;
+            let mut recorded = config.clone();
+            recorded.uuid = Some(uuid);
+            host.configs
+                .save(&guard, &StoredConfig::new(domid, recorded))
+                .map_err(|source| Error::Stored {
+                    domain: who.clone(),
+                    source,
+                })?;
+            guard.release().map_err(Error::Lock)?;
+        }
+        progress(Step::Stored);
+        crate::device::attach_at_creation(host, &mut st, domid, config)?;
+        drop(st);
+        slow.release().map_err(Error::Lock)?;
     }
-    progress(Step::Stored);
     host.xc
         .cancel_claim(domid)
         .map_err(xen("cannot release its memory claim"))?;

@@ -248,6 +248,7 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
     crate::hooks::point("destroy:locked")?;
     let who = domain_ref(host, domid);
     teardown(host, domid, &who)?;
+    crate::hooks::point("destroy:torn-down")?;
     host.configs
         .remove(&guard)
         .map_err(|source| Error::Stored {

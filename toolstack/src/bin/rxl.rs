@@ -188,6 +188,12 @@ enum Command {
         /// The domain ids (they may no longer exist).
         domids: Vec<u16>,
     },
+    /// Complete or undo device work and destroys a dead process left half done: of these
+    /// domain ids, or of every domain that exists or left anything behind.
+    Recover {
+        /// The domain ids (they may no longer exist).
+        domids: Vec<u16>,
+    },
     /// Stop the simulated host (its xenstored); it boots afresh, empty, at the next command.
     SimStop,
 }
@@ -390,6 +396,19 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
                 v.extend(device::check(&host, root, d)?);
             }
             println!("{}", serde_json::to_string(&v)?);
+            Ok(())
+        }
+        Command::Recover { domids } => {
+            let mut done = Vec::new();
+            if domids.is_empty() {
+                done = device::recover_all(&host, root)?;
+            }
+            for &d in domids {
+                done.extend(device::recover(&host, root, d)?);
+            }
+            for line in done {
+                eprintln!("rxl: recover: {line}");
+            }
             Ok(())
         }
         Command::SimStop => Ok(()),

@@ -287,39 +287,39 @@ pub fn add_nic(
         .lock_slow(token, domid, &exists)
         .map_err(lock_error)?;
     let mut st = slow.token();
+    recover_locked(host, &mut st, domid)?;
     // The slow lock serialises device work on this domain, so the id chosen here cannot be
     // taken by anyone else before it is recorded.
     let stored = read_stored(host, &mut st, domid)?;
     let mut used: Vec<u32> = stored.config.vifs.iter().filter_map(vif_devid).collect();
     used.extend(xenstore_devids(host, domid, DeviceKind::Vif)?);
-    let devid = match spec.get("devid") {
-        Some(v) => v.parse::<u32>().map_err(|_| Error::Refused {
-            domain: DomainRef::id(domid),
-            what: format!("vif {:?}: devid must be a number, found {v:?}", spec.spec),
-        })?,
-        None => (0..).find(|n| !used.contains(n)).unwrap_or(0),
+    let recorded = complete_vif(spec, &mut used).map_err(|what| Error::Refused {
+        domain: DomainRef::id(domid),
+        what,
+    });
+    let recorded = match recorded {
+        Ok(r) => r,
+        Err(e) => {
+            // The id is taken: say so about the device.
+            if let Some(devid) = vif_devid(spec) {
+                return Err(dev_err(
+                    DeviceRef {
+                        kind: DeviceKind::Vif,
+                        domid,
+                        devid,
+                    },
+                    "the domain already has a vif with this id",
+                ));
+            }
+            return Err(e);
+        }
     };
+    let devid = vif_devid(&recorded).unwrap_or(0);
     let dev = DeviceRef {
         kind: DeviceKind::Vif,
         domid,
         devid,
     };
-    if used.contains(&devid) {
-        return Err(dev_err(dev, "the domain already has a vif with this id"));
-    }
-    let mut extra = Vec::new();
-    if spec.get("devid").is_none() {
-        extra.push(format!("devid={devid}"));
-    }
-    if spec.mac().is_none() {
-        extra.push(format!("mac={}", random_mac()));
-    }
-    let text = std::iter::once(spec.spec.clone())
-        .filter(|s| !s.trim().is_empty())
-        .chain(extra)
-        .collect::<Vec<_>>()
-        .join(",");
-    let recorded = VifSpec::parse(&text).map_err(|e| dev_err(dev, e.to_string()))?;
     let nodes = nic_nodes(&recorded, devid);
     add_locked(host, &mut st, dev, opts, nodes, move |stored| {
         if stored
@@ -352,6 +352,7 @@ fn add(
         .lock_slow(token, dev.domid, &exists)
         .map_err(lock_error)?;
     let mut st = slow.token();
+    recover_locked(host, &mut st, dev.domid)?;
     add_locked(host, &mut st, dev, opts, nodes, record)?;
     drop(st);
     slow.release().map_err(Error::Lock)?;
@@ -666,6 +667,7 @@ pub fn remove(
         .lock_slow(token, dev.domid, &exists)
         .map_err(lock_error)?;
     let mut st = slow.token();
+    recover_locked(host, &mut st, dev.domid)?;
     hooks::point("device-remove:slow-locked")?;
     let stored = read_stored(host, &mut st, dev.domid)?;
     let recorded = match dev.kind {
@@ -721,8 +723,8 @@ pub fn remove(
                     dev_err(
                         dev,
                         format!(
-                            "backend did not close within {}; state is {}; the device is still \
-                             attached (detach with --force to remove it anyway)",
+                            "backend did not close within {}; state is {}; the device stays \
+                             until its backend closes (detach with --force to remove it anyway)",
                             secs(timeout),
                             state_text(v.state)
                         ),
@@ -843,9 +845,9 @@ pub fn list(
 /// frontend, a backend under any domain's `backend/`, or a toolstack record) must be in the
 /// stored config, and its parts must agree. Returns the violations found (none is good).
 ///
-/// A domain that does not exist (any more) must have nothing at all: no device nodes, no
-/// backend directories, no stored config; that is checked with the lock files only, without
-/// taking them (they cannot be taken for a destroyed domain).
+/// A domain that does not exist (any more) must have no device nodes and no backend
+/// directories; that is checked without its locks (they cannot be taken for a destroyed
+/// domain). A stored config it left is stale, which the invariant allows.
 ///
 /// # Errors
 ///
@@ -865,18 +867,19 @@ pub fn check(
     let found = xenstore_devices(host, domid)?;
     match slow.as_mut() {
         None => {
-            for (path, _) in found {
-                violations.push(Violation {
-                    path,
-                    what: format!("left behind by domain {domid}, which no longer exists"),
-                });
-            }
-            let doc = host.configs.document_path(domid);
-            if doc.exists() {
-                violations.push(Violation {
-                    path: doc.display().to_string(),
-                    what: format!("stored config of domain {domid}, which no longer exists"),
-                });
+            // A destroy that died after Xen but before xenstore leaves both xenstore entries
+            // and the stored config: a leak that `recover` removes, not a violation. Device
+            // nodes without a stored config are.
+            if !host.configs.document_path(domid).exists() {
+                for (path, _) in found {
+                    violations.push(Violation {
+                        path,
+                        what: format!(
+                            "left behind by domain {domid}, which no longer exists and has no \
+                             stored config"
+                        ),
+                    });
+                }
             }
         }
         Some(slow) => {
@@ -925,6 +928,29 @@ pub fn check(
 ///
 /// As [`check`]; [`Error::XenHost`] if Xen will not list the domains.
 pub fn check_all(host: &Host, token: &mut Locked<'_, level::Unlocked>) -> Result<Vec<Violation>> {
+    let mut out = Vec::new();
+    for d in known_domids(host)? {
+        out.extend(check(host, token, d)?);
+    }
+    Ok(out)
+}
+
+/// [`recover`] for every domain that exists or has left anything behind; what it did.
+///
+/// # Errors
+///
+/// As [`recover`]; [`Error::XenHost`] if Xen will not list the domains.
+pub fn recover_all(host: &Host, token: &mut Locked<'_, level::Unlocked>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for d in known_domids(host)? {
+        out.extend(recover(host, token, d)?);
+    }
+    Ok(out)
+}
+
+/// The domains (but dom0) that exist, or have a backend directory, a `/libxl` record, a home
+/// directory or a stored config.
+fn known_domids(host: &Host) -> Result<Vec<DomId>> {
     let mut ids = std::collections::BTreeSet::new();
     let infos = host.xc.domain_list().map_err(|source| Error::XenHost {
         what: "cannot list the domains",
@@ -965,11 +991,7 @@ pub fn check_all(host: &Host, token: &mut Locked<'_, level::Unlocked>) -> Result
             ids.extend(id);
         }
     }
-    let mut out = Vec::new();
-    for d in ids.into_iter().filter(|&d| d != 0) {
-        out.extend(check(host, token, d)?);
-    }
-    Ok(out)
+    Ok(ids.into_iter().filter(|&d| d != 0).collect())
 }
 
 /// Every device xenstore has for `domid`: frontends, toolstack records, and backends in every
@@ -1029,6 +1051,323 @@ pub(crate) fn rm_backends(t: &xenstore::Transaction<'_>, domid: DomId) -> xensto
                 other => other?,
             }
         }
+    }
+    Ok(())
+}
+
+/// The backend domain of a device that xenstore has, from the toolstack's record or, failing
+/// that, from whichever domain's `backend/` holds it.
+fn backend_of(host: &Host, dev: DeviceRef) -> Result<Option<DomId>> {
+    let recorded = read_opt(host, dev, &format!("{}/backend", dev.libxl_path()))?;
+    if let Some(b) = recorded
+        .as_deref()
+        .and_then(|p| p.strip_prefix("/local/domain/"))
+        .and_then(|p| p.split('/').next())
+        .and_then(|b| b.parse::<DomId>().ok())
+    {
+        return Ok(Some(b));
+    }
+    let doms = match host.xs.directory("/local/domain") {
+        Ok(d) => d,
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Vec::new(),
+        Err(e) => return Err(xs_err(dev, "cannot list the backend domains")(e)),
+    };
+    for b in doms.iter().filter_map(|b| b.parse::<DomId>().ok()) {
+        if host
+            .xs
+            .exists(&dev.backend_path(b))
+            .map_err(xs_err(dev, "cannot read its backend"))?
+        {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
+}
+
+/// The devices the stored config records.
+fn recorded_devices(domid: DomId, config: &crate::config::DomainConfig) -> Vec<DeviceRef> {
+    let vbds = config
+        .disks
+        .iter()
+        .filter_map(|d| vdev_to_devid(&d.vdev))
+        .map(|devid| DeviceRef {
+            kind: DeviceKind::Vbd,
+            domid,
+            devid,
+        });
+    let vifs = config
+        .vifs
+        .iter()
+        .filter_map(vif_devid)
+        .map(|devid| DeviceRef {
+            kind: DeviceKind::Vif,
+            domid,
+            devid,
+        });
+    vbds.chain(vifs).collect()
+}
+
+/// Completes or undoes whatever device operation on domain `domid` a dead process left half
+/// done, so that afterwards every device is in both xenstore and the stored config, or in
+/// neither. Returns what it did, one sentence each.
+///
+/// Under the domain's slow lock nobody is half way through device work, so:
+/// - a device in the stored config but not in xenstore is an add interrupted before it wrote
+///   xenstore, or a remove interrupted after it removed the nodes: the entry goes;
+/// - a device whose backend was told to go offline and has closed (or is gone) is an
+///   interrupted remove: it is finished;
+/// - a device in xenstore but not in the stored config cannot come from this toolstack (add
+///   records first); it is removed from xenstore, which restores the invariant.
+///
+/// For a domain that no longer exists, whatever it left (xenstore entries, devices' backends,
+/// the stored config) is removed, as destroy would have. Add and remove run this first.
+///
+/// # Errors
+///
+/// A lock, xenstore or stored-config error.
+pub fn recover(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+) -> Result<Vec<String>> {
+    let exists = |d| host.domain_exists(d);
+    match host.locks.lock_slow(token, domid, &exists) {
+        Ok(mut slow) => {
+            let mut st = slow.token();
+            let done = recover_locked(host, &mut st, domid)?;
+            drop(st);
+            slow.release().map_err(Error::Lock)?;
+            Ok(done)
+        }
+        Err(crate::lock::Error::NoSuchDomain { .. }) => recover_gone(host, token, domid),
+        Err(e) => Err(Error::Lock(e)),
+    }
+}
+
+fn recover_gone(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+) -> Result<Vec<String>> {
+    let leftovers = !xenstore_devices(host, domid)?.is_empty()
+        || host
+            .xs
+            .exists(&dom_path(domid))
+            .map_err(|source| Error::Xenstore {
+                domain: DomainRef::id(domid),
+                what: "cannot read its xenstore entries",
+                source,
+            })?
+        || host
+            .xs
+            .exists(&crate::domain::libxl_path(domid))
+            .unwrap_or(false)
+        || host.configs.document_path(domid).exists();
+    if !leftovers {
+        return Ok(Vec::new());
+    }
+    // The domain is gone, so its locks refuse; take them without that check (nobody else can
+    // start work on a domain that does not exist) and check again under them.
+    let gone = |d| host.domain_exists(d).map(|e| !e).and(Ok(true));
+    let mut slow = host
+        .locks
+        .lock_slow(token, domid, &gone)
+        .map_err(Error::Lock)?;
+    let mut st = slow.token();
+    let mut ctx = host.ctx.lock(&mut st);
+    let mut t = ctx.token();
+    let guard = host
+        .locks
+        .lock_userdata(&mut t, domid, &gone)
+        .map_err(Error::Lock)?;
+    if host.domain_exists(domid).unwrap_or(true) {
+        // A new domain took the id meanwhile: not ours to clean.
+        return Ok(Vec::new());
+    }
+    let who = DomainRef::id(domid);
+    crate::domain::teardown(host, domid, &who)?;
+    host.configs.remove(&guard).map_err(stored_err(domid))?;
+    guard.release().map_err(Error::Lock)?;
+    drop(t);
+    drop(ctx);
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
+    Ok(vec![format!(
+        "domain {domid} no longer exists: removed what it left in xenstore and its stored config"
+    )])
+}
+
+fn recover_locked(
+    host: &Host,
+    st: &mut Locked<'_, level::Slow>,
+    domid: DomId,
+) -> Result<Vec<String>> {
+    let stored = {
+        let exists = |d| host.domain_exists(d);
+        let mut ctx = host.ctx.lock(st);
+        let mut t = ctx.token();
+        let guard = host
+            .locks
+            .lock_userdata(&mut t, domid, &exists)
+            .map_err(lock_error)?;
+        let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
+        guard.release().map_err(Error::Lock)?;
+        s
+    };
+    // A domain still being created has no stored config, and no devices yet.
+    let Some(stored) = stored else {
+        return Ok(Vec::new());
+    };
+    let recorded = recorded_devices(domid, &stored.config);
+    let mut in_xs: Vec<DeviceRef> = xenstore_devices(host, domid)?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    in_xs.sort();
+    in_xs.dedup();
+    let mut done = Vec::new();
+    for dev in &in_xs {
+        let backend = backend_of(host, *dev)?;
+        if !recorded.contains(dev) {
+            rm_device(host, *dev, backend.unwrap_or(0))?;
+            done.push(format!(
+                "{dev}: removed from xenstore, as the stored config does not describe it"
+            ));
+            continue;
+        }
+        // Told to go offline and closed since: a removal that did not get to remove the
+        // nodes. (One whose backend has not closed yet stays, whole, for the next detach.)
+        let closed = match backend {
+            Some(b) => {
+                let be = dev.backend_path(b);
+                read_opt(host, *dev, &format!("{be}/online"))?.as_deref() == Some("0")
+                    && read_opt(host, *dev, &format!("{be}/state"))?
+                        .as_deref()
+                        .and_then(XenbusState::parse)
+                        == Some(XenbusState::Closed)
+            }
+            // The frontend or the record without a backend: a removal got half way.
+            None => true,
+        };
+        if closed {
+            rm_device(host, *dev, backend.unwrap_or(0))?;
+            unrecord(host, st, *dev)?;
+            done.push(format!("{dev}: finished an interrupted removal"));
+        }
+    }
+    for dev in recorded.iter().filter(|d| !in_xs.contains(d)) {
+        unrecord(host, st, *dev)?;
+        done.push(format!(
+            "{dev}: dropped from the stored config, as xenstore does not have it \
+             (an interrupted add or removal)"
+        ));
+    }
+    Ok(done)
+}
+
+/// Fills in what a vif spec needs recorded before it exists (`devid=`, `mac=`), choosing ids
+/// not in `used`.
+fn complete_vif(spec: &VifSpec, used: &mut Vec<u32>) -> std::result::Result<VifSpec, String> {
+    let devid = match spec.get("devid") {
+        Some(v) => v
+            .parse::<u32>()
+            .map_err(|_| format!("vif {:?}: devid must be a number, found {v:?}", spec.spec))?,
+        None => (0..).find(|n| !used.contains(n)).unwrap_or(0),
+    };
+    if used.contains(&devid) {
+        return Err(format!("vif {:?}: devid {devid} is used twice", spec.spec));
+    }
+    used.push(devid);
+    let mut extra = Vec::new();
+    if spec.get("devid").is_none() {
+        extra.push(format!("devid={devid}"));
+    }
+    if spec.mac().is_none() {
+        extra.push(format!("mac={}", random_mac()));
+    }
+    let text = std::iter::once(spec.spec.clone())
+        .filter(|s| !s.trim().is_empty())
+        .chain(extra)
+        .collect::<Vec<_>>()
+        .join(",");
+    VifSpec::parse(&text).map_err(|e| e.to_string())
+}
+
+/// Before creation records the config: gives every vif its device id and MAC, and refuses
+/// disks with a bad or repeated vdev.
+///
+/// # Errors
+///
+/// A sentence naming the device spec at fault.
+pub(crate) fn prepare_for_creation(
+    config: &mut crate::config::DomainConfig,
+) -> std::result::Result<(), String> {
+    let mut seen = Vec::new();
+    for d in &config.disks {
+        let id = vdev_to_devid(&d.vdev).ok_or_else(|| {
+            format!(
+                "disk {:?}: {:?} is not a virtual disk name (expected xvda, hdc, sdb1, ...)",
+                d.spec, d.vdev
+            )
+        })?;
+        if seen.contains(&id) {
+            return Err(format!("disk {:?}: vdev {} is used twice", d.spec, d.vdev));
+        }
+        seen.push(id);
+    }
+    let mut used = Vec::new();
+    let mut vifs = Vec::new();
+    for v in config.vifs.iter().filter(|v| v.get("devid").is_some()) {
+        vifs.push((v.clone(), complete_vif(v, &mut used)?));
+    }
+    for v in config.vifs.iter().filter(|v| v.get("devid").is_none()) {
+        vifs.push((v.clone(), complete_vif(v, &mut used)?));
+    }
+    // Keep the order they were written in.
+    config.vifs = config
+        .vifs
+        .iter()
+        .map(|v| {
+            vifs.iter()
+                .find(|(orig, _)| orig == v)
+                .map(|(_, done)| done.clone())
+                .unwrap_or_else(|| v.clone())
+        })
+        .collect();
+    Ok(())
+}
+
+/// Creation's device phase: with the slow lock held since the stored config (which already
+/// describes them) was written, create every disk and vif in xenstore and wait for their
+/// backends.
+pub(crate) fn attach_at_creation(
+    host: &Host,
+    _slow: &mut Locked<'_, level::Slow>,
+    domid: DomId,
+    config: &crate::config::DomainConfig,
+) -> Result<()> {
+    let opts = Options::default();
+    for spec in &config.disks {
+        let devid = disk_devid(domid, spec)?;
+        let dev = DeviceRef {
+            kind: DeviceKind::Vbd,
+            domid,
+            devid,
+        };
+        write_device(host, dev, opts.backend, &disk_nodes(spec, devid))?;
+        hooks::point("create:device-written")?;
+        wait_connected(host, dev, &opts)?;
+    }
+    for spec in &config.vifs {
+        let devid = vif_devid(spec).unwrap_or(0);
+        let dev = DeviceRef {
+            kind: DeviceKind::Vif,
+            domid,
+            devid,
+        };
+        write_device(host, dev, opts.backend, &nic_nodes(spec, devid))?;
+        hooks::point("create:device-written")?;
+        wait_connected(host, dev, &opts)?;
     }
     Ok(())
 }

@@ -1,0 +1,204 @@
+//! Crash injection: an `rxl` process doing device work (or a destroy, or a creation with
+//! devices) is killed with SIGKILL at each of its hook points. At every point the invariant
+//! must already hold (nothing in xenstore that the stored config does not describe); `rxl
+//! recover` then completes or undoes the interrupted step, after which every device is in both
+//! xenstore and the stored config or in neither, nothing is leaked, and the domain takes device
+//! work again.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{stderr, wait, Hooks, SimHost};
+use toolstack::hooks::HOOK_SOCKET_ENV;
+
+fn xs(host: &SimHost) -> xenstore::Client {
+    xenstore::Client::open_path(host.path().join("xenstored.sock")).expect("xenstore")
+}
+
+fn violations(host: &SimHost) -> String {
+    host.ok(&["device-check"]).trim().to_owned()
+}
+
+fn children(host: &SimHost, p: &str) -> Vec<String> {
+    xs(host).directory(p).unwrap_or_default()
+}
+
+/// Every disk the stored config lists is in xenstore, and the other way round.
+fn consistent(host: &SimHost, name: &str, domid: u16, ctx: &str) {
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&host.ok(&["block-list", "--json", name])).expect("json");
+    let mut recorded: Vec<String> = listed
+        .iter()
+        .map(|v| v["devid"].as_u64().expect("devid").to_string())
+        .collect();
+    for v in &listed {
+        assert!(v["backend_path"].is_string(), "{ctx}: stale entry {v}");
+    }
+    let mut present = children(host, &format!("/local/domain/0/backend/vbd/{domid}"));
+    recorded.sort();
+    present.sort();
+    assert_eq!(recorded, present, "{ctx}");
+}
+
+/// Nothing left of a domain that is gone.
+fn nothing_left(host: &SimHost, domid: u16, ctx: &str) {
+    for p in [
+        format!("/local/domain/{domid}"),
+        format!("/libxl/{domid}"),
+        format!("/local/domain/0/backend/vbd/{domid}"),
+        format!("/local/domain/0/backend/vif/{domid}"),
+    ] {
+        assert!(!xs(host).exists(&p).expect("exists"), "{ctx}: {p} left");
+    }
+    assert!(
+        !host
+            .path()
+            .join(format!("domains/domain-{domid}.json"))
+            .exists(),
+        "{ctx}: stored config left"
+    );
+}
+
+/// Runs `args` with hooks, answers `go` at the first `k` points, and kills it at point `k`.
+/// Returns the name of the point it was killed at, or `None` if it finished first.
+fn kill_at(host: &SimHost, hooks: &Hooks, args: &[&str], k: usize) -> Option<String> {
+    let mut child = host
+        .command(args)
+        .env(HOOK_SOCKET_ENV, &hooks.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut h = hooks.accept("victim");
+    let mut n = 0;
+    loop {
+        match h.next() {
+            None => {
+                let out = wait(child, "victim");
+                assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+                return None;
+            }
+            Some(point) if n == k => {
+                child.kill().expect("kill");
+                let _ = child.wait();
+                return Some(point);
+            }
+            Some(_) => {
+                n += 1;
+                h.go();
+            }
+        }
+    }
+}
+
+#[test]
+fn killed_device_work_recovers_at_every_step() {
+    let host = SimHost::new(4096, 512);
+    let hooks = Hooks::new(host.path());
+    let mut crash_points = 0;
+    for (op, prepare) in [("attach", false), ("detach", true)] {
+        for k in 0.. {
+            let name = format!("{op}{k}");
+            let d = host.create(&name, 32, 32);
+            if prepare {
+                host.ok(&["block-attach", &name, "/old,raw,xvda"]);
+            }
+            let args: Vec<&str> = match op {
+                "attach" => vec!["block-attach", &name, "/new,raw,xvda"],
+                _ => vec!["block-detach", &name, "xvda"],
+            };
+            let Some(point) = kill_at(&host, &hooks, &args, k) else {
+                host.ok(&["destroy", &name]);
+                break;
+            };
+            crash_points += 1;
+            let ctx = format!("{op} killed at {point}");
+            // The invariant holds at the crash, before any recovery.
+            assert_eq!(violations(&host), "[]", "{ctx}");
+            host.ok(&["recover"]);
+            consistent(&host, &name, d, &ctx);
+            assert_eq!(violations(&host), "[]", "{ctx}");
+            // The domain takes device work again: the disk can be detached (if there) and
+            // attached anew.
+            let out = host.rxl(&["block-detach", &name, "xvda"]);
+            assert!(
+                out.status.success() || stderr(&out).contains("has no such device"),
+                "{ctx}: {}",
+                stderr(&out)
+            );
+            host.ok(&["block-attach", &name, "/again,raw,xvda"]);
+            consistent(&host, &name, d, &ctx);
+            host.ok(&["destroy", &name]);
+            nothing_left(&host, d, &ctx);
+        }
+    }
+    eprintln!("device work: {crash_points} crash points, 0 violations");
+    assert_eq!(
+        crash_points, 6,
+        "add and remove have three hook points each"
+    );
+}
+
+#[test]
+fn killed_destroy_and_creation_recover() {
+    let host = SimHost::new(4096, 512);
+    let hooks = Hooks::new(host.path());
+    // Destroy, killed at each step: recovery finishes it, or the next destroy does.
+    for k in 0.. {
+        let name = format!("gone{k}");
+        let d = host.create(&name, 32, 32);
+        host.ok(&["block-attach", &name, "/x,raw,xvda"]);
+        host.ok(&["network-attach", &name]);
+        let Some(point) = kill_at(&host, &hooks, &["destroy", &name], k) else {
+            nothing_left(&host, d, "destroy ran to the end");
+            break;
+        };
+        let ctx = format!("destroy killed at {point}");
+        assert_eq!(violations(&host), "[]", "{ctx}");
+        host.ok(&["recover"]);
+        assert_eq!(violations(&host), "[]", "{ctx}");
+        if host.domid(&name).is_some() {
+            consistent(&host, &name, d, &ctx);
+            host.ok(&["destroy", &name]);
+        }
+        nothing_left(&host, d, &ctx);
+    }
+    // Creation with a disk and a vif, killed once its config is stored: the devices it had
+    // created are described by the stored config at every point.
+    let cfg = host.path().join("withdev.cfg");
+    std::fs::write(
+        &cfg,
+        "name = \"withdev\"\nmemory = 32\ndisk = ['/x,raw,xvda']\nvif = ['bridge=xenbr0']\n",
+    )
+    .expect("cfg");
+    let cfg = cfg.display().to_string();
+    let mut seen = Vec::new();
+    for k in 0.. {
+        let Some(point) = kill_at(&host, &hooks, &["create", "-q", &cfg], k) else {
+            let d = host.domid("withdev").expect("created");
+            consistent(&host, "withdev", d, "create ran to the end");
+            let nics = host.ok(&["network-list", "--json", "withdev"]);
+            assert!(nics.contains("devid=0,mac=00:16:3e:"), "{nics}");
+            host.ok(&["destroy", "withdev"]);
+            nothing_left(&host, d, "create ran to the end");
+            break;
+        };
+        seen.push(point.clone());
+        let ctx = format!("create killed at {point}");
+        assert_eq!(violations(&host), "[]", "{ctx}");
+        // A creation killed before it named the domain leaves an anonymous paused domain
+        // (not recovered yet: see the issue note); one killed later is destroyed by name.
+        if let Some(d) = host.domid("withdev") {
+            host.ok(&["destroy", "withdev"]);
+            nothing_left(&host, d, &ctx);
+        }
+    }
+    assert!(
+        seen.iter()
+            .filter(|p| *p == "create:device-written")
+            .count()
+            == 2,
+        "{seen:?}"
+    );
+}
