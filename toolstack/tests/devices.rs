@@ -470,3 +470,58 @@ fn random_concurrent_device_work_keeps_the_invariant() {
         "seed {seed}: only {ok} of {ops} operations succeeded"
     );
 }
+
+#[test]
+fn destroy_against_create_with_devices() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let cfg = host.path().join("c.cfg");
+    std::fs::write(
+        &cfg,
+        "name = \"c\"\nmemory = 32\ndisk = ['/c,raw,xvda']\nvif = ['']\n",
+    )
+    .expect("cfg");
+    let cfg = cfg.display().to_string();
+
+    // Destroy between the creation's xenstore entries and its stored config: the creation
+    // finds the domain gone when it takes the slow lock, fails, and nothing is left.
+    let (create, mut h) = hooked(&host, &hooks, &["create", "-q", &cfg], "create");
+    let mut point = h.next();
+    while point.as_deref() != Some("create:before-stored") {
+        assert!(point.is_some(), "create finished early");
+        h.go();
+        point = h.next();
+    }
+    let d = host.domid("c").expect("named");
+    host.ok(&["destroy", "c"]);
+    h.go();
+    h.run_to_end();
+    fails_with(&wait(create, "create"), "no such domain");
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+    assert!(!host
+        .path()
+        .join(format!("domains/domain-{d}.json"))
+        .exists());
+
+    // Destroy while the creation creates its devices (holding the slow lock): the destroy
+    // waits, the creation completes, then the destroy removes it all.
+    let (create, mut h) = hooked(&host, &hooks, &["create", "-q", &cfg], "create");
+    let mut point = h.next();
+    while point.as_deref() != Some("create:device-written") {
+        assert!(point.is_some(), "create finished early");
+        h.go();
+        point = h.next();
+    }
+    let d = host.domid("c").expect("named");
+    let destroy = spawn(&host, &["destroy", "c"]);
+    h.go();
+    h.run_to_end();
+    let out = wait(create, "create");
+    assert!(out.status.success(), "create: {}", stderr(&out));
+    let out = wait(destroy, "destroy");
+    assert!(out.status.success(), "destroy: {}", stderr(&out));
+    no_device_nodes(&host, d);
+    assert_eq!(violations(&host, d), "[]");
+    assert!(host.domid("c").is_none());
+}
