@@ -248,12 +248,14 @@ fn build(
         }
         progress(Step::Stored);
         crate::device::attach_at_creation(host, &mut st, domid, config)?;
+        // Still under the slow lock, so a destroy that raced the creation cannot have taken
+        // the domain (and its claim) away yet.
+        host.xc
+            .cancel_claim(domid)
+            .map_err(xen("cannot release its memory claim"))?;
         drop(st);
         slow.release().map_err(Error::Lock)?;
     }
-    host.xc
-        .cancel_claim(domid)
-        .map_err(xen("cannot release its memory claim"))?;
     Ok(introduced)
 }
 

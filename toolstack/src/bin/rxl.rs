@@ -181,6 +181,39 @@ enum Command {
         #[arg(required = true)]
         domains: Vec<String>,
     },
+    /// Attach a virtual keyboard: `vkb-attach DOMAIN [KEY=VALUE...]` (backend-type=,
+    /// unique-id=, devid=, ...).
+    VkbAttach {
+        /// The domain (id or name).
+        domain: String,
+        /// The vkb settings.
+        settings: Vec<String>,
+        /// Seconds to wait for the backend to connect.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Detach a virtual keyboard by device id.
+    VkbDetach {
+        /// The domain (id or name).
+        domain: String,
+        /// The device id.
+        devid: u32,
+        /// Remove it even if the backend does not close.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Seconds to wait for the backend to close.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// List a domain's virtual keyboards.
+    VkbList {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The domains (ids or names).
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
     /// Check the device invariant (JSON list of violations; for tests): of these domain ids,
     /// or of every domain that exists or left anything behind.
     #[command(hide = true)]
@@ -381,6 +414,34 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
             device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
             Ok(())
         }
+        Command::VkbAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse(&settings.join(","))?;
+            device::add_vkb(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::VkbDetach {
+            domain: d,
+            devid,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let dev = DeviceRef {
+                kind: DeviceKind::Vkb,
+                domid,
+                devid: *devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::VkbList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vkb, domains, *json)
+        }
         Command::BlockList { json, domains } => {
             device_list(&host, root, DeviceKind::Vbd, domains, *json)
         }
@@ -455,6 +516,7 @@ fn device_list(
     let mut out = std::io::stdout().lock();
     match kind {
         DeviceKind::Vif => writeln!(out, "Idx BE  Mac Addr.         state BE-state BE-path")?,
+        DeviceKind::Vkb => writeln!(out, "Idx   BE  state BE-state BE-path")?,
         _ => writeln!(out, "Vdev  BE  state BE-state BE-path")?,
     }
     for (_, i) in &all {

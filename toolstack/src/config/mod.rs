@@ -445,6 +445,10 @@ pub struct DomainConfig {
     pub disks: Vec<DiskSpec>,
     /// The network interfaces.
     pub vifs: Vec<VifSpec>,
+    /// The virtual keyboards (xl.cfg `vkb=[...]`): `key=value` settings, the syntax of a vif
+    /// spec (`backend-type=`, `unique-id=`, `devid=`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vkbs: Vec<VifSpec>,
     /// What to do on poweroff (default: destroy).
     pub on_poweroff: Action,
     /// What to do on reboot (default: restart).
@@ -534,6 +538,7 @@ impl DomainConfig {
             extra: None,
             disks: Vec::new(),
             vifs: Vec::new(),
+            vkbs: Vec::new(),
             on_poweroff: Action::Destroy,
             on_reboot: Action::Restart,
             on_crash: Action::Destroy,

@@ -517,6 +517,10 @@ fn random_config(rng: &mut Rng) -> DomainConfig {
         c.vifs
             .push(VifSpec::parse(&format!("mac=00:16:3e:00:00:0{i},bridge=br{i}")).unwrap());
     }
+    for i in 0..rng.below(2) {
+        c.vkbs
+            .push(VifSpec::parse(&format!("backend-type=linux,devid={i}")).unwrap());
+    }
     c.on_poweroff = *rng.pick(&Action::ALL);
     c.on_reboot = *rng.pick(&Action::ALL);
     c.on_crash = *rng.pick(&Action::ALL);

@@ -368,6 +368,9 @@ impl XlConfig {
         if let Some(s) = self.get("vif") {
             cfg.vifs = self.spec_list("vif", s, VifSpec::parse)?;
         }
+        if let Some(s) = self.get("vkb") {
+            cfg.vkbs = self.spec_list("vkb", s, VifSpec::parse)?;
+        }
         for (key, slot) in [
             ("on_poweroff", &mut cfg.on_poweroff),
             ("on_reboot", &mut cfg.on_reboot),
@@ -495,7 +498,7 @@ impl XlConfig {
 }
 
 /// The keys [`XlConfig::to_domain_config`] interprets.
-pub const KNOWN_KEYS: [&str; 15] = [
+pub const KNOWN_KEYS: [&str; 16] = [
     "name",
     "type",
     "builder",
@@ -508,6 +511,7 @@ pub const KNOWN_KEYS: [&str; 15] = [
     "extra",
     "disk",
     "vif",
+    "vkb",
     "on_poweroff",
     "on_reboot",
     "on_crash",
@@ -614,6 +618,12 @@ pub fn render(config: &DomainConfig) -> String {
         line(
             "vif",
             quote_list(config.vifs.iter().map(|v| v.spec.as_str())),
+        );
+    }
+    if !config.vkbs.is_empty() {
+        line(
+            "vkb",
+            quote_list(config.vkbs.iter().map(|v| v.spec.as_str())),
         );
     }
     line("on_poweroff", quote(config.on_poweroff.as_str()));

@@ -34,8 +34,8 @@ use std::fmt;
 use serde::Serialize;
 
 pub use ops::{
-    add_disk, add_nic, check, check_all, list, recover, recover_all, remove, DeviceInfo, Options,
-    Violation, DEFAULT_TIMEOUT,
+    add_disk, add_nic, add_vkb, check, check_all, list, recover, recover_all, remove, DeviceInfo,
+    Options, Violation, DEFAULT_TIMEOUT,
 };
 pub(crate) use ops::{attach_at_creation, prepare_for_creation, rm_backends};
 

@@ -7,7 +7,7 @@ use xenstore::perms::{Access, Permissions};
 
 use super::{vdev_to_devid, DeviceKind, DeviceRef, XenbusState};
 use crate::config::stored::StoredConfig;
-use crate::config::{DiskAccess, DiskSpec, VifSpec};
+use crate::config::{DiskAccess, DiskSpec, DomainConfig, VifSpec};
 use crate::domain::{dom_path, lock_error};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
@@ -149,6 +149,43 @@ fn vif_devid(spec: &VifSpec) -> Option<u32> {
     spec.get("devid").and_then(|v| v.parse().ok())
 }
 
+/// The `key=value` device lists of the stored config (vif, vkb), by kind.
+fn keyed_mut(c: &mut DomainConfig, kind: DeviceKind) -> Option<&mut Vec<VifSpec>> {
+    match kind {
+        DeviceKind::Vif => Some(&mut c.vifs),
+        DeviceKind::Vkb => Some(&mut c.vkbs),
+        DeviceKind::Vbd | DeviceKind::Console => None,
+    }
+}
+
+/// The devices of `kind` the stored config records: (device id, spec as written).
+fn stored_entries(c: &DomainConfig, kind: DeviceKind) -> Vec<(u32, String)> {
+    match kind {
+        DeviceKind::Vbd => c
+            .disks
+            .iter()
+            .filter_map(|d| vdev_to_devid(&d.vdev).map(|id| (id, d.spec.clone())))
+            .collect(),
+        DeviceKind::Vif | DeviceKind::Vkb => {
+            let list = if kind == DeviceKind::Vif {
+                &c.vifs
+            } else {
+                &c.vkbs
+            };
+            list.iter()
+                .filter_map(|v| vif_devid(v).map(|id| (id, v.spec.clone())))
+                .collect()
+        }
+        DeviceKind::Console => Vec::new(),
+    }
+}
+
+fn is_recorded(c: &DomainConfig, dev: DeviceRef) -> bool {
+    stored_entries(c, dev.kind)
+        .iter()
+        .any(|(id, _)| *id == dev.devid)
+}
+
 fn disk_devid(domid: DomId, spec: &DiskSpec) -> Result<u32> {
     vdev_to_devid(&spec.vdev).ok_or_else(|| Error::Refused {
         domain: DomainRef::id(domid),
@@ -220,6 +257,41 @@ fn nic_nodes(spec: &VifSpec, devid: u32) -> Nodes {
     }
 }
 
+fn vkb_nodes(spec: &VifSpec) -> Nodes {
+    let mut backend = vec![(
+        "backend-type",
+        spec.get("backend-type").unwrap_or("qemu").to_owned(),
+    )];
+    for key in [
+        "unique-id",
+        "feature-disable-keyboard",
+        "feature-disable-pointer",
+        "feature-abs-pointer",
+        "feature-raw-pointer",
+        "feature-multi-touch",
+        "width",
+        "height",
+        "multi-touch-width",
+        "multi-touch-height",
+        "multi-touch-num-contacts",
+    ] {
+        if let Some(v) = spec.get(key) {
+            backend.push((key, v.to_owned()));
+        }
+    }
+    Nodes {
+        frontend: Vec::new(),
+        backend,
+    }
+}
+
+fn keyed_nodes(kind: DeviceKind, spec: &VifSpec, devid: u32) -> Nodes {
+    match kind {
+        DeviceKind::Vkb => vkb_nodes(spec),
+        _ => nic_nodes(spec, devid),
+    }
+}
+
 /// Attach a disk to domain `domid` (`xl block-attach`), and wait for its backend.
 ///
 /// Under the domain's slow lock: records the disk in the stored config (refusing a vdev the
@@ -281,6 +353,35 @@ pub fn add_nic(
     spec: &VifSpec,
     opts: &Options,
 ) -> Result<DeviceRef> {
+    add_keyed(host, token, domid, DeviceKind::Vif, spec, opts)
+}
+
+/// Attach a virtual keyboard to domain `domid` (`xl vkb-attach`), and wait for its backend.
+/// The spec is `key=value` settings (`backend-type=qemu|linux`, `unique-id=`, `devid=`,
+/// ...); the device id is `devid=` or the lowest one free, and is recorded. As [`add_disk`]
+/// otherwise.
+///
+/// # Errors
+///
+/// As [`add_disk`].
+pub fn add_vkb(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    spec: &VifSpec,
+    opts: &Options,
+) -> Result<DeviceRef> {
+    add_keyed(host, token, domid, DeviceKind::Vkb, spec, opts)
+}
+
+fn add_keyed(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    kind: DeviceKind,
+    spec: &VifSpec,
+    opts: &Options,
+) -> Result<DeviceRef> {
     let exists = |d| host.domain_exists(d);
     let mut slow = host
         .locks
@@ -291,46 +392,35 @@ pub fn add_nic(
     // The slow lock serialises device work on this domain, so the id chosen here cannot be
     // taken by anyone else before it is recorded.
     let stored = read_stored(host, &mut st, domid)?;
-    let mut used: Vec<u32> = stored.config.vifs.iter().filter_map(vif_devid).collect();
-    used.extend(xenstore_devids(host, domid, DeviceKind::Vif)?);
-    let recorded = complete_vif(spec, &mut used).map_err(|what| Error::Refused {
-        domain: DomainRef::id(domid),
-        what,
-    });
-    let recorded = match recorded {
+    let mut used: Vec<u32> = stored_entries(&stored.config, kind)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    used.extend(xenstore_devids(host, domid, kind)?);
+    let taken = format!("the domain already has a {kind} with this id");
+    let recorded = match complete_spec(kind, spec, &mut used) {
         Ok(r) => r,
-        Err(e) => {
+        Err(what) => {
             // The id is taken: say so about the device.
             if let Some(devid) = vif_devid(spec) {
-                return Err(dev_err(
-                    DeviceRef {
-                        kind: DeviceKind::Vif,
-                        domid,
-                        devid,
-                    },
-                    "the domain already has a vif with this id",
-                ));
+                return Err(dev_err(DeviceRef { kind, domid, devid }, taken));
             }
-            return Err(e);
+            return Err(Error::Refused {
+                domain: DomainRef::id(domid),
+                what,
+            });
         }
     };
     let devid = vif_devid(&recorded).unwrap_or(0);
-    let dev = DeviceRef {
-        kind: DeviceKind::Vif,
-        domid,
-        devid,
-    };
-    let nodes = nic_nodes(&recorded, devid);
+    let dev = DeviceRef { kind, domid, devid };
+    let nodes = keyed_nodes(kind, &recorded, devid);
     add_locked(host, &mut st, dev, opts, nodes, move |stored| {
-        if stored
-            .config
-            .vifs
-            .iter()
-            .any(|v| vif_devid(v) == Some(devid))
-        {
-            return Err(dev_err(dev, "the domain already has a vif with this id"));
+        if is_recorded(&stored.config, dev) {
+            return Err(dev_err(dev, taken));
         }
-        stored.config.vifs.push(recorded);
+        if let Some(list) = keyed_mut(&mut stored.config, kind) {
+            list.push(recorded);
+        }
         Ok(())
     })?;
     drop(st);
@@ -505,15 +595,14 @@ fn rm_device(host: &Host, dev: DeviceRef, backend: DomId) -> Result<()> {
 fn unrecord(host: &Host, st: &mut Locked<'_, level::Slow>, dev: DeviceRef) -> Result<bool> {
     update_stored(host, st, dev.domid, |stored| {
         let c = &mut stored.config;
-        let before = c.disks.len() + c.vifs.len();
-        match dev.kind {
-            DeviceKind::Vbd => c
-                .disks
-                .retain(|d| vdev_to_devid(&d.vdev) != Some(dev.devid)),
-            DeviceKind::Vif => c.vifs.retain(|v| vif_devid(v) != Some(dev.devid)),
-            DeviceKind::Console | DeviceKind::Vkb => {}
+        let was = is_recorded(c, dev);
+        if dev.kind == DeviceKind::Vbd {
+            c.disks
+                .retain(|d| vdev_to_devid(&d.vdev) != Some(dev.devid));
+        } else if let Some(list) = keyed_mut(c, dev.kind) {
+            list.retain(|v| vif_devid(v) != Some(dev.devid));
         }
-        Ok(before != c.disks.len() + c.vifs.len())
+        Ok(was)
     })
 }
 
@@ -670,19 +759,7 @@ pub fn remove(
     recover_locked(host, &mut st, dev.domid)?;
     hooks::point("device-remove:slow-locked")?;
     let stored = read_stored(host, &mut st, dev.domid)?;
-    let recorded = match dev.kind {
-        DeviceKind::Vbd => stored
-            .config
-            .disks
-            .iter()
-            .any(|d| vdev_to_devid(&d.vdev) == Some(dev.devid)),
-        DeviceKind::Vif => stored
-            .config
-            .vifs
-            .iter()
-            .any(|v| vif_devid(v) == Some(dev.devid)),
-        DeviceKind::Console | DeviceKind::Vkb => false,
-    };
+    let recorded = is_recorded(&stored.config, dev);
     let be_path = read_opt(host, dev, &format!("{}/backend", dev.libxl_path()))?;
     let in_xenstore = be_path.is_some()
         || host
@@ -796,21 +873,7 @@ pub fn list(
         guard.release().map_err(Error::Lock)?;
         s
     };
-    let entries: Vec<(u32, String)> = match kind {
-        DeviceKind::Vbd => stored
-            .config
-            .disks
-            .iter()
-            .filter_map(|d| vdev_to_devid(&d.vdev).map(|id| (id, d.spec.clone())))
-            .collect(),
-        DeviceKind::Vif => stored
-            .config
-            .vifs
-            .iter()
-            .filter_map(|v| vif_devid(v).map(|id| (id, v.spec.clone())))
-            .collect(),
-        DeviceKind::Console | DeviceKind::Vkb => Vec::new(),
-    };
+    let entries = stored_entries(&stored.config, kind);
     let mut out = Vec::new();
     for (devid, spec) in entries {
         let dev = DeviceRef { kind, domid, devid };
@@ -898,15 +961,7 @@ pub fn check(
                     .unwrap_or_else(|| crate::config::DomainConfig::new("(being created)"))
             };
             for (path, dev) in found {
-                let recorded = match dev.kind {
-                    DeviceKind::Vbd => stored
-                        .disks
-                        .iter()
-                        .any(|d| vdev_to_devid(&d.vdev) == Some(dev.devid)),
-                    DeviceKind::Vif => stored.vifs.iter().any(|v| vif_devid(v) == Some(dev.devid)),
-                    DeviceKind::Console | DeviceKind::Vkb => false,
-                };
-                if !recorded {
+                if !is_recorded(&stored, dev) {
                     violations.push(Violation {
                         path,
                         what: format!("{dev} is in xenstore but not in the stored config"),
@@ -1085,26 +1140,15 @@ fn backend_of(host: &Host, dev: DeviceRef) -> Result<Option<DomId>> {
 }
 
 /// The devices the stored config records.
-fn recorded_devices(domid: DomId, config: &crate::config::DomainConfig) -> Vec<DeviceRef> {
-    let vbds = config
-        .disks
-        .iter()
-        .filter_map(|d| vdev_to_devid(&d.vdev))
-        .map(|devid| DeviceRef {
-            kind: DeviceKind::Vbd,
-            domid,
-            devid,
-        });
-    let vifs = config
-        .vifs
-        .iter()
-        .filter_map(vif_devid)
-        .map(|devid| DeviceRef {
-            kind: DeviceKind::Vif,
-            domid,
-            devid,
-        });
-    vbds.chain(vifs).collect()
+fn recorded_devices(domid: DomId, config: &DomainConfig) -> Vec<DeviceRef> {
+    DeviceKind::ALL
+        .into_iter()
+        .flat_map(|kind| {
+            stored_entries(config, kind)
+                .into_iter()
+                .map(move |(devid, _)| DeviceRef { kind, domid, devid })
+        })
+        .collect()
 }
 
 /// Completes or undoes whatever device operation on domain `domid` a dead process left half
@@ -1265,24 +1309,34 @@ fn recover_locked(
     Ok(done)
 }
 
-/// Fills in what a vif spec needs recorded before it exists (`devid=`, `mac=`), choosing ids
-/// not in `used`.
-fn complete_vif(spec: &VifSpec, used: &mut Vec<u32>) -> std::result::Result<VifSpec, String> {
+/// Fills in what a vif or vkb spec needs recorded before it exists (`devid=`, and a vif's
+/// `mac=`), choosing an id not in `used`, and adds the id to `used`.
+fn complete_spec(
+    kind: DeviceKind,
+    spec: &VifSpec,
+    used: &mut Vec<u32>,
+) -> std::result::Result<VifSpec, String> {
     let devid = match spec.get("devid") {
-        Some(v) => v
-            .parse::<u32>()
-            .map_err(|_| format!("vif {:?}: devid must be a number, found {v:?}", spec.spec))?,
+        Some(v) => v.parse::<u32>().map_err(|_| {
+            format!(
+                "{kind} {:?}: devid must be a number, found {v:?}",
+                spec.spec
+            )
+        })?,
         None => (0..).find(|n| !used.contains(n)).unwrap_or(0),
     };
     if used.contains(&devid) {
-        return Err(format!("vif {:?}: devid {devid} is used twice", spec.spec));
+        return Err(format!(
+            "{kind} {:?}: devid {devid} is used twice",
+            spec.spec
+        ));
     }
     used.push(devid);
     let mut extra = Vec::new();
     if spec.get("devid").is_none() {
         extra.push(format!("devid={devid}"));
     }
-    if spec.mac().is_none() {
+    if kind == DeviceKind::Vif && spec.mac().is_none() {
         extra.push(format!("mac={}", random_mac()));
     }
     let text = std::iter::once(spec.spec.clone())
@@ -1293,15 +1347,42 @@ fn complete_vif(spec: &VifSpec, used: &mut Vec<u32>) -> std::result::Result<VifS
     VifSpec::parse(&text).map_err(|e| e.to_string())
 }
 
-/// Before creation records the config: gives every vif its device id and MAC, and refuses
-/// disks with a bad or repeated vdev.
+/// Completes every spec of a creation's list: the ids given keep theirs, the others get the
+/// lowest free ones, in the order written.
+fn complete_list(kind: DeviceKind, list: &mut [VifSpec]) -> std::result::Result<(), String> {
+    let mut explicit = Vec::new();
+    for v in list.iter() {
+        if v.get("devid").is_some() {
+            let id = complete_spec(kind, v, &mut explicit.clone())
+                .map(|c| vif_devid(&c).unwrap_or(0))?;
+            if explicit.contains(&id) {
+                return Err(format!("{kind} {:?}: devid {id} is used twice", v.spec));
+            }
+            explicit.push(id);
+        }
+    }
+    let mut assigned: Vec<u32> = Vec::new();
+    for v in list.iter_mut() {
+        let own = v.get("devid").and_then(|d| d.parse::<u32>().ok());
+        let mut avoid: Vec<u32> = explicit
+            .iter()
+            .chain(&assigned)
+            .copied()
+            .filter(|id| Some(*id) != own)
+            .collect();
+        *v = complete_spec(kind, v, &mut avoid)?;
+        assigned.extend(vif_devid(v));
+    }
+    Ok(())
+}
+
+/// Before creation records the config: gives every vif and vkb its device id (and every vif
+/// its MAC), and refuses disks with a bad or repeated vdev.
 ///
 /// # Errors
 ///
 /// A sentence naming the device spec at fault.
-pub(crate) fn prepare_for_creation(
-    config: &mut crate::config::DomainConfig,
-) -> std::result::Result<(), String> {
+pub(crate) fn prepare_for_creation(config: &mut DomainConfig) -> std::result::Result<(), String> {
     let mut seen = Vec::new();
     for d in &config.disks {
         let id = vdev_to_devid(&d.vdev).ok_or_else(|| {
@@ -1315,26 +1396,8 @@ pub(crate) fn prepare_for_creation(
         }
         seen.push(id);
     }
-    let mut used = Vec::new();
-    let mut vifs = Vec::new();
-    for v in config.vifs.iter().filter(|v| v.get("devid").is_some()) {
-        vifs.push((v.clone(), complete_vif(v, &mut used)?));
-    }
-    for v in config.vifs.iter().filter(|v| v.get("devid").is_none()) {
-        vifs.push((v.clone(), complete_vif(v, &mut used)?));
-    }
-    // Keep the order they were written in.
-    config.vifs = config
-        .vifs
-        .iter()
-        .map(|v| {
-            vifs.iter()
-                .find(|(orig, _)| orig == v)
-                .map(|(_, done)| done.clone())
-                .unwrap_or_else(|| v.clone())
-        })
-        .collect();
-    Ok(())
+    complete_list(DeviceKind::Vif, &mut config.vifs)?;
+    complete_list(DeviceKind::Vkb, &mut config.vkbs)
 }
 
 /// Creation's device phase: with the slow lock held since the stored config (which already
@@ -1358,16 +1421,17 @@ pub(crate) fn attach_at_creation(
         hooks::point("create:device-written")?;
         wait_connected(host, dev, &opts)?;
     }
-    for spec in &config.vifs {
-        let devid = vif_devid(spec).unwrap_or(0);
-        let dev = DeviceRef {
-            kind: DeviceKind::Vif,
-            domid,
-            devid,
-        };
-        write_device(host, dev, opts.backend, &nic_nodes(spec, devid))?;
-        hooks::point("create:device-written")?;
-        wait_connected(host, dev, &opts)?;
+    for (kind, list) in [
+        (DeviceKind::Vif, &config.vifs),
+        (DeviceKind::Vkb, &config.vkbs),
+    ] {
+        for spec in list {
+            let devid = vif_devid(spec).unwrap_or(0);
+            let dev = DeviceRef { kind, domid, devid };
+            write_device(host, dev, opts.backend, &keyed_nodes(kind, spec, devid))?;
+            hooks::point("create:device-written")?;
+            wait_connected(host, dev, &opts)?;
+        }
     }
     Ok(())
 }
