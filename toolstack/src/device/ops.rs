@@ -922,58 +922,63 @@ pub fn check(
 ) -> Result<Vec<Violation>> {
     let exists = |d| host.domain_exists(d);
     let mut slow = match host.locks.lock_slow(token, domid, &exists) {
-        Ok(s) => Some(s),
-        Err(crate::lock::Error::NoSuchDomain { .. }) => None,
+        Ok(s) => s,
+        Err(crate::lock::Error::NoSuchDomain { .. }) => return gone_violations(host, domid),
         Err(e) => return Err(Error::Lock(e)),
     };
-    let mut violations = Vec::new();
     let found = xenstore_devices(host, domid)?;
-    match slow.as_mut() {
-        None => {
-            // A destroy that died after Xen but before xenstore leaves both xenstore entries
-            // and the stored config: a leak that `recover` removes, not a violation. Device
-            // nodes without a stored config are.
-            if !host.configs.document_path(domid).exists() {
-                for (path, _) in found {
-                    violations.push(Violation {
-                        path,
-                        what: format!(
-                            "left behind by domain {domid}, which no longer exists and has no \
-                             stored config"
-                        ),
-                    });
-                }
-            }
-        }
-        Some(slow) => {
-            let mut st = slow.token();
-            // A domain being created has no stored config yet, and must have no devices.
-            let stored = {
-                let mut ctx = host.ctx.lock(&mut st);
-                let mut t = ctx.token();
-                let guard = host
-                    .locks
-                    .lock_userdata(&mut t, domid, &exists)
-                    .map_err(lock_error)?;
+    let mut st = slow.token();
+    // A domain being created has no stored config yet, and must have no devices.
+    let stored = {
+        let mut ctx = host.ctx.lock(&mut st);
+        let mut t = ctx.token();
+        match host.locks.lock_userdata(&mut t, domid, &exists) {
+            Ok(guard) => {
                 let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
                 guard.release().map_err(Error::Lock)?;
-                s.map(|s| s.config)
-                    .unwrap_or_else(|| crate::config::DomainConfig::new("(being created)"))
-            };
-            for (path, dev) in found {
-                if !is_recorded(&stored, dev) {
-                    violations.push(Violation {
-                        path,
-                        what: format!("{dev} is in xenstore but not in the stored config"),
-                    });
-                }
+                Some(
+                    s.map(|s| s.config)
+                        .unwrap_or_else(|| DomainConfig::new("(being created)")),
+                )
             }
+            // A failed creation rolls back under the userdata lock alone: the domain can go
+            // while the slow lock is held. Judge it as gone, below.
+            Err(crate::lock::Error::NoSuchDomain { .. }) => None,
+            Err(e) => return Err(Error::Lock(e)),
         }
+    };
+    drop(st);
+    slow.release().map_err(Error::Lock)?;
+    let Some(stored) = stored else {
+        return gone_violations(host, domid);
+    };
+    Ok(found
+        .into_iter()
+        .filter(|(_, dev)| !is_recorded(&stored, *dev))
+        .map(|(path, dev)| Violation {
+            path,
+            what: format!("{dev} is in xenstore but not in the stored config"),
+        })
+        .collect())
+}
+
+/// The violations of a domain that does not exist.
+fn gone_violations(host: &Host, domid: DomId) -> Result<Vec<Violation>> {
+    // A destroy that died after Xen but before xenstore leaves both xenstore entries and the
+    // stored config: a leak that `recover` removes, not a violation. Device nodes without a
+    // stored config are.
+    if host.configs.document_path(domid).exists() {
+        return Ok(Vec::new());
     }
-    if let Some(slow) = slow {
-        slow.release().map_err(Error::Lock)?;
-    }
-    Ok(violations)
+    Ok(xenstore_devices(host, domid)?
+        .into_iter()
+        .map(|(path, _)| Violation {
+            path,
+            what: format!(
+                "left behind by domain {domid}, which no longer exists and has no stored config"
+            ),
+        })
+        .collect())
 }
 
 /// [`check`] for every domain that exists or has left anything behind: a backend directory, a
@@ -1250,10 +1255,12 @@ fn recover_locked(
         let exists = |d| host.domain_exists(d);
         let mut ctx = host.ctx.lock(st);
         let mut t = ctx.token();
-        let guard = host
-            .locks
-            .lock_userdata(&mut t, domid, &exists)
-            .map_err(lock_error)?;
+        let guard = match host.locks.lock_userdata(&mut t, domid, &exists) {
+            Ok(g) => g,
+            // A failed creation rolled back meanwhile: nothing of it to recover.
+            Err(crate::lock::Error::NoSuchDomain { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::Lock(e)),
+        };
         let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
         guard.release().map_err(Error::Lock)?;
         s
