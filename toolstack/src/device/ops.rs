@@ -737,8 +737,8 @@ fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
 /// Under the slow lock: asks the backend to close (`online` = 0, `state` = 5) and waits for
 /// state 6 (Closed), at most `opts.timeout`; then removes the nodes from xenstore, and only
 /// then the entry from the stored config. If the backend does not close in time the device is
-/// left as it was, unless `opts.force`, which removes it regardless. A device that is in the
-/// stored config but not in xenstore (an add that was interrupted) is just unrecorded.
+/// left as it was (closing), unless `opts.force`, which removes it regardless. Like add, it
+/// first runs [`recover`]'s repairs on the domain.
 ///
 /// # Errors
 ///
@@ -1441,4 +1441,85 @@ pub(crate) fn attach_at_creation(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[VifSpec]) -> Vec<Option<u32>> {
+        list.iter().map(vif_devid).collect()
+    }
+
+    #[test]
+    fn creation_gives_free_ids_in_order_and_keeps_the_given_ones() {
+        let mut c = DomainConfig::new("d");
+        for spec in ["", "devid=0", "", "bridge=br1"] {
+            c.vifs.push(VifSpec::parse(spec).expect("spec"));
+        }
+        c.vkbs
+            .push(VifSpec::parse("backend-type=linux").expect("spec"));
+        prepare_for_creation(&mut c).expect("prepared");
+        // The two identical empty specs get two ids, around the one given.
+        assert_eq!(ids(&c.vifs), [Some(1), Some(0), Some(2), Some(3)]);
+        assert!(c
+            .vifs
+            .iter()
+            .all(|v| v.mac().is_some_and(|m| m.starts_with("00:16:3e:"))));
+        assert_eq!(ids(&c.vkbs), [Some(0)]);
+        assert_eq!(c.vkbs[0].mac(), None);
+        assert_eq!(c.vkbs[0].spec, "backend-type=linux,devid=0");
+        // Preparing twice changes nothing.
+        let again = {
+            let mut d = c.clone();
+            prepare_for_creation(&mut d).expect("prepared");
+            d
+        };
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn creation_refuses_repeated_or_bad_ids() {
+        let mut c = DomainConfig::new("d");
+        c.vifs.push(VifSpec::parse("devid=2").expect("spec"));
+        c.vifs
+            .push(VifSpec::parse("devid=2,bridge=x").expect("spec"));
+        let e = prepare_for_creation(&mut c).expect_err("repeated");
+        assert!(e.contains("devid 2 is used twice"), "{e}");
+
+        let mut c = DomainConfig::new("d");
+        c.vkbs.push(VifSpec::parse("devid=one").expect("spec"));
+        let e = prepare_for_creation(&mut c).expect_err("bad");
+        assert!(e.contains("devid must be a number"), "{e}");
+
+        let mut c = DomainConfig::new("d");
+        c.disks.push(DiskSpec::parse("/a,raw,xvda").expect("spec"));
+        c.disks.push(DiskSpec::parse("/b,raw,51712").expect("spec"));
+        let e = prepare_for_creation(&mut c).expect_err("same disk");
+        assert!(e.contains("vdev 51712 is used twice"), "{e}");
+
+        let mut c = DomainConfig::new("d");
+        c.disks.push(DiskSpec::parse("/a,raw,vda").expect("spec"));
+        let e = prepare_for_creation(&mut c).expect_err("bad vdev");
+        assert!(e.contains("\"vda\" is not a virtual disk name"), "{e}");
+    }
+
+    #[test]
+    fn disk_nodes_follow_libxl() {
+        let spec = DiskSpec::parse("/i.qcow2,qcow2,hdc,ro,devtype=cdrom").expect("spec");
+        let n = disk_nodes(&spec, 5632);
+        let get = |k: &str| {
+            n.backend
+                .iter()
+                .find(|(kk, _)| *kk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("type"), Some("qdisk"));
+        assert_eq!(get("mode"), Some("r"));
+        assert_eq!(get("device-type"), Some("cdrom"));
+        assert_eq!(get("removable"), Some("1"));
+        assert_eq!(get("dev"), Some("hdc"));
+        assert_eq!(get("params"), Some("/i.qcow2"));
+        assert!(n.frontend.contains(&("virtual-device", "5632".to_owned())));
+    }
 }
