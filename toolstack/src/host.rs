@@ -14,6 +14,9 @@ use crate::error::{DomainRef, Error, Result};
 use crate::lock::{CheckError, CtxLock, DomId, LockDir};
 use crate::sim::{self, SimOptions};
 
+/// Where Xen's tools install the hotplug scripts (libxl's `XEN_SCRIPT_DIR`).
+pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
+
 /// Which machine a [`Host`] drives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostKind {
@@ -58,6 +61,10 @@ pub struct Host {
     pub locks: LockDir,
     /// The stored domain configs.
     pub configs: ConfigStore,
+    /// Where the backends' hotplug scripts live (`block`, `vif-bridge`), which the toolstack
+    /// runs as libxl does; `None` where the backend driver plays their part itself (the
+    /// simulated host's).
+    pub hotplug_scripts: Option<PathBuf>,
     /// The per-process ctx lock.
     pub ctx: CtxLock<Ctx>,
     kind: HostKind,
@@ -85,6 +92,7 @@ impl Host {
                     .config_dir
                     .as_ref()
                     .map_or_else(ConfigStore::default, ConfigStore::new),
+                hotplug_scripts: Some(PathBuf::from(XEN_SCRIPT_DIR)),
                 ctx: CtxLock::new(Ctx::default()),
                 kind: HostKind::Xen,
                 booted: false,
@@ -102,6 +110,7 @@ impl Host {
             xs,
             locks: LockDir::under(&dir),
             configs: ConfigStore::under(&dir),
+            hotplug_scripts: None,
             ctx: CtxLock::new(Ctx::default()),
             kind: HostKind::Simulated(dir),
             booted,

@@ -209,7 +209,22 @@ struct Nodes {
     backend: Vec<(&'static str, String)>,
 }
 
-fn disk_nodes(spec: &DiskSpec, devid: u32) -> Nodes {
+/// The `script` node's value: the script named in the spec (or `default`), made absolute in
+/// the host's script directory when the toolstack runs the scripts.
+fn script_node(scripts: Option<&std::path::Path>, named: Option<&str>, default: &str) -> String {
+    let name = named.unwrap_or(default);
+    match scripts {
+        Some(dir) if !name.starts_with('/') => dir.join(name).display().to_string(),
+        _ => name.to_owned(),
+    }
+}
+
+fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: Option<&std::path::Path>) -> Nodes {
+    let named = spec
+        .other
+        .iter()
+        .find(|(k, _)| k == "script")
+        .map(|(_, v)| v.as_str());
     let device_type = if spec.cdrom { "cdrom" } else { "disk" };
     let backend_type = match spec.format.as_deref() {
         None | Some("raw") => "phy",
@@ -236,11 +251,12 @@ fn disk_nodes(spec: &DiskSpec, devid: u32) -> Nodes {
             ("dev", spec.vdev.clone()),
             ("removable", if spec.cdrom { "1" } else { "0" }.into()),
             ("bootable", "1".into()),
+            ("script", script_node(scripts, named, "block")),
         ],
     }
 }
 
-fn nic_nodes(spec: &VifSpec, devid: u32) -> Nodes {
+fn nic_nodes(spec: &VifSpec, devid: u32, scripts: Option<&std::path::Path>) -> Nodes {
     let mac = spec.mac().unwrap_or_default().to_owned();
     Nodes {
         frontend: vec![("handle", devid.to_string()), ("mac", mac.clone())],
@@ -250,7 +266,7 @@ fn nic_nodes(spec: &VifSpec, devid: u32) -> Nodes {
             ("bridge", spec.bridge().unwrap_or("xenbr0").to_owned()),
             (
                 "script",
-                spec.get("script").unwrap_or("vif-bridge").to_owned(),
+                script_node(scripts, spec.get("script"), "vif-bridge"),
             ),
             ("type", "vif".into()),
         ],
@@ -285,10 +301,15 @@ fn vkb_nodes(spec: &VifSpec) -> Nodes {
     }
 }
 
-fn keyed_nodes(kind: DeviceKind, spec: &VifSpec, devid: u32) -> Nodes {
+fn keyed_nodes(
+    kind: DeviceKind,
+    spec: &VifSpec,
+    devid: u32,
+    scripts: Option<&std::path::Path>,
+) -> Nodes {
     match kind {
         DeviceKind::Vkb => vkb_nodes(spec),
-        _ => nic_nodes(spec, devid),
+        _ => nic_nodes(spec, devid, scripts),
     }
 }
 
@@ -319,7 +340,7 @@ pub fn add_disk(
         domid,
         devid,
     };
-    let nodes = disk_nodes(spec, devid);
+    let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
     let spec = spec.clone();
     add(host, token, dev, opts, nodes, move |stored| {
         if let Some(d) = stored
@@ -413,7 +434,7 @@ fn add_keyed(
     };
     let devid = vif_devid(&recorded).unwrap_or(0);
     let dev = DeviceRef { kind, domid, devid };
-    let nodes = keyed_nodes(kind, &recorded, devid);
+    let nodes = keyed_nodes(kind, &recorded, devid, host.hotplug_scripts.as_deref());
     add_locked(host, &mut st, dev, opts, nodes, move |stored| {
         if is_recorded(&stored.config, dev) {
             return Err(dev_err(dev, taken));
@@ -467,7 +488,9 @@ fn add_locked(
         Err(e) => (false, Err(e)),
         Ok(()) => (
             true,
-            hooks::point("device-add:written").and_then(|()| wait_connected(host, dev, opts)),
+            hooks::point("device-add:written")
+                .and_then(|()| hotplug_add(host, dev, opts))
+                .and_then(|()| wait_connected(host, dev, opts)),
         ),
     };
     if let Err(first) = result {
@@ -680,6 +703,90 @@ fn wait_backend(
     }
 }
 
+/// Where the toolstack runs the hotplug scripts: waits for the backend to reach InitWait, as
+/// libxl does, then runs the device's `script` with `add`. Elsewhere, nothing.
+fn hotplug_add(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
+    if host.hotplug_scripts.is_none() || dev.kind == DeviceKind::Vkb {
+        return Ok(());
+    }
+    let timeout = opts.timeout;
+    wait_backend(
+        host,
+        dev,
+        opts.backend,
+        timeout,
+        |v| {
+            if !v.exists {
+                return Err(dev_err(
+                    dev,
+                    "the backend vanished before it reached InitWait",
+                ));
+            }
+            Ok(matches!(
+                v.state,
+                Some(XenbusState::InitWait | XenbusState::Connected)
+            ))
+        },
+        |v| {
+            dev_err(
+                dev,
+                format!(
+                    "backend did not reach InitWait within {}; state is {}; is its driver \
+                     (xen-blkback, xen-netback) loaded?",
+                    secs(timeout),
+                    state_text(v.state)
+                ),
+            )
+        },
+    )?;
+    run_hotplug(host, dev, opts.backend, "add")
+}
+
+/// Runs the device's hotplug script with `action` and libxl's environment, if the toolstack
+/// runs scripts on this host and the backend names one.
+fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Result<()> {
+    if host.hotplug_scripts.is_none() {
+        return Ok(());
+    }
+    let be = dev.backend_path(backend);
+    let Some(script) = read_opt(host, dev, &format!("{be}/script"))? else {
+        return Ok(());
+    };
+    let kind = dev.kind.xenstore_name();
+    let mut cmd = std::process::Command::new(&script);
+    cmd.arg(action)
+        .env("script", &script)
+        .env("XENBUS_TYPE", kind)
+        .env(
+            "XENBUS_PATH",
+            format!("backend/{kind}/{}/{}", dev.domid, dev.devid),
+        )
+        .env("XENBUS_BASE_PATH", "backend")
+        .stdin(std::process::Stdio::null());
+    if dev.kind == DeviceKind::Vif {
+        cmd.env("netdev", "")
+            .env("vif", format!("vif{}.{}", dev.domid, dev.devid));
+    }
+    let out = cmd.output().map_err(|e| {
+        dev_err(
+            dev,
+            format!("cannot run its hotplug script {script} {action}: {e}"),
+        )
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = read_opt(host, dev, &format!("{be}/hotplug-error"))?
+        .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    Err(dev_err(
+        dev,
+        format!(
+            "its hotplug script {script} {action} failed ({}): {why}",
+            out.status
+        ),
+    ))
+}
+
 fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
     let timeout = opts.timeout;
     wait_backend(
@@ -814,6 +921,9 @@ pub fn remove(
                 Err(e) => return Err(e),
             }
         }
+        // libxl runs the script's `remove` once the backend closed, and removes the device
+        // whatever the script says; so do we.
+        let _ = run_hotplug(host, dev, backend, "remove");
         rm_device(host, dev, backend)?;
         hooks::point("device-remove:removed")?;
     }
@@ -1424,8 +1534,10 @@ pub(crate) fn attach_at_creation(
             domid,
             devid,
         };
-        write_device(host, dev, opts.backend, &disk_nodes(spec, devid))?;
+        let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
+        write_device(host, dev, opts.backend, &nodes)?;
         hooks::point("create:device-written")?;
+        hotplug_add(host, dev, &opts)?;
         wait_connected(host, dev, &opts)?;
     }
     for (kind, list) in [
@@ -1435,8 +1547,10 @@ pub(crate) fn attach_at_creation(
         for spec in list {
             let devid = vif_devid(spec).unwrap_or(0);
             let dev = DeviceRef { kind, domid, devid };
-            write_device(host, dev, opts.backend, &keyed_nodes(kind, spec, devid))?;
+            let nodes = keyed_nodes(kind, spec, devid, host.hotplug_scripts.as_deref());
+            write_device(host, dev, opts.backend, &nodes)?;
             hooks::point("create:device-written")?;
+            hotplug_add(host, dev, &opts)?;
             wait_connected(host, dev, &opts)?;
         }
     }
@@ -1507,7 +1621,7 @@ mod tests {
     #[test]
     fn disk_nodes_follow_libxl() {
         let spec = DiskSpec::parse("/i.qcow2,qcow2,hdc,ro,devtype=cdrom").expect("spec");
-        let n = disk_nodes(&spec, 5632);
+        let n = disk_nodes(&spec, 5632, Some(std::path::Path::new("/etc/xen/scripts")));
         let get = |k: &str| {
             n.backend
                 .iter()
@@ -1520,6 +1634,7 @@ mod tests {
         assert_eq!(get("removable"), Some("1"));
         assert_eq!(get("dev"), Some("hdc"));
         assert_eq!(get("params"), Some("/i.qcow2"));
+        assert_eq!(get("script"), Some("/etc/xen/scripts/block"));
         assert!(n.frontend.contains(&("virtual-device", "5632".to_owned())));
     }
 }
