@@ -43,7 +43,7 @@
 
 use nix::errno::Errno;
 
-use crate::abi::envelope::UNION_SIZE;
+use crate::abi::envelope::{Envelope, UNION_SIZE};
 use crate::abi::layout::AbiLayout;
 use crate::abi::{DomctlPayload, SysctlPayload, XenDomctl, XenSysctl};
 use crate::error::Error;
@@ -223,6 +223,30 @@ impl InterfaceProfile {
         out
     }
 
+    /// Set an envelope's interface version and move its payload into this profile's layout.
+    fn encode<E: Envelope>(&self, env: &mut E, version: u32) -> Result<(), RelayoutError> {
+        env.set_interface_version(version);
+        self.relayout_envelope(env, true)
+    }
+
+    /// Move an envelope's payload fields between the 4.17 layout and this profile's.
+    fn relayout_envelope<E: Envelope>(
+        &self,
+        env: &mut E,
+        to_profile: bool,
+    ) -> Result<(), RelayoutError> {
+        let Some(layout) = self.layout_of(E::Payload::LAYOUT.c_type) else {
+            return Ok(());
+        };
+        let err = RelayoutError {
+            c_type: layout.c_type,
+            xen: self.xen,
+        };
+        let bytes = env.union_bytes().ok_or(err)?;
+        let moved = Self::relayout::<E::Payload>(layout, &bytes, to_profile);
+        env.set_union_bytes(&moved).then_some(()).ok_or(err)
+    }
+
     /// Prepare a 4.17-layout envelope for this profile: set the interface version and move the
     /// payload's fields to where this version expects them.
     ///
@@ -234,17 +258,7 @@ impl InterfaceProfile {
         &self,
         env: &mut XenDomctl<P>,
     ) -> Result<(), RelayoutError> {
-        env.set_interface_version(self.domctl);
-        let Some(layout) = self.layout_of(<P as AbiLayout>::LAYOUT.c_type) else {
-            return Ok(());
-        };
-        let err = RelayoutError {
-            c_type: layout.c_type,
-            xen: self.xen,
-        };
-        let bytes = env.union_bytes().ok_or(err)?;
-        let moved = Self::relayout::<P>(layout, &bytes, true);
-        env.set_union_bytes(&moved).then_some(()).ok_or(err)
+        self.encode(env, self.domctl)
     }
 
     /// Bring an envelope Xen answered in this profile's layout back to the 4.17 layout.
@@ -256,16 +270,7 @@ impl InterfaceProfile {
         &self,
         env: &mut XenDomctl<P>,
     ) -> Result<(), RelayoutError> {
-        let Some(layout) = self.layout_of(<P as AbiLayout>::LAYOUT.c_type) else {
-            return Ok(());
-        };
-        let err = RelayoutError {
-            c_type: layout.c_type,
-            xen: self.xen,
-        };
-        let bytes = env.union_bytes().ok_or(err)?;
-        let moved = Self::relayout::<P>(layout, &bytes, false);
-        env.set_union_bytes(&moved).then_some(()).ok_or(err)
+        self.relayout_envelope(env, false)
     }
 
     /// Prepare a 4.17-layout sysctl envelope for this profile (see
@@ -278,17 +283,7 @@ impl InterfaceProfile {
         &self,
         env: &mut XenSysctl<P>,
     ) -> Result<(), RelayoutError> {
-        env.set_interface_version(self.sysctl);
-        let Some(layout) = self.layout_of(<P as AbiLayout>::LAYOUT.c_type) else {
-            return Ok(());
-        };
-        let err = RelayoutError {
-            c_type: layout.c_type,
-            xen: self.xen,
-        };
-        let bytes = env.union_bytes().ok_or(err)?;
-        let moved = Self::relayout::<P>(layout, &bytes, true);
-        env.set_union_bytes(&moved).then_some(()).ok_or(err)
+        self.encode(env, self.sysctl)
     }
 
     /// Bring a sysctl envelope back to the 4.17 layout (see
@@ -301,16 +296,7 @@ impl InterfaceProfile {
         &self,
         env: &mut XenSysctl<P>,
     ) -> Result<(), RelayoutError> {
-        let Some(layout) = self.layout_of(<P as AbiLayout>::LAYOUT.c_type) else {
-            return Ok(());
-        };
-        let err = RelayoutError {
-            c_type: layout.c_type,
-            xen: self.xen,
-        };
-        let bytes = env.union_bytes().ok_or(err)?;
-        let moved = Self::relayout::<P>(layout, &bytes, false);
-        env.set_union_bytes(&moved).then_some(()).ok_or(err)
+        self.relayout_envelope(env, false)
     }
 }
 

@@ -153,6 +153,64 @@ macro_rules! payload {
 
 pub(crate) use payload;
 
+/// A union's bytes: a payload's bytes followed by its tail's.
+fn join_union(head: &[u8], tail: &[u8]) -> Option<[u8; UNION_SIZE]> {
+    let mut out = [0u8; UNION_SIZE];
+    out.get_mut(..head.len())?.copy_from_slice(head);
+    out.get_mut(head.len()..)?.copy_from_slice(tail);
+    Some(out)
+}
+
+/// Write a union's bytes back over a payload and its tail; `false` if the sizes disagree.
+fn split_union(bytes: &[u8; UNION_SIZE], head: &mut [u8], tail: &mut [u8]) -> bool {
+    let (h, t) = bytes.split_at(head.len().min(UNION_SIZE));
+    if t.len() != tail.len() {
+        return false;
+    }
+    head.copy_from_slice(h);
+    tail.copy_from_slice(t);
+    true
+}
+
+/// What [`crate::interface`] needs of an envelope to marshal it for a profile: the same for
+/// domctl and sysctl.
+pub(crate) trait Envelope {
+    /// The payload's layout record.
+    type Payload: AbiLayout;
+    /// Set the interface version.
+    fn set_interface_version(&mut self, version: u32);
+    /// The union's bytes, if the payload holds no guest handle.
+    fn union_bytes(&self) -> Option<[u8; UNION_SIZE]>;
+    /// Overwrite the union's bytes, if the payload holds no guest handle.
+    fn set_union_bytes(&mut self, bytes: &[u8; UNION_SIZE]) -> bool;
+}
+
+impl<P: DomctlPayload> Envelope for XenDomctl<P> {
+    type Payload = P;
+    fn set_interface_version(&mut self, version: u32) {
+        XenDomctl::set_interface_version(self, version);
+    }
+    fn union_bytes(&self) -> Option<[u8; UNION_SIZE]> {
+        XenDomctl::union_bytes(self)
+    }
+    fn set_union_bytes(&mut self, bytes: &[u8; UNION_SIZE]) -> bool {
+        XenDomctl::set_union_bytes(self, bytes)
+    }
+}
+
+impl<P: SysctlPayload> Envelope for XenSysctl<P> {
+    type Payload = P;
+    fn set_interface_version(&mut self, version: u32) {
+        XenSysctl::set_interface_version(self, version);
+    }
+    fn union_bytes(&self) -> Option<[u8; UNION_SIZE]> {
+        XenSysctl::union_bytes(self)
+    }
+    fn set_union_bytes(&mut self, bytes: &[u8; UNION_SIZE]) -> bool {
+        XenSysctl::set_union_bytes(self, bytes)
+    }
+}
+
 /// `struct xen_domctl` carrying payload `P`.
 #[derive(FromZeros, KnownLayout, Immutable)]
 #[repr(C, align(8))]
@@ -216,23 +274,16 @@ impl<P: DomctlPayload> XenDomctl<P> {
 
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
     pub(crate) fn union_bytes(&self) -> Option<[u8; UNION_SIZE]> {
-        let mut out = [0u8; UNION_SIZE];
-        let head = self.u.plain_bytes()?;
-        out[..head.len()].copy_from_slice(head);
-        out[head.len()..].copy_from_slice(self.tail.as_bytes());
-        Some(out)
+        join_union(self.u.plain_bytes()?, self.tail.as_bytes())
     }
 
     /// Overwrite the union's 128 bytes, if the payload holds no guest handle. Returns whether it
     /// did.
     pub(crate) fn set_union_bytes(&mut self, bytes: &[u8; UNION_SIZE]) -> bool {
-        let Some(head) = self.u.plain_bytes_mut() else {
-            return false;
-        };
-        let n = head.len();
-        head.copy_from_slice(&bytes[..n]);
-        self.tail.as_mut_bytes().copy_from_slice(&bytes[n..]);
-        true
+        match self.u.plain_bytes_mut() {
+            Some(head) => split_union(bytes, head, self.tail.as_mut_bytes()),
+            None => false,
+        }
     }
 }
 
@@ -348,23 +399,16 @@ impl<P: SysctlPayload> XenSysctl<P> {
 
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
     pub(crate) fn union_bytes(&self) -> Option<[u8; UNION_SIZE]> {
-        let mut out = [0u8; UNION_SIZE];
-        let head = self.u.plain_bytes()?;
-        out[..head.len()].copy_from_slice(head);
-        out[head.len()..].copy_from_slice(self.tail.as_bytes());
-        Some(out)
+        join_union(self.u.plain_bytes()?, self.tail.as_bytes())
     }
 
     /// Overwrite the union's 128 bytes, if the payload holds no guest handle. Returns whether it
     /// did.
     pub(crate) fn set_union_bytes(&mut self, bytes: &[u8; UNION_SIZE]) -> bool {
-        let Some(head) = self.u.plain_bytes_mut() else {
-            return false;
-        };
-        let n = head.len();
-        head.copy_from_slice(&bytes[..n]);
-        self.tail.as_mut_bytes().copy_from_slice(&bytes[n..]);
-        true
+        match self.u.plain_bytes_mut() {
+            Some(head) => split_union(bytes, head, self.tail.as_mut_bytes()),
+            None => false,
+        }
     }
 }
 
