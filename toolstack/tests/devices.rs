@@ -579,3 +579,40 @@ fn vkbs_attach_at_creation_and_hot() {
 fn children_of(host: &SimHost, p: &str) -> Vec<String> {
     xs(host).directory(p).unwrap_or_default()
 }
+
+#[test]
+fn device_work_on_different_domains_does_not_serialize() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    host.create("one", 32, 32);
+    let two = host.create("two", 32, 32);
+    let (held, mut h) = hooked(
+        &host,
+        &hooks,
+        &["block-attach", "one", "/a,raw,xvda"],
+        "held",
+    );
+    h.expect("device-add:slow-locked");
+    h.go();
+    h.expect("device-add:recorded");
+    h.go();
+    // Domain one's add holds its slow lock, waiting here; domain two's work runs to the end.
+    h.expect("device-add:written");
+    // Bounded: were device work serialized across domains, these would wait for "held",
+    // which waits for us, and `wait` would call them stuck.
+    for args in [
+        &["block-attach", "two", "/b,raw,xvda"][..],
+        &["network-attach", "two"],
+        &["block-detach", "two", "xvda"],
+    ] {
+        let out = wait(spawn(&host, args), "domain two's device work");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(network_list(&host, "two").len(), 1);
+    h.go();
+    h.run_to_end();
+    let out = wait(held, "held");
+    assert!(out.status.success(), "held: {}", stderr(&out));
+    assert_eq!(block_list(&host, "one").len(), 1);
+    assert_eq!(violations(&host, two), "[]");
+}
