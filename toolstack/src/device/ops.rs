@@ -647,14 +647,20 @@ fn read_opt(host: &Host, dev: DeviceRef, path: &str) -> Result<Option<String>> {
 }
 
 fn backend_view(host: &Host, dev: DeviceRef, be: &str) -> Result<BackendView> {
+    // Read the hotplug result before the state: a backend reports both in one commit, so a
+    // state read afterwards is at least as new as the result (reading it first could pair a
+    // fresh `error` with the stale state it replaced).
+    let hotplug_status = read_opt(host, dev, &format!("{be}/hotplug-status"))?;
+    let hotplug_error = read_opt(host, dev, &format!("{be}/hotplug-error"))?;
+    let state = read_opt(host, dev, &format!("{be}/state"))?
+        .as_deref()
+        .and_then(XenbusState::parse);
     let frontend_id = read_opt(host, dev, &format!("{be}/frontend-id"))?;
     Ok(BackendView {
         exists: frontend_id.is_some(),
-        state: read_opt(host, dev, &format!("{be}/state"))?
-            .as_deref()
-            .and_then(XenbusState::parse),
-        hotplug_status: read_opt(host, dev, &format!("{be}/hotplug-status"))?,
-        hotplug_error: read_opt(host, dev, &format!("{be}/hotplug-error"))?,
+        state,
+        hotplug_status,
+        hotplug_error,
     })
 }
 
