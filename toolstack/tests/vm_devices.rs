@@ -2,49 +2,16 @@
 //! script), cross-checked with `xl block-list` and xenstore in the same boot. Run inside the
 //! dom0 that `scripts/xen-vm-test` boots (feature `vm-tests`).
 
+mod vm_common;
+use vm_common::{host, run, xs_read};
+
 use std::process::Command;
 use std::time::Duration;
 
 use toolstack::config::{DiskSpec, DomainConfig};
 use toolstack::device::{self, DeviceKind, DeviceRef, Options};
 use toolstack::lock::Locked;
-use toolstack::{create, domain, Host, HostKind, HostOptions};
-
-fn host() -> Host {
-    let h = Host::open(&HostOptions {
-        lock_dir: Some("/run/rxen-vm-test/locks".into()),
-        config_dir: Some("/run/rxen-vm-test/domains".into()),
-        ..HostOptions::default()
-    })
-    .expect("open the real host");
-    assert_eq!(
-        h.kind(),
-        &HostKind::Xen,
-        "the VM must have /dev/xen/privcmd"
-    );
-    h
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed with {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn xs_read(path: &str) -> Option<String> {
-    let out = Command::new("xenstore-read").arg(path).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
+use toolstack::{create, domain};
 
 /// Whether dom0 runs blkback (it registers the `vbd` driver on the xen-backend bus).
 fn blkback_loaded() -> bool {

@@ -5,42 +5,16 @@
 //! `rxl` is a thin shell over; timings are of the library calls (no process start-up), next to
 //! `xl`'s whole-process timings.
 
+mod vm_common;
+use vm_common::{host, run, xs_read};
+
 use std::process::Command;
 use std::time::Instant;
 
 use toolstack::config::DomainConfig;
 use toolstack::lock::Locked;
 use toolstack::memory::{self, Target};
-use toolstack::{domain, Error, Host, HostKind, HostOptions};
-
-fn host() -> Host {
-    let h = Host::open(&HostOptions {
-        lock_dir: Some("/run/rxen-vm-test/locks".into()),
-        config_dir: Some("/run/rxen-vm-test/domains".into()),
-        ..HostOptions::default()
-    })
-    .expect("open the real host");
-    assert_eq!(
-        h.kind(),
-        &HostKind::Xen,
-        "the VM must have /dev/xen/privcmd"
-    );
-    h
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed with {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
+use toolstack::{domain, Error};
 
 /// `xl list`'s row for `name`: (id, mem MiB, state).
 fn xl_row(name: &str) -> Option<(u16, u64, String)> {
@@ -64,13 +38,6 @@ fn xl_info(field: &str) -> u64 {
             (k.trim() == field).then(|| v.trim().parse().expect("number"))
         })
         .unwrap_or_else(|| panic!("xl info has no {field}"))
-}
-
-fn xs_read(path: &str) -> Option<String> {
-    let out = Command::new("xenstore-read").arg(path).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[test]
