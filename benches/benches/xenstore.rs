@@ -10,7 +10,12 @@
 //! - `xenstore/server-2-clients/*`: aggregate small-read throughput of our server, two clients on
 //!   two threads (`Throughput::Elements(2)` makes criterion print the total ops/s), one request
 //!   in flight per client (`sequential`), four (`4-in-flight`, four threads sharing a client), or
-//!   sixteen pipelined by `Client::read_many` (`read-many-16`, one thread per client).
+//!   sixteen pipelined by `Client::read_many` (`read-many-16`, one thread per client); and
+//!   `sequential-no-busy-poll`, one in flight against a second server started with
+//!   `busy_poll(Duration::ZERO)`, which sleeps in `epoll_wait` as soon as it is idle.
+//!
+//! Everything else runs against a server with the default busy poll
+//! (`xenstore::server::DEFAULT_BUSY_POLL`).
 
 #[cfg(has_libxenstore)]
 #[path = "../src/xenstore_c.rs"]
@@ -21,7 +26,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use xenstore::server::{RunningServer, Server};
+use xenstore::server::{RunningServer, Server, DEFAULT_BUSY_POLL};
 use xenstore::Client;
 
 const BENCH_KEY: &str = "/bench/key";
@@ -31,14 +36,22 @@ struct Setup {
     socket: PathBuf,
 }
 
-fn setup() -> Setup {
-    let dir = std::env::temp_dir().join(format!("rxen-bench-xs-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let socket = dir.join("socket");
-    // libxenstore finds the daemon through $XENSTORED_PATH; set it before any thread starts.
-    std::env::set_var("XENSTORED_PATH", &socket);
+/// Where the server tagged `tag` listens.
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("rxen-bench-xs-{tag}-{}", std::process::id()))
+        .join("socket")
+}
+
+/// Starts a server polling for `busy_poll` after activity, in a fresh directory named by `tag`,
+/// and seeds the keys the benches read.
+fn setup(tag: &str, busy_poll: Duration) -> Setup {
+    let socket = socket_path(tag);
+    let dir = socket.parent().expect("socket in a directory");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("temp dir");
     let server = Server::new()
+        .map(|s| s.busy_poll(busy_poll))
         .and_then(|s| s.listen(&socket))
         .and_then(Server::spawn)
         .expect("start xenstored");
@@ -247,14 +260,22 @@ fn batched_reads(clients: &[Client], iters: u64) -> Duration {
     spans.iter().map(|s| s.1).max().expect("threads") - start
 }
 
-fn bench_server(crit: &mut Criterion, s: &Setup) {
-    let clients: Vec<Client> = (0..2)
-        .map(|_| Client::open_path(&s.socket).expect("connect"))
-        .collect();
+fn bench_server(crit: &mut Criterion, s: &Setup, sleeping: &Setup) {
+    let connect = |s: &Setup| -> Vec<Client> {
+        (0..2)
+            .map(|_| Client::open_path(&s.socket).expect("connect"))
+            .collect()
+    };
+    let clients = connect(s);
     let mut g = crit.benchmark_group("xenstore/server-2-clients");
     g.throughput(Throughput::Elements(2));
     g.bench_function("sequential", |b| {
         b.iter_custom(|n| parallel_reads(&clients, 1, n))
+    });
+    // The same against a server that never polls: every request pays its wake-up.
+    let sleepers = connect(sleeping);
+    g.bench_function("sequential-no-busy-poll", |b| {
+        b.iter_custom(|n| parallel_reads(&sleepers, 1, n))
     });
     // Four requests in flight per connection; the time per iteration covers 2 clients x 4
     // reads, so the element count is 8.
@@ -272,19 +293,24 @@ fn bench_server(crit: &mut Criterion, s: &Setup) {
 
 fn main() {
     // Before criterion and before any thread: the server, and $XENSTORED_PATH for the C side.
-    let s = setup();
+    // libxenstore finds the daemon through $XENSTORED_PATH; set it before any thread starts.
+    std::env::set_var("XENSTORED_PATH", socket_path("polling"));
+    let s = setup("polling", DEFAULT_BUSY_POLL);
+    let sleeping = setup("sleeping", Duration::ZERO);
     let mut crit = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     bench_round_trips(&mut crit, &s);
     bench_shared_handle(&mut crit, &s);
-    bench_server(&mut crit, &s);
+    bench_server(&mut crit, &s, &sleeping);
     crit.final_summary();
-    // Stopping the server removes the socket; then the directory goes too.
-    let dir = s.socket.parent().map(std::path::Path::to_path_buf);
-    drop(s);
-    if let Some(d) = dir {
-        let _ = std::fs::remove_dir_all(d);
+    // Stopping a server removes its socket; then the directory goes too.
+    for s in [s, sleeping] {
+        let dir = s.socket.parent().map(std::path::Path::to_path_buf);
+        drop(s);
+        if let Some(d) = dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }

@@ -5,19 +5,30 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
-use xenstore::server::{Quotas, Server};
+use xenstore::server::{Quotas, Server, DEFAULT_BUSY_POLL};
 
 fn usage() -> &'static str {
     "usage: xenstored [--socket PATH] [--foreground|-F] [--entry-nb N] [--entry-size N]\n\
-     \x20                [--watch-nb N] [--transaction N] [--perm-nb N]\n\
-     serves xenstore on PATH (default $XENSTORED_PATH or /run/xenstored/socket) until SIGTERM\n"
+     \x20                [--watch-nb N] [--transaction N] [--perm-nb N] [--busy-poll-us N]\n\
+     serves xenstore on PATH (default $XENSTORED_PATH or /run/xenstored/socket) until SIGTERM;\n\
+     after activity it polls for --busy-poll-us microseconds (default 50, 0 = never) before\n\
+     sleeping\n"
 }
 
-fn parse_args() -> Result<(PathBuf, Quotas), String> {
+/// What the command line asks for.
+struct Args {
+    socket: PathBuf,
+    quotas: Quotas,
+    busy_poll: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut socket = xenstore::client::default_path();
     let mut q = Quotas::default();
+    let mut busy_poll = DEFAULT_BUSY_POLL;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |name: &str| -> Result<usize, String> {
@@ -36,15 +47,24 @@ fn parse_args() -> Result<(PathBuf, Quotas), String> {
             "--watch-nb" | "-W" => q.watches_per_domain = num(&a)?,
             "--transaction" | "-t" => q.transactions_per_connection = num(&a)?,
             "--perm-nb" | "-A" => q.perms_per_node = num(&a)?,
+            "--busy-poll-us" => busy_poll = Duration::from_micros(num(&a)? as u64),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    Ok((socket, q))
+    Ok(Args {
+        socket,
+        quotas: q,
+        busy_poll,
+    })
 }
 
 fn main() -> ExitCode {
-    let (socket, quotas) = match parse_args() {
+    let Args {
+        socket,
+        quotas,
+        busy_poll,
+    } = match parse_args() {
         Ok(v) => v,
         Err(msg) => {
             if !msg.is_empty() {
@@ -62,13 +82,14 @@ fn main() -> ExitCode {
         eprintln!("xenstored: cannot block SIGTERM/SIGINT: {e}");
         return ExitCode::FAILURE;
     }
-    let server = match Server::with_quotas(quotas).and_then(|s| s.listen(&socket)) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("xenstored: {e}: {}", source_chain(&e));
-            return ExitCode::FAILURE;
-        }
-    };
+    let server =
+        match Server::with_quotas(quotas).and_then(|s| s.busy_poll(busy_poll).listen(&socket)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("xenstored: {e}: {}", source_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        };
     // Tests and init scripts wait for this line instead of polling the socket.
     eprintln!("xenstored: listening on {}", socket.display());
     let ctl = server.controller();
