@@ -497,7 +497,8 @@ fn control_and_unknown_requests() {
     let s = running();
     let c = s.controller().client().unwrap();
     assert_eq!(c.control("check", &[]).unwrap(), b"OK\0");
-    assert!(String::from_utf8_lossy(&c.control("quota", &[]).unwrap()).contains("nodes: 1000"));
+    assert!(String::from_utf8_lossy(&c.control("quota", &[]).unwrap())
+        .contains("nodes            :     1000"));
     assert_eq!(
         c.control("frobnicate", &[]).unwrap_err().errno(),
         Some(Errno::EINVAL)
@@ -652,4 +653,69 @@ fn clients_notice_a_stopped_server() {
         Some(xenstore::Failure::Io(_))
     ));
     assert!(w.next_event().is_err());
+}
+
+/// `CONTROL quota`, in C xenstored's words and layout (`xenstore-control` prints the reply as it
+/// is; the real-Xen suite runs that tool against this daemon).
+#[test]
+fn control_reads_and_sets_quotas() {
+    let s = running();
+    let ctl = s.controller();
+    let dom0 = ctl.client().unwrap();
+    let text = |args: &[&str]| {
+        let mut v = dom0.control(args[0], &args[1..]).unwrap();
+        assert_eq!(v.pop(), Some(0), "replies end in NUL");
+        String::from_utf8(v).unwrap()
+    };
+    let quotas = text(&["quota"]);
+    assert!(quotas.starts_with("Quota settings:\n"), "{quotas}");
+    assert!(
+        quotas.contains("\nnodes            :     1000 Nodes per domain\n"),
+        "{quotas}"
+    );
+    assert!(
+        quotas.contains("\nwatches          :      128 "),
+        "{quotas}"
+    );
+    assert!(text(&["help"]).contains("\nquota [set <name> <val>|<domid>]\n"));
+    dom0.control("quota", &["set", "nodes", "3"]).unwrap();
+    assert!(text(&["quota"]).contains("\nnodes            :        3 "));
+    // The new quota holds for an unprivileged domain at once.
+    ctl.introduce_domain(5).unwrap();
+    dom0.mkdir("/local/domain/5").unwrap();
+    dom0.set_perms("/local/domain/5", &Permissions::new(5, Access::NONE))
+        .unwrap();
+    let d5 = ctl.domain_client(5).unwrap();
+    let mut written = 0;
+    while written < 10
+        && d5
+            .write(&format!("/local/domain/5/n{written}"), "x")
+            .is_ok()
+    {
+        written += 1;
+    }
+    assert_eq!(
+        written, 2,
+        "a nodes quota of 3 allows two nodes beside the home"
+    );
+    let _watch = d5.watch("/local/domain/5").unwrap();
+    assert_eq!(
+        text(&["quota", "5"]),
+        "Domain 5:\nnodes           :        3\nwatches         :        1\n\
+         transactions    :        0\n"
+    );
+    for (bad, errno) in [
+        (&["quota", "set", "nodes", "0"][..], Errno::EINVAL),
+        (&["quota", "set", "bogus", "4"], Errno::EINVAL),
+        (&["quota", "77"], Errno::ENOENT),
+        (&["log"], Errno::EINVAL),
+        (&["no-such-command"], Errno::EINVAL),
+    ] {
+        assert_eq!(
+            dom0.control(bad[0], &bad[1..]).unwrap_err().errno(),
+            Some(errno),
+            "CONTROL {bad:?}"
+        );
+    }
+    s.stop().unwrap();
 }

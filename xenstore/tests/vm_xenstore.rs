@@ -4,7 +4,8 @@
 //! - our client against Xen 4.17's C xenstored, over its unix socket and through the kernel's
 //!   `/dev/xen/xenbus`: the same shared suite our own server passes;
 //! - Xen's own xenstore tools and our client reading each other's writes through C xenstored;
-//! - Xen's xenstore tools against our xenstored, started on a second socket.
+//! - Xen's xenstore tools (`xenstore-control` too) against our xenstored, started on a second
+//!   socket.
 
 mod common;
 
@@ -133,6 +134,23 @@ fn xen_tools_against_our_xenstored_on_a_second_socket() {
     assert_eq!(
         tool(s, "xenstore-exists", &["/vm/a"]).status.code(),
         Some(1)
+    );
+    // `xenstore-control quota` prints C xenstored's layout from ours: the same `nodes` line as
+    // from the real daemon (both run with the default quota), and a setting takes effect.
+    let nodes_line = "nodes            :     1000 Nodes per domain\n";
+    assert!(ok(None, "xenstore-control", &["quota"]).contains(nodes_line));
+    assert!(ok(s, "xenstore-control", &["quota"]).contains(nodes_line));
+    ok(s, "xenstore-control", &["quota", "set", "nodes", "77"]);
+    assert!(ok(s, "xenstore-control", &["quota"]).contains("nodes            :       77 "));
+    let usage = ok(s, "xenstore-control", &["quota", "0"]);
+    assert!(
+        usage.starts_with("Domain 0:\nnodes           : "),
+        "{usage}"
+    );
+    assert!(
+        !tool(s, "xenstore-control", &["quota", "set", "nodes", "0"])
+            .status
+            .success()
     );
     // The real daemon is untouched by all this.
     let real = Client::open_path(xenstore::client::SOCKET_PATH).unwrap();
