@@ -23,6 +23,15 @@
 //!
 //! Any failure after step 1 rolls everything back: the domain is destroyed (which also drops
 //! its claim), its xenstore entries removed, its stored config deleted.
+//!
+//! A creation that dies cannot roll itself back. Before step 1 it records its intent (the new
+//! domain's UUID) in a file it keeps locked until it is done, so [`recover_interrupted`] can find
+//! the domains of dead creations, even those nothing names yet, and roll them back
+//! ([`intent`](self) module notes in `create/intent.rs`).
+
+mod intent;
+
+pub use intent::recover_interrupted;
 
 use uuid::Uuid;
 use xenctrl::CreateDomain;
@@ -115,6 +124,8 @@ pub fn create(
         });
     }
     let uuid = config.uuid.unwrap_or_else(Uuid::new_v4);
+    let intent = intent::Intent::begin(host, uuid, &config.name)?;
+    hooks::point("create:intent-recorded")?;
     let vcpus = config.vcpus;
     let xen_config = match config.domain_type {
         DomainType::Pv => CreateDomain::pv(vcpus),
@@ -131,21 +142,36 @@ pub fn create(
         })?;
     progress(Step::Created(domid));
     let who = DomainRef::named(domid, &config.name);
-    let result = build(host, token, config, domid, uuid, &who, progress);
-    match result {
-        Ok(introduced) => Ok(Created {
-            domid,
-            uuid,
-            introduced,
-        }),
-        Err(first) => match rollback(host, token, domid, &who) {
-            Ok(()) => Err(first),
-            Err(second) => Err(Error::Rollback {
-                domain: who,
-                first: Box::new(first),
-                source: Box::new(second),
-            }),
+    // Removing the intent is the last step: if that fails, the creation fails and is undone.
+    let built = build(host, token, config, domid, uuid, &who, progress)
+        .and_then(|introduced| hooks::point("create:complete").map(|()| introduced));
+    let (first, intent) = match built {
+        Ok(introduced) => match intent.finish() {
+            Ok(()) => {
+                return Ok(Created {
+                    domid,
+                    uuid,
+                    introduced,
+                })
+            }
+            Err(e) => (e, None),
         },
+        Err(e) => (e, Some(intent)),
+    };
+    match rollback(host, token, domid, &who) {
+        Ok(()) => {
+            // A record left behind now names no domain, and recovery just removes it.
+            if let Some(i) = intent {
+                let _ = i.finish();
+            }
+            Err(first)
+        }
+        // The intent stays (unlocked, as `intent` drops) for recovery to finish the rollback.
+        Err(second) => Err(Error::Rollback {
+            domain: who,
+            first: Box::new(first),
+            source: Box::new(second),
+        }),
     }
 }
 

@@ -194,6 +194,18 @@ pub enum Error {
     /// A per-domain lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::lock::Error),
+    /// A creation record ([`crate::create`]'s intent file) could not be written, locked or
+    /// read.
+    #[error("creation record {}: {what}", path.display())]
+    Intent {
+        /// The record, or its directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The stored domain config could not be read or written.
     #[error("{domain}: stored domain config")]
     Stored {

@@ -173,6 +173,7 @@ fn killed_destroy_and_creation_recover() {
     )
     .expect("cfg");
     let cfg = cfg.display().to_string();
+    let idle = host.ok(&["info"]);
     let mut seen = Vec::new();
     for k in 0.. {
         let Some(point) = kill_at(&host, &hooks, &["create", "-q", &cfg], k) else {
@@ -187,13 +188,34 @@ fn killed_destroy_and_creation_recover() {
         seen.push(point.clone());
         let ctx = format!("create killed at {point}");
         assert_eq!(violations(&host), "[]", "{ctx}");
-        // A creation killed before it named the domain leaves an anonymous paused domain
-        // (not recovered yet: see the issue note); one killed later is destroyed by name.
-        if let Some(d) = host.domid("withdev") {
-            host.ok(&["destroy", "withdev"]);
+        let named = host.domid("withdev");
+        // Recovery rolls the creation back whole, named or not yet: only dom0 is left, with
+        // all the memory free again and no claim outstanding.
+        let said = stderr(&host.rxl(&["recover"]));
+        assert_eq!(violations(&host), "[]", "{ctx}");
+        let left: Vec<u64> = host
+            .list()
+            .iter()
+            .map(|v| v["domid"].as_u64().expect("domid"))
+            .collect();
+        assert_eq!(left, [0], "{ctx}: domains left after recovery ({said})");
+        if let Some(d) = named {
             nothing_left(&host, d, &ctx);
         }
+        assert_eq!(host.ok(&["info"]), idle, "{ctx}: memory after recovery");
+        // A creation whose domain Xen had made says so.
+        if point != "create:intent-recorded" {
+            assert!(
+                said.contains("its creation was interrupted"),
+                "{ctx}: {said}"
+            );
+        }
     }
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("create:intent-recorded")
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("create:complete"));
     assert!(
         seen.iter()
             .filter(|p| *p == "create:device-written")
@@ -201,4 +223,51 @@ fn killed_destroy_and_creation_recover() {
             == 2,
         "{seen:?}"
     );
+}
+
+/// Recovery leaves a creation that is still running alone, even before anything names its
+/// domain: the creation holds its intent's lock, so `rxl recover` cannot take it.
+#[test]
+fn recovery_spares_a_creation_in_progress() {
+    let host = SimHost::new(2048, 512);
+    let hooks = Hooks::new(host.path());
+    let cfg = host.cfg("alive", 64, 64);
+    let child = host
+        .command(&["create", "-q", &cfg.display().to_string()])
+        .env(HOOK_SOCKET_ENV, &hooks.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut h = hooks.accept("creator");
+    // Stopped with its memory populated and nothing in xenstore yet.
+    loop {
+        let point = h.next().expect("the creation stopped early");
+        if point == "create:populated" {
+            break;
+        }
+        h.go();
+    }
+    let before = host.list();
+    assert_eq!(
+        before.len(),
+        2,
+        "dom0 and the anonymous new domain: {before:?}"
+    );
+    let said = stderr(&host.rxl(&["recover"]));
+    assert!(!said.contains("interrupted"), "{said}");
+    assert_eq!(
+        host.list().len(),
+        2,
+        "recovery took the running creation's domain"
+    );
+    h.go();
+    h.run_to_end();
+    let out = wait(child, "creator");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = host.domid("alive").expect("the creation finished");
+    // Finished creations leave no intent behind: a later recovery keeps the domain.
+    host.ok(&["recover"]);
+    assert_eq!(host.domid("alive"), Some(d));
+    host.ok(&["destroy", "alive"]);
 }

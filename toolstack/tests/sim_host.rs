@@ -158,7 +158,12 @@ fn a_failed_creation_leaves_nothing_behind() {
         .spawn()
         .expect("spawn");
     let mut c = hooks.accept("create");
-    for point in ["create:before-claim", "create:claimed", "create:populated"] {
+    for point in [
+        "create:intent-recorded",
+        "create:before-claim",
+        "create:claimed",
+        "create:populated",
+    ] {
         c.expect(point);
         c.go();
     }
@@ -261,6 +266,8 @@ fn a_build_never_waits_for_another_build() {
         .spawn()
         .expect("spawn");
     let mut s = hooks.accept("slow create");
+    s.expect("create:intent-recorded");
+    s.go();
     s.expect("create:before-claim");
     s.go();
     s.expect("create:claimed");

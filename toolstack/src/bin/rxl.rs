@@ -221,8 +221,9 @@ enum Command {
         /// The domain ids (they may no longer exist).
         domids: Vec<u16>,
     },
-    /// Complete or undo device work and destroys a dead process left half done: of these
-    /// domain ids, or of every domain that exists or left anything behind.
+    /// Complete or undo the device work and destroys that a dead process left half done: of
+    /// these domain ids, or (with none given) of every domain that exists or left anything
+    /// behind, after rolling back every creation that died.
     Recover {
         /// The domain ids (they may no longer exist).
         domids: Vec<u16>,
@@ -462,7 +463,10 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
         Command::Recover { domids } => {
             let mut done = Vec::new();
             if domids.is_empty() {
-                done = device::recover_all(&host, root)?;
+                // Creations first: their domains are rolled back whole, leaving nothing for
+                // the device pass.
+                done = toolstack::create::recover_interrupted(&host, root)?;
+                done.extend(device::recover_all(&host, root)?);
             }
             for &d in domids {
                 done.extend(device::recover(&host, root, d)?);

@@ -169,6 +169,54 @@ impl FileLock {
         }
     }
 
+    /// Takes the lock at `path` only if that needs no waiting: `None` if someone holds it, the
+    /// file does not exist, or it was released (unlinked) meanwhile. Never creates the file.
+    ///
+    /// # Errors
+    ///
+    /// [`FileLockError`] for failures other than those.
+    pub fn try_acquire(path: impl Into<PathBuf>) -> Result<Option<Self>, FileLockError> {
+        let path = path.into();
+        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(FileLockError::Open { path, source }),
+        };
+        let locked = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, errno)) => {
+                    return Err(FileLockError::Flock {
+                        path,
+                        source: io::Error::from(errno),
+                    })
+                }
+            }
+        };
+        let held = file_id(&locked).map_err(|source| FileLockError::Stat {
+            path: path.clone(),
+            source,
+        })?;
+        match std::fs::metadata(&path) {
+            Ok(m) if (m.dev(), m.ino()) == held => Ok(Some(FileLock {
+                path,
+                file: Some(locked),
+                id: held,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(FileLockError::Stat { path, source }),
+        }
+    }
+
+    /// Releases the lock but leaves the file in place, as a holder that dies does: the next
+    /// locker locks the same file.
+    pub fn keep_file(mut self) {
+        self.file = None;
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
