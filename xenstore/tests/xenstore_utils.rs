@@ -285,3 +285,82 @@ mod libc_sig {
     pub const TERM: &str = "TERM";
     pub const INT: &str = "INT";
 }
+
+/// CPU ticks (user + system) the process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors, the daemon neither spins on its readable listener nor drops the
+/// clients it has: it rests the listener, serves who it can, and accepts the waiting
+/// connections once descriptors are free again.
+#[test]
+fn xenstored_out_of_descriptors_rests_and_recovers() {
+    let dir = std::env::temp_dir().join(format!("rxen-xsd-{}-emfile", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("socket");
+    // util-linux's prlimit sets the limit and execs the daemon (same pid).
+    let mut d = Command::new("prlimit")
+        .arg("--nofile=16")
+        .arg(env!("CARGO_BIN_EXE_xenstored"))
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(d.stderr.take().unwrap());
+    // Killed however the test ends, so that a failure does not leave it running.
+    let d = KillOnDrop(d);
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let first = Client::open_path(&socket).unwrap();
+    first.write("/fd/x", "1").unwrap();
+    // More connections than descriptors: the kernel queues the rest unaccepted.
+    let extra: Vec<Client> = (0..24)
+        .map(|_| Client::open_path(&socket).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = cpu_ticks(d.0.id());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let used = cpu_ticks(d.0.id()) - before;
+    assert!(
+        used <= 10,
+        "xenstored used {used} ticks of 50 while out of descriptors"
+    );
+    // Those it has are served meanwhile.
+    assert_eq!(first.read("/fd/x").unwrap(), b"1");
+    // The last connection waits in the backlog; closing the others frees descriptors.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut extra = extra;
+    let last = extra.pop().unwrap();
+    let reader = std::thread::spawn(move || tx.send(last.read("/fd/x")).unwrap());
+    drop(extra);
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a queued connection was never served");
+    assert_eq!(got.unwrap(), b"1");
+    reader.join().unwrap();
+    Command::new("kill")
+        .arg(d.0.id().to_string())
+        .status()
+        .unwrap();
+    let mut d = d;
+    assert_eq!(d.0.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

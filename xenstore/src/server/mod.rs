@@ -44,6 +44,10 @@ const WAKE: u64 = u64::MAX;
 /// [`Server::busy_poll`] says otherwise.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(50);
 
+/// How long the listener rests after `accept` failed for want of descriptors or memory (with
+/// the socket still readable, retrying at once would spin).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Why the server could not start or run, or refused a control request.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -266,6 +270,9 @@ pub struct Server {
     shared: Arc<Shared>,
     links: HashMap<ConnId, Link>,
     busy_poll: Duration,
+    /// Since when the listener is out of epoll because `accept` ran out of descriptors or
+    /// memory: it is put back when a connection closes, or after [`ACCEPT_BACKOFF`].
+    accept_paused: Option<Instant>,
 }
 
 impl std::fmt::Debug for Server {
@@ -310,6 +317,7 @@ impl Server {
             }),
             links: HashMap::new(),
             busy_poll: DEFAULT_BUSY_POLL,
+            accept_paused: None,
         })
     }
 
@@ -392,9 +400,19 @@ impl Server {
                 && quiet_since.is_none_or(|t| t.elapsed() < self.busy_poll);
             let timeout = if polling {
                 EpollTimeout::ZERO
+            } else if let Some(t) = self.accept_paused {
+                let left = ACCEPT_BACKOFF.saturating_sub(t.elapsed());
+                EpollTimeout::try_from(left.max(Duration::from_millis(1)))
+                    .unwrap_or(EpollTimeout::NONE)
             } else {
                 EpollTimeout::NONE
             };
+            if self
+                .accept_paused
+                .is_some_and(|t| t.elapsed() >= ACCEPT_BACKOFF)
+            {
+                self.resume_accept();
+            }
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(0) if polling => {
                     quiet_since.get_or_insert_with(Instant::now);
@@ -443,8 +461,30 @@ impl Server {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // WouldBlock ends the backlog; EMFILE and friends: try again on the next event.
-                Err(_) => return,
+                // The backlog is empty.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays queued, and the socket
+                // readable. Stop listening for a while rather than spin on it.
+                Err(_) => {
+                    let none = &mut EpollEvent::new(EpollFlags::empty(), LISTENER);
+                    if self.epoll.modify(l, none).is_ok() {
+                        self.accept_paused = Some(Instant::now());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Puts the listener back into epoll after [`Self::accept`] paused it.
+    fn resume_accept(&mut self) {
+        if self.accept_paused.is_none() {
+            return;
+        }
+        if let Some((l, _)) = &self.listener {
+            let ev = &mut EpollEvent::new(EpollFlags::EPOLLIN, LISTENER);
+            if self.epoll.modify(l, ev).is_ok() {
+                self.accept_paused = None;
             }
         }
     }
@@ -504,6 +544,8 @@ impl Server {
         self.core.remove_connection(id);
         if let Some(link) = self.links.remove(&id) {
             let _ = self.epoll.delete(&link.stream);
+            // A descriptor is free again.
+            self.resume_accept();
         }
     }
 
@@ -535,6 +577,7 @@ impl Server {
         for id in self.core.take_closed() {
             if let Some(link) = self.links.remove(&id) {
                 let _ = self.epoll.delete(&link.stream);
+                self.resume_accept();
             }
         }
         // Servicing can process more input and dirty further connections; loop until quiet.
