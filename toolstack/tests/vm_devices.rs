@@ -17,6 +17,23 @@ use toolstack::device::{self, DeviceKind, DeviceRef, Options};
 use toolstack::lock::{level, DomId, Locked};
 use toolstack::{create, domain, Host};
 
+/// Prints how long each step of a test took (`--nocapture` shows it).
+struct Laps(Instant);
+
+impl Laps {
+    fn start() -> Laps {
+        Laps(Instant::now())
+    }
+
+    fn lap(&mut self, what: &str) {
+        println!(
+            "TIMING {what}: {:.0} ms",
+            self.0.elapsed().as_secs_f64() * 1e3
+        );
+        self.0 = Instant::now();
+    }
+}
+
 /// A paused domain of ours, with no kernel running: its frontends never answer.
 fn paused_domain(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> DomId {
     let mut config = DomainConfig::new(name);
@@ -118,8 +135,10 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
     std::fs::write(img, vec![0u8; 8 << 20]).expect("disk image");
     assert!(loops_of(img).is_empty(), "a loop device has {img} already");
     let host = host();
+    let mut laps = Laps::start();
     let mut root = Locked::root();
     let d = paused_domain(&host, &mut root, "rxen-vm-disk");
+    laps.lap("disk: create a paused domain");
     let spec = DiskSpec::parse(&format!("{img},raw,xvdb,rw")).expect("spec");
     let be = format!("/local/domain/0/backend/vbd/{d}/51728");
     let fe = format!("/local/domain/{d}/device/vbd/51728");
@@ -134,9 +153,8 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
         timeout: Duration::from_secs(60),
         ..Options::default()
     };
-    let t = Instant::now();
     let added = device::add_disk(&host, &mut root, d, &spec, &opts);
-    let took = t.elapsed();
+    laps.lap("disk: block-attach");
     if let Err(e) = &added {
         let dump = std::process::Command::new("xenstore-ls")
             .args(["-f", &format!("/local/domain/0/backend/vbd/{d}")])
@@ -147,16 +165,13 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
         let _ = domain::destroy(&host, &mut root, d);
         panic!("block-attach on real Xen failed: {e}\nbackend:\n{dump}\nhotplug log:\n{log}");
     }
-    println!(
-        "TIMING block-attach of a file on real Xen: {:.0} ms",
-        took.as_secs_f64() * 1e3
-    );
 
     // blkback and the block script did their part: the backend waits for the (paused)
     // frontend in InitWait; the script bound a loop device to the file and reported it.
     let be_ls = xs_ls(&be);
     let fe_ls = xs_ls(&fe);
     let lx_ls = xs_ls(&lx);
+    laps.lap("disk: xenstore-ls x3");
     let dump = || format!("backend:\n{be_ls:#?}\nfrontend:\n{fe_ls:#?}");
     assert_eq!(value_in(&be_ls, &be, "state"), Some("2"), "{}", dump());
     assert_eq!(value_in(&fe_ls, &fe, "state"), Some("1"), "{}", dump());
@@ -200,6 +215,7 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
     // Xen's xl sees the disk as it sees its own: Vdev, BE, handle, state, evt-ch, ring-ref,
     // BE-path (the frontend's state; no rings from a paused guest).
     let rows = xl_rows("block-list", d);
+    laps.lap("disk: xl block-list");
     let d_s = d.to_string();
     assert_eq!(
         rows,
@@ -227,22 +243,33 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
     // Detach. A paused guest's frontend never answers, so blkback cannot close: detach says
     // so and leaves the device whole; --force then removes it as libxl's forced removal does.
     let short = Options {
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
         ..Options::default()
     };
     let e = device::remove(&host, &mut root, dev, &short).expect_err("a paused frontend");
+    laps.lap("disk: block-detach (times out)");
     assert!(
-        e.to_string().contains("backend did not close within 5 s"),
+        e.to_string().contains("backend did not close within 2 s"),
         "{e}"
     );
     assert_eq!(xs_read(&format!("{be}/state")).as_deref(), Some("5"));
     assert_eq!(xs_read(&format!("{be}/online")).as_deref(), Some("0"));
     assert_eq!(loops_of(img), loops, "the disk stays until it is removed");
+    // Forced, the frontend goes first and blkback lets the disk go and closes (well before the
+    // timeout: it does not time out), then the block script's `remove` unbinds the loop device.
     let force = Options {
         force: true,
-        ..short
+        timeout: Duration::from_secs(60),
+        ..Options::default()
     };
+    let t = Instant::now();
     device::remove(&host, &mut root, dev, &force).expect("block-detach --force");
+    assert!(
+        t.elapsed() < Duration::from_secs(50),
+        "blkback did not close after the frontend went ({:?})",
+        t.elapsed()
+    );
+    laps.lap("disk: block-detach --force");
     assert!(xs_read(&be).is_none(), "{be} is left");
     assert!(xs_read(&fe).is_none(), "{fe} is left");
     assert!(xs_read(&lx).is_none(), "{lx} is left");
@@ -253,6 +280,7 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
         loops_of(img)
     );
     assert_eq!(xl_rows("block-list", d), Vec::<Vec<String>>::new());
+    laps.lap("disk: loop released, xl block-list");
     assert!(device::list(&host, &mut root, d, DeviceKind::Vbd)
         .expect("list")
         .is_empty());
@@ -263,6 +291,7 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
     );
     assert_eq!(device::check(&host, &mut root, d).expect("check"), []);
     domain::destroy(&host, &mut root, d).expect("destroy");
+    laps.lap("disk: destroy");
     assert!(xs_read(&format!("/local/domain/0/backend/vbd/{d}")).is_none());
     std::fs::remove_file(img).expect("rm image");
 }
@@ -270,8 +299,10 @@ fn attach_and_detach_a_file_backed_disk_to_a_paused_domain() {
 #[test]
 fn a_disk_the_block_script_refuses_is_undone_and_a_missing_one_refused() {
     let host = host();
+    let mut laps = Laps::start();
     let mut root = Locked::root();
     let d = paused_domain(&host, &mut root, "rxen-vm-baddisk");
+    laps.lap("bad disk: create");
     let opts = Options {
         timeout: Duration::from_secs(60),
         ..Options::default()
@@ -293,6 +324,7 @@ fn a_disk_the_block_script_refuses_is_undone_and_a_missing_one_refused() {
     // A path that does not exist: refused before anything is written, as xl refuses it.
     let missing = DiskSpec::parse("/root/no-such-disk.img,raw,xvdc,rw").expect("spec");
     let e = device::add_disk(&host, &mut root, d, &missing, &opts).expect_err("missing file");
+    laps.lap("bad disk: missing file refused");
     assert!(
         e.to_string()
             .contains("cannot use its target /root/no-such-disk.img"),
@@ -308,6 +340,7 @@ fn a_disk_the_block_script_refuses_is_undone_and_a_missing_one_refused() {
         .expect("chmod");
     let spec = DiskSpec::parse(&format!("{ro},raw,xvdc,rw")).expect("spec");
     let e = device::add_disk(&host, &mut root, d, &spec, &opts).expect_err("read-only file");
+    laps.lap("bad disk: read-only refused by the script");
     assert!(
         e.to_string()
             .contains("hotplug script /etc/xen/scripts/block add failed")
@@ -320,6 +353,7 @@ fn a_disk_the_block_script_refuses_is_undone_and_a_missing_one_refused() {
     // The same file read-only is fine.
     let spec = DiskSpec::parse(&format!("{ro},raw,xvdc,ro")).expect("spec");
     device::add_disk(&host, &mut root, d, &spec, &opts).expect("read-only attach");
+    laps.lap("bad disk: read-only attach");
     assert_eq!(
         xs_read(&format!("/local/domain/0/backend/vbd/{d}/51744/mode")).as_deref(),
         Some("r")
@@ -327,6 +361,7 @@ fn a_disk_the_block_script_refuses_is_undone_and_a_missing_one_refused() {
     assert_eq!(loops_of(ro).len(), 1);
     // Destroy, not detach: the domain's devices go with it, and so does the loop device.
     domain::destroy(&host, &mut root, d).expect("destroy");
+    laps.lap("bad disk: destroy");
     assert!(xs_read(&format!("/local/domain/0/backend/vbd/{d}")).is_none());
     assert!(
         eventually(Duration::from_secs(10), || loops_of(ro).is_empty()),
@@ -347,14 +382,17 @@ fn attach_and_detach_a_bridged_vif_to_a_paused_domain() {
         "no bridge xenbr0"
     );
     let host = host();
+    let mut laps = Laps::start();
     let mut root = Locked::root();
     let d = paused_domain(&host, &mut root, "rxen-vm-vif");
+    laps.lap("vif: create");
     let spec = VifSpec::parse("bridge=xenbr0,mac=00:16:3e:12:34:56").expect("spec");
     let opts = Options {
         timeout: Duration::from_secs(60),
         ..Options::default()
     };
     let dev = device::add_nic(&host, &mut root, d, &spec, &opts).expect("network-attach");
+    laps.lap("vif: network-attach");
     assert_eq!(dev.devid, 0);
     let be = format!("/local/domain/0/backend/vif/{d}/0");
     let vif = format!("vif{d}.0");
@@ -369,6 +407,7 @@ fn attach_and_detach_a_bridged_vif_to_a_paused_domain() {
         "{vif} is not a port of xenbr0"
     );
     let rows = xl_rows("network-list", d);
+    laps.lap("vif: checks");
     assert_eq!(rows.len(), 1, "xl network-list {d}: {rows:?}");
     assert_eq!(rows[0][0], "0", "Idx");
     assert_eq!(rows[0][1], "0", "BE");
@@ -376,11 +415,18 @@ fn attach_and_detach_a_bridged_vif_to_a_paused_domain() {
     assert_eq!(device::check(&host, &mut root, d).expect("check"), []);
 
     let force = Options {
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(60),
         force: true,
         ..Options::default()
     };
+    let t = Instant::now();
     device::remove(&host, &mut root, dev, &force).expect("network-detach --force");
+    assert!(
+        t.elapsed() < Duration::from_secs(50),
+        "netback did not close after the frontend went ({:?})",
+        t.elapsed()
+    );
+    laps.lap("vif: network-detach --force");
     assert!(xs_read(&be).is_none(), "{be} is left");
     assert!(
         eventually(Duration::from_secs(10), || {
@@ -394,4 +440,5 @@ fn attach_and_detach_a_bridged_vif_to_a_paused_domain() {
         .is_empty());
     assert_eq!(device::check(&host, &mut root, d).expect("check"), []);
     domain::destroy(&host, &mut root, d).expect("destroy");
+    laps.lap("vif: destroy");
 }

@@ -633,16 +633,6 @@ fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> R
     }
 }
 
-/// Removes one xenstore directory of a device; a missing one is fine.
-fn rm_path(host: &Host, dev: DeviceRef, path: &str) -> Result<()> {
-    match host.xs.rm(path) {
-        Err(e) if e.errno() != Some(xenstore::Errno::ENOENT) => {
-            Err(xs_err(dev, "cannot remove its xenstore nodes")(e))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Removes a device's three directories in one transaction; missing ones are fine.
 fn rm_device(host: &Host, dev: DeviceRef, backend: DomId) -> Result<()> {
     let paths = [
@@ -910,8 +900,11 @@ fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
 /// Under the slow lock: asks the backend to close (`online` = 0, `state` = 5) and waits for
 /// state 6 (Closed), at most `opts.timeout`; then removes the nodes from xenstore, and only
 /// then the entry from the stored config. If the backend does not close in time the device is
-/// left as it was (closing), unless `opts.force`, which removes it regardless. Like add, it
-/// first runs [`recover`]'s repairs on the domain.
+/// left as it was (closing), unless `opts.force`, which (as xl's `--force`, libxl's forced
+/// removal) removes the frontend at once, so that the backend lets the device go without the
+/// guest, and removes the device whether or not the backend closed in time. Where the
+/// toolstack runs the hotplug scripts, the script's `remove` runs before the nodes go. Like
+/// add, it first runs [`recover`]'s repairs on the domain.
 ///
 /// # Errors
 ///
@@ -951,12 +944,25 @@ pub fn remove(
         .unwrap_or(opts.backend);
     if in_xenstore {
         let be = dev.backend_path(backend);
+        let fe = dev.frontend_path();
         let asked = host.xs.transaction(|t| {
+            if opts.force {
+                // libxl's forced removal: the frontend goes at once, so that the backend
+                // driver lets the device go (blkback closes the disk it holds) and closes,
+                // whatever the guest does.
+                match t.rm(&fe) {
+                    Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => {}
+                    other => other?,
+                }
+            }
             if !t.exists(&format!("{be}/frontend-id"))? {
                 return Ok(false);
             }
             t.write(&format!("{be}/online"), "0")?;
-            t.write(&format!("{be}/state"), "5")?;
+            // A backend that closed already stays closed (libxl does not touch it either).
+            if t.read_string(&format!("{be}/state")).ok().as_deref() != Some("6") {
+                t.write(&format!("{be}/state"), "5")?;
+            }
             Ok(true)
         });
         let asked = asked.map_err(xs_err(dev, "cannot ask its backend to close"))?;
@@ -983,20 +989,7 @@ pub fn remove(
             );
             match waited {
                 Ok(()) => {}
-                Err(_) if opts.force => {
-                    // As libxl's forced removal: take the frontend away, which makes the
-                    // backend driver give the device up (blkback closes the disk it holds)
-                    // and close; wait for that once more, then go on regardless.
-                    rm_path(host, dev, &dev.frontend_path())?;
-                    let _ = wait_backend(
-                        host,
-                        dev,
-                        backend,
-                        timeout,
-                        |v| Ok(!v.exists || v.state == Some(XenbusState::Closed)),
-                        |v| dev_err(dev, format!("state is {}", state_text(v.state))),
-                    );
-                }
+                Err(_) if opts.force => {}
                 Err(e) => return Err(e),
             }
         }
