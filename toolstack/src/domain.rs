@@ -290,6 +290,8 @@ pub(crate) fn teardown(host: &Host, domid: DomId, who: &DomainRef) -> Result<()>
             })
         }
     }
+    // What the devices' hotplug scripts made (loop devices, bridge ports) goes first.
+    crate::device::hotplug_remove_all(host, domid);
     // A missing node (or parent) is already removed.
     let rm = |t: &xenstore::Transaction<'_>, path: &str| match t.rm(path) {
         Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(()),

@@ -37,7 +37,7 @@ pub use ops::{
     add_disk, add_nic, add_vkb, check, check_all, list, recover, recover_all, remove, DeviceInfo,
     Options, Violation, DEFAULT_TIMEOUT,
 };
-pub(crate) use ops::{attach_at_creation, prepare_for_creation, rm_backends};
+pub(crate) use ops::{attach_at_creation, hotplug_remove_all, prepare_for_creation, rm_backends};
 
 use crate::lock::DomId;
 

@@ -219,6 +219,29 @@ fn script_node(scripts: Option<&std::path::Path>, named: Option<&str>, default: 
     }
 }
 
+/// Where this toolstack runs the `block` script for a raw disk served by dom0, the target must
+/// be a file or a block device, as libxl checks before it writes anything
+/// (`libxl__device_disk_set_backend`): for a missing path the script would report success
+/// without a device, and the backend would wait for one forever.
+fn check_disk_target(host: &Host, dev: DeviceRef, spec: &DiskSpec, backend: DomId) -> Result<()> {
+    let scripted = spec.other.iter().any(|(k, _)| k == "script");
+    let raw = matches!(spec.format.as_deref(), None | Some("raw"));
+    let target = spec.target.as_deref().unwrap_or_default();
+    if host.hotplug_scripts.is_none() || scripted || !raw || backend != 0 || target.is_empty() {
+        return Ok(());
+    }
+    match std::fs::metadata(target) {
+        Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
+            Ok(())
+        }
+        Ok(_) => Err(dev_err(
+            dev,
+            format!("its target {target} is neither a file nor a block device"),
+        )),
+        Err(e) => Err(dev_err(dev, format!("cannot use its target {target}: {e}"))),
+    }
+}
+
 fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: Option<&std::path::Path>) -> Nodes {
     let named = spec
         .other
@@ -340,6 +363,7 @@ pub fn add_disk(
         domid,
         devid,
     };
+    check_disk_target(host, dev, spec, opts.backend)?;
     let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
     let spec = spec.clone();
     add(host, token, dev, opts, nodes, move |stored| {
@@ -484,19 +508,25 @@ fn add_locked(
     update_stored(host, st, dev.domid, record)?;
     hooks::point("device-add:recorded")?;
     // 2. Create it in xenstore (all or nothing), then 3. wait for the backend.
+    let mut script_ran = false;
     let (written, result) = match write_device(host, dev, opts.backend, &nodes) {
         Err(e) => (false, Err(e)),
         Ok(()) => (
             true,
             hooks::point("device-add:written")
-                .and_then(|()| hotplug_add(host, dev, opts))
+                .and_then(|()| hotplug_add(host, dev, opts, &mut script_ran))
                 .and_then(|()| wait_connected(host, dev, opts)),
         ),
     };
     if let Err(first) = result {
         // Undo in the removal order: xenstore first (only what this add wrote), then the
-        // stored config.
+        // stored config. A hotplug script that ran `add` (it may have bound a loop device or
+        // bridged a vif before failing) runs `remove` while the backend still names what it
+        // made; its own failure does not stop the undo, as in a removal.
         let undo = if written {
+            if script_ran {
+                let _ = run_hotplug(host, dev, opts.backend, "remove");
+            }
             rm_device(host, dev, opts.backend)
         } else {
             Ok(())
@@ -585,6 +615,15 @@ fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> R
             t.set_perms(&lx, &lx_perms)?;
             t.write(&format!("{lx}/frontend"), &fe)?;
             t.write(&format!("{lx}/backend"), &be)?;
+            // A copy of the backend's entries, as libxl keeps one (libxl__device_generic_add):
+            // Xen's own tools read a device's config from there (`xl block-list` fails on a
+            // disk whose record lacks `type`, `mode`, `dev`, ...).
+            t.write(&format!("{lx}/frontend-id"), dev.domid.to_string())?;
+            t.write(&format!("{lx}/online"), "1")?;
+            t.write(&format!("{lx}/state"), "1")?;
+            for (k, v) in &nodes.backend {
+                t.write(&format!("{lx}/{k}"), v)?;
+            }
             Ok(())
         })
         .map_err(xs_err(dev, "cannot write its xenstore nodes"))?;
@@ -710,8 +749,9 @@ fn wait_backend(
 }
 
 /// Where the toolstack runs the hotplug scripts: waits for the backend to reach InitWait, as
-/// libxl does, then runs the device's `script` with `add`. Elsewhere, nothing.
-fn hotplug_add(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
+/// libxl does, then runs the device's `script` with `add` (setting `ran` first). Elsewhere,
+/// nothing.
+fn hotplug_add(host: &Host, dev: DeviceRef, opts: &Options, ran: &mut bool) -> Result<()> {
     if host.hotplug_scripts.is_none() || dev.kind == DeviceKind::Vkb {
         return Ok(());
     }
@@ -745,11 +785,15 @@ fn hotplug_add(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
             )
         },
     )?;
+    *ran = true;
     run_hotplug(host, dev, opts.backend, "add")
 }
 
-/// Runs the device's hotplug script with `action` and libxl's environment, if the toolstack
-/// runs scripts on this host and the backend names one.
+/// Runs the device's hotplug script with `action` (`add` or `remove`) and libxl's arguments and
+/// environment, if the toolstack runs scripts on this host and the backend names one. As libxl
+/// does (`libxl__hotplug_nic`), a vif's script is told `online` or `offline` with
+/// `type_if=vif` (vif-bridge reports `connected` only for `online`), and `netdev` is the
+/// backend's `gatewaydev`.
 fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Result<()> {
     if host.hotplug_scripts.is_none() {
         return Ok(());
@@ -760,8 +804,13 @@ fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Res
     };
     let kind = dev.kind.xenstore_name();
     let mut cmd = std::process::Command::new(&script);
-    cmd.arg(action)
-        .env("script", &script)
+    if dev.kind == DeviceKind::Vif {
+        cmd.arg(if action == "add" { "online" } else { "offline" })
+            .arg("type_if=vif");
+    } else {
+        cmd.arg(action);
+    }
+    cmd.env("script", &script)
         .env("XENBUS_TYPE", kind)
         .env(
             "XENBUS_PATH",
@@ -770,7 +819,8 @@ fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Res
         .env("XENBUS_BASE_PATH", "backend")
         .stdin(std::process::Stdio::null());
     if dev.kind == DeviceKind::Vif {
-        cmd.env("netdev", "")
+        let gateway = read_opt(host, dev, &format!("{be}/gatewaydev"))?;
+        cmd.env("netdev", gateway.unwrap_or_default())
             .env("vif", format!("vif{}.{}", dev.domid, dev.devid));
     }
     let out = cmd.output().map_err(|e| {
@@ -850,8 +900,11 @@ fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
 /// Under the slow lock: asks the backend to close (`online` = 0, `state` = 5) and waits for
 /// state 6 (Closed), at most `opts.timeout`; then removes the nodes from xenstore, and only
 /// then the entry from the stored config. If the backend does not close in time the device is
-/// left as it was (closing), unless `opts.force`, which removes it regardless. Like add, it
-/// first runs [`recover`]'s repairs on the domain.
+/// left as it was (closing), unless `opts.force`, which (as xl's `--force`, libxl's forced
+/// removal) removes the frontend at once, so that the backend lets the device go without the
+/// guest, and removes the device whether or not the backend closed in time. Where the
+/// toolstack runs the hotplug scripts, the script's `remove` runs before the nodes go. Like
+/// add, it first runs [`recover`]'s repairs on the domain.
 ///
 /// # Errors
 ///
@@ -891,12 +944,25 @@ pub fn remove(
         .unwrap_or(opts.backend);
     if in_xenstore {
         let be = dev.backend_path(backend);
+        let fe = dev.frontend_path();
         let asked = host.xs.transaction(|t| {
+            if opts.force {
+                // libxl's forced removal: the frontend goes at once, so that the backend
+                // driver lets the device go (blkback closes the disk it holds) and closes,
+                // whatever the guest does.
+                match t.rm(&fe) {
+                    Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => {}
+                    other => other?,
+                }
+            }
             if !t.exists(&format!("{be}/frontend-id"))? {
                 return Ok(false);
             }
             t.write(&format!("{be}/online"), "0")?;
-            t.write(&format!("{be}/state"), "5")?;
+            // A backend that closed already stays closed (libxl does not touch it either).
+            if t.read_string(&format!("{be}/state")).ok().as_deref() != Some("6") {
+                t.write(&format!("{be}/state"), "5")?;
+            }
             Ok(true)
         });
         let asked = asked.map_err(xs_err(dev, "cannot ask its backend to close"))?;
@@ -1211,6 +1277,25 @@ fn xenstore_devices(host: &Host, domid: DomId) -> Result<Vec<(String, DeviceRef)
     Ok(out)
 }
 
+/// For destroy, before it removes the devices' nodes: runs the hotplug script's `remove` of
+/// each device of domain `domid` that dom0 serves, while its backend still names what the
+/// script made (a loop device, a bridge port), as libxl's destroy removes every device
+/// (`libxl__devices_destroy`). Failures are ignored, as in a removal.
+pub(crate) fn hotplug_remove_all(host: &Host, domid: DomId) {
+    if host.hotplug_scripts.is_none() {
+        return;
+    }
+    for kind in [DeviceKind::Vbd, DeviceKind::Vif] {
+        let dir = format!("/local/domain/0/backend/{}/{domid}", kind.xenstore_name());
+        let Ok(ids) = host.xs.directory(&dir) else {
+            continue;
+        };
+        for devid in ids.iter().filter_map(|i| i.parse().ok()) {
+            let _ = run_hotplug(host, DeviceRef { kind, domid, devid }, 0, "remove");
+        }
+    }
+}
+
 /// Removes every backend directory of domain `domid`'s devices, in every domain's `backend/`
 /// (for destroy; the frontends and toolstack records go with the domain's own directories).
 pub(crate) fn rm_backends(t: &xenstore::Transaction<'_>, domid: DomId) -> xenstore::Result<()> {
@@ -1396,6 +1481,10 @@ fn recover_locked(
     for dev in &in_xs {
         let backend = backend_of(host, *dev)?;
         if !recorded.contains(dev) {
+            if let Some(b) = backend {
+                // What its hotplug script made (a loop device, a bridge port) goes too.
+                let _ = run_hotplug(host, *dev, b, "remove");
+            }
             rm_device(host, *dev, backend.unwrap_or(0))?;
             done.push(format!(
                 "{dev}: removed from xenstore, as the stored config does not describe it"
@@ -1417,6 +1506,11 @@ fn recover_locked(
             None => true,
         };
         if closed {
+            if let Some(b) = backend {
+                // The removal may have died before its hotplug script ran `remove`; the script
+                // is run again if it did (block's second `losetup -d` fails harmlessly).
+                let _ = run_hotplug(host, *dev, b, "remove");
+            }
             rm_device(host, *dev, backend.unwrap_or(0))?;
             unrecord(host, st, *dev)?;
             done.push(format!("{dev}: finished an interrupted removal"));
@@ -1540,10 +1634,11 @@ pub(crate) fn attach_at_creation(
             domid,
             devid,
         };
+        check_disk_target(host, dev, spec, opts.backend)?;
         let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
         write_device(host, dev, opts.backend, &nodes)?;
         hooks::point("create:device-written")?;
-        hotplug_add(host, dev, &opts)?;
+        hotplug_add(host, dev, &opts, &mut false)?;
         wait_connected(host, dev, &opts)?;
     }
     for (kind, list) in [
@@ -1556,7 +1651,7 @@ pub(crate) fn attach_at_creation(
             let nodes = keyed_nodes(kind, spec, devid, host.hotplug_scripts.as_deref());
             write_device(host, dev, opts.backend, &nodes)?;
             hooks::point("create:device-written")?;
-            hotplug_add(host, dev, &opts)?;
+            hotplug_add(host, dev, &opts, &mut false)?;
             wait_connected(host, dev, &opts)?;
         }
     }
