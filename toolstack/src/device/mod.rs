@@ -385,6 +385,17 @@ mod tests {
         assert_eq!(d.backend_path(0), "/local/domain/0/backend/vkbd/3/0");
         assert_eq!(d.libxl_path(), "/libxl/3/device/vkbd/0");
         assert_eq!(d.to_string(), "vkbd 0 on domain 3");
+        // The primary console lives outside device/; other consoles do not.
+        let c = |devid| DeviceRef {
+            kind: DeviceKind::Console,
+            domid: 3,
+            devid,
+        };
+        assert!(c(0).is_primary_console() && !c(1).is_primary_console());
+        assert_eq!(c(0).frontend_path(), "/local/domain/3/console");
+        assert_eq!(c(0).backend_path(0), "/local/domain/0/backend/console/3/0");
+        assert_eq!(c(1).frontend_path(), "/local/domain/3/device/console/1");
+        assert!(!d.is_primary_console());
         for k in DeviceKind::ALL {
             assert_eq!(DeviceKind::from_xenstore_name(k.xenstore_name()), Some(k));
         }
