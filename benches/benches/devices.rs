@@ -261,10 +261,15 @@ fn throughput(c: &mut Criterion, dir: &Path, check_only: bool) {
     eprintln!(
         "devices/throughput: 1 process {:.0} add+remove cycles/s; 2 processes / 1 process: \
          {:.2} on different domains, {:.2} on one domain (serialized by its slow lock); \
-         medians of {rounds} rounds (2 = no serialization, 1 = serialized)",
+         medians of {rounds} rounds (2 = no serialization, 1 = serialized){}",
         median(one_rate),
         median(two_ratio),
-        median(same_ratio)
+        median(same_ratio),
+        if check_only {
+            "; --test: a smoke run, too short to mean anything"
+        } else {
+            ""
+        }
     );
     for w in one.into_iter().chain(two).chain(same) {
         w.stop();
