@@ -10,6 +10,12 @@
 //!
 //! A group with `raw` and `typed` functions is the domctl dispatch comparison: the typed call
 //! may cost at most 20 ns more than the raw one.
+//!
+//! A group with a `1-process` function is a scaling comparison (`devices/throughput`): its
+//! times are per operation as each process sees it, so `2-processes`/`1-process` is 1 when two
+//! processes do not slow each other and 2 when they fully serialize. Work on different domains
+//! must not serialize: `2-processes` is held to at most [`SCALING_LIMIT`]. Other lines (the
+//! one-domain control) are shown for information.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +29,11 @@ pub const C_TWIN_PREFIX: &str = "lib";
 pub const OURS_PREFIX: &str = "pool-";
 /// The like-for-like line that `ratios --check` checks by default.
 pub const LIKE_FOR_LIKE: &str = "pool-zeroed";
+/// The baseline of a scaling comparison.
+pub const ONE_PROCESS: &str = "1-process";
+/// How much slower, per process, two processes on different domains may be than one: halfway
+/// between scaling perfectly (1) and serializing (2).
+pub const SCALING_LIMIT: f64 = 1.5;
 
 /// One benchmark's headline time.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,20 +178,21 @@ pub fn rows(estimates: &[Estimate]) -> Vec<Row> {
         let c_twin = members
             .iter()
             .find(|e| e.function.starts_with(C_TWIN_PREFIX));
-        let (base, extra) = if let Some(c) = c_twin {
-            (c, false)
+        let (base, kind) = if let Some(c) = c_twin {
+            (c, "c")
         } else if let Some(raw) = find("raw") {
-            (raw, true)
+            (raw, "raw")
+        } else if let Some(one) = find(ONE_PROCESS) {
+            (one, "scaling")
         } else {
             continue;
         };
         for e in members.iter().filter(|e| e.function != base.function) {
-            let target = if extra {
-                (e.function == "typed").then_some(Target::ExtraNs(20.0))
-            } else if e.function.starts_with(OURS_PREFIX) {
-                target_for(group)
-            } else {
-                None
+            let target = match kind {
+                "raw" => (e.function == "typed").then_some(Target::ExtraNs(20.0)),
+                "scaling" => (e.function == "2-processes").then_some(Target::AtMost(SCALING_LIMIT)),
+                _ if e.function.starts_with(OURS_PREFIX) => target_for(group),
+                _ => None,
             };
             rows.push(Row {
                 group: group.to_owned(),
@@ -325,6 +337,29 @@ mod tests {
         assert_eq!(rows[0].base, "libxenstore");
         assert_eq!(rows[0].ratio(), 0.5);
         assert_eq!(rows[0].meets_target(), None);
+    }
+
+    #[test]
+    fn two_processes_on_different_domains_are_held_to_scaling() {
+        let rows = rows(&[
+            est("devices/throughput", "1-process", 10_000_000.0),
+            est("devices/throughput", "2-processes", 11_000_000.0),
+            est(
+                "devices/throughput",
+                "2-processes-same-domain",
+                19_000_000.0,
+            ),
+        ]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].ours, "2-processes");
+        assert_eq!(rows[0].base, "1-process");
+        assert_eq!(rows[0].meets_target(), Some(true));
+        assert_eq!(rows[1].meets_target(), None);
+        let serialized = super::rows(&[
+            est("devices/throughput", "1-process", 10.0),
+            est("devices/throughput", "2-processes", 20.0),
+        ]);
+        assert_eq!(serialized[0].meets_target(), Some(false));
     }
 
     #[test]

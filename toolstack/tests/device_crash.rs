@@ -26,8 +26,14 @@ fn children(host: &SimHost, p: &str) -> Vec<String> {
 
 /// Every disk the stored config lists is in xenstore, and the other way round.
 fn consistent(host: &SimHost, name: &str, domid: u16, ctx: &str) {
+    consistent_kind(host, "block-list", "vbd", name, domid, ctx);
+}
+
+/// Every device of a kind (listed by `list_cmd`, with backends in `backend/KIND`) that the
+/// stored config lists is in xenstore, and the other way round.
+fn consistent_kind(host: &SimHost, list_cmd: &str, kind: &str, name: &str, domid: u16, ctx: &str) {
     let listed: Vec<serde_json::Value> =
-        serde_json::from_str(&host.ok(&["block-list", "--json", name])).expect("json");
+        serde_json::from_str(&host.ok(&[list_cmd, "--json", name])).expect("json");
     let mut recorded: Vec<String> = listed
         .iter()
         .map(|v| v["devid"].as_u64().expect("devid").to_string())
@@ -35,7 +41,7 @@ fn consistent(host: &SimHost, name: &str, domid: u16, ctx: &str) {
     for v in &listed {
         assert!(v["backend_path"].is_string(), "{ctx}: stale entry {v}");
     }
-    let mut present = children(host, &format!("/local/domain/0/backend/vbd/{domid}"));
+    let mut present = children(host, &format!("/local/domain/0/backend/{kind}/{domid}"));
     recorded.sort();
     present.sort();
     assert_eq!(recorded, present, "{ctx}");
@@ -48,6 +54,7 @@ fn nothing_left(host: &SimHost, domid: u16, ctx: &str) {
         format!("/libxl/{domid}"),
         format!("/local/domain/0/backend/vbd/{domid}"),
         format!("/local/domain/0/backend/vif/{domid}"),
+        format!("/local/domain/0/backend/console/{domid}"),
     ] {
         assert!(!xs(host).exists(&p).expect("exists"), "{ctx}: {p} left");
     }
@@ -141,6 +148,61 @@ fn killed_device_work_recovers_at_every_step() {
 }
 
 #[test]
+fn killed_channel_work_recovers_at_every_step() {
+    let host = SimHost::new(4096, 512);
+    let hooks = Hooks::new(host.path());
+    let mut crash_points = 0;
+    let consoles = |name: &str, d: u16, ctx: &str| {
+        consistent_kind(&host, "console-list", "console", name, d, ctx);
+    };
+    for (op, prepare) in [("attach", false), ("detach", true)] {
+        for k in 0.. {
+            let name = format!("ch-{op}{k}");
+            let d = host.create(&name, 32, 32);
+            if prepare {
+                host.ok(&["channel-attach", &name, "name=old", "connection=pty"]);
+            }
+            let args: Vec<&str> = match op {
+                "attach" => vec!["channel-attach", &name, "name=new", "connection=pty"],
+                _ => vec!["channel-detach", &name, "1"],
+            };
+            let Some(point) = kill_at(&host, &hooks, &args, k) else {
+                host.ok(&["destroy", &name]);
+                break;
+            };
+            crash_points += 1;
+            let ctx = format!("channel {op} killed at {point}");
+            assert_eq!(violations(&host), "[]", "{ctx}");
+            host.ok(&["recover"]);
+            consoles(&name, d, &ctx);
+            assert_eq!(violations(&host), "[]", "{ctx}");
+            // The primary console is untouched by channel work and its recovery.
+            assert!(
+                xs(&host)
+                    .exists(&format!("/local/domain/{d}/console/port"))
+                    .expect("exists"),
+                "{ctx}: the primary console is gone"
+            );
+            let out = host.rxl(&["channel-detach", &name, "1"]);
+            assert!(
+                out.status.success() || stderr(&out).contains("has no such device"),
+                "{ctx}: {}",
+                stderr(&out)
+            );
+            host.ok(&["channel-attach", &name, "name=again", "connection=pty"]);
+            consoles(&name, d, &ctx);
+            host.ok(&["destroy", &name]);
+            nothing_left(&host, d, &ctx);
+        }
+    }
+    eprintln!("channel work: {crash_points} crash points, 0 violations");
+    assert_eq!(
+        crash_points, 6,
+        "add and remove have three hook points each"
+    );
+}
+
+#[test]
 fn killed_destroy_and_creation_recover() {
     let host = SimHost::new(4096, 512);
     let hooks = Hooks::new(host.path());
@@ -179,6 +241,14 @@ fn killed_destroy_and_creation_recover() {
         let Some(point) = kill_at(&host, &hooks, &["create", "-q", &cfg], k) else {
             let d = host.domid("withdev").expect("created");
             consistent(&host, "withdev", d, "create ran to the end");
+            consistent_kind(
+                &host,
+                "console-list",
+                "console",
+                "withdev",
+                d,
+                "create ran to the end",
+            );
             let nics = host.ok(&["network-list", "--json", "withdev"]);
             assert!(nics.contains("devid=0,mac=00:16:3e:"), "{nics}");
             host.ok(&["destroy", "withdev"]);
@@ -220,8 +290,8 @@ fn killed_destroy_and_creation_recover() {
         seen.iter()
             .filter(|p| *p == "create:device-written")
             .count()
-            == 2,
-        "{seen:?}"
+            == 3,
+        "a disk, a vif and the primary console: {seen:?}"
     );
 }
 

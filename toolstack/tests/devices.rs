@@ -407,10 +407,23 @@ fn random_concurrent_device_work_keeps_the_invariant() {
                                 format!("/img/{w}-{i},raw,{vdev}"),
                             ],
                             40..=59 => vec!["block-detach".into(), name.into(), vdev],
-                            60..=74 => {
+                            60..=69 => {
                                 vec!["network-attach".into(), name.into(), format!("devid={nic}")]
                             }
-                            75..=89 => vec!["network-detach".into(), name.into(), nic],
+                            70..=79 => vec!["network-detach".into(), name.into(), nic],
+                            // Secondary consoles 1..=3 (0 is the primary one).
+                            80..=84 => vec![
+                                "channel-attach".into(),
+                                name.into(),
+                                format!("name=ch{w}-{i}"),
+                                "connection=pty".into(),
+                                format!("devid={}", rng.u32(1..4)),
+                            ],
+                            85..=89 => vec![
+                                "channel-detach".into(),
+                                name.into(),
+                                rng.u32(1..4).to_string(),
+                            ],
                             90..=92 => vec!["destroy".into(), name.into()],
                             _ => {
                                 let cfg = host.path().join(format!("{name}-{w}.cfg"));

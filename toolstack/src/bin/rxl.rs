@@ -214,6 +214,40 @@ enum Command {
         #[arg(required = true)]
         domains: Vec<String>,
     },
+    /// Attach a secondary console (a channel): `channel-attach DOMAIN name=NAME
+    /// connection=pty [devid=N]`.
+    ChannelAttach {
+        /// The domain (id or name).
+        domain: String,
+        /// The channel settings.
+        settings: Vec<String>,
+        /// Seconds to wait for the backend to connect.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// Detach a secondary console by device id or name (the primary console, 0, stays
+    /// until the domain is destroyed).
+    ChannelDetach {
+        /// The domain (id or name).
+        domain: String,
+        /// The console's device id or channel name.
+        device: String,
+        /// Remove it even if the backend does not close.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Seconds to wait for the backend to close.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// List a domain's consoles: the primary one (0) and the channels.
+    ConsoleList {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The domains (ids or names).
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
     /// Check the device invariant (JSON list of violations; for tests): of these domain ids,
     /// or of every domain that exists or left anything behind.
     #[command(hide = true)]
@@ -440,6 +474,47 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
             device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
             Ok(())
         }
+        Command::ChannelAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse_channel(&settings.join(","))?;
+            let dev = device::add_channel(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            eprintln!("rxl: {dev} attached");
+            Ok(())
+        }
+        Command::ChannelDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let devid = match which.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => device::list(&host, root, domid, DeviceKind::Console)?
+                    .into_iter()
+                    .find(|i| {
+                        VifSpec::parse(&i.spec)
+                            .ok()
+                            .is_some_and(|v| v.get("name") == Some(which.as_str()))
+                    })
+                    .map(|i| i.devid)
+                    .ok_or_else(|| format!("domain {domid} has no channel named {which:?}"))?,
+            };
+            let dev = DeviceRef {
+                kind: DeviceKind::Console,
+                domid,
+                devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::ConsoleList { json, domains } => {
+            device_list(&host, root, DeviceKind::Console, domains, *json)
+        }
         Command::VkbList { json, domains } => {
             device_list(&host, root, DeviceKind::Vkb, domains, *json)
         }
@@ -521,6 +596,10 @@ fn device_list(
     match kind {
         DeviceKind::Vif => writeln!(out, "Idx BE  Mac Addr.         state BE-state BE-path")?,
         DeviceKind::Vkb => writeln!(out, "Idx   BE  state BE-state BE-path")?,
+        DeviceKind::Console => writeln!(
+            out,
+            "Idx BE  Name             state BE-state Tty                  BE-path"
+        )?,
         _ => writeln!(out, "Vdev  BE  state BE-state BE-path")?,
     }
     for (_, i) in &all {
@@ -542,6 +621,24 @@ fn device_list(
                     mac,
                     num(i.frontend_state),
                     num(i.backend_state),
+                    path
+                )?;
+            }
+            DeviceKind::Console => {
+                let name = VifSpec::parse(&i.spec)
+                    .ok()
+                    .and_then(|v| v.get("name").map(str::to_owned))
+                    .unwrap_or_else(|| "(primary)".to_owned());
+                let tty = i.tty.as_deref().filter(|t| !t.is_empty()).unwrap_or("-");
+                writeln!(
+                    out,
+                    "{:<3} {:<3} {:<16} {:<5} {:<8} {:<20} {}",
+                    i.devid,
+                    be,
+                    name,
+                    num(i.frontend_state),
+                    num(i.backend_state),
+                    tty,
                     path
                 )?;
             }

@@ -361,6 +361,59 @@ impl VifSpec {
         })
     }
 
+    /// Parses a channel spec (xl.cfg `channel=[...]`, libxl's `libxl_device_channel`): the
+    /// syntax of a vif spec, with a non-empty `name=` (what the guest finds the console by)
+    /// and `connection=pty`. A `devid=`, if given, must be a number from 1 up: console 0 is
+    /// the domain's primary console.
+    ///
+    /// `connection=socket` is refused: libxl has QEMU proxy such a channel to a socket, and
+    /// this toolstack runs no device model.
+    ///
+    /// # Errors
+    ///
+    /// [`SpecError`] for what [`VifSpec::parse`] refuses, a missing or empty name, a
+    /// connection other than `pty`, or a bad devid.
+    pub fn parse_channel(spec: &str) -> Result<VifSpec, SpecError> {
+        let v = VifSpec::parse(spec)?;
+        let err = |reason: String| SpecError {
+            spec: spec.to_owned(),
+            reason,
+        };
+        if v.get("name").is_none_or(str::is_empty) {
+            return Err(err(
+                "a channel needs a name (name=...), by which the guest finds it".into(),
+            ));
+        }
+        match v.get("connection") {
+            Some("pty") => {}
+            None => {
+                return Err(err(
+                    "a channel needs connection=pty (where should it be connected?)".into(),
+                ))
+            }
+            Some("socket") => {
+                return Err(err(
+                    "connection=socket needs a device model to proxy it, which this toolstack \
+                     does not run; use connection=pty"
+                        .into(),
+                ))
+            }
+            Some(c) => return Err(err(format!("expected connection=pty, found {c:?}"))),
+        }
+        if let Some(d) = v.get("devid") {
+            match d.parse::<u32>() {
+                Ok(n) if n >= 1 => {}
+                Ok(_) => {
+                    return Err(err(
+                        "devid 0 is the primary console; channels are numbered from 1".into(),
+                    ))
+                }
+                Err(_) => return Err(err(format!("devid must be a number, found {d:?}"))),
+            }
+        }
+        Ok(v)
+    }
+
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.settings
@@ -449,6 +502,12 @@ pub struct DomainConfig {
     /// spec (`backend-type=`, `unique-id=`, `devid=`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vkbs: Vec<VifSpec>,
+    /// The PV consoles, as `key=value` settings with their `devid=`: the primary console
+    /// (`devid=0`, which creation adds to every domain; see [`crate::device`]) and the
+    /// secondary ones, libxl's channels (xl.cfg `channel=[ "name=...,connection=pty" ]`,
+    /// devid 1 and up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consoles: Vec<VifSpec>,
     /// What to do on poweroff (default: destroy).
     pub on_poweroff: Action,
     /// What to do on reboot (default: restart).
@@ -539,6 +598,7 @@ impl DomainConfig {
             disks: Vec::new(),
             vifs: Vec::new(),
             vkbs: Vec::new(),
+            consoles: Vec::new(),
             on_poweroff: Action::Destroy,
             on_reboot: Action::Restart,
             on_crash: Action::Destroy,

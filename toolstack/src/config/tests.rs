@@ -460,6 +460,52 @@ fn vif_specs() {
 }
 
 #[test]
+fn channel_specs_and_the_channel_key() {
+    let (c, _) = parse_dom(
+        "name = 'g'\nchannel = [ 'name=org.qemu.guest_agent.0,connection=pty', \
+         'connection=pty, name=b, devid=5' ]\n",
+    )
+    .unwrap();
+    assert_eq!(c.consoles.len(), 2);
+    assert_eq!(c.consoles[0].get("name"), Some("org.qemu.guest_agent.0"));
+    assert_eq!(c.consoles[1].get("devid"), Some("5"));
+    // The primary console is every domain's: it is not a channel, and is not rendered.
+    let mut with_primary = c.clone();
+    with_primary.consoles.insert(
+        0,
+        VifSpec::parse("type=xenconsoled,output=pty,devid=0").unwrap(),
+    );
+    let text = xlcfg::render(&with_primary);
+    assert_eq!(text.matches("name=").count(), 2, "{text}");
+    assert!(!text.contains("xenconsoled"), "{text}");
+    assert_eq!(parse_dom(&text).unwrap().0, c);
+    for (spec, why) in [
+        ("connection=pty", "a channel needs a name"),
+        ("name=,connection=pty", "a channel needs a name"),
+        ("name=a", "a channel needs connection=pty"),
+        (
+            "name=a,connection=socket,path=/s",
+            "connection=socket needs a device model",
+        ),
+        (
+            "name=a,connection=tcp",
+            "expected connection=pty, found \"tcp\"",
+        ),
+        (
+            "name=a,connection=pty,devid=0",
+            "devid 0 is the primary console",
+        ),
+        ("name=a,connection=pty,devid=x", "devid must be a number"),
+        ("name=a,connection=pty,name=b", "name is given twice"),
+    ] {
+        let e = VifSpec::parse_channel(spec).unwrap_err();
+        assert!(e.reason.contains(why), "{spec}: {e}");
+    }
+    let e = err_of("name = 'g'\nchannel = [ 'name=a' ]\n");
+    assert!(e.contains("bad channel spec \"name=a\""), "{e}");
+}
+
+#[test]
 fn names_and_actions() {
     for ok in ["a", "Domain-0", "web_1.example", &"x".repeat(64)] {
         validate_name(ok).unwrap();
@@ -520,6 +566,12 @@ fn random_config(rng: &mut Rng) -> DomainConfig {
     for i in 0..rng.below(2) {
         c.vkbs
             .push(VifSpec::parse(&format!("backend-type=linux,devid={i}")).unwrap());
+    }
+    for i in 0..rng.below(3) {
+        c.consoles.push(
+            VifSpec::parse_channel(&format!("name=org.test.{i},connection=pty,devid={}", i + 1))
+                .unwrap(),
+        );
     }
     c.on_poweroff = *rng.pick(&Action::ALL);
     c.on_reboot = *rng.pick(&Action::ALL);

@@ -371,6 +371,9 @@ impl XlConfig {
         if let Some(s) = self.get("vkb") {
             cfg.vkbs = self.spec_list("vkb", s, VifSpec::parse)?;
         }
+        if let Some(s) = self.get("channel") {
+            cfg.consoles = self.spec_list("channel", s, VifSpec::parse_channel)?;
+        }
         for (key, slot) in [
             ("on_poweroff", &mut cfg.on_poweroff),
             ("on_reboot", &mut cfg.on_reboot),
@@ -498,7 +501,7 @@ impl XlConfig {
 }
 
 /// The keys [`XlConfig::to_domain_config`] interprets.
-pub const KNOWN_KEYS: [&str; 16] = [
+pub const KNOWN_KEYS: [&str; 17] = [
     "name",
     "type",
     "builder",
@@ -512,6 +515,7 @@ pub const KNOWN_KEYS: [&str; 16] = [
     "disk",
     "vif",
     "vkb",
+    "channel",
     "on_poweroff",
     "on_reboot",
     "on_crash",
@@ -625,6 +629,16 @@ pub fn render(config: &DomainConfig) -> String {
             "vkb",
             quote_list(config.vkbs.iter().map(|v| v.spec.as_str())),
         );
+    }
+    // The primary console (devid 0) is every domain's, not a channel: it is not written.
+    let channels: Vec<&str> = config
+        .consoles
+        .iter()
+        .filter(|c| c.get("devid") != Some("0"))
+        .map(|c| c.spec.as_str())
+        .collect();
+    if !channels.is_empty() {
+        line("channel", quote_list(channels.into_iter()));
     }
     line("on_poweroff", quote(config.on_poweroff.as_str()));
     line("on_reboot", quote(config.on_reboot.as_str()));

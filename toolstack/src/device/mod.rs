@@ -15,6 +15,31 @@
 //! 3 (Initialised) and both end in 4 (Connected). Removal writes `online` = 0 and `state` = 5
 //! (Closing) into the backend, which answers 6 (Closed); then the toolstack removes the nodes.
 //!
+//! # Consoles
+//!
+//! Every domain gets its primary console, console 0, at creation, as libxl's
+//! `domcreate_launch_dm` adds it for PV and PVH guests (`libxl__device_console_add` with the
+//! build state). It is recorded in the stored config (`devid=0,type=xenconsoled,output=pty`)
+//! and laid out as libxl does, with two differences from other devices: its frontend is
+//! `/local/domain/D/console` (not under `device/`), and that directory belongs to the backend
+//! (the guest may read it, and writes only `backend-id`), so the guest cannot rewrite what
+//! xenconsoled reads. It holds `limit` (1 MiB), `type` (`xenconsoled`), `output` (`pty`), an
+//! empty `tty` that the backend fills in with its pty, and `port`: the console's event channel,
+//! which creation allocates (unbound, for the backend domain), as libxl's `libxl__build_pre`
+//! does. Its `ring-ref` is the console page the domain builder lays out in the guest; there is
+//! no domain builder yet, so `ring-ref` is not written, and xenconsoled (which reads both
+//! `ring-ref` and `port`, and waits while either is missing) leaves the console alone until a
+//! builder writes it. The frontend has no `state`: xenconsoled does not use the XenbusState
+//! handshake (it never writes the backend's `state` either), so creation does not wait for it,
+//! as libxl does not. Destroy removes it with the domain's directories.
+//!
+//! Secondary consoles (libxl's channels: `channel=[ "name=...,connection=pty" ]` in xl.cfg, or
+//! hot-added with [`add_channel`]) are ordinary devices at `device/console/N`, N from 1, served
+//! (in libxl) by QEMU's console backend (`type` = `ioemu`), which follows the handshake; they
+//! are added and removed like the others, under the same locks, and a hot add waits for the
+//! backend to reach InitWait or Connected (there is no hotplug script, so no
+//! `hotplug-status`).
+//!
 //! # Locks
 //!
 //! Every add and remove runs under the domain's slow device lock ([`crate::lock`]), held across
@@ -34,8 +59,8 @@ use std::fmt;
 use serde::Serialize;
 
 pub use ops::{
-    add_disk, add_nic, add_vkb, check, check_all, list, recover, recover_all, remove, DeviceInfo,
-    Options, Violation, DEFAULT_TIMEOUT,
+    add_channel, add_disk, add_nic, add_vkb, check, check_all, list, recover, recover_all, remove,
+    DeviceInfo, Options, Violation, DEFAULT_TIMEOUT,
 };
 pub(crate) use ops::{attach_at_creation, hotplug_remove_all, prepare_for_creation, rm_backends};
 
@@ -49,7 +74,8 @@ pub enum DeviceKind {
     Vbd,
     /// A virtual network interface: netfront/netback.
     Vif,
-    /// A PV console (the secondary consoles; the first one lives in the domain's `console/`).
+    /// A PV console: the primary one (console 0, in the domain's `console/`) and the
+    /// secondary ones (libxl's channels, in `device/console/N`).
     Console,
     /// A virtual keyboard (and pointer): `vkbd` in xenstore.
     Vkb,
@@ -106,14 +132,24 @@ impl fmt::Display for DeviceRef {
 }
 
 impl DeviceRef {
-    /// The frontend directory, `/local/domain/D/device/K/I`.
+    /// The frontend directory, `/local/domain/D/device/K/I`; for the primary console
+    /// (console 0), `/local/domain/D/console`, where Xen's consoles have always had it.
     pub fn frontend_path(&self) -> String {
+        if self.is_primary_console() {
+            return format!("/local/domain/{}/console", self.domid);
+        }
         format!(
             "/local/domain/{}/device/{}/{}",
             self.domid,
             self.kind.xenstore_name(),
             self.devid
         )
+    }
+
+    /// Whether this is the domain's primary console (console 0), which creation adds and
+    /// destroy removes, and which does not follow the XenbusState handshake.
+    pub fn is_primary_console(&self) -> bool {
+        self.kind == DeviceKind::Console && self.devid == 0
     }
 
     /// The backend directory in backend domain `backend`, `/local/domain/B/backend/K/D/I`.
@@ -349,6 +385,17 @@ mod tests {
         assert_eq!(d.backend_path(0), "/local/domain/0/backend/vkbd/3/0");
         assert_eq!(d.libxl_path(), "/libxl/3/device/vkbd/0");
         assert_eq!(d.to_string(), "vkbd 0 on domain 3");
+        // The primary console lives outside device/; other consoles do not.
+        let c = |devid| DeviceRef {
+            kind: DeviceKind::Console,
+            domid: 3,
+            devid,
+        };
+        assert!(c(0).is_primary_console() && !c(1).is_primary_console());
+        assert_eq!(c(0).frontend_path(), "/local/domain/3/console");
+        assert_eq!(c(0).backend_path(0), "/local/domain/0/backend/console/3/0");
+        assert_eq!(c(1).frontend_path(), "/local/domain/3/device/console/1");
+        assert!(!d.is_primary_console());
         for k in DeviceKind::ALL {
             assert_eq!(DeviceKind::from_xenstore_name(k.xenstore_name()), Some(k));
         }

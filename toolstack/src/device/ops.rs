@@ -57,6 +57,9 @@ pub struct DeviceInfo {
     pub backend_state: Option<u32>,
     /// The backend directory, if xenstore has the device.
     pub backend_path: Option<String>,
+    /// A console's pty, as its backend wrote it in the frontend's `tty` (none yet: empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tty: Option<String>,
 }
 
 /// A breach of the invariant "nothing in xenstore without an entry in the stored config", or
@@ -149,12 +152,23 @@ fn vif_devid(spec: &VifSpec) -> Option<u32> {
     spec.get("devid").and_then(|v| v.parse().ok())
 }
 
-/// The `key=value` device lists of the stored config (vif, vkb), by kind.
+/// The `key=value` device lists of the stored config (vif, vkb, console), by kind.
 fn keyed_mut(c: &mut DomainConfig, kind: DeviceKind) -> Option<&mut Vec<VifSpec>> {
     match kind {
         DeviceKind::Vif => Some(&mut c.vifs),
         DeviceKind::Vkb => Some(&mut c.vkbs),
-        DeviceKind::Vbd | DeviceKind::Console => None,
+        DeviceKind::Console => Some(&mut c.consoles),
+        DeviceKind::Vbd => None,
+    }
+}
+
+/// [`keyed_mut`], to read.
+fn keyed(c: &DomainConfig, kind: DeviceKind) -> Option<&Vec<VifSpec>> {
+    match kind {
+        DeviceKind::Vif => Some(&c.vifs),
+        DeviceKind::Vkb => Some(&c.vkbs),
+        DeviceKind::Console => Some(&c.consoles),
+        DeviceKind::Vbd => None,
     }
 }
 
@@ -166,17 +180,11 @@ fn stored_entries(c: &DomainConfig, kind: DeviceKind) -> Vec<(u32, String)> {
             .iter()
             .filter_map(|d| vdev_to_devid(&d.vdev).map(|id| (id, d.spec.clone())))
             .collect(),
-        DeviceKind::Vif | DeviceKind::Vkb => {
-            let list = if kind == DeviceKind::Vif {
-                &c.vifs
-            } else {
-                &c.vkbs
-            };
-            list.iter()
-                .filter_map(|v| vif_devid(v).map(|id| (id, v.spec.clone())))
-                .collect()
-        }
-        DeviceKind::Console => Vec::new(),
+        DeviceKind::Vif | DeviceKind::Vkb | DeviceKind::Console => keyed(c, kind)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| vif_devid(v).map(|id| (id, v.spec.clone())))
+            .collect(),
     }
 }
 
@@ -204,9 +212,16 @@ fn random_mac() -> String {
 
 /// What to write for a new device: the frontend's and backend's nodes (beyond the common
 /// ones).
+#[derive(Default)]
 struct Nodes {
+    /// Frontend nodes the guest owns.
     frontend: Vec<(&'static str, String)>,
+    /// Frontend nodes the backend owns and the guest may only read (libxl's `ro_front`).
+    frontend_ro: Vec<(&'static str, String)>,
     backend: Vec<(&'static str, String)>,
+    /// The primary console's layout: a frontend directory the backend owns, and no frontend
+    /// `state` (console 0 does not follow the XenbusState handshake).
+    primary_console: bool,
 }
 
 /// The `script` node's value: the script named in the spec (or `default`), made absolute in
@@ -276,6 +291,7 @@ fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: Option<&std::path::Path>) ->
             ("bootable", "1".into()),
             ("script", script_node(scripts, named, "block")),
         ],
+        ..Nodes::default()
     }
 }
 
@@ -293,6 +309,7 @@ fn nic_nodes(spec: &VifSpec, devid: u32, scripts: Option<&std::path::Path>) -> N
             ),
             ("type", "vif".into()),
         ],
+        ..Nodes::default()
     }
 }
 
@@ -319,9 +336,55 @@ fn vkb_nodes(spec: &VifSpec) -> Nodes {
         }
     }
     Nodes {
-        frontend: Vec::new(),
         backend,
+        ..Nodes::default()
     }
+}
+
+/// xenconsoled's and QEMU's console protocol (`LIBXL_XENCONSOLE_PROTOCOL`).
+const CONSOLE_PROTOCOL: &str = "vt100";
+/// How much console output the backend buffers, bytes (`LIBXL_XENCONSOLE_LIMIT`).
+const CONSOLE_LIMIT: &str = "1048576";
+
+/// The recorded spec of the primary console, as creation adds it.
+const PRIMARY_CONSOLE: &str = "type=xenconsoled,output=pty,devid=0";
+
+/// A console's nodes, as `libxl__device_console_add` writes them: the primary one (devid 0)
+/// with its event channel `port` when creation allocated one; a secondary one (a channel)
+/// with its `name` and the frontend `state`/`protocol` of the handshake.
+fn console_nodes(spec: &VifSpec, devid: u32, port: Option<u32>) -> Nodes {
+    let mut n = Nodes {
+        backend: vec![("protocol", CONSOLE_PROTOCOL.into())],
+        ..Nodes::default()
+    };
+    let name = spec.get("name").filter(|_| devid != 0);
+    if let Some(name) = name {
+        n.frontend_ro.push(("name", name.to_owned()));
+        n.backend.push(("name", name.to_owned()));
+    }
+    if devid != 0 {
+        n.backend.push((
+            "connection",
+            spec.get("connection").unwrap_or("pty").to_owned(),
+        ));
+    }
+    let default_type = if devid == 0 { "xenconsoled" } else { "ioemu" };
+    n.frontend_ro.extend([
+        ("limit", CONSOLE_LIMIT.to_owned()),
+        ("type", spec.get("type").unwrap_or(default_type).to_owned()),
+        ("output", spec.get("output").unwrap_or("pty").to_owned()),
+        // The backend writes its pty's name here.
+        ("tty", String::new()),
+    ]);
+    if devid == 0 {
+        n.primary_console = true;
+        if let Some(port) = port {
+            n.frontend_ro.push(("port", port.to_string()));
+        }
+    } else {
+        n.frontend.push(("protocol", CONSOLE_PROTOCOL.into()));
+    }
+    n
 }
 
 fn keyed_nodes(
@@ -332,6 +395,7 @@ fn keyed_nodes(
 ) -> Nodes {
     match kind {
         DeviceKind::Vkb => vkb_nodes(spec),
+        DeviceKind::Console => console_nodes(spec, devid, None),
         _ => nic_nodes(spec, devid, scripts),
     }
 }
@@ -419,6 +483,31 @@ pub fn add_vkb(
     add_keyed(host, token, domid, DeviceKind::Vkb, spec, opts)
 }
 
+/// Attach a secondary console (a channel) to domain `domid`, and wait for its backend to
+/// reach InitWait or Connected. The spec is a channel spec ([`VifSpec::parse_channel`]:
+/// `name=`, `connection=pty`, optionally `devid=` from 1); the device id is `devid=` or the
+/// lowest one free from 1, and is recorded. As [`add_disk`] otherwise.
+///
+/// libxl adds channels only at creation (its QEMU serves them); this toolstack also adds and
+/// removes them later, under the same lock rules as every other device.
+///
+/// # Errors
+///
+/// [`Error::Refused`] for a spec that is not a channel spec; as [`add_disk`] otherwise.
+pub fn add_channel(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    domid: DomId,
+    spec: &VifSpec,
+    opts: &Options,
+) -> Result<DeviceRef> {
+    VifSpec::parse_channel(&spec.spec).map_err(|e| Error::Refused {
+        domain: DomainRef::id(domid),
+        what: format!("channel {:?}: {}", e.spec, e.reason),
+    })?;
+    add_keyed(host, token, domid, DeviceKind::Console, spec, opts)
+}
+
 fn add_keyed(
     host: &Host,
     token: &mut Locked<'_, level::Unlocked>,
@@ -442,6 +531,10 @@ fn add_keyed(
         .map(|(id, _)| id)
         .collect();
     used.extend(xenstore_devids(host, domid, kind)?);
+    if kind == DeviceKind::Console {
+        // Console 0 is the primary console, whether or not this domain has one.
+        used.push(0);
+    }
     let taken = format!("the domain already has a {kind} with this id");
     let recorded = match complete_spec(kind, spec, &mut used) {
         Ok(r) => r,
@@ -568,6 +661,14 @@ fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> R
     // Each end owns its directory; the other end may read it (libxl__device_generic_add).
     let fe_perms = Permissions::new(d, Access::NONE).with(b, Access::READ);
     let be_perms = Permissions::new(b, Access::NONE).with(d, Access::READ);
+    // What the guest may only read: the backend's (libxl's `ro_frontend_perms`). The primary
+    // console's whole frontend directory is so.
+    let ro_perms = be_perms.clone();
+    let fe_dir_perms = if nodes.primary_console {
+        &ro_perms
+    } else {
+        &fe_perms
+    };
     let lx_perms = Permissions::new(0, Access::NONE);
     let mut exists_already = None;
     host.xs
@@ -585,7 +686,7 @@ fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> R
                 }
             }
             t.write(&fe, "")?;
-            t.set_perms(&fe, &fe_perms)?;
+            t.set_perms(&fe, fe_dir_perms)?;
             t.write(&be, "")?;
             t.set_perms(&be, &be_perms)?;
             let fw = |k: &str, v: &str| -> xenstore::Result<()> {
@@ -598,11 +699,26 @@ fn write_device(host: &Host, dev: DeviceRef, backend: DomId, nodes: &Nodes) -> R
                 t.write(&p, v)?;
                 t.set_perms(&p, &be_perms)
             };
-            fw("backend", &be)?;
+            let rw = |k: &str, v: &str| -> xenstore::Result<()> {
+                let p = format!("{fe}/{k}");
+                t.write(&p, v)?;
+                t.set_perms(&p, &ro_perms)
+            };
+            // libxl writes `backend` with the directory's permissions.
+            if nodes.primary_console {
+                rw("backend", &be)?;
+            } else {
+                fw("backend", &be)?;
+            }
             fw("backend-id", &backend.to_string())?;
-            fw("state", "1")?;
+            if !nodes.primary_console {
+                fw("state", "1")?;
+            }
             for (k, v) in &nodes.frontend {
                 fw(k, v)?;
+            }
+            for (k, v) in &nodes.frontend_ro {
+                rw(k, v)?;
             }
             bw("frontend", &fe)?;
             bw("frontend-id", &dev.domid.to_string())?;
@@ -752,7 +868,7 @@ fn wait_backend(
 /// libxl does, then runs the device's `script` with `add` (setting `ran` first). Elsewhere,
 /// nothing.
 fn hotplug_add(host: &Host, dev: DeviceRef, opts: &Options, ran: &mut bool) -> Result<()> {
-    if host.hotplug_scripts.is_none() || dev.kind == DeviceKind::Vkb {
+    if host.hotplug_scripts.is_none() || !has_hotplug_script(dev.kind) {
         return Ok(());
     }
     let timeout = opts.timeout;
@@ -843,8 +959,16 @@ fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Res
     ))
 }
 
+/// Whether libxl runs a hotplug script for devices of `kind`, which reports in
+/// `hotplug-status`. Consoles have none: their backend (QEMU) only moves `state`.
+fn has_hotplug_script(kind: DeviceKind) -> bool {
+    matches!(kind, DeviceKind::Vbd | DeviceKind::Vif)
+}
+
 fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
     let timeout = opts.timeout;
+    // A console's backend has no hotplug script to report; its state alone says it is there.
+    let needs_status = dev.kind != DeviceKind::Console;
     wait_backend(
         host,
         dev,
@@ -875,7 +999,7 @@ fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
             Ok(matches!(
                 v.state,
                 Some(XenbusState::InitWait | XenbusState::Connected)
-            ) && v.hotplug_status.as_deref() == Some("connected"))
+            ) && (!needs_status || v.hotplug_status.as_deref() == Some("connected")))
         },
         |v| {
             dev_err(
@@ -884,7 +1008,7 @@ fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
                     "backend did not connect within {}; state is {}{}",
                     secs(timeout),
                     state_text(v.state),
-                    if v.hotplug_status.is_none() {
+                    if needs_status && v.hotplug_status.is_none() {
                         ", and its hotplug script has not reported"
                     } else {
                         ""
@@ -921,6 +1045,12 @@ pub fn remove(
         .locks
         .lock_slow(token, dev.domid, &exists)
         .map_err(lock_error)?;
+    if dev.is_primary_console() {
+        return Err(dev_err(
+            dev,
+            "it is the domain's primary console, which goes only when the domain is destroyed",
+        ));
+    }
     let mut st = slow.token();
     recover_locked(host, &mut st, dev.domid)?;
     hooks::point("device-remove:slow-locked")?;
@@ -1031,7 +1161,7 @@ fn xenstore_devids(host: &Host, domid: DomId, kind: DeviceKind) -> Result<Vec<u3
     Ok(ids)
 }
 
-/// The devices of `kind` (vbd or vif) that domain `domid` has: the stored config's, with
+/// The devices of `kind` that domain `domid` has: the stored config's, with
 /// xenstore's view of each. Takes only the fast lock, for the read.
 ///
 /// # Errors
@@ -1079,6 +1209,11 @@ pub fn list(
             frontend_state: state(&dev.frontend_path())?,
             backend_state,
             backend_path: be,
+            tty: if kind == DeviceKind::Console {
+                read_opt(host, dev, &format!("{}/tty", dev.frontend_path()))?
+            } else {
+                None
+            },
         });
     }
     out.sort_by_key(|d| d.devid);
@@ -1273,6 +1408,20 @@ fn xenstore_devices(host: &Host, domid: DomId) -> Result<Vec<(String, DeviceRef)
                 push(base.clone(), kind, &id);
             }
         }
+    }
+    // The primary console's frontend lives outside `device/`.
+    let primary = DeviceRef {
+        kind: DeviceKind::Console,
+        domid,
+        devid: 0,
+    };
+    let fe = primary.frontend_path();
+    if host.xs.exists(&fe).map_err(|source| Error::Xenstore {
+        domain: DomainRef::id(domid),
+        what: "cannot read its console",
+        source,
+    })? {
+        out.push((fe, primary));
     }
     Ok(out)
 }
@@ -1614,12 +1763,41 @@ pub(crate) fn prepare_for_creation(config: &mut DomainConfig) -> std::result::Re
         seen.push(id);
     }
     complete_list(DeviceKind::Vif, &mut config.vifs)?;
-    complete_list(DeviceKind::Vkb, &mut config.vkbs)
+    complete_list(DeviceKind::Vkb, &mut config.vkbs)?;
+    prepare_consoles(&mut config.consoles)
+}
+
+/// Gives the domain its primary console (unless the config has one: preparing twice changes
+/// nothing), checks the channels, and numbers them from 1 in the order written.
+fn prepare_consoles(consoles: &mut Vec<VifSpec>) -> std::result::Result<(), String> {
+    let primary = |c: &VifSpec| c.get("devid") == Some("0");
+    for c in consoles.iter() {
+        if primary(c) {
+            if c.get("name").is_some() || c.get("path").is_some() {
+                return Err(format!(
+                    "console {:?}: the primary console (devid 0) takes no name or path",
+                    c.spec
+                ));
+            }
+        } else {
+            VifSpec::parse_channel(&c.spec)
+                .map_err(|e| format!("channel {:?}: {}", e.spec, e.reason))?;
+        }
+    }
+    match consoles.iter().filter(|c| primary(c)).count() {
+        0 => consoles.insert(
+            0,
+            VifSpec::parse(PRIMARY_CONSOLE).map_err(|e| e.to_string())?,
+        ),
+        1 => {}
+        _ => return Err("the primary console (devid 0) is given twice".into()),
+    }
+    complete_list(DeviceKind::Console, consoles)
 }
 
 /// Creation's device phase: with the slow lock held since the stored config (which already
-/// describes them) was written, create every disk and vif in xenstore and wait for their
-/// backends.
+/// describes them) was written, create every device in xenstore and wait for their backends
+/// (all but the primary console's: see [`add_primary_console`]).
 pub(crate) fn attach_at_creation(
     host: &Host,
     _slow: &mut Locked<'_, level::Slow>,
@@ -1644,10 +1822,15 @@ pub(crate) fn attach_at_creation(
     for (kind, list) in [
         (DeviceKind::Vif, &config.vifs),
         (DeviceKind::Vkb, &config.vkbs),
+        (DeviceKind::Console, &config.consoles),
     ] {
         for spec in list {
             let devid = vif_devid(spec).unwrap_or(0);
             let dev = DeviceRef { kind, domid, devid };
+            if dev.is_primary_console() {
+                add_primary_console(host, dev, opts.backend, spec)?;
+                continue;
+            }
             let nodes = keyed_nodes(kind, spec, devid, host.hotplug_scripts.as_deref());
             write_device(host, dev, opts.backend, &nodes)?;
             hooks::point("create:device-written")?;
@@ -1656,6 +1839,23 @@ pub(crate) fn attach_at_creation(
         }
     }
     Ok(())
+}
+
+/// Writes the primary console of a domain being created: allocates its event channel (an
+/// unbound port for the backend domain, as libxl's `libxl__build_pre`) and writes the nodes.
+/// It does not wait: xenconsoled does not use the XenbusState handshake, and libxl does not
+/// wait for it either.
+fn add_primary_console(host: &Host, dev: DeviceRef, backend: DomId, spec: &VifSpec) -> Result<()> {
+    let port = host
+        .xc
+        .evtchn_alloc_unbound(dev.domid, backend)
+        .map_err(|source| Error::Xen {
+            domain: DomainRef::id(dev.domid),
+            what: "cannot allocate its console event channel",
+            source,
+        })?;
+    write_device(host, dev, backend, &console_nodes(spec, 0, Some(port)))?;
+    hooks::point("create:device-written")
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! A simulated backend driver: plays blkback's and netback's side of the XenbusState handshake
 //! over xenstore watches (and the paused guest's frontend, so the whole 1→2→3→4 runs), so that
-//! device add and remove, and their error paths, run without Xen.
+//! device add and remove, and their error paths, run without Xen. It plays the console
+//! backends too: QEMU's for secondary consoles (the same handshake, without a hotplug script),
+//! and xenconsoled's for the primary console.
 //!
 //! The simulated host's xenstored runs one for backend domain 0 ([`crate::sim`]). What it does
 //! for the devices of a domain is set in xenstore, at [`behaviour_path`]:
@@ -14,6 +16,12 @@
 //! - `vanish`: the backend goes away: its directory is removed as soon as it appears (a driver
 //!   domain that died).
 //! - `stall-close`: connects normally but never closes.
+//!
+//! The primary console (console 0) is xenconsoled's, which knows no XenbusState: once its
+//! frontend has both `ring-ref` and `port` (what the domain builder writes), the simulated
+//! xenconsoled "opens a pty" and writes its name into the frontend's `tty` ([`sim_tty`]), as
+//! xenconsoled does, and leaves the backend's `state` alone, as xenconsoled does. (`stall`
+//! and `fail` keep it from writing, `vanish` removes its backend.)
 
 use std::collections::BTreeSet;
 
@@ -64,6 +72,11 @@ impl Behaviour {
     }
 }
 
+/// The pty name the simulated xenconsoled writes in the primary console's `tty`.
+pub fn sim_tty(domid: DomId) -> String {
+    format!("/dev/pts/rxen-sim-{domid}")
+}
+
 /// The message the simulated hotplug script leaves in `hotplug-error` when told to fail.
 pub const HOTPLUG_ERROR: &str = "simulated hotplug script failure";
 
@@ -77,14 +90,30 @@ fn device_of(path: &str, backend: DomId) -> Option<DeviceRef> {
     Some(DeviceRef { kind, domid, devid })
 }
 
+/// Parses `/local/domain/D/console[/...]` into the primary console of domain D.
+fn primary_console_of(path: &str) -> Option<DeviceRef> {
+    let rest = path.strip_prefix("/local/domain/")?;
+    let mut parts = rest.split('/');
+    let domid = parts.next()?.parse().ok()?;
+    (parts.next()? == "console").then_some(DeviceRef {
+        kind: DeviceKind::Console,
+        domid,
+        devid: 0,
+    })
+}
+
 /// Runs the backend driver for backend domain `backend` on `xs` until the connection fails.
+///
+/// It watches all of `/local/domain`: its backend directories, and the primary consoles'
+/// frontends, which xenconsoled reads.
 ///
 /// # Errors
 ///
 /// The xenstore error that stopped it.
 pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
-    let root = format!("/local/domain/{backend}/backend");
-    let watch = xs.watch(&root)?;
+    let root = "/local/domain";
+    let watch = xs.watch(root)?;
+    let of = |path: &str| device_of(path, backend).or_else(|| primary_console_of(path));
     loop {
         let first = watch.next_event()?;
         let mut devices = BTreeSet::new();
@@ -92,9 +121,9 @@ pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
             // Registration, or the whole directory changed: look at everything.
             devices.extend(scan(xs, backend)?);
         }
-        devices.extend(device_of(&first.path, backend));
+        devices.extend(of(&first.path));
         while let Some(ev) = watch.try_next_event() {
-            devices.extend(device_of(&ev.path, backend));
+            devices.extend(of(&ev.path));
         }
         for dev in devices {
             drive(xs, backend, dev)?;
@@ -165,12 +194,28 @@ fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Res
                 t.write(&format!("{be}/state"), "6")?;
                 return Ok(true);
             }
+            if dev.is_primary_console() {
+                // xenconsoled: a pty once the ring and its event channel are published.
+                let ready = read(t, &format!("{fe}/ring-ref"))?.is_some()
+                    && read(t, &format!("{fe}/port"))?.is_some();
+                let tty = read(t, &format!("{fe}/tty"))?;
+                if mode == Behaviour::Fail
+                    || !ready
+                    || tty.as_deref().is_some_and(|v| !v.is_empty())
+                {
+                    return Ok(false);
+                }
+                t.write(&format!("{fe}/tty"), sim_tty(dev.domid))?;
+                return Ok(true);
+            }
+            // QEMU's console backend runs no hotplug script.
+            let script = dev.kind != DeviceKind::Console;
             match (bstate, fstate) {
                 (Some(XenbusState::Initialising), _) => {
                     if mode == Behaviour::Fail {
                         t.write(&format!("{be}/hotplug-error"), HOTPLUG_ERROR)?;
                         t.write(&format!("{be}/hotplug-status"), "error")?;
-                    } else {
+                    } else if script {
                         t.write(&format!("{be}/hotplug-status"), "connected")?;
                     }
                     t.write(&format!("{be}/state"), "2")?;
@@ -217,6 +262,22 @@ mod tests {
         assert_eq!(device_of("/local/domain/0/backend/vif/3", 0), None);
         assert_eq!(device_of("/local/domain/1/backend/vif/3/0", 0), None);
         assert_eq!(device_of("/local/domain/0/backend/tap/3/0", 0), None);
+        let console = |domid| DeviceRef {
+            kind: DeviceKind::Console,
+            domid,
+            devid: 0,
+        };
+        assert_eq!(
+            primary_console_of("/local/domain/7/console"),
+            Some(console(7))
+        );
+        assert_eq!(
+            primary_console_of("/local/domain/7/console/ring-ref"),
+            Some(console(7))
+        );
+        assert_eq!(primary_console_of("/local/domain/7/device/console/1"), None);
+        assert_eq!(primary_console_of("/local/domain/7"), None);
+        assert_eq!(primary_console_of("/local/domain/x/console"), None);
     }
 
     #[test]
