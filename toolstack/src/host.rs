@@ -6,13 +6,22 @@
 //! which kind it is (the kind is kept only to print it).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use uuid::Uuid;
 
 use xenctrl::{DomainInfo, XenCtrl};
 
 use crate::config::stored::ConfigStore;
 use crate::error::{DomainRef, Error, Result};
-use crate::lock::{CheckError, CtxLock, DomId, LockDir};
+use crate::lock::{CheckError, CtxLock, DomId, LockDir, UuidLookup};
 use crate::sim::{self, SimOptions};
+
+/// libxl's per-domain userdata directory (`XEN_LIB_DIR`).
+pub const LIBXL_DIR: &str = "/var/lib/xen";
+
+/// The simulated host's stand-in for [`LIBXL_DIR`], under its state directory.
+pub const SIM_LIBXL_SUBDIR: &str = "xen-lib";
 
 /// Where Xen's tools install the hotplug scripts (libxl's `XEN_SCRIPT_DIR`).
 pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
@@ -37,8 +46,12 @@ pub struct HostOptions {
     pub sim_config: Option<xenctrl::SimConfig>,
     /// The binary to run as the simulated host's xenstored (default: this program).
     pub sim_daemon_exe: Option<PathBuf>,
-    /// Where real-Xen per-domain lock files live (default: [`LockDir::DEFAULT`]).
+    /// Where real-Xen per-domain lock files live (default: [`LockDir::DEFAULT`], libxl's
+    /// directory, where they are libxl's locks).
     pub lock_dir: Option<PathBuf>,
+    /// Where real-Xen libxl stored configs (`userdata-d.*.libxl-json`) are kept (default:
+    /// [`LIBXL_DIR`], where xl reads them).
+    pub libxl_dir: Option<PathBuf>,
     /// Where real-Xen stored configs live (default: [`ConfigStore::DEFAULT`]).
     pub config_dir: Option<PathBuf>,
 }
@@ -53,8 +66,8 @@ pub struct Ctx {
 /// An open host.
 #[derive(Debug)]
 pub struct Host {
-    /// The hypervisor.
-    pub xc: XenCtrl,
+    /// The hypervisor (shared with the lock directory, which asks it for UUIDs).
+    pub xc: Arc<XenCtrl>,
     /// xenstore.
     pub xs: xenstore::Client,
     /// The per-domain lock files.
@@ -71,6 +84,17 @@ pub struct Host {
     booted: bool,
 }
 
+/// The UUID lookup of a [`LockDir`] with libxl's naming: Xen's handle of the domain, as libxl's
+/// `libxl__userdata_path` gets it from `libxl_domain_info`.
+fn uuid_lookup(xc: &Arc<XenCtrl>) -> UuidLookup {
+    let xc = Arc::clone(xc);
+    Arc::new(move |domid| match xc.domain_info(domid) {
+        Ok(info) => Ok(Some(Uuid::from_bytes(info.handle))),
+        Err(e) if e.errno() == Some(xenctrl::Errno::ESRCH) => Ok(None),
+        Err(e) => Err(Box::new(e) as CheckError),
+    })
+}
+
 impl Host {
     /// Open the host as `opts` says.
     ///
@@ -79,19 +103,25 @@ impl Host {
     /// [`Error::OpenXen`], [`Error::OpenXenstore`] or [`Error::SimHost`].
     pub fn open(opts: &HostOptions) -> Result<Self> {
         if !opts.force_simulated && XenCtrl::real_xen_available() {
-            let xc = XenCtrl::open().map_err(Error::OpenXen)?;
+            let xc = Arc::new(XenCtrl::open().map_err(Error::OpenXen)?);
             let xs = xenstore::Client::open().map_err(Error::OpenXenstore)?;
+            let lock_dir = opts
+                .lock_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(LockDir::DEFAULT));
+            let libxl_dir = opts
+                .libxl_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(LIBXL_DIR));
             return Ok(Host {
-                xc,
-                xs,
-                locks: opts
-                    .lock_dir
-                    .as_ref()
-                    .map_or_else(LockDir::default, LockDir::new),
+                locks: LockDir::libxl(lock_dir, uuid_lookup(&xc)),
                 configs: opts
                     .config_dir
                     .as_ref()
-                    .map_or_else(ConfigStore::default, ConfigStore::new),
+                    .map_or_else(ConfigStore::default, ConfigStore::new)
+                    .with_libxl(libxl_dir),
+                xc,
+                xs,
                 hotplug_scripts: Some(PathBuf::from(XEN_SCRIPT_DIR)),
                 ctx: CtxLock::new(Ctx::default()),
                 kind: HostKind::Xen,
@@ -105,11 +135,14 @@ impl Host {
         }
         so.daemon_exe = opts.sim_daemon_exe.clone();
         let (xc, xs, booted) = sim::connect(&so)?;
+        let xc = Arc::new(xc);
+        // The same naming as on real Xen, in the state directory's stand-in for /var/lib/xen.
+        let libxl_dir = dir.join(SIM_LIBXL_SUBDIR);
         Ok(Host {
+            locks: LockDir::libxl(&libxl_dir, uuid_lookup(&xc)),
+            configs: ConfigStore::under(&dir).with_libxl(&libxl_dir),
             xc,
             xs,
-            locks: LockDir::under(&dir),
-            configs: ConfigStore::under(&dir),
             hotplug_scripts: None,
             ctx: CtxLock::new(Ctx::default()),
             kind: HostKind::Simulated(dir),

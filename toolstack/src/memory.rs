@@ -145,7 +145,7 @@ fn update_stored(
     };
     if let Some(mut stored) = host.configs.load_opt(guard).map_err(stored_err)? {
         f(&mut stored.config);
-        host.configs.save(guard, &stored).map_err(stored_err)?;
+        host.configs.save_own(guard, &stored).map_err(stored_err)?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //!   command that finds none running. Starting is race-free: it happens under an exclusive
 //!   `flock` of `DIR/boot.lock`, and the daemon holds `DIR/xenstored.pid` locked for its life.
 //! - Starting xenstored is the host's boot: the hypervisor state is reset (every domain is gone,
-//!   as after a reboot), the per-domain locks and stored configs (`DIR/locks`, `DIR/domains`)
+//!   as after a reboot), the per-domain locks and stored configs (`DIR/xen-lib`, the stand-in
+//!   for `/var/lib/xen` with libxl's lock files and `libxl-json` documents, and `DIR/domains`)
 //!   are wiped, and dom0's xenstore entries are written. So the two halves of the host always
 //!   agree: a xenstore tree never outlives the domains it describes, nor the other way round.
 //!
@@ -178,7 +179,7 @@ fn boot(opts: &SimOptions, paths: &SimPaths) -> Result<xenstore::Client> {
         (d.tot_pages * 4, d.config.max_vcpus)
     });
     drop(sim);
-    for sub in ["locks", "domains"] {
+    for sub in ["locks", "domains", crate::host::SIM_LIBXL_SUBDIR] {
         match std::fs::remove_dir_all(dir.join(sub)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

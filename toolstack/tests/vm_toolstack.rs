@@ -8,8 +8,12 @@
 mod vm_common;
 use vm_common::{host, run, xs_read};
 
-use std::process::Command;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uuid::Uuid;
 
 use toolstack::config::DomainConfig;
 use toolstack::lock::Locked;
@@ -38,6 +42,25 @@ fn xl_info(field: &str) -> u64 {
             (k.trim() == field).then(|| v.trim().parse().expect("number"))
         })
         .unwrap_or_else(|| panic!("xl info has no {field}"))
+}
+
+/// libxl's stored config of a domain.
+fn libxl_json_path(domid: u16, uuid: Uuid) -> PathBuf {
+    PathBuf::from(format!(
+        "/var/lib/xen/userdata-d.{domid}.{}.libxl-json",
+        uuid.hyphenated()
+    ))
+}
+
+/// `xl list -l DOMID` (JSON): the domain's `config`.
+fn xl_list_long(domid: u16) -> Value {
+    let out = run("xl", &["list", "-l", &domid.to_string()]);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let one = v
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["domid"] == domid))
+        .unwrap_or_else(|| panic!("xl list -l {domid} does not show it: {out}"));
+    one["config"].clone()
 }
 
 #[test]
@@ -78,18 +101,17 @@ fn create_mem_set_mem_max_pause_destroy_match_xl() {
     );
     let vm = xs_read(&format!("{base}/vm")).expect("vm path");
     assert_eq!(xs_read(&format!("{vm}/name")).as_deref(), Some("rxl-vm-a"));
-    // xl list -l shows libxl's stored config (libxl-json userdata), which our domains do not
-    // have: printed for the record, not asserted.
-    let long = Command::new("xl")
-        .args(["list", "-l"])
-        .output()
-        .expect("xl");
-    println!(
-        "xl list -l: status {}\n{}{}",
-        long.status,
-        String::from_utf8_lossy(&long.stdout),
-        String::from_utf8_lossy(&long.stderr)
-    );
+    // xl list -l reads the libxl-json userdata we wrote (under libxl's userdata lock, which
+    // it takes too), with name and UUID from Xen and memory from xenstore.
+    let userdata = libxl_json_path(d, created.uuid);
+    assert!(userdata.exists(), "{} not written", userdata.display());
+    let c = xl_list_long(d);
+    assert_eq!(c["c_info"]["name"], "rxl-vm-a", "{c}");
+    assert_eq!(c["c_info"]["uuid"], created.uuid.hyphenated().to_string());
+    assert_eq!(c["c_info"]["type"], "pv");
+    assert_eq!(c["b_info"]["max_vcpus"], 2);
+    assert_eq!(c["b_info"]["max_memkb"], 128 * 1024);
+    assert_eq!(c["b_info"]["target_memkb"], 64 * 1024);
 
     // mem-set: target and Xen's max_mem move together.
     let v = memory::set_memory_target(&host, &mut root, d, Target::Absolute(48 * 1024), true)
@@ -121,6 +143,10 @@ fn create_mem_set_mem_max_pause_destroy_match_xl() {
     assert!(matches!(e, Error::TargetAboveMax { .. }), "{e}");
     let e = memory::set_max_mem(&host, &mut root, d, 32 * 1024).expect_err("below target");
     assert!(matches!(e, Error::MaxBelowTarget { .. }), "{e}");
+    // xl sees both.
+    let c = xl_list_long(d);
+    assert_eq!(c["b_info"]["target_memkb"], 48 * 1024, "{c}");
+    assert_eq!(c["b_info"]["max_memkb"], 96 * 1024, "{c}");
 
     // pause nests: pause once more, unpause once, still paused as xl sees it.
     domain::pause(&host, d).expect("pause");
@@ -131,6 +157,7 @@ fn create_mem_set_mem_max_pause_destroy_match_xl() {
     assert!(xl_row("rxl-vm-a").is_none(), "xl still lists it");
     assert_eq!(xs_read(&base), None, "{base} is left behind");
     assert_eq!(xs_read(&vm), None, "{vm} is left behind");
+    assert!(!userdata.exists(), "{} is left behind", userdata.display());
     let again = domain::destroy(&host, &mut root, d).expect_err("second destroy");
     assert!(matches!(again, Error::NoSuchDomain(_)), "{again}");
 }
@@ -158,8 +185,13 @@ fn rxl_lists_and_destroys_a_domain_xl_created() {
     assert_eq!(row.target_kib, Some(128 * 1024), "xl.cfg's 128 MiB");
     assert!(row.state.contains('p'));
     assert_eq!(domain::resolve(&host, "xl-made").expect("by name"), id);
+    // Our destroy removes libxl's userdata of it, as xl destroy would.
+    let uuid = Uuid::from_bytes(host.xc.domain_info(id).expect("info").handle);
+    let userdata = libxl_json_path(id, uuid);
+    assert!(userdata.exists(), "xl wrote {}", userdata.display());
     domain::destroy(&host, &mut root, id).expect("our destroy of xl's domain");
     assert!(xl_row("xl-made").is_none());
+    assert!(!userdata.exists(), "{} is left behind", userdata.display());
 }
 
 #[test]
@@ -227,4 +259,59 @@ fn timings_against_xl() {
         xl_destroy.as_secs_f64() * 1e3,
         our_destroy.as_secs_f64() * 1e3
     );
+}
+
+/// Our userdata lock is libxl's: with the lock directory at its default (`/var/lib/xen`),
+/// `xl mem-set` waits while we hold a domain's userdata lock, and goes on once we release it.
+#[test]
+fn xl_mem_set_waits_for_our_userdata_lock() {
+    let host = toolstack::Host::open(&toolstack::HostOptions {
+        config_dir: Some("/run/rxen-vm-test/domains".into()),
+        ..toolstack::HostOptions::default()
+    })
+    .expect("open the real host");
+    assert_eq!(host.locks.path(), std::path::Path::new("/var/lib/xen"));
+    let mut root = Locked::root();
+    let mut cfg = DomainConfig::new("rxl-vm-lock");
+    cfg.memory_kib = 64 * 1024;
+    cfg.maxmem_kib = 64 * 1024;
+    let d = toolstack::create::create(&host, &mut root, &cfg, &mut |_| {})
+        .expect("create")
+        .domid;
+    let target = format!("/local/domain/{d}/memory/target");
+    {
+        let exists = |x| host.domain_exists(x);
+        let mut ctx = host.ctx.lock(&mut root);
+        let mut t = ctx.token();
+        let guard = host
+            .locks
+            .lock_userdata(&mut t, d, &exists)
+            .expect("our userdata lock");
+        let mut xl = Command::new("xl")
+            .args(["mem-set", &d.to_string(), "32m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("xl mem-set");
+        // Long enough for xl mem-set to finish many times over under TCG (~0.2 s), were it not
+        // waiting for the lock.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            assert!(
+                xl.try_wait().expect("wait").is_none(),
+                "xl mem-set finished while we held the userdata lock"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(xs_read(&target).as_deref(), Some("65536"));
+        guard.release().expect("release");
+        let out = xl.wait_with_output().expect("xl");
+        assert!(
+            out.status.success(),
+            "xl mem-set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(xs_read(&target).as_deref(), Some("32768"));
+    domain::destroy(&host, &mut root, d).expect("destroy");
 }

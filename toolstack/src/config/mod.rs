@@ -8,6 +8,7 @@
 //! `max_memkb`) and as xenstore's `memory/target` and `memory/static-max` hold it; xl.cfg speaks
 //! MiB.
 
+pub mod libxl;
 pub mod stored;
 #[cfg(test)]
 mod tests;

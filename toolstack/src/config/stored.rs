@@ -41,6 +41,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::{DomainConfig, ValidationError};
 use crate::lock::{DomId, UserdataGuard};
@@ -179,6 +180,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// libxl's document is kept, but neither the lock nor the config names the domain's UUID,
+    /// which its file name needs.
+    #[error("domain {domid}: no UUID known, so libxl's stored config cannot be named")]
+    NoUuid {
+        /// The domain.
+        domid: DomId,
+    },
     /// Removing the document failed.
     #[error("domain {domid}: cannot remove the stored config {}", path.display())]
     Remove {
@@ -192,10 +200,12 @@ pub enum Error {
     },
 }
 
-/// The directory of stored configs: `domain-<domid>.json` each.
+/// The directory of stored configs: `domain-<domid>.json` each; and, if set, libxl's directory
+/// for its `libxl-json` documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigStore {
     dir: PathBuf,
+    libxl_dir: Option<PathBuf>,
 }
 
 impl ConfigStore {
@@ -204,7 +214,30 @@ impl ConfigStore {
 
     /// Documents in `dir` (created, mode 0755, on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ConfigStore { dir: dir.into() }
+        ConfigStore {
+            dir: dir.into(),
+            libxl_dir: None,
+        }
+    }
+
+    /// This store, also keeping libxl's stored config of each domain in `libxl_dir` (libxl's
+    /// `XEN_LIB_DIR`, `/var/lib/xen` on a real host; see the module docs).
+    pub fn with_libxl(mut self, libxl_dir: impl Into<PathBuf>) -> Self {
+        self.libxl_dir = Some(libxl_dir.into());
+        self
+    }
+
+    /// libxl's directory, if this store keeps libxl's documents.
+    pub fn libxl_dir(&self) -> Option<&Path> {
+        self.libxl_dir.as_deref()
+    }
+
+    /// Where libxl's document of domain `domid`, whose Xen handle is `uuid`, lives (`None` if
+    /// this store keeps none).
+    pub fn libxl_document_path(&self, domid: DomId, uuid: Uuid) -> Option<PathBuf> {
+        self.libxl_dir
+            .as_ref()
+            .map(|d| d.join(super::libxl::userdata_file_name(domid, uuid)))
     }
 
     /// Documents in `<state_dir>/domains`.
@@ -274,13 +307,64 @@ impl ConfigStore {
         Ok(Some(stored))
     }
 
-    /// Writes the locked domain's document atomically, replacing any previous one.
+    /// Writes the locked domain's document atomically, replacing any previous one, and then
+    /// libxl's document (if this store keeps them), as libxl does at creation and on device
+    /// changes. The hook for anything that changes what libxl records.
+    ///
+    /// # Errors
+    ///
+    /// As [`save_own`](Self::save_own), and [`Error::NoUuid`] or [`Error::Write`] for libxl's
+    /// document.
+    pub fn save(&self, guard: &UserdataGuard<'_>, stored: &StoredConfig) -> Result<(), Error> {
+        self.save_own(guard, stored)?;
+        self.save_libxl(guard, stored)
+    }
+
+    /// Writes libxl's document of the locked domain from `stored`, atomically as libxl does
+    /// (`userdata-n.*` written, then renamed over `userdata-d.*`; here also `fsync`ed). Nothing
+    /// if this store keeps no libxl documents.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoUuid`] if neither the lock nor the config names the domain's UUID;
+    /// [`Error::Write`] if a step fails (the previous document is then intact).
+    pub fn save_libxl(
+        &self,
+        guard: &UserdataGuard<'_>,
+        stored: &StoredConfig,
+    ) -> Result<(), Error> {
+        let Some(libxl_dir) = &self.libxl_dir else {
+            return Ok(());
+        };
+        let domid = guard.domid();
+        let Some(uuid) = guard.uuid().or(stored.config.uuid) else {
+            return Err(Error::NoUuid { domid });
+        };
+        let path = libxl_dir.join(super::libxl::userdata_file_name(domid, uuid));
+        let tmp = libxl_dir.join(crate::lock::libxl_userdata_name(
+            'n',
+            domid,
+            uuid,
+            super::libxl::USERID,
+        ));
+        let doc = super::libxl::LibxlDomainConfig::new(&stored.config, uuid);
+        write_atomically(libxl_dir, &tmp, &path, &doc.to_userdata(), 0o600).map_err(|source| {
+            Error::Write {
+                domid,
+                path,
+                source,
+            }
+        })
+    }
+
+    /// Writes the locked domain's document only, atomically, replacing any previous one: for
+    /// changes libxl does not record in its document (memory target and maximum).
     ///
     /// # Errors
     ///
     /// [`Error::WrongDomain`] if `stored.domid` is not the locked domain; [`Error::Write`] if a
     /// step fails (the previous document is then intact).
-    pub fn save(&self, guard: &UserdataGuard<'_>, stored: &StoredConfig) -> Result<(), Error> {
+    pub fn save_own(&self, guard: &UserdataGuard<'_>, stored: &StoredConfig) -> Result<(), Error> {
         let domid = guard.domid();
         let path = self.document_path(domid);
         if stored.domid != domid {
@@ -290,12 +374,20 @@ impl ConfigStore {
                 found: stored.domid,
             });
         }
-        self.write_atomically(&path, &stored.to_json())
-            .map_err(|source| Error::Write {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("document");
+        // One writer per domain at a time (the userdata lock), so the pid is enough to keep
+        // temporary names apart; a leftover from a crash is truncated and reused.
+        let tmp = self.dir.join(format!(".{name}.tmp.{}", std::process::id()));
+        write_atomically(&self.dir, &tmp, &path, &stored.to_json(), 0o644).map_err(|source| {
+            Error::Write {
                 domid,
                 path,
                 source,
-            })
+            }
+        })
     }
 
     /// Read-modify-write of the locked domain's document: loads it, lets `f` change it, and
@@ -315,14 +407,61 @@ impl ConfigStore {
         Ok(r)
     }
 
-    /// Removes the locked domain's document (for destroy). Removing a missing document is not
-    /// an error: a second destroy finds nothing to remove.
+    /// Removes the locked domain's document (for destroy), and libxl's (as libxl's destroy
+    /// removes its userdata). Removing a missing document is not an error: a second destroy
+    /// finds nothing to remove.
+    ///
+    /// libxl's document is found by the UUID in the lock's name; for a domain Xen no longer
+    /// has (so the lock has no UUID), by the UUID our document records, else every
+    /// `userdata-d.<domid>.*.libxl-json` goes (they describe a domain that is gone).
     ///
     /// # Errors
     ///
     /// [`Error::Remove`] if `unlink` fails otherwise.
     pub fn remove(&self, guard: &UserdataGuard<'_>) -> Result<(), Error> {
         let domid = guard.domid();
+        if let Some(libxl_dir) = &self.libxl_dir {
+            let uuid = match guard.uuid() {
+                Some(u) => Some(u),
+                None => self
+                    .load_opt(guard)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.config.uuid),
+            };
+            let doomed: Vec<PathBuf> = match uuid {
+                Some(u) => vec![libxl_dir.join(super::libxl::userdata_file_name(domid, u))],
+                None => {
+                    let prefix = format!("userdata-d.{domid}.");
+                    let suffix = format!(".{}", super::libxl::USERID);
+                    match std::fs::read_dir(libxl_dir) {
+                        Ok(entries) => entries
+                            .filter_map(|e| e.ok())
+                            .filter(|e| {
+                                e.file_name()
+                                    .to_str()
+                                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(&suffix))
+                            })
+                            .map(|e| e.path())
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    }
+                }
+            };
+            for path in doomed {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(Error::Remove {
+                            domid,
+                            path,
+                            source,
+                        })
+                    }
+                }
+            }
+        }
         let path = self.document_path(domid);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -341,43 +480,44 @@ impl ConfigStore {
             source,
         })
     }
-
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.dir)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("document");
-        // One writer per domain at a time (the userdata lock), so the pid is enough to keep
-        // temporary names apart; a leftover from a crash is truncated and reused.
-        let tmp = self.dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            sync_dir(&self.dir)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
 }
 
 impl Default for ConfigStore {
     fn default() -> Self {
         ConfigStore::new(Self::DEFAULT)
     }
+}
+
+/// Writes `bytes` to `path` atomically: into `tmp` (same directory), `fsync`, rename over
+/// `path`, `fsync` the directory. `tmp` is removed if a step fails.
+fn write_atomically(
+    dir: &Path,
+    tmp: &Path,
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -1,10 +1,10 @@
 //! Creation intents: how a creation that died half way is found and undone.
 //!
 //! Before it asks Xen for a domain, [`create`](super::create) writes an intent file named by the
-//! new domain's UUID (its Xen handle) into `<lock dir>/creating/` and holds an exclusive `flock`
-//! on it until the creation has finished or been rolled back; then it unlinks the file (before
-//! closing it, as the per-domain locks do). A creation that dies leaves the file behind, and the
-//! kernel drops its lock.
+//! new domain's UUID (its Xen handle) into `creating/` beside the stored configs, and holds an
+//! exclusive `flock` on it until the creation has finished or been rolled back; then it unlinks
+//! the file (before closing it, as the per-domain locks do). A creation that dies leaves the file
+//! behind, and the kernel drops its lock.
 //!
 //! [`recover_interrupted`] therefore tells the two cases apart without guessing from timestamps
 //! or process ids: an intent whose lock it cannot take belongs to a creation still running, and
@@ -37,7 +37,7 @@ struct Record {
 
 /// The directory of intent files for `host`.
 fn dir(host: &Host) -> PathBuf {
-    host.locks.path().join("creating")
+    host.configs.path().join("creating")
 }
 
 fn io_error<'p>(path: &'p Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error + 'p {

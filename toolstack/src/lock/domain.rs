@@ -5,6 +5,9 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
 
 use super::file::{AcquireStep, FileLock, FileLockError};
 use super::{level, token, DomId, LockBefore, Locked};
@@ -82,31 +85,105 @@ pub enum Error {
     },
 }
 
-/// Where the per-domain lock files live.
+/// Answers "what is domain D's UUID (Xen's handle) now?", `None` for a domain Xen does not
+/// have. libxl names its per-domain files by domid and UUID; a [`LockDir`] with libxl's naming
+/// asks this before and after taking a lock.
+pub type UuidLookup = Arc<dyn Fn(DomId) -> Result<Option<Uuid>, CheckError> + Send + Sync>;
+
+/// How lock files are named.
+#[derive(Clone)]
+enum Naming {
+    /// `domain-<domid>.userdata.lock` and `domain-<domid>.slow.lock`.
+    Plain,
+    /// libxl's: `userdata-l.<domid>.<uuid>.domain-userdata-lock` and
+    /// `userdata-l.<domid>.<uuid>.libxl-device-changes-lock`.
+    Libxl(UuidLookup),
+}
+
+/// Where the per-domain lock files live, and how they are named.
 ///
-/// `domain-<domid>.userdata.lock` and `domain-<domid>.slow.lock` in one directory, created (mode
-/// 0755) on first use. Like libxl's `/var/lib/xen/userdata-l.*`, but ours: the default is
-/// [`LockDir::DEFAULT`], and a toolstack with a state directory uses [`LockDir::under`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Two namings:
+///
+/// - [`LockDir::new`] / [`LockDir::under`]: `domain-<domid>.userdata.lock` and
+///   `domain-<domid>.slow.lock`, for tests and tools that have no Xen to ask.
+/// - [`LockDir::libxl`]: libxl's own names (`libxl__userdata_path` in 4.17's `libxl_dom.c`),
+///   `userdata-l.<domid>.<uuid>.domain-userdata-lock` for the userdata lock (libxl's
+///   `libxl__lock_domain_userdata`) and `userdata-l.<domid>.<uuid>.libxl-device-changes-lock`
+///   for the slow device lock (libxl's device lock, `libxl__ev_devlock`). In libxl's directory
+///   (`/var/lib/xen`, [`LockDir::DEFAULT`]) the locks are libxl's locks: `xl mem-set` and
+///   `rxl mem-set` on one domain exclude each other, as do `xl block-attach` and ours. Both
+///   sides run the same algorithm ([`super::file`]: flock, compare inodes, unlink before
+///   close), and take the locks in the same order (device lock, then userdata lock).
+///
+///   The UUID comes from Xen, before the lock is taken; after it is taken the UUID is asked
+///   again, and a domain whose UUID changed meanwhile (destroyed, and its domid reused) is
+///   locked afresh under its new name. A domain Xen does not have gets the nil UUID in its
+///   name: only a caller whose check accepts a vanished domain (cleaning up after it) gets
+///   past the check with that name, and all such callers use the same name.
+///
+/// The directory is created (mode 0755) on first use.
+#[derive(Clone)]
 pub struct LockDir {
     dir: PathBuf,
+    naming: Naming,
+}
+
+impl std::fmt::Debug for LockDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let naming = match self.naming {
+            Naming::Plain => "plain",
+            Naming::Libxl(_) => "libxl",
+        };
+        f.debug_struct("LockDir")
+            .field("dir", &self.dir)
+            .field("naming", &naming)
+            .finish()
+    }
 }
 
 const USERDATA: &str = "the userdata lock";
 const SLOW: &str = "the slow device lock";
+/// libxl's `userdata_userid` of the userdata lock.
+const LIBXL_USERDATA_ID: &str = "domain-userdata-lock";
+/// libxl's `userdata_userid` of the device lock.
+const LIBXL_DEVICE_ID: &str = "libxl-device-changes-lock";
+
+/// libxl's name for a per-domain file in its directory (`libxl__userdata_path`):
+/// `userdata-<wh>.<domid>.<uuid>.<userid>`, `wh` being `l` for locks, `d` for data and `n` for
+/// data being written.
+pub fn libxl_userdata_name(wh: char, domid: DomId, uuid: Uuid, userid: &str) -> String {
+    format!("userdata-{wh}.{domid}.{}.{userid}", uuid.hyphenated())
+}
 
 impl LockDir {
-    /// The default lock directory for a real host.
-    pub const DEFAULT: &'static str = "/run/rxen/locks";
+    /// libxl's directory (`XEN_LIB_DIR`), the default on a real host: with
+    /// [`LockDir::libxl`] naming, the locks there are libxl's own.
+    pub const DEFAULT: &'static str = "/var/lib/xen";
 
-    /// Lock files in `dir`.
+    /// Lock files in `dir`, plainly named.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LockDir { dir: dir.into() }
+        LockDir {
+            dir: dir.into(),
+            naming: Naming::Plain,
+        }
     }
 
-    /// Lock files in `<state_dir>/locks`.
+    /// Lock files in `<state_dir>/locks`, plainly named.
     pub fn under(state_dir: impl AsRef<Path>) -> Self {
         LockDir::new(state_dir.as_ref().join("locks"))
+    }
+
+    /// Lock files in `dir` with libxl's names, the UUIDs from `uuid_of` (see the type docs).
+    pub fn libxl(dir: impl Into<PathBuf>, uuid_of: UuidLookup) -> Self {
+        LockDir {
+            dir: dir.into(),
+            naming: Naming::Libxl(uuid_of),
+        }
+    }
+
+    /// Whether the lock files have libxl's names.
+    pub fn is_libxl(&self) -> bool {
+        matches!(self.naming, Naming::Libxl(_))
     }
 
     /// The directory.
@@ -114,14 +191,46 @@ impl LockDir {
         &self.dir
     }
 
-    /// The userdata lock file of `domid`.
+    /// The userdata lock file of `domid` as it would be named now (with libxl's naming, a
+    /// domain Xen does not have, or whose UUID cannot be had, gets the nil UUID).
     pub fn userdata_path(&self, domid: DomId) -> PathBuf {
-        self.dir.join(format!("domain-{domid}.userdata.lock"))
+        let uuid = self.current_uuid(domid).ok().flatten();
+        self.file_path(domid, uuid, USERDATA)
     }
 
-    /// The slow device lock file of `domid`.
+    /// The slow device lock file of `domid` as it would be named now (see
+    /// [`userdata_path`](Self::userdata_path)).
     pub fn slow_path(&self, domid: DomId) -> PathBuf {
-        self.dir.join(format!("domain-{domid}.slow.lock"))
+        let uuid = self.current_uuid(domid).ok().flatten();
+        self.file_path(domid, uuid, SLOW)
+    }
+
+    /// With libxl's naming, the UUID Xen has for `domid` (`None`: no such domain); with plain
+    /// naming, always `None`.
+    fn current_uuid(&self, domid: DomId) -> Result<Option<Uuid>, CheckError> {
+        match &self.naming {
+            Naming::Plain => Ok(None),
+            Naming::Libxl(uuid_of) => uuid_of(domid),
+        }
+    }
+
+    fn file_path(&self, domid: DomId, uuid: Option<Uuid>, what: &'static str) -> PathBuf {
+        let libxl = matches!(self.naming, Naming::Libxl(_));
+        let name = match (libxl, what == USERDATA) {
+            (false, true) => format!("domain-{domid}.userdata.lock"),
+            (false, false) => format!("domain-{domid}.slow.lock"),
+            (true, userdata) => libxl_userdata_name(
+                'l',
+                domid,
+                uuid.unwrap_or(Uuid::nil()),
+                if userdata {
+                    LIBXL_USERDATA_ID
+                } else {
+                    LIBXL_DEVICE_ID
+                },
+            ),
+        };
+        self.dir.join(name)
     }
 
     /// Takes the userdata ("fast") lock of `domid`: needs the ctx lock held (a
@@ -155,10 +264,11 @@ impl LockDir {
         check: &dyn DomainCheck,
         observe: &mut dyn FnMut(AcquireStep),
     ) -> Result<UserdataGuard<'t>, Error> {
-        let lock = self.acquire(self.userdata_path(domid), domid, USERDATA, check, observe)?;
+        let (lock, uuid) = self.acquire(domid, USERDATA, check, observe)?;
         Ok(UserdataGuard {
             lock,
             domid,
+            uuid,
             _token: PhantomData,
         })
     }
@@ -175,7 +285,7 @@ impl LockDir {
         domid: DomId,
         check: &dyn DomainCheck,
     ) -> Result<SlowGuard<'t>, Error> {
-        let lock = self.acquire(self.slow_path(domid), domid, SLOW, check, &mut |_| {})?;
+        let (lock, _) = self.acquire(domid, SLOW, check, &mut |_| {})?;
         Ok(SlowGuard {
             lock,
             domid,
@@ -183,14 +293,15 @@ impl LockDir {
         })
     }
 
+    /// Takes the lock file `what` of `domid`, and checks the domain after: the file lock, and
+    /// the UUID its name has (`None` with plain naming).
     fn acquire(
         &self,
-        path: PathBuf,
         domid: DomId,
         what: &'static str,
         check: &dyn DomainCheck,
         observe: &mut dyn FnMut(AcquireStep),
-    ) -> Result<FileLock, Error> {
+    ) -> Result<(FileLock, Option<Uuid>), Error> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -199,15 +310,36 @@ impl LockDir {
                 path: self.dir.clone(),
                 source,
             })?;
-        let lock = FileLock::acquire_observed(path, observe).map_err(|source| Error::File {
+        let check_failed = |source| Error::DomainCheck {
             domid,
             what,
             source,
-        })?;
+        };
+        let (lock, uuid) = loop {
+            let uuid = self.current_uuid(domid).map_err(check_failed)?;
+            let path = self.file_path(domid, uuid, what);
+            let lock = FileLock::acquire_observed(path, observe).map_err(|source| Error::File {
+                domid,
+                what,
+                source,
+            })?;
+            // The name holds the UUID the domain had before we waited. If the domid now names
+            // another domain (or none, having named one), the lock is the wrong one: take the
+            // current name's instead.
+            let now = self.current_uuid(domid).map_err(check_failed)?;
+            if now == uuid || now.is_none() {
+                break (lock, uuid);
+            }
+            lock.release().map_err(|source| Error::File {
+                domid,
+                what,
+                source,
+            })?;
+        };
         // As libxl: check after taking the lock, so a destroy that finished while we waited is
         // seen. Release (unlink) before failing: the file must not outlive the domain.
         match check.domain_exists(domid) {
-            Ok(true) => Ok(lock),
+            Ok(true) => Ok((lock, uuid.filter(|u| !u.is_nil()))),
             Ok(false) => {
                 let path = lock.path().to_path_buf();
                 lock.release().map_err(|source| Error::File {
@@ -219,11 +351,7 @@ impl LockDir {
             }
             Err(source) => {
                 drop(lock);
-                Err(Error::DomainCheck {
-                    domid,
-                    what,
-                    source,
-                })
+                Err(check_failed(source))
             }
         }
     }
@@ -244,6 +372,7 @@ impl Default for LockDir {
 pub struct UserdataGuard<'t> {
     lock: FileLock,
     domid: DomId,
+    uuid: Option<Uuid>,
     _token: PhantomData<&'t mut ()>,
 }
 
@@ -251,6 +380,12 @@ impl UserdataGuard<'_> {
     /// The domain whose lock this is.
     pub fn domid(&self) -> DomId {
         self.domid
+    }
+
+    /// With libxl's naming, the domain's UUID (Xen's handle) that names the lock: the domain
+    /// the lock is for. `None` with plain naming, or for a domain Xen no longer has.
+    pub fn uuid(&self) -> Option<Uuid> {
+        self.uuid
     }
 
     /// The lock file.

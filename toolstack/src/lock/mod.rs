@@ -194,7 +194,10 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
 
-pub use domain::{CheckError, DomainCheck, Error, LockDir, SlowGuard, UserdataGuard};
+pub use domain::{
+    libxl_userdata_name, CheckError, DomainCheck, Error, LockDir, SlowGuard, UserdataGuard,
+    UuidLookup,
+};
 
 /// A domain id, as Xen numbers domains (the same type as `xenctrl::DomId`).
 pub type DomId = u16;

@@ -507,3 +507,113 @@ fn level_names() {
     let t: Locked<'_, level::Ctx> = g.token();
     assert_eq!(t.level_name(), "the ctx lock");
 }
+
+/// A libxl-named lock directory whose "Xen" is a map from domid to UUID the test edits.
+fn libxl_locks(
+    dir: &Path,
+) -> (
+    LockDir,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<DomId, uuid::Uuid>>>,
+) {
+    let xen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let x = std::sync::Arc::clone(&xen);
+    let lookup: super::UuidLookup =
+        std::sync::Arc::new(move |d| Ok(x.lock().unwrap().get(&d).copied()));
+    (LockDir::libxl(dir, lookup), xen)
+}
+
+#[test]
+fn libxl_naming_is_libxls_path_and_the_guard_knows_the_uuid() {
+    let dir = test_dir("libxl-naming");
+    let (locks, xen) = libxl_locks(&dir);
+    let u = uuid::Uuid::parse_str("6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d").unwrap();
+    xen.lock().unwrap().insert(DOMID, u);
+    let want = dir.join(format!(
+        "userdata-l.{DOMID}.6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d.domain-userdata-lock"
+    ));
+    assert_eq!(locks.userdata_path(DOMID), want);
+    assert_eq!(
+        locks.slow_path(DOMID),
+        dir.join(format!(
+            "userdata-l.{DOMID}.6f1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d.libxl-device-changes-lock"
+        ))
+    );
+    let exists = |d| Ok(xen.lock().unwrap().contains_key(&d));
+    let ctx = CtxLock::new(());
+    let mut root = Locked::root();
+    {
+        let mut slow = locks.lock_slow(&mut root, DOMID, &exists).unwrap();
+        assert_eq!(slow.path(), locks.slow_path(DOMID));
+        let mut st = slow.token();
+        let mut g = ctx.lock(&mut st);
+        let mut t = g.token();
+        let ud = locks.lock_userdata(&mut t, DOMID, &exists).unwrap();
+        assert_eq!(ud.path(), want);
+        assert!(want.exists());
+        assert_eq!(ud.uuid(), Some(u));
+        ud.release().unwrap();
+        assert!(!want.exists(), "unlinked on release");
+    }
+    // A domain Xen does not have: the nil UUID names it, and the check refuses it.
+    let mut g = ctx.lock(&mut root);
+    let mut t = g.token();
+    let err = locks.lock_userdata(&mut t, 77, &exists).unwrap_err();
+    assert!(
+        matches!(err, Error::NoSuchDomain { domid: 77, .. }),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .contains("userdata-l.77.00000000-0000-0000-0000-000000000000.domain-userdata-lock"));
+    // A caller cleaning up after a vanished domain gets the lock, with no UUID.
+    let gone = |_| Ok(true);
+    let ud = locks.lock_userdata(&mut t, 77, &gone).unwrap();
+    assert_eq!(ud.uuid(), None);
+    drop(ud);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn libxl_naming_follows_a_domid_reused_while_waiting() {
+    let dir = test_dir("libxl-reuse");
+    let (locks, xen) = libxl_locks(&dir);
+    let old = uuid::Uuid::from_u128(1);
+    let new = uuid::Uuid::from_u128(2);
+    xen.lock().unwrap().insert(DOMID, old);
+    let exists = |d| Ok(xen.lock().unwrap().contains_key(&d));
+    let ctx = CtxLock::new(());
+    let mut root = Locked::root();
+    let mut g = ctx.lock(&mut root);
+    let mut t = g.token();
+    // Between naming the file and holding it, the domain is replaced by another with the same
+    // domid: the lock taken must be the new domain's.
+    let mut steps = Vec::new();
+    let mut swapped = false;
+    let ud = locks
+        .lock_userdata_observed(&mut t, DOMID, &exists, &mut |step| {
+            steps.push(step);
+            if !swapped {
+                swapped = true;
+                xen.lock().unwrap().insert(DOMID, new);
+            }
+        })
+        .unwrap();
+    assert_eq!(ud.uuid(), Some(new));
+    assert!(ud
+        .path()
+        .to_str()
+        .unwrap()
+        .contains(&new.hyphenated().to_string()));
+    let opened = steps
+        .iter()
+        .filter(|s| matches!(s, AcquireStep::Opened { .. }))
+        .count();
+    assert_eq!(
+        opened, 2,
+        "the old domain's lock was dropped and the new one's taken"
+    );
+    drop(ud);
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "lock files left: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -61,6 +61,58 @@ pub(crate) fn subop(mem: &dyn GuestMemory, op: u64, args: [u64; 5]) -> Result<u3
     }
 }
 
+/// Whether a hypercall is one that only reads the model (a query), judged by its sub-op
+/// (`subop`, from [`subop`]): `xen_version`, `XEN_DOMCTL_getdomaininfo`, the sysctls
+/// (`physinfo`, `getdomaininfolist`) and the reservation queries of `memory_op`. A persistent
+/// host runs these with [`query`] against a shared borrow of the model, and so neither encodes
+/// nor writes it: their cost does not grow with the number of domains.
+pub(crate) fn is_query(op: u64, subop: Result<u32, Errno>) -> bool {
+    match (op, subop) {
+        (__HYPERVISOR_xen_version, _) | (__HYPERVISOR_sysctl, Ok(_)) => true,
+        (__HYPERVISOR_domctl, Ok(cmd)) => cmd == XEN_DOMCTL_getdomaininfo,
+        (__HYPERVISOR_memory_op, Ok(cmd)) => {
+            let cmd = u64::from(cmd);
+            cmd == XENMEM_current_reservation || cmd == XENMEM_maximum_reservation
+        }
+        _ => false,
+    }
+}
+
+/// Execute one query (see [`is_query`]) against the model, which it cannot change. `None` when
+/// the hypercall is not a query after all (the caller's buffer changed since [`subop`] read
+/// it): the caller then runs it with [`dispatch`].
+pub(crate) fn query(
+    state: &SimState,
+    iface: &Interface,
+    version: &VersionInfo,
+    mem: &dyn GuestMemory,
+    op: u64,
+    args: [u64; 5],
+) -> Option<Result<u64, Errno>> {
+    match op {
+        __HYPERVISOR_xen_version => Some(xen_version(version, mem, args[0], args[1])),
+        __HYPERVISOR_domctl => {
+            let op: XenDomctlView = match read(mem, args[0]) {
+                Ok(op) => op,
+                Err(e) => return Some(Err(e)),
+            };
+            if op.interface_version != iface.domctl {
+                return Some(Err(Errno::EACCES));
+            }
+            (op.cmd == XEN_DOMCTL_getdomaininfo)
+                .then(|| getdomaininfo(state, iface, mem, args[0], op))
+        }
+        __HYPERVISOR_sysctl => Some(sysctl(state, iface, mem, args[0])),
+        __HYPERVISOR_memory_op => match args[0] & MEMOP_CMD_MASK {
+            XENMEM_current_reservation | XENMEM_maximum_reservation => {
+                Some(reservation_query(state, mem, args[0], args[1]))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Execute one hypercall against the model.
 pub(crate) fn dispatch(
     state: &mut SimState,
@@ -132,12 +184,7 @@ fn domctl(
             op.domain = state.create_domain(domid, &config)?;
             mem.write(addr, op.as_bytes())?;
         }
-        XEN_DOMCTL_getdomaininfo => {
-            let info = state.getdomaininfo(domid, iface.getdomaininfo_exact)?;
-            op.domain = info.domain;
-            set_payload(op.union_bytes_mut(), &info);
-            mem.write(addr, op.as_bytes())?;
-        }
+        XEN_DOMCTL_getdomaininfo => return getdomaininfo(state, iface, mem, addr, op),
         XEN_DOMCTL_pausedomain => state.pause(domid)?,
         XEN_DOMCTL_unpausedomain => state.unpause(domid)?,
         XEN_DOMCTL_destroydomain => state.destroy(domid)?,
@@ -158,8 +205,24 @@ fn domctl(
     Ok(0)
 }
 
+/// `XEN_DOMCTL_getdomaininfo`, whose decoded `op` is at `addr`.
+fn getdomaininfo(
+    state: &SimState,
+    iface: &Interface,
+    mem: &dyn GuestMemory,
+    addr: u64,
+    mut op: XenDomctlView,
+) -> Result<u64, Errno> {
+    let info = state.getdomaininfo(op.domain, iface.getdomaininfo_exact)?;
+    op.domain = info.domain;
+    set_payload(op.union_bytes_mut(), &info);
+    mem.write(addr, op.as_bytes())?;
+    Ok(0)
+}
+
+/// The sysctls: all of them only read the model.
 fn sysctl(
-    state: &mut SimState,
+    state: &SimState,
     iface: &Interface,
     mem: &dyn GuestMemory,
     addr: u64,
@@ -218,20 +281,30 @@ fn memory_op(
             state.domain(r.domid).map_err(|_| Errno::EINVAL)?;
             state.set_outstanding(r.domid, r.nr_extents).map(|()| 0)
         }
-        op @ (XENMEM_current_reservation | XENMEM_maximum_reservation) => {
-            if start != 0 {
-                return Err(Errno::EINVAL);
-            }
-            let q: XenMemoryDomain = read(mem, arg)?;
-            let d = state.domain(SimState::resolve(q.domid))?;
-            Ok(if op == XENMEM_current_reservation {
-                d.tot_pages
-            } else {
-                d.max_pages
-            })
+        XENMEM_current_reservation | XENMEM_maximum_reservation => {
+            reservation_query(state, mem, cmd, arg)
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `XENMEM_current_reservation` and `XENMEM_maximum_reservation`.
+fn reservation_query(
+    state: &SimState,
+    mem: &dyn GuestMemory,
+    cmd: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
+    if cmd >> MEMOP_EXTENT_SHIFT != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let q: XenMemoryDomain = read(mem, arg)?;
+    let d = state.domain(SimState::resolve(q.domid))?;
+    Ok(if cmd & MEMOP_CMD_MASK == XENMEM_current_reservation {
+        d.tot_pages
+    } else {
+        d.max_pages
+    })
 }
 
 /// The reservation sub-ops answer with the number of extents done, never an errno.

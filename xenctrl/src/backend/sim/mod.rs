@@ -207,6 +207,17 @@ impl SimHypervisor {
         Ok(sim)
     }
 
+    /// Run `f` on an up-to-date view of the state, which it cannot change: a persistent host
+    /// refreshes its copy under the host lock if another process changed the file, and writes
+    /// nothing back.
+    fn query<R>(&self, f: impl FnOnce(&SimState) -> R) -> io::Result<R> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.persist {
+            None => Ok(f(&state)),
+            Some((store, _)) => store.read(&mut state, f),
+        }
+    }
+
     /// Run `f` on the state as one atomic step (across processes for a persistent host).
     fn transact<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,6 +284,17 @@ impl SimHypervisor {
         let subop = dispatch::subop(&self.chunks, op, args);
         if let Some(errno) = self.take_fault(op, subop) {
             return Err(errno);
+        }
+        if dispatch::is_query(op, subop) {
+            let answer = self.query(|state| {
+                dispatch::query(state, &self.iface, &self.version, &self.chunks, op, args)
+            });
+            match answer {
+                Ok(Some(r)) => return r,
+                // Not a query after all: run it as a change, below.
+                Ok(None) => {}
+                Err(_) => return Err(Errno::EIO),
+            }
         }
         self.transact(|state| {
             dispatch::dispatch(state, &self.iface, &self.version, &self.chunks, op, args)

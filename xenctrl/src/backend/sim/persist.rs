@@ -7,6 +7,12 @@
 //! every hypercall is atomic across processes, as it is in Xen, and successive processes see one
 //! host. No daemon is involved.
 //!
+//! Queries (`getdomaininfo`, the sysctls, `xen_version`, the reservation queries) take the
+//! same lock and refresh the same way, but run against a shared borrow of the model
+//! ([`Store::read`]): nothing is encoded, compared or written, so once a process has seen the
+//! current file a query costs the same however many domains there are. Changes still encode
+//! and write the whole model.
+//!
 //! The file is not fsynced: a rename is atomic against a process dying at any point, and a
 //! machine crash loses the simulated host's domains as it would lose a real host's.
 //!
@@ -157,16 +163,9 @@ impl Store {
         std::fs::rename(&tmp, &self.path)
     }
 
-    /// Run `f` on the model as one atomic step across processes: lock, refresh `state` from the
-    /// file if another process changed it, run, save if `f` changed it.
-    pub(crate) fn transact<R>(
-        &self,
-        config: &SimConfig,
-        state: &mut SimState,
-        f: impl FnOnce(&mut SimState) -> R,
-    ) -> io::Result<R> {
-        let _lock = self.lock()?;
-        let mut seen = self.seen();
+    /// Bring `state` up to date with the file (the host lock held): reload it only if the file's
+    /// stamp is not the one last seen.
+    fn refresh(&self, seen: &mut Option<(Stamp, Vec<u8>)>, state: &mut SimState) -> io::Result<()> {
         let stamp = self.read_stamp()?;
         if seen.as_ref().map(|(s, _)| *s) != Some(stamp) {
             *seen = None;
@@ -177,6 +176,34 @@ impl Store {
             *state = fresh;
             *seen = Some((stamp, body));
         }
+        Ok(())
+    }
+
+    /// Run `f` on an up-to-date model that it cannot change: lock, refresh `state` from the file
+    /// if another process changed it, run. Nothing is encoded or written, so the cost does not
+    /// grow with the model once this process has seen the current file.
+    pub(crate) fn read<R>(
+        &self,
+        state: &mut SimState,
+        f: impl FnOnce(&SimState) -> R,
+    ) -> io::Result<R> {
+        let _lock = self.lock()?;
+        let mut seen = self.seen();
+        self.refresh(&mut seen, state)?;
+        Ok(f(state))
+    }
+
+    /// Run `f` on the model as one atomic step across processes: lock, refresh `state` from the
+    /// file if another process changed it, run, save if `f` changed it.
+    pub(crate) fn transact<R>(
+        &self,
+        config: &SimConfig,
+        state: &mut SimState,
+        f: impl FnOnce(&mut SimState) -> R,
+    ) -> io::Result<R> {
+        let _lock = self.lock()?;
+        let mut seen = self.seen();
+        self.refresh(&mut seen, state)?;
         let r = f(state);
         let body = encode(config, state);
         let Some((stamp, old)) = seen.as_mut() else {
@@ -274,7 +301,15 @@ impl Dec<'_> {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread encoded the model (whose cost grows with it).
+    static ENCODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
+    #[cfg(test)]
+    ENCODES.with(|n| n.set(n.get() + 1));
     let mut e = Enc(Vec::with_capacity(256 + s.domains.len() * 160));
     e.u64(config.total_mib);
     e.u64(config.dom0_mib);
@@ -525,6 +560,48 @@ mod tests {
         assert_eq!(reset.with_state(|s| s.domains.len()), 1);
         // The old handle sees the rebooted host at its next call.
         assert_eq!(fresh.with_state(|s| s.domains.len()), 1);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// Queries (domain info, physinfo, domain lists) see what other handles changed, but never
+    /// encode the model (whose cost grows with the number of domains) nor rewrite the file: its
+    /// inode, which every save replaces, stays the same.
+    #[test]
+    fn queries_see_changes_and_write_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("xenctrl-query-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("host");
+        let _ = std::fs::remove_file(&path);
+        let a = crate::XenCtrl::simulated_persistent(&path, SimConfig::default()).expect("open");
+        let b = crate::XenCtrl::simulated_persistent(&path, SimConfig::default()).expect("open");
+        let d = a
+            .create_domain(&crate::CreateDomain::pv(1))
+            .expect("create");
+        a.set_max_mem(d, 2048).expect("max_mem");
+        let ino = || std::fs::metadata(&path).expect("state file").ino();
+        let before = ino();
+        let encodes = ENCODES.with(|n| n.get());
+        // `b` has not seen the new domain yet: its first query reloads the file.
+        assert_eq!(b.domain_info(d).expect("info").max_pages, 512);
+        assert_eq!(b.physinfo().expect("physinfo").outstanding_pages, 0);
+        assert_eq!(b.domain_list().expect("list").len(), 2);
+        assert_eq!(ino(), before, "a query rewrote the state file");
+        assert_eq!(
+            ENCODES.with(|n| n.get()),
+            encodes,
+            "a query encoded the model"
+        );
+        // A change through `a` is seen by `b`'s next query.
+        a.set_max_mem(d, 4096).expect("max_mem");
+        assert_ne!(ino(), before, "a change is saved");
+        let after = ino();
+        assert_eq!(b.domain_info(d).expect("info").max_pages, 1024);
+        assert_eq!(ino(), after, "a query rewrote the state file");
+        assert!(
+            ENCODES.with(|n| n.get()) > encodes,
+            "the change was encoded"
+        );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
