@@ -629,3 +629,47 @@ fn device_work_on_different_domains_does_not_serialize() {
     assert_eq!(block_list(&host, "one").len(), 1);
     assert_eq!(violations(&host, two), "[]");
 }
+
+/// Slow hotplug scripts (simulated: [`HOTPLUG_DELAY_PATH`]) delay each add by their run time,
+/// and those of different domains run side by side: two adds to two domains at once take about
+/// one script's time, not two.
+#[test]
+fn slow_hotplug_scripts_of_different_domains_overlap() {
+    use toolstack::device::simback::HOTPLUG_DELAY_PATH;
+    const DELAY_MS: u64 = 500;
+    let host = SimHost::new(2048, 512);
+    host.create("slow-a", 32, 32);
+    host.create("slow-b", 32, 32);
+    xs(&host)
+        .write(HOTPLUG_DELAY_PATH, &DELAY_MS.to_string())
+        .expect("set the delay");
+    let attach = |name: &str, vdev: &str| {
+        host.command(&["block-attach", name, &format!("/x-{vdev},raw,{vdev}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let t = std::time::Instant::now();
+    let out = wait(attach("slow-a", "xvda"), "attach");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let one = t.elapsed();
+    assert!(
+        one >= std::time::Duration::from_millis(DELAY_MS),
+        "an add took {one:?}, less than its {DELAY_MS} ms hotplug script"
+    );
+    let t = std::time::Instant::now();
+    let (a, b) = (attach("slow-a", "xvdb"), attach("slow-b", "xvdb"));
+    for out in [wait(a, "attach a"), wait(b, "attach b")] {
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let both = t.elapsed();
+    assert!(
+        both < std::time::Duration::from_millis(DELAY_MS * 2 - 100),
+        "two adds to different domains took {both:?}: their {DELAY_MS} ms scripts ran one \
+         after the other"
+    );
+    assert_eq!(block_list(&host, "slow-a").len(), 2);
+    assert_eq!(block_list(&host, "slow-b").len(), 1);
+    assert_eq!(violations_all(&host), "[]");
+}

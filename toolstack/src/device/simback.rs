@@ -17,6 +17,11 @@
 //!   domain that died).
 //! - `stall-close`: connects normally but never closes.
 //!
+//! A simulated hotplug script can take time, as real ones do (they run `losetup`, `brctl`, …):
+//! with [`HOTPLUG_DELAY_PATH`] set to N, each device's step from 1 (Initialising) to 2 waits N
+//! milliseconds first. Each such wait runs on a thread of its own, as real hotplug scripts run
+//! side by side, so one device's slow script never holds up another's.
+//!
 //! The primary console (console 0) is xenconsoled's, which knows no XenbusState: once its
 //! frontend has both `ring-ref` and `port` (what the domain builder writes), the simulated
 //! xenconsoled "opens a pty" and writes its name into the frontend's `tty` ([`sim_tty`]), as
@@ -32,6 +37,9 @@ use crate::lock::DomId;
 pub fn behaviour_path(domid: DomId) -> String {
     format!("/tool/rxen-sim-backend/{domid}")
 }
+
+/// Where the simulated hotplug scripts' duration is set, in milliseconds (none or 0: instant).
+pub const HOTPLUG_DELAY_PATH: &str = "/tool/rxen-sim-backend/hotplug-ms";
 
 /// What the simulated backend does for a domain's devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,9 +133,36 @@ pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
         while let Some(ev) = watch.try_next_event() {
             devices.extend(of(&ev.path));
         }
+        let delay = match xs.read_string(HOTPLUG_DELAY_PATH) {
+            Ok(v) => v.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => 0,
+            Err(e) => return Err(e),
+        };
         for dev in devices {
-            drive(xs, backend, dev)?;
+            if delay > 0 && awaits_script(xs, backend, dev)? {
+                // The script's run, then the handshake's next steps, off this thread.
+                let xs = xs.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(delay));
+                    // A failure here is the device's (gone meanwhile): the next event retries.
+                    let _ = drive(&xs, backend, dev);
+                });
+            } else {
+                drive(xs, backend, dev)?;
+            }
         }
+    }
+}
+
+/// Whether `dev`'s backend is at 1 (Initialising) and so about to run its hotplug script.
+fn awaits_script(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Result<bool> {
+    if dev.kind == DeviceKind::Console {
+        return Ok(false);
+    }
+    match xs.read_string(&format!("{}/state", dev.backend_path(backend))) {
+        Ok(v) => Ok(XenbusState::parse(&v) == Some(XenbusState::Initialising)),
+        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
