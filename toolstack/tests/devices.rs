@@ -641,7 +641,7 @@ fn slow_hotplug_scripts_of_different_domains_overlap() {
     host.create("slow-a", 32, 32);
     host.create("slow-b", 32, 32);
     xs(&host)
-        .write(HOTPLUG_DELAY_PATH, &DELAY_MS.to_string())
+        .write(HOTPLUG_DELAY_PATH, DELAY_MS.to_string())
         .expect("set the delay");
     let attach = |name: &str, vdev: &str| {
         host.command(&["block-attach", name, &format!("/x-{vdev},raw,{vdev}")])
