@@ -427,25 +427,9 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
             force,
             timeout,
         } => {
-            let domid = domain::resolve(&host, d)?;
-            let devid = match which.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => device::list(&host, root, domid, DeviceKind::Vif)?
-                    .into_iter()
-                    .find(|i| {
-                        VifSpec::parse(&i.spec)
-                            .ok()
-                            .and_then(|v| v.mac().map(|m| m.eq_ignore_ascii_case(which)))
-                            == Some(true)
-                    })
-                    .map(|i| i.devid)
-                    .ok_or_else(|| format!("domain {domid} has no vif with MAC {which}"))?,
-            };
-            let dev = DeviceRef {
-                kind: DeviceKind::Vif,
-                domid,
-                devid,
-            };
+            let by_mac = |v: &VifSpec| v.mac().is_some_and(|m| m.eq_ignore_ascii_case(which));
+            let what = format!("no vif with MAC {which}");
+            let dev = keyed_device(&host, root, d, DeviceKind::Vif, which, &by_mac, &what)?;
             device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
             Ok(())
         }
@@ -491,24 +475,9 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
             force,
             timeout,
         } => {
-            let domid = domain::resolve(&host, d)?;
-            let devid = match which.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => device::list(&host, root, domid, DeviceKind::Console)?
-                    .into_iter()
-                    .find(|i| {
-                        VifSpec::parse(&i.spec)
-                            .ok()
-                            .is_some_and(|v| v.get("name") == Some(which.as_str()))
-                    })
-                    .map(|i| i.devid)
-                    .ok_or_else(|| format!("domain {domid} has no channel named {which:?}"))?,
-            };
-            let dev = DeviceRef {
-                kind: DeviceKind::Console,
-                domid,
-                devid,
-            };
+            let by_name = |v: &VifSpec| v.get("name") == Some(which.as_str());
+            let what = format!("no channel named {which:?}");
+            let dev = keyed_device(&host, root, d, DeviceKind::Console, which, &by_name, &what)?;
             device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
             Ok(())
         }
@@ -553,6 +522,29 @@ fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
         }
         Command::SimStop => Ok(()),
     }
+}
+
+/// The device of `kind` that `which` names on `domain`: a device id, or else the one whose
+/// recorded spec `matches` (a vif's MAC, a channel's name); `none` says what is missing.
+fn keyed_device(
+    host: &Host,
+    root: &mut Locked<'_, level::Unlocked>,
+    domain: &str,
+    kind: DeviceKind,
+    which: &str,
+    matches: &dyn Fn(&VifSpec) -> bool,
+    none: &str,
+) -> AnyResult<DeviceRef> {
+    let domid = domain::resolve(host, domain)?;
+    let devid = match which.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => device::list(host, root, domid, kind)?
+            .into_iter()
+            .find(|i| VifSpec::parse(&i.spec).is_ok_and(|v| matches(&v)))
+            .map(|i| i.devid)
+            .ok_or_else(|| format!("domain {domid} has {none}"))?,
+    };
+    Ok(DeviceRef { kind, domid, devid })
 }
 
 fn dev_opts(timeout: f64, force: bool) -> AnyResult<device::Options> {
