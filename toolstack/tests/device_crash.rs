@@ -214,6 +214,8 @@ fn killed_destroy_and_creation_recover() {
         host.ok(&["network-attach", &name]);
         let Some(point) = kill_at(&host, &hooks, &["destroy", &name], k) else {
             nothing_left(&host, d, "destroy ran to the end");
+            assert!(k > 0, "destroy passed no hook point");
+            eprintln!("destroy: {k} crash points, 0 violations");
             break;
         };
         let ctx = format!("destroy killed at {point}");
@@ -292,6 +294,11 @@ fn killed_destroy_and_creation_recover() {
             .count()
             == 3,
         "a disk, a vif and the primary console: {seen:?}"
+    );
+    eprintln!(
+        "creation: {} crash points ({}), 0 violations, nothing left after recovery",
+        seen.len(),
+        seen.join(", ")
     );
 }
 
