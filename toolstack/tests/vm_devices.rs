@@ -442,3 +442,45 @@ fn attach_and_detach_a_bridged_vif_to_a_paused_domain() {
     domain::destroy(&host, &mut root, d).expect("destroy");
     laps.lap("vif: destroy");
 }
+
+/// A domain `xl` created, with a disk `xl block-attach` added (libxl's document describes it,
+/// ours does not exist): our checker finds no violation there and our recovery leaves the disk
+/// alone, since the domain and its devices are libxl's.
+#[test]
+fn a_disk_xl_attached_to_xls_domain_is_left_to_libxl() {
+    let img = "/root/rxen-vm-xl-disk.img";
+    std::fs::write(img, vec![0u8; 4 << 20]).expect("disk image");
+    let host = host();
+    let mut root = Locked::root();
+    run(
+        "xl",
+        &[
+            "create",
+            "-p",
+            "/etc/xen/rxen-guest.cfg",
+            "name=\"xl-disk\"",
+        ],
+    );
+    let d = toolstack::domain::resolve(&host, "xl-disk").expect("xl's domain");
+    run(
+        "xl",
+        &["block-attach", "xl-disk", &format!("{img},raw,xvdc,rw")],
+    );
+    assert_eq!(xl_rows("block-list", d).len(), 1, "xl's disk");
+    let be = format!("/local/domain/0/backend/vbd/{d}/51744");
+    assert!(xs_ls(&be).iter().any(|(p, _, _)| p.ends_with("/params")));
+    let found = device::check(&host, &mut root, d).expect("check");
+    assert!(
+        found.is_empty(),
+        "xl's own disk judged by our config: {found:?}"
+    );
+    let done = device::recover(&host, &mut root, d).expect("recover");
+    assert!(done.is_empty(), "recovery touched xl's domain: {done:?}");
+    assert_eq!(
+        xl_rows("block-list", d).len(),
+        1,
+        "xl's disk survives our recovery"
+    );
+    run("xl", &["destroy", "xl-disk"]);
+    assert!(eventually(Duration::from_secs(20), || loops_of(img).is_empty()));
+}

@@ -1229,6 +1229,9 @@ pub fn list(
 /// directories; that is checked without its locks (they cannot be taken for a destroyed
 /// domain). A stored config it left is stale, which the invariant allows.
 ///
+/// A domain that libxl created (`xl create`: libxl's userdata document, none of ours) has no
+/// violations here: its devices are described by libxl's document, which libxl keeps.
+///
 /// # Errors
 ///
 /// A lock, stored-config or xenstore error that prevented the check.
@@ -1245,14 +1248,27 @@ pub fn check(
     };
     let found = xenstore_devices(host, domid)?;
     let mut st = slow.token();
-    // A domain being created has no stored config yet, and must have no devices.
+    // A domain being created has no stored config yet, and must have no devices. One with
+    // libxl's document but not ours is libxl's (`xl create`): its devices are libxl's to
+    // account for, not ours to judge.
     let stored = {
         let mut ctx = host.ctx.lock(&mut st);
         let mut t = ctx.token();
         match host.locks.lock_userdata(&mut t, domid, &exists) {
             Ok(guard) => {
                 let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
+                let libxls = s.is_none()
+                    && guard
+                        .uuid()
+                        .and_then(|u| host.configs.libxl_document_path(domid, u))
+                        .is_some_and(|p| p.exists());
                 guard.release().map_err(Error::Lock)?;
+                if libxls {
+                    drop(ctx);
+                    drop(st);
+                    slow.release().map_err(Error::Lock)?;
+                    return Ok(Vec::new());
+                }
                 Some(
                     s.map(|s| s.config)
                         .unwrap_or_else(|| DomainConfig::new("(being created)")),
