@@ -25,48 +25,20 @@
 //! worker processes (`__device-worker DIR DOMID VDEV`: reads a count per line on stdin, runs
 //! that many cycles, answers a line).
 
+#[path = "../src/sim_host.rs"]
+mod sim_host;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use sim_host::{open, Dir};
 use toolstack::config::{DiskSpec, DomainConfig};
 use toolstack::device::{self, simback, DeviceKind, DeviceRef, Options};
 use toolstack::lock::{level, DomId, Locked};
-use toolstack::{Host, HostOptions};
-
-fn open(dir: &Path) -> Host {
-    Host::open(&HostOptions {
-        force_simulated: true,
-        sim_dir: Some(dir.to_owned()),
-        sim_config: Some(xenctrl::SimConfig {
-            total_mib: 4096,
-            dom0_mib: 1024,
-            ..Default::default()
-        }),
-        ..HostOptions::default()
-    })
-    .expect("open the simulated host")
-}
-
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("rxen-bench-dev-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = toolstack::sim::shutdown(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use toolstack::Host;
 
 fn create(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> DomId {
     let mut c = DomainConfig::new(name);
@@ -90,7 +62,7 @@ fn remove(host: &Host, root: &mut Locked<'_, level::Unlocked>, dev: DeviceRef) {
 }
 
 fn latency(c: &mut Criterion, dir: &Path) {
-    let host = open(dir);
+    let host = open(dir, 4096);
     let mut root = Locked::root();
     let d = create(&host, &mut root, "lat");
     let mut g = c.benchmark_group("devices/latency");
@@ -188,7 +160,7 @@ fn run_all(workers: &mut [Worker], cycles: u64) -> Duration {
 }
 
 fn worker(dir: &Path, domid: DomId, vdev: &str) -> ! {
-    let host = open(dir);
+    let host = open(dir, 4096);
     let mut root = Locked::root();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ready");
@@ -266,7 +238,7 @@ fn measure(c: &mut Criterion, group: &str, sets: [&mut Vec<Worker>; 3], check_on
 }
 
 fn throughput(c: &mut Criterion, dir: &Path, check_only: bool) {
-    let host = open(dir);
+    let host = open(dir, 4096);
     let mut root = Locked::root();
     let doms = [
         create(&host, &mut root, "t0"),
@@ -324,7 +296,7 @@ fn main() {
     }
     let check_only = args.iter().any(|a| a == "--test");
     let mut c = Criterion::default().configure_from_args();
-    let dir = Dir::new("all");
+    let dir = Dir::new("dev-all");
     latency(&mut c, &dir.0);
     throughput(&mut c, &dir.0, check_only);
     c.final_summary();

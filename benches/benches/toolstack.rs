@@ -13,29 +13,19 @@
 //! The bench binary is also the simulated host's xenstored (`__rxen-sim-xenstored`) and the
 //! contending process (`__contend DIR DOMID`).
 
+#[path = "../src/sim_host.rs"]
+mod sim_host;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use criterion::Criterion;
+use sim_host::{open, Dir};
 use toolstack::config::DomainConfig;
 use toolstack::lock::Locked;
 use toolstack::memory::{self, Target};
-use toolstack::{domain, Host, HostOptions};
-
-fn open(dir: &Path, total_mib: u64) -> Host {
-    Host::open(&HostOptions {
-        force_simulated: true,
-        sim_dir: Some(dir.to_owned()),
-        sim_config: Some(xenctrl::SimConfig {
-            total_mib,
-            dom0_mib: 1024,
-            ..Default::default()
-        }),
-        ..HostOptions::default()
-    })
-    .expect("open the simulated host")
-}
+use toolstack::{domain, Host};
 
 fn config(name: &str, memory_mib: u64, maxmem_mib: u64) -> DomainConfig {
     let mut c = DomainConfig::new(name);
@@ -44,26 +34,8 @@ fn config(name: &str, memory_mib: u64, maxmem_mib: u64) -> DomainConfig {
     c
 }
 
-struct Dir(std::path::PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("rxen-bench-ts-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = toolstack::sim::shutdown(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn create_destroy(c: &mut Criterion) {
-    let dir = Dir::new("create");
+    let dir = Dir::new("ts-create");
     let host = open(&dir.0, 8192);
     let mut root = Locked::root();
     let cfg = config("bench", 64, 64);
@@ -79,7 +51,7 @@ fn create_destroy(c: &mut Criterion) {
 }
 
 fn mem_set(c: &mut Criterion) {
-    let dir = Dir::new("memset");
+    let dir = Dir::new("ts-memset");
     let host = open(&dir.0, 8192);
     let mut root = Locked::root();
     let d = toolstack::create::create(&host, &mut root, &config("m", 64, 1024), &mut |_| {})
@@ -144,7 +116,7 @@ fn contend(dir: &Path, domid: u16) -> ! {
 }
 
 fn list_1000(c: &mut Criterion, domains: usize) {
-    let dir = Dir::new("list");
+    let dir = Dir::new("ts-list");
     // `domains` domains of 1 MiB each: 1000 for a measurement, fewer when criterion only checks
     // that the bench runs (`--test`), since the setup alone takes tens of seconds.
     let host = open(&dir.0, 4096);
