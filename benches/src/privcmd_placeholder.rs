@@ -5,7 +5,8 @@
 //! without Xen we give it a placeholder, visible to this process only:
 //!
 //! 1. `unshare(CLONE_NEWNS)`: this process gets its own copy of the mount table;
-//! 2. `mount("/", MS_REC | MS_PRIVATE)`: nothing we mount propagates back to the host;
+//! 2. `mount("/", MS_REC | MS_PRIVATE)`, or `/dev` alone where `/` is not a mount point (a
+//!    chroot): nothing we mount propagates back to the host;
 //! 3. a fresh tmpfs is mounted over `/dev`, and every entry of the old `/dev` except `xen` is
 //!    put back in it (directories and nodes as recursive bind mounts of the originals, reached
 //!    through an fd held on the old `/dev`; symlinks recreated), so `/dev/null`, `/dev/pts`,
@@ -53,17 +54,44 @@ pub fn enter() -> Result<&'static PrivcmdPlaceholder, String> {
     .map_err(Clone::clone)
 }
 
+/// Cuts `/dev` off from mount propagation, so that what we mount there stays in this namespace.
+///
+/// `/` made private, recursively, covers it. In a chroot or container whose `/` is not a mount
+/// point, that fails with EINVAL; then `/dev` itself, if it is a mount point (a chroot's bind of
+/// the host's `/dev`, a container's tmpfs), is enough: every mount we make is on it or below it.
+/// If neither is a mount point, the mount holding `/dev` cannot be named from inside, and a
+/// mount on `/dev` could reach the host, so we stop and say what to do.
+fn make_dev_private() -> Result<(), String> {
+    let private = |path: &str| {
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+    };
+    match private("/") {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => match private("/dev") {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EINVAL) => {
+                Err("neither / nor /dev is a mount point (a chroot?), \
+                 so a private /dev cannot be made without touching the host: bind-mount /dev into \
+                 the chroot (mount --rbind /dev DIR/dev) or the chroot onto itself (mount --bind \
+                 DIR DIR) and run again"
+                    .into())
+            }
+            Err(e) => Err(format!("making /dev a private mount failed: {e}")),
+        },
+        Err(e) => Err(format!("making / a private mount failed: {e}")),
+    }
+}
+
 fn set_up() -> Result<(), String> {
     unshare(CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare(CLONE_NEWNS) failed (are we root?): {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making / a private mount failed: {e}"))?;
+    make_dev_private()?;
 
     // Hold the old /dev open: once the tmpfs covers it, /proc/self/fd/N still reaches it.
     let old_dev = File::open("/dev").map_err(|e| format!("opening /dev failed: {e}"))?;

@@ -238,6 +238,7 @@ fn spawn_daemon(opts: &SimOptions, paths: &SimPaths) -> Result<()> {
         .append(true)
         .open(paths.log())
         .map_err(|e| sim_err(dir, "cannot open xenstored.log", Some(e)))?;
+    // spawns: own
     let mut child = Command::new(&exe)
         .arg(DAEMON_ARG)
         .arg(dir)

@@ -305,8 +305,9 @@ fn mem_set_loop(host: &SimHost, domain: &str, values_mib: &[u64], op: &str) -> s
 }
 
 fn observe_loop(host: &SimHost, domain: &str, n: usize) -> std::process::Child {
+    // Shell builtins only (scripts/check-tools does not read `sh -c` scripts).
     let script = format!(
-        "for i in $(seq {n}); do \"$RXL\" --sim-dir \"$DIR\" mem-check {domain} || exit 1; done"
+        "i=0; while [ $i -lt {n} ]; do \"$RXL\" --sim-dir \"$DIR\" mem-check {domain} || exit 1; i=$((i+1)); done"
     );
     std::process::Command::new("sh")
         .arg("-c")

@@ -253,6 +253,7 @@ fn timings_against_xl() {
     let our_destroy = time(&mut || domain::destroy(&host, &mut root, id).expect("destroy"));
     // The rxl program as xl is run: a process each time, found by name, with its defaults.
     let rxl = |args: &[&str]| {
+        // spawns: own
         let out = std::process::Command::new(RXL).args(args).output();
         let out = out.unwrap_or_else(|e| panic!("cannot run {RXL}: {e}"));
         assert!(

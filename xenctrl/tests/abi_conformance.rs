@@ -108,6 +108,7 @@ fn c_values(probes: &[Probe]) -> BTreeMap<String, u64> {
     let exe = dir.join("probe");
     std::fs::write(&src, c_program(probes)).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    // spawns: cc
     let status = Command::new(&cc)
         .arg("-std=gnu11")
         .arg("-Wall")
@@ -126,6 +127,7 @@ fn c_values(probes: &[Probe]) -> BTreeMap<String, u64> {
         inc.display(),
         String::from_utf8_lossy(&status.stderr)
     );
+    // spawns: own
     let run = Command::new(&exe).output().expect("run the probe program");
     assert!(run.status.success(), "the probe program failed");
     String::from_utf8(run.stdout)

@@ -7,6 +7,7 @@ use std::process::Command;
 
 /// Runs a dom0 tool and returns its stdout, failing the test with its stderr if it fails.
 fn run(program: &str, args: &[&str]) -> String {
+    // spawns: the program passed to run
     let out = Command::new(program)
         .args(args)
         .output()

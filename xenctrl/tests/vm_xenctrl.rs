@@ -12,6 +12,7 @@ use xenctrl::interface::ProbeCall;
 use xenctrl::{pages_to_mib, CreateDomain, DomId, Errno, MemorySource, XenCtrl};
 
 fn run(program: &str, args: &[&str]) -> String {
+    // spawns: the program passed to run
     let out = Command::new(program)
         .args(args)
         .output()

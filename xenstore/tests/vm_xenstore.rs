@@ -25,6 +25,7 @@ fn in_vm() {
 }
 
 fn tool(socket: Option<&Path>, name: &str, args: &[&str]) -> Output {
+    // spawns: the program passed to tool, ok
     let mut c = Command::new(name);
     c.args(args);
     if let Some(s) = socket {

@@ -11,6 +11,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 use xenstore::perms::{Access, Permissions};
 use xenstore::server::{RunningServer, Server};
 use xenstore::Client;
@@ -49,6 +52,7 @@ fn fixture(tag: &str) -> Fixture {
 }
 
 fn tool(socket: &Path, name: &str, args: &[&str]) -> Output {
+    // spawns: the program passed to tool, ok
     let out = Command::new(name)
         .args(args)
         .env("XENSTORED_PATH", socket)
@@ -202,6 +206,7 @@ fn list_uses_directory_part_for_long_directories() {
 #[test]
 fn watch_reports_initial_and_subsequent_events() {
     let f = fixture("watch");
+    // spawns: timeout, xenstore-watch
     let mut child = Command::new("timeout")
         .args(["30", "xenstore-watch", "-n", "3", "/w"])
         .env("XENSTORED_PATH", &f.socket)
@@ -228,7 +233,7 @@ fn watch_reports_initial_and_subsequent_events() {
 
 #[test]
 fn xenstored_binary_serves_until_sigterm_and_cleans_up() {
-    for sig in [libc_sig::TERM, libc_sig::INT] {
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let dir = std::env::temp_dir().join(format!("rxen-xsd-{}-{sig}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -247,16 +252,12 @@ fn xenstored_binary_serves_until_sigterm_and_cleans_up() {
         assert_eq!(ok(&socket, "xenstore-read", &["/bin/x"]), "1\n");
         let c = Client::open_path(&socket).unwrap();
         common::transactions(&c, "/bin/tx");
-        Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(d.id().to_string())
-            .status()
-            .unwrap();
+        kill(child_pid(&d), sig).unwrap();
         let st = d.wait().unwrap();
         assert_eq!(
             st.code(),
             Some(0),
-            "clean exit on SIG{sig}: {st:?} (signal {:?})",
+            "clean exit on {sig}: {st:?} (signal {:?})",
             st.signal()
         );
         assert!(!socket.exists(), "socket removed");
@@ -281,9 +282,9 @@ fn xenstored_binary_rejects_bad_usage() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/socket"));
 }
 
-mod libc_sig {
-    pub const TERM: &str = "TERM";
-    pub const INT: &str = "INT";
+/// The pid of a child we spawned, for `kill(2)`.
+fn child_pid(child: &std::process::Child) -> Pid {
+    Pid::from_raw(i32::try_from(child.id()).expect("pids fit in pid_t"))
 }
 
 /// CPU ticks (user + system) the process `pid` has used.
@@ -346,10 +347,7 @@ fn xenstored_out_of_descriptors_rests_and_recovers() {
         .expect("a queued connection was never served");
     assert_eq!(got.unwrap(), b"1");
     reader.join().unwrap();
-    Command::new("kill")
-        .arg(d.0.id().to_string())
-        .status()
-        .unwrap();
+    kill(child_pid(&d.0), Signal::SIGTERM).unwrap();
     let mut d = d;
     assert_eq!(d.0.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

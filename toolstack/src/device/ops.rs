@@ -919,6 +919,7 @@ fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Res
         return Ok(());
     };
     let kind = dev.kind.xenstore_name();
+    // spawns: own (the hotplug script that the backend node names)
     let mut cmd = std::process::Command::new(&script);
     if dev.kind == DeviceKind::Vif {
         cmd.arg(if action == "add" { "online" } else { "offline" })

@@ -51,6 +51,7 @@ struct Proc {
 impl Proc {
     fn spawn(role: &str, dir: &Path, arg: &str) -> Proc {
         let exe = std::env::current_exe().unwrap();
+        // spawns: own
         let mut child = Command::new(exe)
             .args([
                 "--exact",

@@ -49,6 +49,7 @@ impl SimHost {
 
     /// An `rxl` command against this host.
     pub fn command(&self, args: &[&str]) -> Command {
+        // spawns: own
         let mut c = Command::new(RXL);
         c.args(&self.boot_args)
             .args(args)
@@ -135,6 +136,7 @@ pub fn parse_view(json: &str) -> MemoryView {
 
 impl Drop for SimHost {
     fn drop(&mut self) {
+        // spawns: own
         let _ = Command::new(RXL)
             .arg("sim-stop")
             .env("RXEN_SIM_DIR", self.dir.path())

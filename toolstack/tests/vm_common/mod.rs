@@ -24,6 +24,7 @@ pub fn host() -> Host {
 
 /// Run a dom0 tool and return its stdout, failing the test with its stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
+    // spawns: the program passed to run
     let out = Command::new(program)
         .args(args)
         .output()
