@@ -43,9 +43,8 @@ where
 
     group.bench_function("raw", |b| {
         b.iter(|| {
-            // SAFETY: `op` is a live buffer of `xc`'s pool, exclusively borrowed here, and
-            // holds a complete domctl; the null backend reads nothing through the address.
-            let ret = unsafe { raw_hypercall(xc, __HYPERVISOR_domctl, [op.addr(), 0, 0, 0, 0]) };
+            let addr = op.addr();
+            let ret = raw_hypercall(xc, __HYPERVISOR_domctl, [addr, 0, 0, 0, 0], &mut op);
             black_box(ret).expect("null backend");
         });
     });

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::backend::{anon, Backend, ChunkMapping, MemorySource};
+use crate::buffer::HypercallBuffer;
 use crate::ctrl::XenCtrl;
 use crate::interface::XEN_4_17;
 
@@ -29,13 +30,19 @@ impl Backend for NullBackend {
         anon::map(len)
     }
 
-    fn unmap_chunk(&self, chunk: ChunkMapping) {
-        anon::unmap(chunk);
-    }
-
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
         std::hint::black_box((op, args));
         Ok(0)
+    }
+
+    fn hypercall_confined(
+        &self,
+        op: u64,
+        args: [u64; 5],
+        arena: (u64, u64),
+    ) -> Option<Result<u64, Errno>> {
+        std::hint::black_box((op, args, arena));
+        Some(Ok(0))
     }
 }
 
@@ -44,12 +51,31 @@ pub fn null_ctrl() -> XenCtrl {
     XenCtrl::with_backend_and_profile(Arc::new(NullBackend), &XEN_4_17)
 }
 
-/// The raw hypercall on `xc`'s backend, with no marshalling: the baseline.
+/// The raw hypercall on `xc`'s backend, with no marshalling and no check of what the arguments
+/// hold: the baseline of the hypercall benches, and the fuzzers' way into the simulator's
+/// dispatcher. Safe because it runs only where nothing can reach memory outside `arena` (a
+/// buffer of `xc`'s pool that the caller holds exclusively):
 ///
-/// # Safety
+/// - on the simulator, every address outside `arena` is `EFAULT`, even other pool memory;
+/// - on [`null_ctrl`]'s backend nothing is read or written at all;
+/// - on real Xen (privcmd), which would follow any address, it refuses with `ENOSYS` without
+///   calling Xen; so does a pool that belongs to no hypervisor.
 ///
-/// As for the backend's hypercall: addresses in `args` must be live pool memory of `xc`.
-pub unsafe fn raw_hypercall(xc: &XenCtrl, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
-    // SAFETY: forwarded from the caller.
-    unsafe { xc.pool().backend().hypercall(op, args) }
+/// # Errors
+///
+/// The backend's errno; `EXDEV` when `arena` is not of `xc`'s pool.
+pub fn raw_hypercall<T: ?Sized>(
+    xc: &XenCtrl,
+    op: u64,
+    args: [u64; 5],
+    arena: &mut HypercallBuffer<'_, T>,
+) -> Result<u64, Errno> {
+    if !arena.belongs_to(xc.pool()) {
+        return Err(Errno::EXDEV);
+    }
+    let range = (arena.addr(), std::mem::size_of_val::<T>(arena) as u64);
+    xc.pool()
+        .backend()
+        .hypercall_confined(op, args, range)
+        .unwrap_or(Err(Errno::ENOSYS))
 }

@@ -100,6 +100,7 @@ impl<'pool, T: ?Sized> HypercallBuffer<'pool, T> {
     pub fn guest_handle(&mut self) -> GuestHandle<'_, T> {
         GuestHandle {
             addr: self.addr(),
+            bytes: std::mem::size_of_val::<T>(self),
             pool: self.pool,
             _borrow: PhantomData,
         }
@@ -170,8 +171,12 @@ impl<'pool> HypercallBuffer<'pool, [MaybeUninit<u8>]> {
 
 /// A typed handle to a pool buffer, borrowed from it: the only way to fill a guest-handle
 /// field of an ABI struct. It carries no ownership; the buffer stays mutably borrowed for `'b`.
+///
+/// A handle to a slice carries its length, and the ABI structs that hold a handle take their
+/// count from it: Xen is never told a buffer is longer than it is.
 pub struct GuestHandle<'b, T: ?Sized> {
     addr: u64,
+    bytes: usize,
     pool: &'b BufferPool,
     _borrow: PhantomData<&'b mut T>,
 }
@@ -182,15 +187,33 @@ impl<'b, T: ?Sized> GuestHandle<'b, T> {
         self.addr
     }
 
+    /// The size of the buffer, in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.bytes
+    }
+
     /// The pool the buffer belongs to.
     pub fn pool(&self) -> &'b BufferPool {
         self.pool
     }
 }
 
+impl<T> GuestHandle<'_, [T]> {
+    /// The number of elements of the slice (0 for zero-sized elements, which Xen cannot
+    /// address).
+    pub fn len(&self) -> usize {
+        self.bytes.checked_div(size_of::<T>()).unwrap_or(0)
+    }
+
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl<T: ?Sized> fmt::Debug for GuestHandle<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GuestHandle({:#x})", self.addr)
+        write!(f, "GuestHandle({:#x}, {} bytes)", self.addr, self.bytes)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::abi::{
     __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload, SysctlPayload, XenDomctl,
     XenMemoryReservation, XenSysctl,
 };
+use crate::abi::handle::GuestRanges;
 use crate::backend::privcmd::Privcmd;
 use crate::backend::sim::{SimConfig, SimHypervisor};
 use crate::backend::Backend;
@@ -161,18 +162,21 @@ impl XenCtrl {
         self.pool.backend().name()
     }
 
-    /// Issue a domctl. Its interface version is set to the probed one; the target domain is
-    /// `op.domain`.
+    /// Issue a domctl. Its `cmd` is set from the payload type and its interface version to the
+    /// probed one; the target domain is `op.domain`.
     ///
     /// # Errors
     ///
-    /// [`Error::ForeignBuffer`] when `op` belongs to another pool; [`Error::Xen`] with Xen's
-    /// errno otherwise.
+    /// [`Error::ForeignBuffer`] when `op`, or a buffer a guest handle inside it points at,
+    /// belongs to another pool (checked before Xen is called, on every backend);
+    /// [`Error::Xen`] with Xen's errno otherwise.
     pub fn domctl<P: DomctlPayload>(
         &self,
         op: &mut HypercallBuffer<'_, XenDomctl<P>>,
     ) -> Result<u64> {
         self.check_pool(op, Op::Domctl)?;
+        op.seal_header();
+        self.check_handles(|f| op.u.guest_ranges(f), Op::Domctl)?;
         self.profile.encode_domctl(op).map_err(unsupported)?;
         let domid = op.domain;
         // SAFETY: `op` is a live buffer of this handle's pool, exclusively borrowed for the
@@ -200,6 +204,8 @@ impl XenCtrl {
         op: &mut HypercallBuffer<'_, XenSysctl<P>>,
     ) -> Result<u64> {
         self.check_pool(op, Op::Sysctl)?;
+        op.seal_header();
+        self.check_handles(|f| op.u.guest_ranges(f), Op::Sysctl)?;
         self.profile.encode_sysctl(op).map_err(unsupported)?;
         // SAFETY: as for `domctl`.
         let ret = unsafe {
@@ -220,7 +226,8 @@ impl XenCtrl {
     ///
     /// # Errors
     ///
-    /// As for [`XenCtrl::domctl`]; `EINVAL` for any other sub-op.
+    /// As for [`XenCtrl::domctl`]; `EINVAL` for any other sub-op; [`Error::MissingList`] for a
+    /// sub-op that reads or writes the extent list (populate, decrease) given none.
     #[allow(non_upper_case_globals)] // Xen's constant names, matched as patterns
     pub fn memory_reservation_op(
         &self,
@@ -239,7 +246,14 @@ impl XenCtrl {
             _ => return Err(Error::xen(Op::MemoryOp, None, crate::Errno::EINVAL)),
         };
         self.check_pool(op, what)?;
-        let domid = op.domid;
+        if op.extent_start().is_null()
+            && op.nr_extents() != 0
+            && matches!(what, Op::PopulatePhysmap | Op::DecreaseReservation)
+        {
+            return Err(Error::MissingList { op: what });
+        }
+        self.check_handles(|f| op.guest_ranges(f), what)?;
+        let domid = op.domid();
         // SAFETY: as for `domctl`; the extent handle borrows its buffer for `op`'s life.
         unsafe {
             self.raw(
@@ -302,6 +316,22 @@ impl XenCtrl {
                 __HYPERVISOR_event_channel_op,
                 [cmd, arg.addr(), 0, 0, 0],
             )
+        }
+    }
+
+    /// Check that every range a payload's guest handles let Xen reach lies in this handle's pool.
+    #[inline]
+    fn check_handles(
+        &self,
+        ranges: impl FnOnce(&mut dyn FnMut(u64, u64)),
+        op: Op,
+    ) -> Result<()> {
+        let mut foreign = false;
+        ranges(&mut |addr, bytes| foreign |= !self.pool.owns(addr, bytes));
+        if foreign {
+            Err(Error::ForeignBuffer { op })
+        } else {
+            Ok(())
         }
     }
 

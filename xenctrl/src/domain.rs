@@ -278,15 +278,13 @@ impl XenCtrl {
                 let mut op = self
                     .pool()
                     .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()?;
-                op.set(XenSysctlGetdomaininfolist {
-                    first_domain: first,
-                    max_domains: LIST_BATCH,
-                    buffer: infos.guest_handle().into(),
-                    ..zerocopy::FromZeros::new_zeroed()
-                });
+                op.set(XenSysctlGetdomaininfolist::new(
+                    first,
+                    infos.guest_handle(),
+                ));
                 self.sysctl(&mut op)
                     .map_err(|e| e.with_op(Op::DomainList))?;
-                op.u.num_domains
+                op.u.num_domains()
             };
             if got > LIST_BATCH {
                 return Err(Error::BadReply {

@@ -47,9 +47,16 @@ pub enum Error {
         /// Alignment asked for.
         align: usize,
     },
-    /// A buffer from another handle's pool was passed to a hypercall.
-    #[error("{op}: the buffer belongs to another handle's pool")]
+    /// A buffer from another handle's pool (or one reached through a guest handle inside the
+    /// argument) was passed to a hypercall.
+    #[error("{op}: a buffer of the call belongs to another pool than the handle's")]
     ForeignBuffer {
+        /// The operation.
+        op: Op,
+    },
+    /// A reservation sub-op that reads or writes an extent list was given none.
+    #[error("{op}: the sub-op needs an extent list, and none was given")]
+    MissingList {
         /// The operation.
         op: Op,
     },

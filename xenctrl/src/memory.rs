@@ -1,6 +1,5 @@
 //! Domain memory: claims, populating the physmap, and reservations (`memory_op`).
 
-use crate::abi::XenGuestHandle;
 use crate::abi::{
     XENMEM_claim_pages, XENMEM_current_reservation, XENMEM_decrease_reservation,
     XENMEM_increase_reservation, XENMEM_maximum_reservation, XENMEM_populate_physmap,
@@ -40,7 +39,7 @@ impl XenCtrl {
     /// ```
     pub fn claim_pages(&self, domid: DomId, pages: u64) -> Result<()> {
         let mut op = self.pool().alloc::<XenMemoryReservation<'_>>()?;
-        *op = reservation(domid, XenGuestHandle::null(), pages, 0, 0);
+        *op = XenMemoryReservation::claim(domid, pages);
         self.memory_reservation_op(XENMEM_claim_pages, &mut op)?;
         Ok(())
     }
@@ -110,7 +109,7 @@ impl XenCtrl {
         mem_flags: u32,
     ) -> Result<usize> {
         let mut op = self.pool().alloc::<XenMemoryReservation<'_>>()?;
-        *op = reservation(domid, XenGuestHandle::null(), nr_extents, order, mem_flags);
+        *op = XenMemoryReservation::anywhere(domid, nr_extents, order, mem_flags);
         let done = self.memory_reservation_op(XENMEM_increase_reservation, &mut op)?;
         extents_done(Op::IncreaseReservation, done, nr_extents)
     }
@@ -165,28 +164,11 @@ impl XenCtrl {
         let mut extents = self.pool().bounce_in_out(gpfns)?;
         let done = {
             let mut op = self.pool().alloc::<XenMemoryReservation<'_>>()?;
-            *op = reservation(domid, extents.guest_handle().into(), nr, order, mem_flags);
+            *op = XenMemoryReservation::with_extents(domid, order, mem_flags, extents.guest_handle());
             self.memory_reservation_op(cmd, &mut op)?
         };
         extents.finish();
         extents_done(what, done, nr)
-    }
-}
-
-fn reservation<'h>(
-    domid: DomId,
-    extent_start: XenGuestHandle<'h, XenPfn>,
-    nr_extents: u64,
-    extent_order: u32,
-    mem_flags: u32,
-) -> XenMemoryReservation<'h> {
-    XenMemoryReservation {
-        extent_start,
-        nr_extents,
-        extent_order,
-        mem_flags,
-        domid,
-        ..zerocopy::FromZeros::new_zeroed()
     }
 }
 

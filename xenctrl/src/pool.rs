@@ -28,6 +28,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::abi::PoolData;
 use crate::backend::{anon, Backend, ChunkMapping, MemorySource};
 use crate::buffer::HypercallBuffer;
 use crate::error::{Error, Result};
@@ -90,6 +91,8 @@ struct Inner {
     /// Blocks out of the shared free lists: live buffers and blocks in thread caches.
     taken: AtomicUsize,
     large_bytes: AtomicUsize,
+    /// The mappings of large buffers, owned here: freeing a buffer drops (unmaps) its mapping.
+    large: Mutex<Vec<ChunkMapping>>,
 }
 
 struct Chunk {
@@ -113,7 +116,7 @@ pub(crate) enum Block {
     /// A block from a shared chunk: size class and granule index.
     Pooled { class: u8, index: u32 },
     /// A mapping of its own.
-    Large { base: NonNull<u8>, len: usize },
+    Large { base: NonNull<u8> },
 }
 
 // SAFETY: `Block` is an address and a length; it grants no access by itself.
@@ -147,6 +150,7 @@ impl BufferPool {
             lock_state: Mutex::new(()),
             taken: AtomicUsize::new(0),
             large_bytes: AtomicUsize::new(0),
+            large: Mutex::new(Vec::new()),
         };
         BufferPool {
             inner: Arc::new(inner),
@@ -172,15 +176,17 @@ impl BufferPool {
     ///
     /// [`Error::PoolMap`] or [`Error::PoolLock`] when the pool has to grow and cannot;
     /// [`Error::BadAllocation`] when `T` needs more than page alignment.
-    pub fn alloc<T>(&self) -> Result<HypercallBuffer<'_, T>>
-    where
-        T: zerocopy::FromZeros + zerocopy::KnownLayout + zerocopy::Immutable,
-    {
+    ///
+    /// `T` is [`PoolData`]: plain data (`FromBytes`), or one of this crate's handle-bearing ABI
+    /// structs, which start out with null handles and counts of 0.
+    pub fn alloc<T: PoolData>(&self) -> Result<HypercallBuffer<'_, T>> {
         let (block, base) = self.inner.allocate(size_of::<T>(), align_of::<T>())?;
         // SAFETY: `base` is the start of a fresh block of at least `size_of::<T>()` bytes,
         // suitably aligned, owned by nobody else until the buffer is dropped.
         unsafe { base.as_ptr().write_bytes(0, size_of::<T>()) };
-        // SAFETY: the bytes are zero, which is a valid `T` (`T: FromZeros`).
+        // SAFETY: all-zero bytes are a valid `T`: `PoolData` is sealed, and holds only for
+        // `FromBytes` types (every bit pattern is valid) and this crate's handle-bearing ABI
+        // structs (integers and `PhantomData`; zero is the null handle with a count of 0).
         Ok(unsafe { HypercallBuffer::from_raw(self, block, base.cast::<T>()) })
     }
 
@@ -191,7 +197,7 @@ impl BufferPool {
     /// As for [`BufferPool::alloc`], and [`Error::BadAllocation`] if the size overflows.
     pub fn alloc_slice<T>(&self, len: usize) -> Result<HypercallBuffer<'_, [T]>>
     where
-        T: zerocopy::FromZeros + zerocopy::Immutable,
+        T: zerocopy::FromBytes + zerocopy::Immutable,
     {
         let bytes = size_of::<T>()
             .checked_mul(len)
@@ -203,7 +209,7 @@ impl BufferPool {
         // SAFETY: a fresh block of at least `bytes` bytes that nobody else owns.
         unsafe { base.as_ptr().write_bytes(0, bytes) };
         let ptr = NonNull::slice_from_raw_parts(base.cast::<T>(), len);
-        // SAFETY: zeroed memory is a valid `[T]` (`T: FromZeros`), aligned and large enough.
+        // SAFETY: zeroed memory is a valid `[T]` (`T: FromBytes`), aligned and large enough.
         Ok(unsafe { HypercallBuffer::from_raw(self, block, ptr) })
     }
 
@@ -240,6 +246,24 @@ impl BufferPool {
         &self.inner.backend
     }
 
+    /// Whether `bytes` bytes at `addr` lie inside memory this pool mapped (one shared chunk, or
+    /// one buffer of its own). What the entry points check every guest handle against, so that
+    /// no handle of another pool (or of an anonymous one) reaches Xen.
+    pub(crate) fn owns(&self, addr: u64, bytes: u64) -> bool {
+        let inner = &*self.inner;
+        inner
+            .chunks
+            .iter()
+            .map_while(OnceLock::get)
+            .any(|c| c.mapping.contains(addr, bytes))
+            || inner
+                .large
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|m| m.contains(addr, bytes))
+    }
+
     /// Return a block. Called by [`HypercallBuffer`]'s `Drop`.
     pub(crate) fn free(&self, block: Block) {
         match block {
@@ -248,7 +272,7 @@ impl BufferPool {
                     self.inner.give_shared(class.into(), index);
                 }
             }
-            Block::Large { base, len } => self.inner.free_large(base, len),
+            Block::Large { base } => self.inner.free_large(base),
         }
     }
 }
@@ -257,7 +281,7 @@ impl Inner {
     fn trim(&self) {
         let _guard = self.lock_state.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in self.chunks.iter().map_while(OnceLock::get) {
-            if chunk.mapping.source != MemorySource::LockedAnonymous {
+            if chunk.mapping.source() != MemorySource::LockedAnonymous {
                 continue;
             }
             for (page, word) in chunk.pins.iter().enumerate() {
@@ -327,11 +351,19 @@ impl Inner {
         self.taken.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn free_large(&self, base: NonNull<u8>, len: usize) {
+    /// Free a large buffer: drop (unmap) the mapping this pool made for it. Only a mapping the
+    /// pool owns can go; an address that names none is left alone.
+    fn free_large(&self, base: NonNull<u8>) {
+        let mut large = self.large.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = large.iter().position(|m| m.base() == base) else {
+            debug_assert!(false, "a large block the pool did not map");
+            return;
+        };
+        let mapping = large.swap_remove(at);
+        drop(large);
         self.taken.fetch_sub(1, Ordering::Relaxed);
-        self.large_bytes.fetch_sub(len, Ordering::Relaxed);
-        let source = self.backend.memory_source();
-        self.backend.unmap_chunk(ChunkMapping { base, len, source });
+        self.large_bytes.fetch_sub(mapping.len(), Ordering::Relaxed);
+        drop(mapping);
     }
 
     fn map_large(&self, bytes: usize) -> Result<Block> {
@@ -347,10 +379,12 @@ impl Inner {
             .map_err(|source| Error::PoolMap { bytes: len, source })?;
         self.large_bytes.fetch_add(len, Ordering::Relaxed);
         self.taken.fetch_add(1, Ordering::Relaxed);
-        Ok(Block::Large {
-            base: mapping.base,
-            len,
-        })
+        let base = mapping.base();
+        self.large
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(mapping);
+        Ok(Block::Large { base })
     }
 
     fn pop_or_refill(&self, class: usize) -> Result<Block> {
@@ -454,12 +488,12 @@ impl Inner {
 
     fn block_ptr(&self, block: Block) -> NonNull<u8> {
         match block {
-            Block::Large { base, .. } => base,
+            Block::Large { base } => base,
             Block::Pooled { index, .. } => {
                 let chunk = self.chunk(index);
                 let offset = (index as usize % GRANULES_PER_CHUNK) * GRANULE;
                 // SAFETY: `offset` is inside the chunk's mapping.
-                unsafe { chunk.mapping.base.add(offset) }
+                unsafe { chunk.mapping.base().add(offset) }
             }
         }
     }
@@ -557,7 +591,7 @@ impl Chunk {
     /// `page < CHUNK_PAGES`.
     unsafe fn page_ptr(&self, page: usize) -> *mut u8 {
         // SAFETY: the caller keeps `page` inside the chunk.
-        unsafe { self.mapping.base.as_ptr().add(page * PAGE_SIZE) }
+        unsafe { self.mapping.base().as_ptr().add(page * PAGE_SIZE) }
     }
 }
 
@@ -568,16 +602,8 @@ impl Drop for BufferPool {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Every buffer borrows the pool, so none is alive: the chunks can go.
-        for slot in self.chunks.iter_mut() {
-            if let Some(chunk) = slot.take() {
-                self.backend.unmap_chunk(chunk.mapping);
-            }
-        }
-    }
-}
+// `Inner` needs no `Drop`: every buffer borrows the pool, so none is alive when it goes, and
+// its chunk and large mappings unmap themselves as they drop.
 
 impl fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -917,7 +943,7 @@ mod tests {
 
     #[test]
     fn over_aligned_types_are_refused() {
-        #[derive(zerocopy::FromZeros, zerocopy::KnownLayout, zerocopy::Immutable)]
+        #[derive(zerocopy::FromBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
         #[repr(C, align(8192))]
         struct Big([u8; 8192]);
         let pool = BufferPool::anonymous();

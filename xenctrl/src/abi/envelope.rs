@@ -5,9 +5,10 @@
 //! union (136 bytes). Here the union is replaced by one payload type `P` followed by a zeroed tail
 //! that fills the union to 128 bytes, so:
 //!
-//! - `cmd` always agrees with the payload: it comes from [`DomctlPayload::CMD`] and cannot be
-//!   changed, so Xen never reads a payload's bytes as some other sub-op's (which could turn an
-//!   integer into a guest handle);
+//! - `cmd` always agrees with the payload: it comes from [`DomctlPayload::CMD`], cannot be
+//!   changed, and is written again from the type by every entry point just before the call
+//!   (whatever the memory holds), so Xen never reads a payload's bytes as some other sub-op's
+//!   (which could turn an integer into a guest handle);
 //! - every envelope is exactly Xen's size (asserted for every payload where the payload is
 //!   declared, and checked against C by the conformance test);
 //! - a payload that holds a [`XenGuestHandle<'h, _>`](super::XenGuestHandle) makes the envelope
@@ -17,9 +18,10 @@
 //! typed payloads. `*View` types (plain integers where handles sit) implement neither trait, so no
 //! entry point can be handed a forged handle.
 //!
-//! zerocopy cannot derive `IntoBytes` for a struct generic over its field types, so the envelopes
-//! are `FromZeros + KnownLayout + Immutable`; the pool allocates them zeroed. Untrusted bytes are
-//! decoded with [`XenDomctlView`] / [`XenSysctlView`], whose `u` is the raw union.
+//! The envelopes are only `KnownLayout + Immutable`: no zerocopy trait builds one from bytes
+//! (see [`handle`](super::handle) for why not even `FromZeros`). The pool allocates them zeroed
+//! through the sealed [`PoolData`](super::PoolData). Untrusted bytes are decoded with
+//! [`XenDomctlView`] / [`XenSysctlView`], whose `u` is the raw union.
 //!
 //! # Examples
 //!
@@ -29,31 +31,71 @@
 //! let op = XenDomctl::new(3, XenDomctlMaxMem { max_memkb: 1 << 20 });
 //! assert_eq!(op.cmd(), XEN_DOMCTL_max_mem);
 //! assert_eq!(size_of_val(&op), 144);
-//! let list = XenSysctl::new(XenSysctlGetdomaininfolist {
-//!     max_domains: 16,
-//!     ..zerocopy::FromZeros::new_zeroed()
-//! });
+//! let list = XenSysctl::new(XenSysctlGetdomaininfolist::empty(0));
 //! assert_eq!(list.cmd(), XEN_SYSCTL_getdomaininfolist);
 //! ```
 //!
 //! A view is not a payload, so it cannot carry a forged handle into an envelope:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0277
 //! use xenctrl::abi::*;
 //! let forged = XenSysctlGetdomaininfolistView { buffer: 0xdead_0000, ..Default::default() };
 //! let _ = XenSysctl::new(forged);
 //! ```
 //!
-//! A handle-bearing struct cannot be made from bytes:
+//! A handle-bearing struct or an envelope cannot be made from bytes, by any zerocopy trait or
+//! macro:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! use zerocopy::FromBytes;
 //! let _ = xenctrl::abi::XenMemoryReservation::read_from_bytes(&[0u8; 32]);
 //! ```
 //!
+//! ```compile_fail,E0599
+//! use zerocopy::TryFromBytes;
+//! let _ = xenctrl::abi::XenMemoryReservation::try_read_from_bytes(&[0xffu8; 32]);
+//! ```
+//!
+//! ```compile_fail,E0599
+//! use zerocopy::TryFromBytes;
+//! let bytes = [0u8; 24];
+//! let _ = xenctrl::abi::XenSysctlGetdomaininfolist::try_ref_from_bytes(&bytes[..]);
+//! ```
+//!
+//! ```compile_fail,E0599
+//! use zerocopy::TryFromBytes;
+//! use xenctrl::abi::*;
+//! let mut bytes = [0u64; 17];
+//! let _ = XenSysctl::<XenSysctlGetdomaininfolist>::try_mut_from_bytes(bytes.as_mut_slice());
+//! ```
+//!
+//! ```compile_fail,E0599
+//! use zerocopy::FromZeros;
+//! use xenctrl::abi::*;
+//! let _ = XenDomctl::<XenDomctlMaxMem>::new_zeroed();
+//! ```
+//!
+//! ```compile_fail,E0277
+//! use xenctrl::abi::*;
+//! let raw = [0u64; 17];
+//! let _: Result<XenSysctl<XenSysctlGetdomaininfolist>, _> = zerocopy::try_transmute!(raw);
+//! ```
+//!
+//! ```compile_fail,E0277
+//! use xenctrl::abi::*;
+//! let raw = [0u64; 4];
+//! let _: Result<&XenMemoryReservation, _> = zerocopy::try_transmute_ref!(&raw);
+//! ```
+//!
+//! ```compile_fail,E0277
+//! use xenctrl::abi::*;
+//! let mut raw = [0u64; 4];
+//! let _: Result<&mut XenMemoryReservation, _> = zerocopy::try_transmute_mut!(&mut raw);
+//! ```
+//!
 //! The sub-op is fixed by the payload type:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0616
 //! use xenctrl::abi::*;
 //! let mut op = XenDomctl::new(3, XenDomctlMaxMem { max_memkb: 1 });
 //! op.cmd = XEN_DOMCTL_createdomain;
@@ -61,13 +103,14 @@
 //!
 //! and no payload type can be added outside this crate:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0603
 //! struct Evil;
 //! impl xenctrl::abi::envelope::sealed::Sealed for Evil {}
 //! ```
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
+use super::handle::{pool_data, PoolData};
 use super::layout::{abi_struct, AbiLayout, CField, FieldLayout, StructLayout};
 use super::xen::DomId;
 
@@ -80,7 +123,7 @@ pub(crate) mod sealed {
 }
 
 /// A `domctl` sub-op argument: one member of `struct xen_domctl`'s union.
-pub trait DomctlPayload: sealed::Sealed + AbiLayout + FromZeros + KnownLayout + Immutable {
+pub trait DomctlPayload: sealed::Sealed + AbiLayout + PoolData + KnownLayout + Immutable {
     /// The `XEN_DOMCTL_*` sub-op this payload belongs to.
     const CMD: u32;
     /// The union member, e.g. `u.max_mem` (or [`CField::Implicit`] for sub-ops without one).
@@ -93,10 +136,16 @@ pub trait DomctlPayload: sealed::Sealed + AbiLayout + FromZeros + KnownLayout + 
 
     /// The payload's bytes, mutably, when it holds no guest handle.
     fn plain_bytes_mut(&mut self) -> Option<&mut [u8]>;
+
+    /// Calls `f(address, bytes)` for the memory each non-null guest handle of the payload lets
+    /// Xen reach (the count Xen trusts times the element size). The entry points check every
+    /// range against the calling handle's pool before the call.
+    #[doc(hidden)]
+    fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64));
 }
 
 /// A `sysctl` sub-op argument: one member of `struct xen_sysctl`'s union.
-pub trait SysctlPayload: sealed::Sealed + AbiLayout + FromZeros + KnownLayout + Immutable {
+pub trait SysctlPayload: sealed::Sealed + AbiLayout + PoolData + KnownLayout + Immutable {
     /// The `XEN_SYSCTL_*` sub-op this payload belongs to.
     const CMD: u32;
     /// The union member, e.g. `u.physinfo`.
@@ -109,6 +158,12 @@ pub trait SysctlPayload: sealed::Sealed + AbiLayout + FromZeros + KnownLayout + 
 
     /// The payload's bytes, mutably, when it holds no guest handle.
     fn plain_bytes_mut(&mut self) -> Option<&mut [u8]>;
+
+    /// Calls `f(address, bytes)` for the memory each non-null guest handle of the payload lets
+    /// Xen reach (the count Xen trusts times the element size). The entry points check every
+    /// range against the calling handle's pool before the call.
+    #[doc(hidden)]
+    fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64));
 }
 
 /// Implements [`DomctlPayload`] or [`SysctlPayload`] for a payload type and asserts the envelope
@@ -129,7 +184,16 @@ macro_rules! payload {
             fn plain_bytes_mut(&mut self) -> Option<&mut [u8]> {
                 payload!(@bytes $kind, zerocopy::IntoBytes::as_mut_bytes(self))
             }
+
+            #[inline]
+            fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64)) {
+                payload!(@ranges $kind, self, f)
+            }
         }
+    };
+    (@ranges plain, $s:expr, $f:expr) => { { let _ = (&$s, &$f); } };
+    (@ranges handles, $s:expr, $f:expr) => {
+        $crate::abi::handle::GuestRanges::guest_ranges($s, $f)
     };
     (@member _) => { $crate::abi::layout::CField::Implicit };
     (@member $m:literal) => { $crate::abi::layout::CField::Named($m) };
@@ -212,7 +276,7 @@ impl<P: SysctlPayload> Envelope for XenSysctl<P> {
 }
 
 /// `struct xen_domctl` carrying payload `P`.
-#[derive(FromZeros, KnownLayout, Immutable)]
+#[derive(KnownLayout, Immutable)]
 #[repr(C, align(8))]
 pub struct XenDomctl<P: DomctlPayload> {
     cmd: u32,
@@ -229,11 +293,14 @@ impl<P: DomctlPayload> XenDomctl<P> {
     /// An envelope for `P`'s sub-op on `domain`. The interface version is left 0 for the caller
     /// to fill from the probed profile.
     pub fn new(domain: DomId, payload: P) -> Self {
-        let mut env = Self::new_zeroed();
-        env.cmd = P::CMD;
-        env.domain = domain;
-        env.u = payload;
-        env
+        Self {
+            cmd: P::CMD,
+            interface_version: 0,
+            domain,
+            pad: [0; 3],
+            u: payload,
+            tail: P::Tail::new_zeroed(),
+        }
     }
 
     /// Make a zeroed (for instance, freshly pool-allocated) envelope ready for `P`'s sub-op:
@@ -270,6 +337,14 @@ impl<P: DomctlPayload> XenDomctl<P> {
     /// Set the interface version (from the profile probed at open).
     pub(crate) fn set_interface_version(&mut self, version: u32) {
         self.interface_version = version;
+    }
+
+    /// What every entry point does first: `cmd` from the payload type, padding and tail zero,
+    /// whatever the memory held.
+    pub(crate) fn seal_header(&mut self) {
+        self.cmd = P::CMD;
+        self.pad = [0; 3];
+        self.tail.as_mut_bytes().fill(0);
     }
 
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
@@ -346,7 +421,7 @@ impl<P: DomctlPayload> AbiLayout for XenDomctl<P> {
 }
 
 /// `struct xen_sysctl` carrying payload `P`.
-#[derive(FromZeros, KnownLayout, Immutable)]
+#[derive(KnownLayout, Immutable)]
 #[repr(C, align(8))]
 pub struct XenSysctl<P: SysctlPayload> {
     cmd: u32,
@@ -360,10 +435,12 @@ impl<P: SysctlPayload> XenSysctl<P> {
     /// An envelope for `P`'s sub-op. The interface version is left 0 for the caller to fill from
     /// the probed profile.
     pub fn new(payload: P) -> Self {
-        let mut env = Self::new_zeroed();
-        env.cmd = P::CMD;
-        env.u = payload;
-        env
+        Self {
+            cmd: P::CMD,
+            interface_version: 0,
+            u: payload,
+            tail: P::Tail::new_zeroed(),
+        }
     }
 
     /// Make a zeroed (for instance, freshly pool-allocated) envelope ready for `P`'s sub-op:
@@ -395,6 +472,13 @@ impl<P: SysctlPayload> XenSysctl<P> {
     /// Set the interface version (from the profile probed at open).
     pub(crate) fn set_interface_version(&mut self, version: u32) {
         self.interface_version = version;
+    }
+
+    /// What every entry point does first: `cmd` from the payload type, padding and tail zero,
+    /// whatever the memory held.
+    pub(crate) fn seal_header(&mut self) {
+        self.cmd = P::CMD;
+        self.tail.as_mut_bytes().fill(0);
     }
 
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
@@ -456,6 +540,9 @@ impl<P: SysctlPayload> AbiLayout for XenSysctl<P> {
         ],
     };
 }
+
+pool_data!(XenDomctl where P: DomctlPayload);
+pool_data!(XenSysctl where P: SysctlPayload);
 
 abi_struct! {
     /// `struct xen_domctl` as raw bytes: the header, and the union undecoded. For reading

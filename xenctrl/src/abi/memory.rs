@@ -6,9 +6,10 @@
 
 #![allow(non_upper_case_globals)]
 
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::handle::XenGuestHandle;
+use super::handle::{pool_data, GuestRanges, XenGuestHandle};
+use crate::GuestHandle;
 use super::layout::{abi_consts, abi_struct};
 use super::xen::{DomId, XenPfn, XenUlong};
 
@@ -58,25 +59,120 @@ abi_struct! {
     /// Argument of the reservation sub-ops and `XENMEM_claim_pages`
     /// (`struct xen_memory_reservation`).
     ///
-    /// Holds a guest handle, so it is not `FromBytes`; decode untrusted bytes with
-    /// [`XenMemoryReservationView`].
-    #[derive(Debug, FromZeros, KnownLayout, Immutable)]
+    /// `nr_extents` is the length of the extent list the handle came from
+    /// ([`XenMemoryReservation::with_extents`]), or a count with no list at all, for the
+    /// sub-ops where Xen takes one ([`XenMemoryReservation::claim`],
+    /// [`XenMemoryReservation::anywhere`]). No field can be set apart from the handle:
+    ///
+    /// ```compile_fail,E0616
+    /// use xenctrl::abi::*;
+    /// let pool = xenctrl::BufferPool::anonymous();
+    /// let mut one = pool.alloc_slice::<XenPfn>(1).unwrap();
+    /// let mut r = XenMemoryReservation::with_extents(1, 0, 0, one.guest_handle());
+    /// r.nr_extents = 9;
+    /// ```
+    ///
+    /// ```compile_fail,E0451
+    /// use xenctrl::abi::*;
+    /// let pool = xenctrl::BufferPool::anonymous();
+    /// let mut one = pool.alloc_slice::<XenPfn>(1).unwrap();
+    /// let _ = XenMemoryReservation {
+    ///     extent_start: one.guest_handle().into(), nr_extents: 9, extent_order: 0,
+    ///     mem_flags: 0, domid: 1, pad: [0; 6],
+    /// };
+    /// ```
+    ///
+    /// Holds a guest handle, so no zerocopy trait builds it from bytes; decode untrusted bytes
+    /// with [`XenMemoryReservationView`].
+    #[derive(Debug, KnownLayout, Immutable)]
     c("struct xen_memory_reservation")
     pub struct XenMemoryReservation<'h> {
-        /// The frame list (in or out depending on the sub-op; null for `claim_pages`).
-        pub extent_start: XenGuestHandle<'h, XenPfn>,
-        /// Number of extents (for `claim_pages`: the number of pages).
-        pub nr_extents: XenUlong,
-        /// Each extent is `2^extent_order` pages.
-        pub extent_order: u32,
-        /// `XENMEMF_*` and the address-width bits.
-        pub mem_flags: u32,
-        /// The domain whose reservation changes.
-        pub domid: DomId,
-        /// Zero (C alignment padding).
-        pub pad: [u8; 6] => _,
+        extent_start: XenGuestHandle<'h, XenPfn>,
+        nr_extents: XenUlong,
+        extent_order: u32,
+        mem_flags: u32,
+        domid: DomId,
+        pad: [u8; 6] => _,
     }
     size = 32;
+}
+pool_data!(XenMemoryReservation<'h>);
+
+impl<'h> XenMemoryReservation<'h> {
+    /// One extent of `2^extent_order` pages per element of `extents` (populate, decrease, and
+    /// increase when Xen should report the frames).
+    pub fn with_extents(
+        domid: DomId,
+        extent_order: u32,
+        mem_flags: u32,
+        extents: GuestHandle<'h, [XenPfn]>,
+    ) -> Self {
+        Self {
+            nr_extents: extents.len() as XenUlong,
+            extent_start: extents.into(),
+            extent_order,
+            mem_flags,
+            domid,
+            pad: [0; 6],
+        }
+    }
+
+    /// `XENMEM_claim_pages`: claim `pages` pages in all for `domid` (0 cancels the claim).
+    /// Xen takes the count with a null list.
+    pub fn claim(domid: DomId, pages: u64) -> Self {
+        Self {
+            extent_start: XenGuestHandle::null(),
+            nr_extents: pages,
+            extent_order: 0,
+            mem_flags: 0,
+            domid,
+            pad: [0; 6],
+        }
+    }
+
+    /// `XENMEM_increase_reservation` without a list: `nr_extents` extents wherever Xen likes,
+    /// frames not reported.
+    pub fn anywhere(domid: DomId, nr_extents: u64, extent_order: u32, mem_flags: u32) -> Self {
+        Self {
+            extent_start: XenGuestHandle::null(),
+            nr_extents,
+            extent_order,
+            mem_flags,
+            domid,
+            pad: [0; 6],
+        }
+    }
+
+    /// The frame list's handle (null for a claim or an increase without a list).
+    pub fn extent_start(&self) -> &XenGuestHandle<'h, XenPfn> {
+        &self.extent_start
+    }
+
+    /// Number of extents (for a claim: pages).
+    pub fn nr_extents(&self) -> XenUlong {
+        self.nr_extents
+    }
+
+    /// Each extent is `2^extent_order` pages.
+    pub fn extent_order(&self) -> u32 {
+        self.extent_order
+    }
+
+    /// `XENMEMF_*` and the address-width bits.
+    pub fn mem_flags(&self) -> u32 {
+        self.mem_flags
+    }
+
+    /// The domain whose reservation changes.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+}
+
+impl GuestRanges for XenMemoryReservation<'_> {
+    fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64)) {
+        self.extent_start.report_range(self.nr_extents, f);
+    }
 }
 
 abi_struct! {

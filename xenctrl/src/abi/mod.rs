@@ -1,4 +1,4 @@
-//! The Xen 4.17 public ABI: `#[repr(C)]` structs and constants. No `unsafe` here.
+//! The Xen 4.17 public ABI: `#[repr(C)]` structs and constants. No `unsafe` here (forbidden).
 //!
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
 //! [`version`], [`domctl`], [`sysctl`], [`memory`] and [`evtchn`]; [`envelope`] holds the typed
@@ -7,20 +7,22 @@
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.
 //! - Structs with a guest handle ([`XenMemoryReservation`], [`XenSysctlGetdomaininfolist`])
-//!   derive only `FromZeros, KnownLayout, Immutable`, so bytes cannot become a handle. Each has a
+//!   derive only `KnownLayout, Immutable`, so neither bytes nor zeroes can become a handle
+//!   through zerocopy ([`handle`] says why even `FromZeros` is out). Their fields are private:
+//!   constructors set every count Xen trusts from the buffer the handle came from. Each has a
 //!   `*View` twin with the same layout and a plain `u64` in the handle's place, for decoding
-//!   untrusted bytes; no hypercall entry point accepts a view. (zerocopy cannot derive
-//!   `IntoBytes` for a struct with a lifetime parameter unless every field is `Unaligned`, so the
-//!   handle-bearing structs are not `IntoBytes` either; the views are.)
+//!   untrusted bytes; no hypercall entry point accepts a view.
 //! - Constants keep their C names, so that the C and Rust spellings are the same string.
 //! - Values read from Xen that are enumerations stay open: see [`ShutdownReason`].
 //! - [`layout`] lists every struct's field offsets and every constant's value; the conformance
 //!   test (`tests/abi_conformance.rs`) compares them with the C headers.
 
+#![forbid(unsafe_code)]
+
 pub mod domctl;
 pub mod envelope;
 pub mod evtchn;
-mod handle;
+pub mod handle;
 pub mod layout;
 pub mod memory;
 pub mod sysctl;
@@ -32,7 +34,7 @@ pub use envelope::{
     DomctlPayload, SysctlPayload, XenDomctl, XenDomctlView, XenSysctl, XenSysctlView,
 };
 pub use evtchn::*;
-pub use handle::XenGuestHandle;
+pub use handle::{PoolData, XenGuestHandle};
 pub use memory::*;
 pub use sysctl::*;
 pub use version::*;

@@ -4,11 +4,12 @@
 
 #![allow(non_upper_case_globals)]
 
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::domctl::XenDomctlGetdomaininfo;
 use super::envelope::payload;
-use super::handle::XenGuestHandle;
+use super::handle::{pool_data, GuestRanges, XenGuestHandle};
+use crate::GuestHandle;
 use super::layout::{abi_consts, abi_struct};
 use super::xen::DomId;
 
@@ -94,27 +95,96 @@ abi_struct! {
     /// Argument of `XEN_SYSCTL_getdomaininfolist` (`struct xen_sysctl_getdomaininfolist`): Xen
     /// writes up to `max_domains` entries for domains `>= first_domain` into `buffer`.
     ///
-    /// Holds a guest handle, so it is not `FromBytes`; decode untrusted bytes with
-    /// [`XenSysctlGetdomaininfolistView`].
-    #[derive(Debug, FromZeros, KnownLayout, Immutable)]
+    /// `max_domains` is the length of the buffer the handle came from, set by
+    /// [`XenSysctlGetdomaininfolist::new`]; no field can be set apart from the handle, so Xen is
+    /// never told the buffer is longer than it is:
+    ///
+    /// ```compile_fail,E0451
+    /// use xenctrl::abi::*;
+    /// let pool = xenctrl::BufferPool::anonymous();
+    /// let mut one = pool.alloc_slice::<XenDomctlGetdomaininfo>(1).unwrap();
+    /// let _ = XenSysctlGetdomaininfolist {
+    ///     first_domain: 0, pad0: [0; 2], max_domains: 9,
+    ///     buffer: one.guest_handle().into(), num_domains: 0, pad1: [0; 4],
+    /// };
+    /// ```
+    ///
+    /// ```compile_fail,E0616
+    /// use xenctrl::abi::*;
+    /// let pool = xenctrl::BufferPool::anonymous();
+    /// let mut one = pool.alloc_slice::<XenDomctlGetdomaininfo>(1).unwrap();
+    /// let mut list = XenSysctlGetdomaininfolist::new(0, one.guest_handle());
+    /// list.max_domains = 9;
+    /// ```
+    ///
+    /// Holds a guest handle, so no zerocopy trait builds it from bytes; decode untrusted bytes
+    /// with [`XenSysctlGetdomaininfolistView`].
+    #[derive(Debug, KnownLayout, Immutable)]
     c("struct xen_sysctl_getdomaininfolist")
     pub struct XenSysctlGetdomaininfolist<'h> {
-        /// The lowest domain id to report.
-        pub first_domain: DomId,
-        /// Zero (C alignment padding).
-        pub pad0: [u8; 2] => _,
-        /// Capacity of `buffer`, in entries.
-        pub max_domains: u32,
-        /// Where Xen writes the entries.
-        pub buffer: XenGuestHandle<'h, XenDomctlGetdomaininfo>,
-        /// Entries written (out).
-        pub num_domains: u32,
-        /// Zero (C alignment padding).
-        pub pad1: [u8; 4] => _,
+        first_domain: DomId,
+        pad0: [u8; 2] => _,
+        max_domains: u32,
+        buffer: XenGuestHandle<'h, XenDomctlGetdomaininfo>,
+        num_domains: u32,
+        pad1: [u8; 4] => _,
     }
     size = 24;
 }
 payload!(sysctl XenSysctlGetdomaininfolist<'h>, XEN_SYSCTL_getdomaininfolist, "u.getdomaininfolist", handles);
+pool_data!(XenSysctlGetdomaininfolist<'h>);
+
+impl<'h> XenSysctlGetdomaininfolist<'h> {
+    /// Ask for the domains `>= first_domain`, as many as `buffer` holds (up to `u32::MAX`).
+    pub fn new(first_domain: DomId, buffer: GuestHandle<'h, [XenDomctlGetdomaininfo]>) -> Self {
+        Self {
+            first_domain,
+            pad0: [0; 2],
+            max_domains: u32::try_from(buffer.len()).unwrap_or(u32::MAX),
+            buffer: buffer.into(),
+            num_domains: 0,
+            pad1: [0; 4],
+        }
+    }
+
+    /// No buffer: Xen reports no domain (`max_domains` 0).
+    pub fn empty(first_domain: DomId) -> Self {
+        Self {
+            first_domain,
+            pad0: [0; 2],
+            max_domains: 0,
+            buffer: XenGuestHandle::null(),
+            num_domains: 0,
+            pad1: [0; 4],
+        }
+    }
+
+    /// The lowest domain id asked for.
+    pub fn first_domain(&self) -> DomId {
+        self.first_domain
+    }
+
+    /// Capacity of the buffer, in entries.
+    pub fn max_domains(&self) -> u32 {
+        self.max_domains
+    }
+
+    /// Entries Xen wrote (out).
+    pub fn num_domains(&self) -> u32 {
+        self.num_domains
+    }
+
+    /// The buffer's handle.
+    pub fn buffer(&self) -> &XenGuestHandle<'h, XenDomctlGetdomaininfo> {
+        &self.buffer
+    }
+}
+
+impl GuestRanges for XenSysctlGetdomaininfolist<'_> {
+    fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64)) {
+        self.buffer.report_range(u64::from(self.max_domains), f);
+    }
+}
 
 abi_struct! {
     /// [`XenSysctlGetdomaininfolist`] with the handle as a plain address, for decoding untrusted

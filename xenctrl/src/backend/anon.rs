@@ -24,42 +24,31 @@ pub(crate) fn map(len: usize) -> io::Result<ChunkMapping> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let chunk = ChunkMapping {
-        base: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
-        len,
-        source: MemorySource::LockedAnonymous,
-    };
-    if let Err(e) = prepare(&chunk) {
-        unmap(chunk);
-        return Err(e);
-    }
+    let base = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    // SAFETY: `base..base+len` is the whole fresh mapping just made, owned by nothing else.
+    let chunk = unsafe { ChunkMapping::from_raw(base, len, MemorySource::LockedAnonymous) };
+    // On failure, dropping `chunk` unmaps it.
+    prepare(&chunk)?;
     Ok(chunk)
 }
 
 fn prepare(chunk: &ChunkMapping) -> io::Result<()> {
-    let ptr = chunk.base.as_ptr().cast::<libc::c_void>();
+    let ptr = chunk.base().as_ptr().cast::<libc::c_void>();
     // SAFETY: `ptr..ptr+len` is the mapping we just made and own.
-    if unsafe { libc::madvise(ptr, chunk.len, libc::MADV_DONTFORK) } != 0 {
+    if unsafe { libc::madvise(ptr, chunk.len(), libc::MADV_DONTFORK) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: as above.
-    if unsafe { libc::mlock(ptr, chunk.len) } != 0 {
+    if unsafe { libc::mlock(ptr, chunk.len()) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let page = page_size();
-    for off in (0..chunk.len).step_by(page) {
+    for off in (0..chunk.len()).step_by(page) {
         // SAFETY: `off < len`, inside our writable mapping; a volatile write makes the kernel
         // back the page now rather than at the first hypercall.
-        unsafe { chunk.base.as_ptr().add(off).write_volatile(0) };
+        unsafe { chunk.base().as_ptr().add(off).write_volatile(0) };
     }
     Ok(())
-}
-
-/// Unmap a chunk made by [`map`]. Unmapping also drops any locks on its pages.
-pub(crate) fn unmap(chunk: ChunkMapping) {
-    // SAFETY: the chunk owns this mapping and is consumed here, so no buffer can still point
-    // into it (the pool only unmaps chunks with no live allocations).
-    unsafe { libc::munmap(chunk.base.as_ptr().cast(), chunk.len) };
 }
 
 /// Lock `len` bytes at `addr` (page aligned, inside one of our mappings).

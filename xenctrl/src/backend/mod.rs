@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -25,21 +26,102 @@ pub enum MemorySource {
     LockedAnonymous,
 }
 
-/// A mapped, page-aligned run of hypercall-safe memory owned by a pool.
-#[derive(Debug)]
+/// A mapped, page-aligned run of hypercall-safe memory. It owns the mapping: dropping it unmaps
+/// the memory (after telling its observer, the simulator's registry, which must forget the range
+/// first). Only the mapping functions make one ([`ChunkMapping::from_raw`] is `unsafe`), so no
+/// safe code can unmap an address it is merely given.
 pub(crate) struct ChunkMapping {
+    base: NonNull<u8>,
+    len: usize,
+    source: MemorySource,
+    observer: Option<Arc<dyn UnmapObserver>>,
+}
+
+/// Told when a [`ChunkMapping`] goes away, and runs the unmap itself, so that it can keep any
+/// use of the range from overlapping the unmap.
+pub(crate) trait UnmapObserver: Send + Sync {
+    /// The mapping at `start` is about to go: forget it, then call `unmap`.
+    fn unmapping(&self, start: usize, unmap: &mut dyn FnMut());
+}
+
+impl ChunkMapping {
+    /// Take ownership of a mapping.
+    ///
+    /// # Safety
+    ///
+    /// `base..base + len` is a whole mapping made by `mmap` (page aligned, `len` a multiple of
+    /// the page size), readable and writable, that nothing else will unmap or hand out: the new
+    /// value owns it and unmaps it when dropped.
+    pub(crate) unsafe fn from_raw(base: NonNull<u8>, len: usize, source: MemorySource) -> Self {
+        ChunkMapping {
+            base,
+            len,
+            source,
+            observer: None,
+        }
+    }
+
+    /// Tell `observer` before the memory is unmapped.
+    pub(crate) fn observed_by(mut self, observer: Arc<dyn UnmapObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Start of the mapping (page aligned).
-    pub base: NonNull<u8>,
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
     /// Length in bytes (a multiple of the page size).
-    pub len: usize,
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// How the memory was obtained, and so how its pages are pinned.
-    pub source: MemorySource,
+    pub(crate) fn source(&self) -> MemorySource {
+        self.source
+    }
+
+    /// Whether `bytes` bytes at `addr` lie inside this mapping.
+    pub(crate) fn contains(&self, addr: u64, bytes: u64) -> bool {
+        let start = self.base.as_ptr() as usize as u64;
+        addr >= start
+            && addr
+                .checked_add(bytes)
+                .is_some_and(|end| end <= start + self.len as u64)
+    }
+}
+
+impl Drop for ChunkMapping {
+    fn drop(&mut self) {
+        let (base, len) = (self.base, self.len);
+        let mut unmap = || {
+            // SAFETY: this value owns the whole mapping (`from_raw`'s contract) and is being
+            // dropped, so it is unmapped exactly once. Every buffer in it borrowed the pool
+            // that owned this mapping, so none is alive.
+            unsafe { libc::munmap(base.as_ptr().cast(), len) };
+        };
+        match &self.observer {
+            Some(o) => o.unmapping(base.as_ptr().expose_provenance(), &mut unmap),
+            None => unmap(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChunkMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkMapping")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 // SAFETY: the mapping is plain memory owned by whoever holds the `ChunkMapping`; the pointer is
-// not tied to any thread.
+// not tied to any thread, and the observer is `Send + Sync`.
 unsafe impl Send for ChunkMapping {}
-// SAFETY: as above; `ChunkMapping` itself gives no access to the memory.
+// SAFETY: as above; `&ChunkMapping` gives no access to the memory.
 unsafe impl Sync for ChunkMapping {}
 
 /// What executes hypercalls and provides the memory their arguments live in.
@@ -53,11 +135,9 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Where [`Backend::map_chunk`] gets its memory.
     fn memory_source(&self) -> MemorySource;
 
-    /// Map `len` bytes (a multiple of the page size) of hypercall-safe memory.
+    /// Map `len` bytes (a multiple of the page size) of hypercall-safe memory. Dropping the
+    /// mapping releases it.
     fn map_chunk(&self, len: usize) -> io::Result<ChunkMapping>;
-
-    /// Release a mapping made by [`Backend::map_chunk`] on this backend.
-    fn unmap_chunk(&self, chunk: ChunkMapping);
 
     /// Issue hypercall `op` with up to five register arguments, returning Xen's non-negative
     /// result or the errno it answered.
@@ -70,6 +150,19 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// the memory Xen writes may be live across the call except through the `&mut` borrow the
     /// caller holds.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno>;
+
+    /// Issue hypercall `op` so that it can reach only the `(address, length)` range `arena`
+    /// (memory the caller holds exclusively), whatever addresses the arguments hold; `None`
+    /// when this backend cannot confine a call (real Xen follows any address it is given).
+    fn hypercall_confined(
+        &self,
+        op: u64,
+        args: [u64; 5],
+        arena: (u64, u64),
+    ) -> Option<Result<u64, Errno>> {
+        let _ = (op, args, arena);
+        None
+    }
 }
 
 /// The backend of a pool that belongs to no hypervisor: locked anonymous memory, and every
@@ -90,11 +183,11 @@ impl Backend for NoHypervisor {
         anon::map(len)
     }
 
-    fn unmap_chunk(&self, chunk: ChunkMapping) {
-        anon::unmap(chunk);
-    }
-
     unsafe fn hypercall(&self, _op: u64, _args: [u64; 5]) -> Result<u64, Errno> {
         Err(Errno::ENOSYS)
+    }
+
+    fn hypercall_confined(&self, _: u64, _: [u64; 5], _: (u64, u64)) -> Option<Result<u64, Errno>> {
+        Some(Err(Errno::ENOSYS))
     }
 }

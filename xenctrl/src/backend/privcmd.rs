@@ -138,15 +138,8 @@ impl Backend for Privcmd {
         }
         let base =
             NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(ChunkMapping {
-            base,
-            len,
-            source: MemorySource::HypercallDevice,
-        })
-    }
-
-    fn unmap_chunk(&self, chunk: ChunkMapping) {
-        anon::unmap(chunk);
+        // SAFETY: `base..base+len` is the whole fresh mapping just made, owned by nothing else.
+        Ok(unsafe { ChunkMapping::from_raw(base, len, MemorySource::HypercallDevice) })
     }
 
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {

@@ -40,7 +40,7 @@ impl ChunkRegistry {
     }
 
     /// Forget a chunk, running `unmap` while no copy can be in progress.
-    pub(crate) fn deregister(&self, start: usize, unmap: impl FnOnce()) {
+    pub(crate) fn deregister(&self, start: usize, unmap: &mut dyn FnMut()) {
         let mut chunks = self.chunks.write().unwrap_or_else(|e| e.into_inner());
         chunks.retain(|&(s, _)| s != start);
         unmap();
@@ -67,6 +67,12 @@ impl ChunkRegistry {
         let r = f(addr);
         drop(chunks);
         Ok(r)
+    }
+}
+
+impl crate::backend::UnmapObserver for ChunkRegistry {
+    fn unmapping(&self, start: usize, unmap: &mut dyn FnMut()) {
+        self.deregister(start, unmap);
     }
 }
 
@@ -117,5 +123,46 @@ impl GuestMemory for ChunkRegistry {
                 addr,
                 len,
             )
+    }
+}
+
+/// Guest memory narrowed to one range (a buffer the caller holds `&mut`): anything outside it
+/// is `EFAULT`, even other pool memory. What a safe raw hypercall on the simulator reaches.
+pub(crate) struct Confined<'a> {
+    /// The memory underneath.
+    pub(crate) inner: &'a ChunkRegistry,
+    /// Start of the range.
+    pub(crate) start: u64,
+    /// Its length in bytes.
+    pub(crate) len: u64,
+}
+
+impl Confined<'_> {
+    fn allows(&self, addr: u64, len: u64) -> bool {
+        len == 0
+            || (addr >= self.start
+                && addr
+                    .checked_add(len)
+                    .is_some_and(|end| end <= self.start.saturating_add(self.len)))
+    }
+}
+
+impl GuestMemory for Confined<'_> {
+    fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Errno> {
+        if !self.allows(addr, out.len() as u64) {
+            return Err(Errno::EFAULT);
+        }
+        self.inner.read(addr, out)
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        if !self.allows(addr, data.len() as u64) {
+            return Err(Errno::EFAULT);
+        }
+        self.inner.write(addr, data)
+    }
+
+    fn check(&self, addr: u64, len: u64) -> bool {
+        self.allows(addr, len) && self.inner.check(addr, len)
     }
 }

@@ -27,12 +27,12 @@ mod tests;
 
 use std::io;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
-use self::memory::ChunkRegistry;
+use self::memory::{ChunkRegistry, Confined, GuestMemory};
 pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
 use super::{anon, Backend, ChunkMapping, MemorySource};
 use crate::abi::{XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
@@ -117,7 +117,7 @@ pub struct SimFault {
 /// An in-process simulated Xen 4.17 host.
 #[derive(Debug)]
 pub struct SimHypervisor {
-    chunks: ChunkRegistry,
+    chunks: Arc<ChunkRegistry>,
     state: Mutex<SimState>,
     faults: Mutex<Vec<SimFault>>,
     iface: Interface,
@@ -135,7 +135,7 @@ impl SimHypervisor {
             config.sysctl_interface_version,
         );
         Self {
-            chunks: ChunkRegistry::default(),
+            chunks: Arc::new(ChunkRegistry::default()),
             state: Mutex::new(SimState::new(&config)),
             faults: Mutex::new(Vec::new()),
             iface: Interface {
@@ -281,13 +281,18 @@ impl SimHypervisor {
 
     /// The hypercall itself, on any memory: the part that could run out of process.
     fn call(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
-        let subop = dispatch::subop(&self.chunks, op, args);
+        self.call_in(&*self.chunks, op, args)
+    }
+
+    /// The hypercall, reading and writing only through `mem`.
+    fn call_in(&self, mem: &dyn GuestMemory, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
+        let subop = dispatch::subop(mem, op, args);
         if let Some(errno) = self.take_fault(op, subop) {
             return Err(errno);
         }
         if dispatch::is_query(op, subop) {
             let answer = self.query(|state| {
-                dispatch::query(state, &self.iface, &self.version, &self.chunks, op, args)
+                dispatch::query(state, &self.iface, &self.version, mem, op, args)
             });
             match answer {
                 Ok(Some(r)) => return r,
@@ -297,7 +302,7 @@ impl SimHypervisor {
             }
         }
         self.transact(|state| {
-            dispatch::dispatch(state, &self.iface, &self.version, &self.chunks, op, args)
+            dispatch::dispatch(state, &self.iface, &self.version, mem, op, args)
         })
         // A state file that cannot be read or written is the simulated host failing.
         .unwrap_or(Err(Errno::EIO))
@@ -322,13 +327,8 @@ impl Backend for SimHypervisor {
     fn map_chunk(&self, len: usize) -> io::Result<ChunkMapping> {
         let chunk = anon::map(len)?;
         self.chunks
-            .register(chunk.base.as_ptr().expose_provenance(), chunk.len);
-        Ok(chunk)
-    }
-
-    fn unmap_chunk(&self, chunk: ChunkMapping) {
-        let start = chunk.base.as_ptr().expose_provenance();
-        self.chunks.deregister(start, || anon::unmap(chunk));
+            .register(chunk.base().as_ptr().expose_provenance(), chunk.len());
+        Ok(chunk.observed_by(self.chunks.clone()))
     }
 
     /// Runs the hypercall against the model. Every address is checked against the chunks this
@@ -336,5 +336,21 @@ impl Backend for SimHypervisor {
     /// contract does not cover.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
         self.call(op, args)
+    }
+
+    /// Runs the hypercall against the model, reaching only `arena`: any address outside it is
+    /// `EFAULT`, whatever the arguments say.
+    fn hypercall_confined(
+        &self,
+        op: u64,
+        args: [u64; 5],
+        arena: (u64, u64),
+    ) -> Option<Result<u64, Errno>> {
+        let mem = Confined {
+            inner: &*self.chunks,
+            start: arena.0,
+            len: arena.1,
+        };
+        Some(self.call_in(&mem, op, args))
     }
 }

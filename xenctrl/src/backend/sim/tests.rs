@@ -30,7 +30,7 @@ impl<'a> Mem<'a> {
         self.chunk
             .as_ref()
             .unwrap()
-            .base
+            .base()
             .as_ptr()
             .expose_provenance() as u64
     }
@@ -152,13 +152,6 @@ impl<'a> Mem<'a> {
     }
 }
 
-impl Drop for Mem<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.chunk.take() {
-            self.sim.unmap_chunk(c);
-        }
-    }
-}
 
 fn guest(sim: &SimHypervisor, m: &Mem<'_>, mib: u64) -> DomId {
     let d = m.create(0, &SimState::pv_config(2)).unwrap();
