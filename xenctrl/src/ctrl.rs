@@ -3,12 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::abi::handle::GuestRanges;
 use crate::abi::{
     __HYPERVISOR_domctl, __HYPERVISOR_event_channel_op, __HYPERVISOR_memory_op,
     __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload, SysctlPayload, XenDomctl,
     XenMemoryReservation, XenSysctl,
 };
-use crate::abi::handle::GuestRanges;
 use crate::backend::privcmd::Privcmd;
 use crate::backend::sim::{SimConfig, SimHypervisor};
 use crate::backend::Backend;
@@ -321,11 +321,7 @@ impl XenCtrl {
 
     /// Check that every range a payload's guest handles let Xen reach lies in this handle's pool.
     #[inline]
-    fn check_handles(
-        &self,
-        ranges: impl FnOnce(&mut dyn FnMut(u64, u64)),
-        op: Op,
-    ) -> Result<()> {
+    fn check_handles(&self, ranges: impl FnOnce(&mut dyn FnMut(u64, u64)), op: Op) -> Result<()> {
         let mut foreign = false;
         ranges(&mut |addr, bytes| foreign |= !self.pool.owns(addr, bytes));
         if foreign {

@@ -278,10 +278,7 @@ impl XenCtrl {
                 let mut op = self
                     .pool()
                     .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()?;
-                op.set(XenSysctlGetdomaininfolist::new(
-                    first,
-                    infos.guest_handle(),
-                ));
+                op.set(XenSysctlGetdomaininfolist::new(first, infos.guest_handle()));
                 self.sysctl(&mut op)
                     .map_err(|e| e.with_op(Op::DomainList))?;
                 op.u.num_domains()

@@ -3,6 +3,22 @@
 //! Only pool-allocated, hypercall-safe memory can reach Xen: a [`BufferPool`] belongs to an open
 //! handle and hands out [`HypercallBuffer`]s; only those become [`GuestHandle`]s, and the safe
 //! hypercall entry points take their argument as a pool buffer too.
+//!
+//! The guarantee, precisely: safe code outside this crate, with every trait our types implement
+//! (zerocopy's included), cannot make a call hand Xen an address outside a buffer of the calling
+//! handle's own pool that the call exclusively borrows, nor a count larger than that buffer.
+//!
+//! - No handle-bearing type (a [`abi::XenGuestHandle`], a struct holding one, an envelope) can
+//!   be made from bytes or integers: they implement no constructing zerocopy trait, not even
+//!   `FromZeros` (which implies `TryFromBytes`). See [`abi::handle`].
+//! - An envelope's `cmd` comes from its payload type, and each entry point writes it again.
+//! - Counts Xen trusts are private fields set from the buffer's length.
+//! - A pool buffer holds only [`abi::PoolData`]: types valid for every bit pattern, with no
+//!   reference or pointer.
+//! - Every guest handle of a call must lie in the calling handle's pool, or the call fails with
+//!   [`Error::ForeignBuffer`] before Xen (or the simulator) sees it.
+//!
+//! `DESIGN.md` in the crate says how each part is held and tested.
 
 pub mod abi;
 pub mod backend;

@@ -164,7 +164,8 @@ impl XenCtrl {
         let mut extents = self.pool().bounce_in_out(gpfns)?;
         let done = {
             let mut op = self.pool().alloc::<XenMemoryReservation<'_>>()?;
-            *op = XenMemoryReservation::with_extents(domid, order, mem_flags, extents.guest_handle());
+            *op =
+                XenMemoryReservation::with_extents(domid, order, mem_flags, extents.guest_handle());
             self.memory_reservation_op(cmd, &mut op)?
         };
         extents.finish();

@@ -412,3 +412,69 @@ fn shared_page_buffers_never_fault_in_xen() {
         assert_eq!(xc.pool().stats().outstanding, 0);
     }
 }
+
+/// A guest handle into another pool is refused before Xen is called, as on the simulator: the
+/// same typed error, not the EFAULT (or the silent write) real Xen would give.
+#[test]
+fn a_handle_into_another_pool_is_refused_before_xen() {
+    use xenctrl::abi::{XenDomctlGetdomaininfo, XenSysctl, XenSysctlGetdomaininfolist};
+    let xc = open();
+    let other = open();
+    let anon = xenctrl::BufferPool::anonymous();
+    for pool in [other.pool(), &anon] {
+        let mut list = pool.alloc_slice::<XenDomctlGetdomaininfo>(4).unwrap();
+        let mut op = xc
+            .pool()
+            .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+            .unwrap();
+        op.set(XenSysctlGetdomaininfolist::new(0, list.guest_handle()));
+        let err = xc.sysctl(&mut op).unwrap_err();
+        assert!(
+            matches!(err, xenctrl::Error::ForeignBuffer { .. }),
+            "{err:?}"
+        );
+        drop(op);
+        assert!(list.iter().all(|d| d.tot_pages == 0), "Xen wrote nothing");
+    }
+}
+
+/// Xen writes as many entries as the buffer holds, and no more: with dom0 and two paused
+/// domains, a one-entry list gets one entry, and the buffers around it keep their bytes.
+#[test]
+fn xen_writes_no_more_entries_than_the_list_holds() {
+    use xenctrl::abi::{XenDomctlGetdomaininfo, XenSysctl, XenSysctlGetdomaininfolist};
+    let xc = open();
+    let _a = Dom {
+        xc: &xc,
+        domid: xc.create_domain(&CreateDomain::pv(1)).unwrap(),
+    };
+    let _b = Dom {
+        xc: &xc,
+        domid: xc.create_domain(&CreateDomain::pv(1)).unwrap(),
+    };
+    let guards = |n| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut g = xc.pool().alloc_slice::<u8>(112).unwrap();
+                g.fill(0x5a);
+                g
+            })
+            .collect()
+    };
+    let before = guards(4);
+    let mut one = xc.pool().alloc_slice::<XenDomctlGetdomaininfo>(1).unwrap();
+    let after = guards(4);
+    let mut op = xc
+        .pool()
+        .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+        .unwrap();
+    op.set(XenSysctlGetdomaininfolist::new(0, one.guest_handle()));
+    assert_eq!(op.u.max_domains(), 1);
+    xc.sysctl(&mut op).unwrap();
+    assert_eq!(op.u.num_domains(), 1, "three domains exist, one fits");
+    drop(op);
+    assert_eq!(one[0].domain, 0);
+    for g in before.iter().chain(&after) {
+        assert!(g.iter().all(|&x| x == 0x5a), "Xen wrote past the list");
+    }
+}

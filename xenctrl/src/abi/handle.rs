@@ -159,7 +159,10 @@ impl<T> XenGuestHandle<'_, T> {
     /// `f(address, count * size_of::<T>())`, unless the handle is null.
     pub(crate) fn report_range(&self, count: u64, f: &mut dyn FnMut(u64, u64)) {
         if !self.is_null() {
-            f(self.addr, count.saturating_mul(core::mem::size_of::<T>() as u64));
+            f(
+                self.addr,
+                count.saturating_mul(core::mem::size_of::<T>() as u64),
+            );
         }
     }
 }

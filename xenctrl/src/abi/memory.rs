@@ -9,9 +9,9 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::handle::{pool_data, GuestRanges, XenGuestHandle};
-use crate::GuestHandle;
 use super::layout::{abi_consts, abi_struct};
 use super::xen::{DomId, XenPfn, XenUlong};
+use crate::GuestHandle;
 
 abi_consts! {
     /// The constants of this module, for the conformance test.

@@ -9,9 +9,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use super::domctl::XenDomctlGetdomaininfo;
 use super::envelope::payload;
 use super::handle::{pool_data, GuestRanges, XenGuestHandle};
-use crate::GuestHandle;
 use super::layout::{abi_consts, abi_struct};
 use super::xen::DomId;
+use crate::GuestHandle;
 
 abi_consts! {
     /// The constants of this module, for the conformance test.

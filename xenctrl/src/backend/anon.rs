@@ -24,7 +24,8 @@ pub(crate) fn map(len: usize) -> io::Result<ChunkMapping> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let base = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+    let base =
+        NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     // SAFETY: `base..base+len` is the whole fresh mapping just made, owned by nothing else.
     let chunk = unsafe { ChunkMapping::from_raw(base, len, MemorySource::LockedAnonymous) };
     // On failure, dropping `chunk` unmaps it.

@@ -151,6 +151,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// caller holds.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno>;
 
+    #[cfg(any(test, feature = "bench-internals"))]
     /// Issue hypercall `op` so that it can reach only the `(address, length)` range `arena`
     /// (memory the caller holds exclusively), whatever addresses the arguments hold; `None`
     /// when this backend cannot confine a call (real Xen follows any address it is given).
@@ -187,6 +188,7 @@ impl Backend for NoHypervisor {
         Err(Errno::ENOSYS)
     }
 
+    #[cfg(any(test, feature = "bench-internals"))]
     fn hypercall_confined(&self, _: u64, _: [u64; 5], _: (u64, u64)) -> Option<Result<u64, Errno>> {
         Some(Err(Errno::ENOSYS))
     }

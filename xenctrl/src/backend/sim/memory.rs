@@ -126,6 +126,7 @@ impl GuestMemory for ChunkRegistry {
     }
 }
 
+#[cfg(any(test, feature = "bench-internals"))]
 /// Guest memory narrowed to one range (a buffer the caller holds `&mut`): anything outside it
 /// is `EFAULT`, even other pool memory. What a safe raw hypercall on the simulator reaches.
 pub(crate) struct Confined<'a> {
@@ -137,6 +138,7 @@ pub(crate) struct Confined<'a> {
     pub(crate) len: u64,
 }
 
+#[cfg(any(test, feature = "bench-internals"))]
 impl Confined<'_> {
     fn allows(&self, addr: u64, len: u64) -> bool {
         len == 0
@@ -147,6 +149,7 @@ impl Confined<'_> {
     }
 }
 
+#[cfg(any(test, feature = "bench-internals"))]
 impl GuestMemory for Confined<'_> {
     fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Errno> {
         if !self.allows(addr, out.len() as u64) {

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
-use self::memory::{ChunkRegistry, Confined, GuestMemory};
+#[cfg(any(test, feature = "bench-internals"))]
+use self::memory::Confined;
+use self::memory::{ChunkRegistry, GuestMemory};
 pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
 use super::{anon, Backend, ChunkMapping, MemorySource};
 use crate::abi::{XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
@@ -291,9 +293,8 @@ impl SimHypervisor {
             return Err(errno);
         }
         if dispatch::is_query(op, subop) {
-            let answer = self.query(|state| {
-                dispatch::query(state, &self.iface, &self.version, mem, op, args)
-            });
+            let answer = self
+                .query(|state| dispatch::query(state, &self.iface, &self.version, mem, op, args));
             match answer {
                 Ok(Some(r)) => return r,
                 // Not a query after all: run it as a change, below.
@@ -301,11 +302,9 @@ impl SimHypervisor {
                 Err(_) => return Err(Errno::EIO),
             }
         }
-        self.transact(|state| {
-            dispatch::dispatch(state, &self.iface, &self.version, mem, op, args)
-        })
-        // A state file that cannot be read or written is the simulated host failing.
-        .unwrap_or(Err(Errno::EIO))
+        self.transact(|state| dispatch::dispatch(state, &self.iface, &self.version, mem, op, args))
+            // A state file that cannot be read or written is the simulated host failing.
+            .unwrap_or(Err(Errno::EIO))
     }
 }
 
@@ -338,6 +337,7 @@ impl Backend for SimHypervisor {
         self.call(op, args)
     }
 
+    #[cfg(any(test, feature = "bench-internals"))]
     /// Runs the hypercall against the model, reaching only `arena`: any address outside it is
     /// `EFAULT`, whatever the arguments say.
     fn hypercall_confined(

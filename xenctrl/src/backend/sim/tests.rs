@@ -152,7 +152,6 @@ impl<'a> Mem<'a> {
     }
 }
 
-
 fn guest(sim: &SimHypervisor, m: &Mem<'_>, mib: u64) -> DomId {
     let d = m.create(0, &SimState::pv_config(2)).unwrap();
     m.domctl(
@@ -889,5 +888,33 @@ fn random_bytes_at_valid_addresses_never_panic() {
     assert!(
         ok > 2000 && eacces > 100 && domains > 1,
         "seed {seed}: {ok} ok, {eacces} EACCES"
+    );
+}
+
+/// A confined call reaches only its arena: other memory of the same chunk is EFAULT.
+#[test]
+fn a_confined_call_reaches_only_its_arena() {
+    let sim = SimHypervisor::new(SimConfig::default());
+    let m = Mem::new(&sim);
+    let mut op = XenDomctlView::new_zeroed();
+    op.cmd = XEN_DOMCTL_getdomaininfo;
+    op.interface_version = XEN_DOMCTL_INTERFACE_VERSION;
+    m.put(0, &op);
+    m.put(4096, &op);
+    let arena = (m.addr(0), size_of::<XenDomctlView>() as u64);
+    let inside = sim.hypercall_confined(__HYPERVISOR_domctl, [m.addr(0), 0, 0, 0, 0], arena);
+    assert_eq!(inside, Some(Ok(0)));
+    let outside = sim.hypercall_confined(__HYPERVISOR_domctl, [m.addr(4096), 0, 0, 0, 0], arena);
+    assert_eq!(
+        outside,
+        Some(Err(Errno::EFAULT)),
+        "pool memory outside the arena"
+    );
+    let straddling = (m.addr(0), 8);
+    let cut = sim.hypercall_confined(__HYPERVISOR_domctl, [m.addr(0), 0, 0, 0, 0], straddling);
+    assert_eq!(
+        cut,
+        Some(Err(Errno::EFAULT)),
+        "an argument longer than the arena"
     );
 }
