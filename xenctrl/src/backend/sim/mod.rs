@@ -347,7 +347,7 @@ impl Backend for SimHypervisor {
         arena: (u64, u64),
     ) -> Option<Result<u64, Errno>> {
         let mem = Confined {
-            inner: &*self.chunks,
+            inner: &self.chunks,
             start: arena.0,
             len: arena.1,
         };
