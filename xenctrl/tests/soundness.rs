@@ -2,6 +2,9 @@
 //! calling handle's pool, every count Xen trusts matches its buffer, and a call changes no byte
 //! outside the buffers it names. (`tests/vm_xenctrl.rs` runs the same checks on real Xen.)
 
+// The random numbers here are small indices and bytes; truncating them is what is meant.
+#![allow(clippy::cast_possible_truncation)]
+
 use xenctrl::abi::*;
 use xenctrl::{BufferPool, CreateDomain, Error, HypercallBuffer, SimConfig, XenCtrl};
 
