@@ -391,3 +391,35 @@ impl fmt::Debug for XenCtrl {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{XEN_DOMCTL_createdomain, XenDomctlMaxMem};
+    use crate::CreateDomain;
+
+    /// Whatever `cmd` the memory holds, the entry point sends the payload type's: a max_mem
+    /// envelope whose `cmd` says createdomain still sets max_mem, and creates nothing.
+    #[test]
+    fn the_entry_point_sends_the_payload_types_cmd() {
+        let xc = XenCtrl::simulated(SimConfig::default()).unwrap();
+        let d = xc.create_domain(&CreateDomain::pv(1)).unwrap();
+        let before = xc.domain_list().unwrap().len();
+        let mut op = xc.pool().alloc::<XenDomctl<XenDomctlMaxMem>>().unwrap();
+        op.set(
+            d,
+            XenDomctlMaxMem {
+                max_memkb: 12345 * 4,
+            },
+        );
+        op.scribble_cmd(XEN_DOMCTL_createdomain);
+        xc.domctl(&mut op).unwrap();
+        assert_eq!(op.cmd(), crate::abi::XEN_DOMCTL_max_mem);
+        assert_eq!(xc.domain_info(d).unwrap().max_pages, 12345);
+        assert_eq!(
+            xc.domain_list().unwrap().len(),
+            before,
+            "no domain was created"
+        );
+    }
+}

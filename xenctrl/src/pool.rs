@@ -356,8 +356,7 @@ impl Inner {
     fn free_large(&self, base: NonNull<u8>) {
         let mut large = self.large.lock().unwrap_or_else(|e| e.into_inner());
         let Some(at) = large.iter().position(|m| m.base() == base) else {
-            debug_assert!(false, "a large block the pool did not map");
-            return;
+            return; // not a mapping of ours: nothing to unmap
         };
         let mapping = large.swap_remove(at);
         drop(large);
@@ -787,6 +786,31 @@ fn tagged(old: u64, index: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// Freeing names a mapping only by the address the pool recorded: an address it did not
+    /// map (here, the stack) is not unmapped, and the pool's own large buffer stays usable.
+    #[test]
+    fn a_large_free_unmaps_only_what_the_pool_mapped() {
+        let pool = BufferPool::anonymous();
+        let mut big = pool
+            .alloc_slice::<u8>(MAX_POOLED_PAGES * PAGE_SIZE + 1)
+            .unwrap();
+        big.fill(7);
+        let stats = pool.stats();
+        let on_stack = [0u8; 64];
+        pool.inner.free_large(NonNull::from(&on_stack).cast::<u8>());
+        assert_eq!(on_stack, [0; 64]);
+        assert_eq!(pool.stats(), stats, "nothing freed");
+        assert!(
+            big.iter().all(|&b| b == 7),
+            "the real large buffer is still mapped"
+        );
+        let addr = big.addr();
+        assert!(pool.owns(addr, 1));
+        drop(big);
+        assert!(!pool.owns(addr, 1), "freed: no longer the pool's");
+        assert_eq!(pool.stats().large_bytes, 0);
+    }
+
     use super::*;
 
     #[test]

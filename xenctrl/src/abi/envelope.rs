@@ -347,6 +347,12 @@ impl<P: DomctlPayload> XenDomctl<P> {
         self.tail.as_mut_bytes().fill(0);
     }
 
+    /// Overwrite `cmd`, as stray memory could: for the test that entry points reseal it.
+    #[cfg(test)]
+    pub(crate) fn scribble_cmd(&mut self, cmd: u32) {
+        self.cmd = cmd;
+    }
+
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
     pub(crate) fn union_bytes(&self) -> Option<[u8; UNION_SIZE]> {
         join_union(self.u.plain_bytes()?, self.tail.as_bytes())
