@@ -786,8 +786,9 @@ fn tagged(old: u64, index: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    /// Freeing names a mapping only by the address the pool recorded: an address it did not
-    /// map (here, the stack) is not unmapped, and the pool's own large buffer stays usable.
+    /// Freeing names a mapping only by the address the pool recorded: an address that is no
+    /// large mapping of the pool (here, a page-aligned buffer inside a shared chunk) is not
+    /// unmapped, and the pool's own large buffer stays usable.
     #[test]
     fn a_large_free_unmaps_only_what_the_pool_mapped() {
         let pool = BufferPool::anonymous();
@@ -795,10 +796,13 @@ mod tests {
             .alloc_slice::<u8>(MAX_POOLED_PAGES * PAGE_SIZE + 1)
             .unwrap();
         big.fill(7);
+        let mut page = pool.alloc::<[u8; PAGE_SIZE]>().unwrap();
+        assert_eq!(page.addr() % PAGE_SIZE as u64, 0);
         let stats = pool.stats();
-        let on_stack = [0u8; 64];
-        pool.inner.free_large(NonNull::from(&on_stack).cast::<u8>());
-        assert_eq!(on_stack, [0; 64]);
+        pool.inner
+            .free_large(NonNull::from(&mut *page).cast::<u8>());
+        page.fill(9); // still mapped: this would fault if the page had been unmapped
+        assert!(page.iter().all(|&b| b == 9));
         assert_eq!(pool.stats(), stats, "nothing freed");
         assert!(
             big.iter().all(|&b| b == 7),

@@ -75,6 +75,20 @@
 //! let _ = XenDomctl::<XenDomctlMaxMem>::new_zeroed();
 //! ```
 //!
+//! not even an envelope whose payload is plain integers, which could still carry a wrong `cmd`:
+//!
+//! ```compile_fail,E0599
+//! use zerocopy::TryFromBytes;
+//! use xenctrl::abi::*;
+//! let _ = XenSysctl::<XenSysctlPhysinfo>::try_read_from_bytes(&[0u8; 136]);
+//! ```
+//!
+//! ```compile_fail,E0277
+//! use xenctrl::abi::*;
+//! let raw = [0u64; 18];
+//! let _: Result<XenDomctl<XenDomctlMaxMem>, _> = zerocopy::try_transmute!(raw);
+//! ```
+//!
 //! ```compile_fail,E0277
 //! use xenctrl::abi::*;
 //! let raw = [0u64; 17];
