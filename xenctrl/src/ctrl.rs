@@ -78,13 +78,21 @@ impl XenCtrl {
         Self::with_backend(Arc::new(Privcmd::open_without_hypercall_device()?))
     }
 
+    /// Options for opening the devices by path, e.g. without close-on-exec for a launcher
+    /// that hands them to a sandboxed program: see [`OpenOptions`](crate::OpenOptions).
+    /// `XenCtrl::options().open()` is [`XenCtrl::open`].
+    pub fn options() -> crate::OpenOptions {
+        crate::OpenOptions::new()
+    }
+
     /// A handle around descriptors the caller opened earlier: `privcmd` on
     /// `/dev/xen/privcmd`, and `hypercall` on `/dev/xen/hypercall`, or `None` for buffers of
     /// locked anonymous memory.
     ///
     /// This is for callers that open the devices before entering a sandbox (a chroot, a mount
     /// namespace without `/dev/xen`, a seccomp filter or Landlock rule set that forbids `open`)
-    /// or that receive them from a launcher (across `execve`, or over a Unix socket). From
+    /// or that receive them from a launcher (across `execve`, see
+    /// [`OpenOptions::cloexec`](crate::OpenOptions::cloexec), or over a Unix socket). From
     /// here on the handle needs only `ioctl`, `mmap` and `munmap` on them, plus `madvise`,
     /// `mlock` and `munlock` for anonymous buffers.
     ///

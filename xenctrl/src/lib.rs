@@ -19,6 +19,7 @@ pub mod interface;
 mod memory;
 mod pool;
 
+pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};
 pub use backend::MemorySource;
 pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out};

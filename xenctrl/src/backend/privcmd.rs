@@ -1,21 +1,24 @@
 //! Linux's privcmd driver: hypercalls through `/dev/xen/privcmd`, buffers from
 //! `/dev/xen/hypercall` (privcmd-buf, Linux 4.18+) or, failing that, locked anonymous memory.
 //!
-//! A handle opens the devices by path, or is built around descriptors its caller opened earlier
-//! ([`Privcmd::from_fds`]), for example before entering a sandbox that forbids `open`. Descriptors given to us are checked before the first real hypercall, so a
+//! A handle opens the devices by path ([`OpenOptions`]), or is built around descriptors its
+//! caller opened earlier ([`Privcmd::from_fds`]), for example before entering a sandbox that
+//! forbids `open`. Descriptors given to us are checked before the first real hypercall, so a
 //! wrong one is named in the error instead of surfacing as a failed interface probe.
 
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
 use super::{anon, Backend, ChunkMapping, MemorySource};
 use crate::abi::{__HYPERVISOR_xen_version, XENVER_version};
 use crate::error::{Error, FdProblem, FileKind};
+use crate::XenCtrl;
 
 /// Path of the hypercall device.
 pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
@@ -56,6 +59,75 @@ mod ioctls {
     }
 }
 
+/// How [`XenCtrl`] opens `/dev/xen/privcmd` and `/dev/xen/hypercall` by path. Made by
+/// [`XenCtrl::options`]; [`XenCtrl::open`] is `XenCtrl::options().open()`.
+///
+/// # Examples
+///
+/// A launcher that opens the devices for a sandboxed program it is about to exec:
+///
+/// ```no_run
+/// use xenctrl::XenCtrl;
+///
+/// let xc = XenCtrl::options().cloexec(false).anonymous_buffers(true).open()?;
+/// # Ok::<(), xenctrl::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    cloexec: bool,
+    anonymous_buffers: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenOptions {
+    /// The defaults, as [`XenCtrl::open`] uses them: close-on-exec, and buffers from
+    /// `/dev/xen/hypercall` when it exists.
+    pub fn new() -> Self {
+        OpenOptions {
+            cloexec: true,
+            anonymous_buffers: false,
+        }
+    }
+
+    /// Whether the descriptors are opened close-on-exec (the default, `true`).
+    ///
+    /// With `true` they are opened `O_RDWR | O_CLOEXEC` and close at `execve`, so no program
+    /// this process runs (hotplug scripts, helpers) inherits the right to issue hypercalls.
+    /// Pass `false` only to hand them across `execve` on purpose: a launcher opens the devices,
+    /// then execs a sandboxed program that cannot open `/dev/xen` itself and takes them by
+    /// number with [`XenCtrl::from_fds`]. They are then opened `O_RDWR` alone. Either way the
+    /// handle made here owns them and closes them when dropped.
+    pub fn cloexec(&mut self, cloexec: bool) -> &mut Self {
+        self.cloexec = cloexec;
+        self
+    }
+
+    /// Whether the buffer pool uses locked anonymous memory instead of `/dev/xen/hypercall`
+    /// (default `false`). With `true`, `/dev/xen/hypercall` is not opened at all, as on
+    /// kernels older than 4.18; for testing that fallback on real Xen.
+    pub fn anonymous_buffers(&mut self, anonymous: bool) -> &mut Self {
+        self.anonymous_buffers = anonymous;
+        self
+    }
+
+    /// Open `/dev/xen/privcmd`, and `/dev/xen/hypercall` if it exists and anonymous buffers
+    /// were not asked for, with the flags above; then probe the interface versions.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] naming the device that is missing or cannot be opened (not a Xen domain,
+    /// no `xen-privcmd` module, not root); [`Error::UnsupportedInterface`] when Xen speaks a
+    /// domctl/sysctl version this crate does not know.
+    pub fn open(&self) -> Result<XenCtrl, Error> {
+        XenCtrl::with_backend(Arc::new(Privcmd::open_with(self)?))
+    }
+}
+
 /// The privcmd backend.
 #[derive(Debug)]
 pub(crate) struct Privcmd {
@@ -69,37 +141,38 @@ impl Privcmd {
         std::path::Path::new(PRIVCMD_PATH).exists()
     }
 
-    /// Open `/dev/xen/privcmd`, and `/dev/xen/hypercall` if it exists.
+    /// Open `/dev/xen/privcmd`, and `/dev/xen/hypercall` if it exists, close-on-exec.
     pub(crate) fn open() -> Result<Self, Error> {
-        let privcmd = open_rw(PRIVCMD_PATH).map_err(|source| Error::Open {
+        Self::open_with(&OpenOptions::new())
+    }
+
+    /// Open `/dev/xen/privcmd` only, close-on-exec: buffers come from locked anonymous memory.
+    pub(crate) fn open_without_hypercall_device() -> Result<Self, Error> {
+        Self::open_with(OpenOptions::new().anonymous_buffers(true))
+    }
+
+    fn open_with(options: &OpenOptions) -> Result<Self, Error> {
+        let privcmd = open_rw(PRIVCMD_PATH, options.cloexec).map_err(|source| Error::Open {
             path: PRIVCMD_PATH,
             source,
         })?;
-        let hypercall_buf = match open_rw(HYPERCALL_BUF_PATH) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(Error::Open {
-                    path: HYPERCALL_BUF_PATH,
-                    source,
-                })
+        let hypercall_buf = if options.anonymous_buffers {
+            None
+        } else {
+            match open_rw(HYPERCALL_BUF_PATH, options.cloexec) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(Error::Open {
+                        path: HYPERCALL_BUF_PATH,
+                        source,
+                    })
+                }
             }
         };
         Ok(Privcmd {
             privcmd,
             hypercall_buf,
-        })
-    }
-
-    /// Open `/dev/xen/privcmd` only: buffers come from locked anonymous memory.
-    pub(crate) fn open_without_hypercall_device() -> Result<Self, Error> {
-        let privcmd = open_rw(PRIVCMD_PATH).map_err(|source| Error::Open {
-            path: PRIVCMD_PATH,
-            source,
-        })?;
-        Ok(Privcmd {
-            privcmd,
-            hypercall_buf: None,
         })
     }
 
@@ -234,12 +307,18 @@ fn kind_of(meta: &fs::Metadata) -> FileKind {
     }
 }
 
-fn open_rw(path: &str) -> io::Result<File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
+/// Open `path` `O_RDWR`, with `O_CLOEXEC` if `cloexec`.
+fn open_rw(path: &str, cloexec: bool) -> io::Result<File> {
+    // std opens every file O_CLOEXEC, whatever the custom flags say.
+    let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+    if !cloexec {
+        // FD_CLOEXEC is the only descriptor flag, so clearing all of them clears just it.
+        nix::fcntl::fcntl(
+            file.as_raw_fd(),
+            nix::fcntl::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )?;
+    }
+    Ok(file)
 }
 
 /// Map `len` bytes (a multiple of the page size) of the privcmd-buf device `dev`.
@@ -313,7 +392,7 @@ mod tests {
     use std::fs::{self, File};
     use std::io;
     use std::mem::ManuallyDrop;
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
@@ -585,6 +664,40 @@ mod tests {
         for r in [r, r2] {
             let mut buf = [0u8; 1];
             assert_eq!(io::Read::read(&mut File::from(r), &mut buf).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn open_rw_sets_close_on_exec_as_asked() {
+        for cloexec in [true, false] {
+            let f = open_rw("/dev/null", cloexec).unwrap();
+            // SAFETY: F_GETFD on a descriptor we own reads its flags and changes nothing.
+            let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) };
+            assert!(flags >= 0);
+            assert_eq!(flags & libc::FD_CLOEXEC != 0, cloexec);
+            // SAFETY: as above.
+            let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+            assert_eq!(fl & libc::O_ACCMODE, libc::O_RDWR);
+        }
+    }
+
+    #[test]
+    fn open_without_xen_names_the_device() {
+        if Privcmd::available() {
+            return; // On Xen the devices open; tests/vm_*.rs cover that.
+        }
+        for options in [
+            OpenOptions::new(),
+            OpenOptions::new().cloexec(false).clone(),
+            OpenOptions::new().anonymous_buffers(true).clone(),
+        ] {
+            match Privcmd::open_with(&options) {
+                Err(Error::Open { path, source }) => {
+                    assert_eq!(path, PRIVCMD_PATH);
+                    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+                }
+                other => panic!("{options:?}: {other:?}"),
+            }
         }
     }
 }
