@@ -400,6 +400,7 @@ mod tests {
     use nix::errno::Errno;
 
     use super::*;
+    use crate::PAGE_SIZE;
 
     /// Tests that count `/dev/zero` mappings in `/proc/self/maps` hold this, so that none sees
     /// another's.
@@ -455,6 +456,13 @@ mod tests {
         File::from(r)
     }
 
+    /// A pipe open for reading and writing (reopened through `/proc`), so that `mmap` gets
+    /// past its access-mode check to the file's missing `mmap` method.
+    fn pipe_rdwr() -> File {
+        let r = pipe_read_end();
+        open(&format!("/proc/self/fd/{}", r.as_raw_fd()), libc::O_RDWR)
+    }
+
     /// Run `f` on a backend around `privcmd` and `hypercall_buf`, unchecked, as a faulty caller
     /// would have it. The descriptors are never closed (see [`closed`]).
     fn with_backend<R>(
@@ -471,6 +479,89 @@ mod tests {
         // this test process only.
     }
 
+    fn bad_fds() -> Vec<(&'static str, ManuallyDrop<File>)> {
+        vec![
+            ("/dev/null", ManuallyDrop::new(dev_null())),
+            ("a regular file", ManuallyDrop::new(regular_file())),
+            ("a pipe", ManuallyDrop::new(pipe_read_end())),
+            ("an O_PATH fd", ManuallyDrop::new(o_path("/dev/null"))),
+            ("a closed fd", closed()),
+        ]
+    }
+
+    fn xen_version(backend: &Privcmd) -> Result<u64, Errno> {
+        // SAFETY: XENVER_version takes no argument memory (the second argument is NULL).
+        unsafe { backend.hypercall(__HYPERVISOR_xen_version, [XENVER_version, 0, 0, 0, 0]) }
+    }
+
+    #[test]
+    fn hypercall_on_a_bad_privcmd_fd_answers_its_errno() {
+        for (what, fd) in bad_fds() {
+            let expected = match what {
+                "an O_PATH fd" | "a closed fd" => Errno::EBADF,
+                _ => Errno::ENOTTY,
+            };
+            let got = with_backend(fd, None, xen_version);
+            assert_eq!(got, Err(expected), "hypercall on {what}");
+        }
+    }
+
+    #[test]
+    fn hypercall_with_pool_addresses_on_a_bad_fd_fails_before_xen() {
+        // A domctl-shaped call whose argument is a real (anonymous) chunk: the ioctl must fail
+        // at the descriptor, and the chunk must be left mapped and writable.
+        with_backend(ManuallyDrop::new(dev_null()), None, |b| {
+            let chunk = b.map_chunk(PAGE_SIZE).unwrap();
+            let addr = chunk.base.as_ptr() as u64;
+            // SAFETY: `addr` is a chunk this backend mapped, live for the call.
+            let got = unsafe { b.hypercall(crate::abi::__HYPERVISOR_domctl, [addr, 0, 0, 0, 0]) };
+            assert_eq!(got, Err(Errno::ENOTTY));
+            // SAFETY: the chunk is ours, mapped read-write, and nothing else refers to it.
+            unsafe { chunk.base.as_ptr().write_volatile(0x5a) };
+            b.unmap_chunk(chunk);
+        });
+    }
+
+    #[test]
+    fn map_chunk_on_a_bad_hypercall_fd_answers_its_errno() {
+        let cases = [
+            ("/dev/null", ManuallyDrop::new(dev_null()), libc::ENODEV),
+            ("a pipe", ManuallyDrop::new(pipe_rdwr()), libc::ENODEV),
+            (
+                "a read-only pipe",
+                ManuallyDrop::new(pipe_read_end()),
+                libc::EACCES,
+            ),
+            (
+                "an O_PATH fd",
+                ManuallyDrop::new(o_path("/dev/zero")),
+                libc::EBADF,
+            ),
+            ("a closed fd", closed(), libc::EBADF),
+            (
+                "/dev/zero read-only",
+                ManuallyDrop::new(open("/dev/zero", libc::O_RDONLY)),
+                libc::EACCES,
+            ),
+            (
+                "/dev/zero write-only",
+                ManuallyDrop::new(open("/dev/zero", libc::O_WRONLY)),
+                libc::EACCES,
+            ),
+        ];
+        for (what, fd, errno) in cases {
+            let got = with_backend(ManuallyDrop::new(dev_null()), Some(fd), |b| {
+                b.map_chunk(2 * PAGE_SIZE)
+            });
+            let err = got.expect_err(what);
+            assert_eq!(
+                err.raw_os_error(),
+                Some(errno),
+                "map_chunk on {what}: {err}"
+            );
+        }
+    }
+
     /// `/dev/zero` mappings in this process, by start address.
     fn dev_zero_maps() -> Vec<usize> {
         fs::read_to_string("/proc/self/maps")
@@ -479,6 +570,32 @@ mod tests {
             .filter(|l| l.contains("/dev/zero"))
             .map(|l| usize::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn unmap_chunk_unmaps_that_chunk_only() {
+        // /dev/zero maps shared and writable like privcmd-buf, so it stands in for it here.
+        let _g = DEV_ZERO_MAPS.lock().unwrap_or_else(|e| e.into_inner());
+        let before = dev_zero_maps();
+        with_backend(
+            ManuallyDrop::new(dev_null()),
+            Some(ManuallyDrop::new(open("/dev/zero", libc::O_RDWR))),
+            |b| {
+                let a = b.map_chunk(2 * PAGE_SIZE).unwrap();
+                let c = b.map_chunk(PAGE_SIZE).unwrap();
+                assert_eq!(a.source, MemorySource::HypercallDevice);
+                let (a_addr, c_addr) = (a.base.as_ptr() as usize, c.base.as_ptr() as usize);
+                assert!(dev_zero_maps().contains(&a_addr));
+                b.unmap_chunk(a);
+                let after = dev_zero_maps();
+                assert!(!after.contains(&a_addr), "unmapped chunk still mapped");
+                assert!(after.contains(&c_addr), "the other chunk was unmapped too");
+                // SAFETY: `c` is ours, mapped read-write, and nothing else refers to it.
+                unsafe { c.base.as_ptr().add(PAGE_SIZE - 1).write_volatile(1) };
+                b.unmap_chunk(c);
+            },
+        );
+        assert_eq!(dev_zero_maps(), before, "a mapping leaked");
     }
 
     #[test]
