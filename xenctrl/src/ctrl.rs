@@ -79,6 +79,83 @@ impl XenCtrl {
         Self::with_backend(Arc::new(Privcmd::open_without_hypercall_device()?))
     }
 
+    /// Options for opening the devices by path, e.g. without close-on-exec for a launcher
+    /// that hands them to a sandboxed program: see [`OpenOptions`](crate::OpenOptions).
+    /// `XenCtrl::options().open()` is [`XenCtrl::open`].
+    pub fn options() -> crate::OpenOptions {
+        crate::OpenOptions::new()
+    }
+
+    /// A handle around descriptors the caller opened earlier: `privcmd` on
+    /// `/dev/xen/privcmd`, and `hypercall` on `/dev/xen/hypercall`, or `None` for buffers of
+    /// locked anonymous memory.
+    ///
+    /// This is for callers that open the devices before entering a sandbox (a chroot, a mount
+    /// namespace without `/dev/xen`, a seccomp filter or Landlock rule set that forbids `open`)
+    /// or that receive them from a launcher (across `execve`, see
+    /// [`OpenOptions::cloexec`](crate::OpenOptions::cloexec), or over a Unix socket). From
+    /// here on the handle needs only `ioctl`, `mmap` and `munmap` on them, plus `madvise`,
+    /// `mlock` and `munlock` for anonymous buffers.
+    ///
+    /// The descriptors keep the flags they were opened with: nothing here sets or clears
+    /// `FD_CLOEXEC` or `O_NONBLOCK`. `hypercall` must be open for reading and writing
+    /// (`O_RDWR`, as [`XenCtrl::open`] opens it); `privcmd` needs no particular access mode.
+    /// The handle owns both and closes them when dropped, or at once if this fails.
+    ///
+    /// Before probing, each descriptor is checked: `privcmd` by issuing `XENVER_version`
+    /// (harmless, and answered by any domain), `hypercall` by `fstat` (a misc character device,
+    /// not the same one as `privcmd`) and by mapping and unmapping one page.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadDeviceFd`] naming the device and the [`FdProblem`](crate::FdProblem) when a
+    /// descriptor is not open for I/O, is another kind of file or device (`/dev/null` answers
+    /// `ENOTTY`), is a restricted privcmd descriptor, or cannot be mapped; `privcmd` is checked
+    /// first. Then as for [`XenCtrl::open`]: [`Error::Xen`] or
+    /// [`Error::UnsupportedInterface`] from the probe.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::fs::OpenOptions;
+    /// use std::os::fd::OwnedFd;
+    ///
+    /// use xenctrl::XenCtrl;
+    ///
+    /// let open = |path| OpenOptions::new().read(true).write(true).open(path);
+    /// // While /dev/xen is still reachable:
+    /// let privcmd = OwnedFd::from(open("/dev/xen/privcmd")?);
+    /// let hypercall = open("/dev/xen/hypercall").ok().map(OwnedFd::from);
+    /// // ... enter the sandbox: chroot, drop privileges, install a seccomp filter ...
+    /// let xc = XenCtrl::from_fds(privcmd, hypercall)?;
+    /// println!("Xen {}", xc.version()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A descriptor on anything else is refused with the reason:
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    ///
+    /// use xenctrl::{Errno, Error, FdProblem, FileKind, XenCtrl};
+    ///
+    /// let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    /// let err = XenCtrl::from_fds(null, None).unwrap_err();
+    /// let null_dev = FileKind::CharDevice { major: 1, minor: 3 };
+    /// assert!(matches!(
+    ///     err,
+    ///     Error::BadDeviceFd { problem: FdProblem::WrongFile(kind), .. } if kind == null_dev
+    /// ));
+    /// assert_eq!(err.errno(), Some(Errno::ENOTTY));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_fds(
+        privcmd: std::os::fd::OwnedFd,
+        hypercall: Option<std::os::fd::OwnedFd>,
+    ) -> Result<Self> {
+        Self::with_backend(Arc::new(Privcmd::from_fds(privcmd, hypercall)?))
+    }
+
     /// Open a fresh simulated hypervisor described by `config`.
     ///
     /// # Errors

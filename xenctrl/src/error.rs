@@ -20,6 +20,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A file descriptor given to [`XenCtrl::from_fds`](crate::XenCtrl::from_fds) is not usable
+    /// as the device it was given for. Nothing was issued through it beyond the check that
+    /// found this (see [`FdProblem`]); both descriptors were closed.
+    #[error("the file descriptor given as {device} {problem}")]
+    BadDeviceFd {
+        /// The device it was given as: `/dev/xen/privcmd` or `/dev/xen/hypercall`.
+        device: &'static str,
+        /// What is wrong with it.
+        problem: FdProblem,
+        /// The errno the failing check answered; `None` when `fstat` showed the wrong kind of
+        /// file and nothing was tried on it.
+        #[source]
+        source: Option<io::Error>,
+    },
     /// The buffer pool could not map more hypercall-safe memory.
     #[error("hypercall buffer pool: cannot map {bytes} bytes of hypercall-safe memory")]
     PoolMap {
@@ -100,7 +114,11 @@ impl Error {
             Error::Xen { source, .. } => Some(*source),
             Error::Open { source, .. }
             | Error::PoolMap { source, .. }
-            | Error::PoolLock { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            | Error::PoolLock { source, .. }
+            | Error::BadDeviceFd {
+                source: Some(source),
+                ..
+            } => source.raw_os_error().map(Errno::from_raw),
             _ => None,
         }
     }
@@ -116,6 +134,95 @@ impl Error {
 
     pub(crate) fn xen(op: Op, domid: Option<DomId>, source: Errno) -> Self {
         Error::Xen { op, domid, source }
+    }
+}
+
+/// What is wrong with a file descriptor given as a Xen device (see [`Error::BadDeviceFd`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FdProblem {
+    /// It does not allow I/O (`EBADF`): it is closed, or was opened with `O_PATH`.
+    NotOpen,
+    /// It is open on another kind of file or device: privcmd's hypercall ioctl was refused
+    /// (usually `ENOTTY`), or the file is not a misc character device as `/dev/xen/hypercall`
+    /// is.
+    WrongFile(FileKind),
+    /// The `/dev/xen/hypercall` descriptor is not open for both reading and writing, so it
+    /// cannot be mapped shared and writable (`EACCES`).
+    NotReadWrite,
+    /// The descriptor given as `/dev/xen/hypercall` is on the same device as the one given as
+    /// `/dev/xen/privcmd` (the arguments swapped, or one descriptor passed twice). privcmd
+    /// accepts the mapping but faults on the first access, so it is refused here.
+    SameAsPrivcmd,
+    /// privcmd refused even `XENVER_version` with `EPERM`: the descriptor was restricted to
+    /// one domain with `IOCTL_PRIVCMD_RESTRICT`, and can issue no hypercall at all. A
+    /// [`XenCtrl`](crate::XenCtrl) needs an unrestricted one.
+    Restricted,
+}
+
+impl fmt::Display for FdProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdProblem::NotOpen => {
+                f.write_str("is not open for I/O (closed, or opened with O_PATH)")
+            }
+            FdProblem::WrongFile(kind) => write!(f, "is {kind}, not that device"),
+            FdProblem::NotReadWrite => f.write_str("is not open for both reading and writing"),
+            FdProblem::SameAsPrivcmd => {
+                f.write_str("is on the same device as the one given as /dev/xen/privcmd")
+            }
+            FdProblem::Restricted => f.write_str(
+                "is restricted to one domain (IOCTL_PRIVCMD_RESTRICT) and cannot issue \
+                 hypercalls; open an unrestricted one",
+            ),
+        }
+    }
+}
+
+/// The kind of file a descriptor refers to, from `fstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A regular file.
+    RegularFile,
+    /// A directory.
+    Directory,
+    /// A pipe or FIFO.
+    Pipe,
+    /// A socket.
+    Socket,
+    /// A symbolic link (opened with `O_PATH | O_NOFOLLOW`).
+    Symlink,
+    /// A block device.
+    BlockDevice {
+        /// Its major number.
+        major: u64,
+        /// Its minor number.
+        minor: u64,
+    },
+    /// A character device: `1:3` is `/dev/null`; the Xen devices are misc devices, major 10.
+    CharDevice {
+        /// Its major number.
+        major: u64,
+        /// Its minor number.
+        minor: u64,
+    },
+    /// A kind `fstat` did not tell, or `fstat` failed.
+    Other,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileKind::RegularFile => f.write_str("a regular file"),
+            FileKind::Directory => f.write_str("a directory"),
+            FileKind::Pipe => f.write_str("a pipe"),
+            FileKind::Socket => f.write_str("a socket"),
+            FileKind::Symlink => f.write_str("a symbolic link"),
+            FileKind::BlockDevice { major, minor } => write!(f, "block device {major}:{minor}"),
+            FileKind::CharDevice { major, minor } => write!(f, "character device {major}:{minor}"),
+            FileKind::Other => f.write_str("a file of unknown kind"),
+        }
     }
 }
 

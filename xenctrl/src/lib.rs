@@ -35,12 +35,13 @@ pub mod interface;
 mod memory;
 mod pool;
 
+pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};
 pub use backend::MemorySource;
 pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out};
 pub use ctrl::XenCtrl;
 pub use domain::{CreateDomain, DomainInfo};
-pub use error::{Errno, Error, Op, Result};
+pub use error::{Errno, Error, FdProblem, FileKind, Op, Result};
 pub use host::{pages_to_mib, PhysInfo, XenVersion};
 pub use pool::{BufferPool, PoolStats, MAX_POOLED_PAGES};
 
