@@ -23,6 +23,7 @@
 //!
 //! The `rxl` binary (`src/bin/rxl.rs`) is the xl-like command line on top.
 
+#![forbid(unsafe_code)]
 // Toolstack errors carry the domain and the xenstore or Xen error whole, for sentences that
 // name both; they are built once per failed operation, far from any hot path.
 #![allow(clippy::result_large_err)]
