@@ -254,7 +254,9 @@ pub enum Error {
         #[source]
         source: xenstore::Error,
     },
-    /// A test hook failed (only when a test drives the toolstack).
+    /// A test hook failed (only when a test drives the toolstack; only with the `test-hooks`
+    /// feature).
+    #[cfg(feature = "test-hooks")]
     #[error("test hook: {0}")]
     TestHook(String),
 }

@@ -17,10 +17,13 @@
 //! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, hot add and
 //!   remove under the slow lock, and the simulated backend driver.
 //! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
-//! - [`hooks`]: test hooks that let a test interleave processes deterministically.
+//! - [`hooks`]: test hooks that let a test interleave processes deterministically; they exist
+//!   only with the `test-hooks` cargo feature, which the crate's own tests turn on and a shipped
+//!   build never does.
 //!
 //! The `rxl` binary (`src/bin/rxl.rs`) is the xl-like command line on top.
 
+#![forbid(unsafe_code)]
 // Toolstack errors carry the domain and the xenstore or Xen error whole, for sentences that
 // name both; they are built once per failed operation, far from any hot path.
 #![allow(clippy::result_large_err)]

@@ -49,8 +49,14 @@ impl SimHost {
 
     /// An `rxl` command against this host.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_of(Path::new(RXL), args)
+    }
+
+    /// A command against this host, run by the `rxl` at `exe` (the host's xenstored stays the
+    /// one [`RXL`] runs).
+    pub fn command_of(&self, exe: &Path, args: &[&str]) -> Command {
         // spawns: own
-        let mut c = Command::new(RXL);
+        let mut c = Command::new(exe);
         c.args(&self.boot_args)
             .args(args)
             .env("RXEN_SIM_DIR", self.dir.path())
