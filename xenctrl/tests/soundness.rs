@@ -153,20 +153,17 @@ fn a_sub_op_that_needs_a_list_refuses_none() {
     }
 }
 
-/// A tiny seeded generator (xorshift64*), so a failure can be replayed with
-/// `RXEN_TEST_SEED=<seed>`.
-struct Rng(u64);
+/// `fastrand` seeded from `RXEN_TEST_SEED` (or the clock), with the seed printed so a failure
+/// can be replayed.
+struct Rng(fastrand::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.u64(..n.max(1))
     }
 }
 
@@ -189,7 +186,7 @@ fn seed() -> u64 {
 #[test]
 fn random_calls_touch_only_the_buffers_they_name() {
     let seed = seed();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(fastrand::Rng::with_seed(seed));
     let xc = sim();
     let doms = domains(&xc, 3);
     for &d in &doms {
