@@ -353,12 +353,12 @@ impl<P: DomctlPayload> XenDomctl<P> {
         self.interface_version = version;
     }
 
-    /// What every entry point does first: `cmd` from the payload type, padding and tail zero,
-    /// whatever the memory held.
+    /// What every entry point does first: `cmd` from the payload type, whatever the memory
+    /// held. (The padding and the tail are private and zeroed by every constructor and by
+    /// `set`; Xen copies them back as it got them.)
+    #[inline]
     pub(crate) fn seal_header(&mut self) {
         self.cmd = P::CMD;
-        self.pad = [0; 3];
-        self.tail.as_mut_bytes().fill(0);
     }
 
     /// Overwrite `cmd`, as stray memory could: for the test that entry points reseal it.
@@ -494,11 +494,11 @@ impl<P: SysctlPayload> XenSysctl<P> {
         self.interface_version = version;
     }
 
-    /// What every entry point does first: `cmd` from the payload type, padding and tail zero,
-    /// whatever the memory held.
+    /// What every entry point does first: `cmd` from the payload type, whatever the memory
+    /// held.
+    #[inline]
     pub(crate) fn seal_header(&mut self) {
         self.cmd = P::CMD;
-        self.tail.as_mut_bytes().fill(0);
     }
 
     /// The union's 128 bytes (payload then tail), if the payload holds no guest handle.
