@@ -1,0 +1,101 @@
+//! How long `rxl` takes as a process, next to `xl`, on real Xen, and where the time goes. Run
+//! inside the dom0 that `scripts/xen-vm-test` boots (feature `vm-tests`).
+//!
+//! Each figure is the median of [`RUNS`] runs, the two tools interleaved so that both see the
+//! same machine. The breakdown: the exec floor (a static busybox `true`), `rxl --version`
+//! (exec, relocation, runtime start-up and argument parsing, no Xen), the library's own
+//! `Host::open` and `domain::list`, and the whole `rxl list`.
+
+mod vm_common;
+use vm_common::host;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use toolstack::domain;
+
+/// Runs per figure.
+const RUNS: usize = 15;
+
+/// The statically built `rxl`, shipped beside the tests by `scripts/xen-vm-test`.
+const RXL: &str = "/rxen/bin/rxl";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn process(program: &str, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    // spawns: the program passed to process
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[test]
+fn rxl_list_and_destroy_take_at_most_half_of_xls() {
+    let (mut xl_list, mut rxl_list, mut floor, mut version) = (vec![], vec![], vec![], vec![]);
+    let (mut open, mut list) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        xl_list.push(process("xl", &["list"]));
+        rxl_list.push(process(RXL, &["list"]));
+        floor.push(process("true", &[]));
+        version.push(process(RXL, &["--version"]));
+        let t = Instant::now();
+        let h = host();
+        open.push(t.elapsed());
+        let t = Instant::now();
+        drop(domain::list(&h).expect("list"));
+        list.push(t.elapsed());
+    }
+    let mut xl_destroy = vec![];
+    let mut rxl_destroy = vec![];
+    let paused = |name: &str| {
+        let name = format!("name=\"{name}\"");
+        process("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", &name]);
+    };
+    for i in 0..3 {
+        paused(&format!("t-startup-{i}-xl"));
+        xl_destroy.push(process("xl", &["destroy", &format!("t-startup-{i}-xl")]));
+        paused(&format!("t-startup-{i}-rxl"));
+        rxl_destroy.push(process(RXL, &["destroy", &format!("t-startup-{i}-rxl")]));
+    }
+    let (xl_list, rxl_list) = (median(xl_list), median(rxl_list));
+    let (xl_destroy, rxl_destroy) = (median(xl_destroy), median(rxl_destroy));
+    println!(
+        "STARTUP list: xl {:.1} ms, rxl {:.1} ms ({:.2}x); destroy: xl {:.1} ms, rxl {:.1} ms \
+         ({:.2}x); breakdown of rxl list: exec floor (busybox true) {:.1} ms, rxl --version \
+         {:.1} ms, Host::open {:.1} ms, domain::list {:.1} ms",
+        ms(xl_list),
+        ms(rxl_list),
+        ms(rxl_list) / ms(xl_list),
+        ms(xl_destroy),
+        ms(rxl_destroy),
+        ms(rxl_destroy) / ms(xl_destroy),
+        ms(median(floor)),
+        ms(median(version)),
+        ms(median(open)),
+        ms(median(list)),
+    );
+    assert!(
+        rxl_list <= xl_list / 2,
+        "rxl list {rxl_list:?} against xl list {xl_list:?}"
+    );
+    assert!(
+        rxl_destroy <= xl_destroy / 2,
+        "rxl destroy {rxl_destroy:?} against xl destroy {xl_destroy:?}"
+    );
+}
