@@ -54,11 +54,7 @@ impl Core {
         if !self.is_domain_introduced(target) || domid == 0 {
             return Err(Errno::ENOENT);
         }
-        let d = self
-            .domains
-            .get_mut(&domid)
-            .filter(|d| d.introduced)
-            .ok_or(Errno::ENOENT)?;
+        let d = self.introduced_mut(domid)?;
         d.target = Some(target);
         ok(out)
     }
@@ -102,11 +98,7 @@ impl Core {
         } else {
             d.introduced = true;
             d.shutdown = false;
-            self.deliver(vec![Fire {
-                path: INTRODUCE_DOMAIN.into(),
-                exact: true,
-                perms: Vec::new(),
-            }]);
+            self.fire_special(INTRODUCE_DOMAIN);
         }
         Ok(())
     }
@@ -186,18 +178,10 @@ impl Core {
     ///
     /// ENOENT for a domain that is not introduced.
     pub fn domain_shutdown(&mut self, domid: u32) -> Result<(), Errno> {
-        let d = self
-            .domains
-            .get_mut(&domid)
-            .filter(|d| d.introduced)
-            .ok_or(Errno::ENOENT)?;
+        let d = self.introduced_mut(domid)?;
         if !d.shutdown {
             d.shutdown = true;
-            self.deliver(vec![Fire {
-                path: RELEASE_DOMAIN.into(),
-                exact: true,
-                perms: Vec::new(),
-            }]);
+            self.fire_special(RELEASE_DOMAIN);
         }
         Ok(())
     }
@@ -211,12 +195,25 @@ impl Core {
         if domid == 0 {
             return Err(Errno::EINVAL);
         }
-        let d = self
-            .domains
-            .get_mut(&domid)
-            .filter(|d| d.introduced)
-            .ok_or(Errno::ENOENT)?;
+        let d = self.introduced_mut(domid)?;
         d.shutdown = false;
         Ok(())
+    }
+
+    /// An introduced domain's record.
+    fn introduced_mut(&mut self, domid: u32) -> Result<&mut Domain, Errno> {
+        self.domains
+            .get_mut(&domid)
+            .filter(|d| d.introduced)
+            .ok_or(Errno::ENOENT)
+    }
+
+    /// Fires `@introduceDomain` or `@releaseDomain` for the connections allowed to see it.
+    fn fire_special(&mut self, special: &str) {
+        self.deliver(vec![Fire {
+            path: special.into(),
+            exact: true,
+            perms: Vec::new(),
+        }]);
     }
 }

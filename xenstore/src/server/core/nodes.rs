@@ -194,10 +194,19 @@ fn fire_perms(view: &View<'_>, name: &str) -> Vec<Permissions> {
     v
 }
 
-fn op_read(view: &mut View<'_>, ctx: &OpCtx<'_>, payload: &[u8], out: &mut Vec<u8>) -> OpResult {
+/// The node a one-path request names, if the caller may read it.
+fn readable_node<'v>(
+    view: &'v mut View<'_>,
+    ctx: &OpCtx<'_>,
+    payload: &[u8],
+) -> Result<&'v Node, Errno> {
     let name = ctx.path(wire::one_arg(payload).ok_or(Errno::EINVAL)?)?;
     get_node(view, ctx, &name, PERM_READ)?;
-    let n = view.peek(&name).ok_or(Errno::ENOENT)?;
+    view.peek(&name).ok_or(Errno::ENOENT)
+}
+
+fn op_read(view: &mut View<'_>, ctx: &OpCtx<'_>, payload: &[u8], out: &mut Vec<u8>) -> OpResult {
+    let n = readable_node(view, ctx, payload)?;
     out.extend_from_slice(&n.value);
     Ok(())
 }
@@ -208,9 +217,7 @@ fn op_directory(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> OpResult {
-    let name = ctx.path(wire::one_arg(payload).ok_or(Errno::EINVAL)?)?;
-    get_node(view, ctx, &name, PERM_READ)?;
-    let n = view.peek(&name).ok_or(Errno::ENOENT)?;
+    let n = readable_node(view, ctx, payload)?;
     if n.children_len() > PAYLOAD_MAX {
         return Err(Errno::E2BIG);
     }
@@ -273,9 +280,7 @@ fn op_get_perms(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> OpResult {
-    let name = ctx.path(wire::one_arg(payload).ok_or(Errno::EINVAL)?)?;
-    get_node(view, ctx, &name, PERM_READ)?;
-    let n = view.peek(&name).ok_or(Errno::ENOENT)?;
+    let n = readable_node(view, ctx, payload)?;
     n.perms.write_wire(out);
     Ok(())
 }
