@@ -67,7 +67,7 @@ fn polls_after_activity_then_sleeps_and_zero_never_polls() {
     );
     let idle = sched::observe(Duration::from_millis(300), || {}, &task);
     assert!(
-        idle.runnable_percent() <= 10,
+        idle.runnable_percent() <= 25,
         "an idle server should sleep, but was {idle}"
     );
     // And it still answers after sleeping.
@@ -81,7 +81,7 @@ fn polls_after_activity_then_sleeps_and_zero_never_polls() {
     let request = || assert_eq!(c.read("/busy/key").unwrap(), b"v");
     let after = sched::observe(Duration::from_millis(200), request, &task);
     assert!(
-        after.runnable_percent() <= 10,
+        after.runnable_percent() <= 25,
         "with no busy poll the server should sleep at once, but was {after}"
     );
     drop(c);

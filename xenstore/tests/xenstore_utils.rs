@@ -320,12 +320,13 @@ fn xenstored_out_of_descriptors_rests_and_recovers() {
         .map(|_| Client::open_path(&socket).unwrap())
         .collect();
     // Resting, it sleeps between attempts to accept (every 100 ms); spinning, it would be
-    // runnable throughout, loaded machine or not (see `sched`).
+    // runnable throughout, loaded machine or not (see `sched`). Each wake-up may wait for a CPU
+    // on a loaded machine (measured: runnable in 6% of samples with two `yes` running).
     std::thread::sleep(std::time::Duration::from_millis(100));
     let tasks = sched::process_tasks(d.0.id());
     let w = sched::observe(std::time::Duration::from_millis(500), || {}, &tasks);
     assert!(
-        w.runnable_percent() <= 10,
+        w.runnable_percent() <= 50,
         "xenstored should rest while out of descriptors, but was {w}"
     );
     // Those it has are served meanwhile.
