@@ -5,7 +5,7 @@
 //! - [`path`] and [`perms`]: path rules, special `@` paths, and typed `n/r/w/b` permissions.
 //! - [`Client`]: a thread-safe client over xenstored's unix socket or `/dev/xen/xenbus`, with
 //!   many requests in flight, transactions that retry on conflict, and watches delivered as
-//!   iterators.
+//!   iterators. [`ReadOpt`] reads answer `None` for a missing node.
 //! - [`server`]: a xenstored with Xen's permission, transaction, watch and quota semantics, run
 //!   as the `xenstored` binary or embedded in-process for the simulated host.
 //!
@@ -31,6 +31,6 @@ pub mod perms;
 pub mod server;
 pub mod wire;
 
-pub use client::{Client, Transaction, Watch, WatchEvent};
+pub use client::{Client, ReadOpt, Transaction, Watch, WatchEvent};
 pub use error::{Error, Failure, Result};
 pub use nix::errno::Errno;

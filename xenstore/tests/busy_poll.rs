@@ -1,11 +1,14 @@
 //! The server's busy poll: it keeps polling for the configured time after activity, then sleeps,
-//! and with zero it never polls. Measured by the CPU time of the server's thread, read from
-//! `/proc/self/task/TID/schedstat`; this file holds one test so that only one server thread
-//! exists in the process.
+//! and with zero it never polls. Judged by sampling the server thread's scheduler state from
+//! `/proc/self/task/TID/stat` (see `sched`): runnable while it polls, asleep otherwise, however
+//! loaded the machine is. This file holds one test so that only one server thread exists in
+//! the process.
+
+mod sched;
 
 use std::path::PathBuf;
 use std::thread::sleep;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xenstore::server::Server;
 use xenstore::Client;
@@ -20,19 +23,6 @@ fn server_tid() -> PathBuf {
         }
     }
     panic!("no xenstored thread in this process");
-}
-
-/// Nanoseconds the task has run on a CPU.
-fn cpu_ns(task: &std::path::Path) -> u64 {
-    let s = std::fs::read_to_string(task.join("schedstat")).unwrap();
-    s.split_whitespace().next().unwrap().parse().unwrap()
-}
-
-/// CPU time the task uses over `span`.
-fn cpu_over(task: &std::path::Path, span: Duration) -> Duration {
-    let before = cpu_ns(task);
-    sleep(span);
-    Duration::from_nanos(cpu_ns(task) - before)
 }
 
 fn serve(busy_poll: Duration, tag: &str) -> (xenstore::server::RunningServer, Client, PathBuf) {
@@ -54,35 +44,45 @@ fn serve(busy_poll: Duration, tag: &str) -> (xenstore::server::RunningServer, Cl
 
 #[test]
 fn polls_after_activity_then_sleeps_and_zero_never_polls() {
-    // A long poll, so that its CPU use stands out from scheduling noise.
-    let (s, c, dir) = serve(Duration::from_millis(300), "poll");
-    let task = server_tid();
-    assert_eq!(c.read("/busy/key").unwrap(), b"v");
-    let polling = cpu_over(&task, Duration::from_millis(150));
+    // A long poll, so that the window lies inside it even if this thread is descheduled for a
+    // while after the request.
+    const POLL: Duration = Duration::from_millis(600);
+    let (s, c, dir) = serve(POLL, "poll");
+    let task = [server_tid()];
+    let last_request = std::cell::Cell::new(Instant::now());
+    let request = || {
+        assert_eq!(c.read("/busy/key").unwrap(), b"v");
+        last_request.set(Instant::now());
+    };
+    // Right after a request the server polls: it stays runnable.
+    let polling = sched::observe(Duration::from_millis(200), request, &task);
     assert!(
-        polling >= Duration::from_millis(15),
-        "the server should poll after a request, but used only {polling:?} of 150 ms"
+        polling.runnable_percent() >= 75,
+        "the server should poll after a request, but was {polling}"
     );
     // Past the poll time it sleeps in epoll_wait.
-    sleep(Duration::from_millis(250));
-    let idle = cpu_over(&task, Duration::from_millis(300));
+    sleep(
+        (last_request.get() + POLL + Duration::from_millis(200))
+            .saturating_duration_since(Instant::now()),
+    );
+    let idle = sched::observe(Duration::from_millis(300), || {}, &task);
     assert!(
-        idle < Duration::from_millis(10),
-        "an idle server should sleep, but used {idle:?} of 300 ms"
+        idle.runnable_percent() <= 25,
+        "an idle server should sleep, but was {idle}"
     );
     // And it still answers after sleeping.
-    assert_eq!(c.read("/busy/key").unwrap(), b"v");
+    request();
     drop(c);
     s.stop().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 
     let (s, c, dir) = serve(Duration::ZERO, "sleep");
-    let task = server_tid();
-    assert_eq!(c.read("/busy/key").unwrap(), b"v");
-    let after = cpu_over(&task, Duration::from_millis(200));
+    let task = [server_tid()];
+    let request = || assert_eq!(c.read("/busy/key").unwrap(), b"v");
+    let after = sched::observe(Duration::from_millis(200), request, &task);
     assert!(
-        after < Duration::from_millis(10),
-        "with no busy poll the server should sleep at once, but used {after:?} of 200 ms"
+        after.runnable_percent() <= 25,
+        "with no busy poll the server should sleep at once, but was {after}"
     );
     drop(c);
     s.stop().unwrap();

@@ -11,7 +11,7 @@ use common::next_path;
 use xenstore::perms::{Access, Permissions};
 use xenstore::server::{Binding, Quotas, RunningServer, Server};
 use xenstore::wire::{self, Header, MsgType};
-use xenstore::{Client, Errno};
+use xenstore::{Client, Errno, ReadOpt};
 
 fn running() -> RunningServer {
     Server::new().unwrap().spawn().unwrap()
@@ -187,6 +187,43 @@ fn unprivileged_domains_see_only_what_acls_grant() {
         d1.control("check", &[]).unwrap_err().errno(),
         Some(Errno::EACCES)
     );
+}
+
+/// `ReadOpt` turns only ENOENT into `None`: a node the caller may not read, or one hidden below
+/// such a node, is an EACCES error, in and out of transactions.
+#[test]
+fn read_opt_keeps_eacces_an_error() {
+    let s = running();
+    let ctl = s.controller();
+    let dom0 = ctl.client().unwrap();
+    ctl.introduce_domain(1).unwrap();
+    let d1 = ctl.domain_client(1).unwrap();
+    dom0.write("/secret/inner", "s").unwrap();
+    dom0.write("/open/node", "o").unwrap();
+    dom0.set_perms("/open", &Permissions::new(0, Access::READ))
+        .unwrap();
+
+    let eacces = |r: xenstore::Result<()>| assert_eq!(r.unwrap_err().errno(), Some(Errno::EACCES));
+    for p in ["/secret", "/secret/inner", "/secret/missing"] {
+        eacces(d1.read_opt(p).map(drop));
+        eacces(d1.read_string_opt(p).map(drop));
+        eacces(d1.directory_opt(p).map(drop));
+    }
+    let tx = d1.transaction_start().unwrap();
+    eacces(tx.read_opt("/secret/inner").map(drop));
+    eacces(tx.read_string_opt("/secret/inner").map(drop));
+    eacces(tx.directory_opt("/secret").map(drop));
+    // Where the parent is readable, a missing node is still None.
+    assert_eq!(tx.read_opt("/open/missing").unwrap(), None);
+    tx.abort().unwrap();
+    assert_eq!(d1.read_opt("/open/missing").unwrap(), None);
+    // /open/node inherited /open's permissions before they changed: owner dom0, no access.
+    eacces(d1.read_opt("/open/node").map(drop));
+    assert_eq!(
+        d1.directory_opt("/open").unwrap(),
+        Some(vec!["node".to_owned()])
+    );
+    s.stop().unwrap();
 }
 
 #[test]

@@ -1,34 +1,21 @@
 //! Random operations against our server, checked against a plain map of path -> value.
 //!
-//! The seed comes from `RXEN_SEED` (default fixed) and is printed on failure, so a failing run
-//! can be replayed exactly.
+//! The seed comes from `RXEN_TEST_SEED` (default: the clock) and is printed, so a failing run
+//! can be replayed exactly with `RXEN_TEST_SEED=<seed> cargo test -p xenstore --test model`.
 
 use std::collections::BTreeMap;
+
+use fastrand::Rng;
 
 use xenstore::server::Server;
 use xenstore::{Client, Errno};
 
-/// xorshift64*: small, seeded, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn random_path(r: &mut Rng) -> String {
-    let depth = 1 + r.below(3);
+    let depth = r.usize(1..=3);
     let mut p = String::from("/m");
     for _ in 0..depth {
         p.push('/');
-        p.push((b'a' + u8::try_from(r.below(3)).unwrap_or(0)) as char);
+        p.push(char::from(b'a' + r.u8(..3)));
     }
     p
 }
@@ -56,16 +43,16 @@ fn children(m: &BTreeMap<String, Vec<u8>>, path: &str) -> Vec<String> {
 }
 
 fn run(seed: u64, steps: usize, c: &Client) {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::with_seed(seed);
     let mut m: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     c.mkdir("/m").unwrap();
     m.insert("/m".into(), Vec::new());
     for step in 0..steps {
         let p = random_path(&mut r);
         let ctx = format!("seed {seed} step {step} path {p}");
-        match r.below(6) {
+        match r.u8(..6) {
             0 | 1 => {
-                let v = r.next().to_le_bytes()[..usize::try_from(r.below(8)).unwrap_or(0)].to_vec();
+                let v = r.u64(..).to_le_bytes()[..r.usize(..8)].to_vec();
                 c.write(&p, &v).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 model_mkpath(&mut m, &p);
                 m.insert(p.clone(), v);
@@ -112,16 +99,27 @@ fn run(seed: u64, steps: usize, c: &Client) {
     );
 }
 
-#[test]
-fn random_operations_match_a_map() {
-    let seed = std::env::var("RXEN_SEED")
+/// `RXEN_TEST_SEED`, or a seed from the clock; printed either way.
+fn seed() -> u64 {
+    let seed = std::env::var("RXEN_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_0004);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()) << 32)
+        });
+    eprintln!("RXEN_TEST_SEED={seed}");
+    seed
+}
+
+#[test]
+fn random_operations_match_a_map() {
+    let seed = seed();
     let s = Server::new().unwrap().spawn().unwrap();
     let c = s.controller().client().unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed, 3000, &c)));
     if r.is_err() {
-        panic!("failed with RXEN_SEED={seed}");
+        panic!("failed with RXEN_TEST_SEED={seed}");
     }
 }

@@ -24,6 +24,7 @@
 //! # Ok::<(), xenstore::Error>(())
 //! ```
 
+mod opt;
 mod transport;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+pub use self::opt::ReadOpt;
 pub use self::transport::{default_path, DEVICE_PATH, SOCKET_PATH};
 use self::transport::{ReadBuf, Transport};
 use crate::error::{Error, Failure, Result};
@@ -332,11 +334,7 @@ impl Ops<'_> {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
-        match self.read(path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
+        opt::none_on_enoent(self.read(path)).map(|v| v.is_some())
     }
 
     fn write(&self, path: &str, value: &[u8]) -> Result<()> {
@@ -457,6 +455,8 @@ macro_rules! node_ops {
         }
 
         /// Reads a node's value as (lossy) UTF-8 text.
+        ///
+        /// See [`ReadOpt`] for reads that answer `None` for a missing node.
         ///
         /// # Errors
         ///

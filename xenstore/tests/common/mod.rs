@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use xenstore::perms::{Access, Permissions};
-use xenstore::{Client, Errno};
+use xenstore::{Client, Errno, ReadOpt};
 
 /// Long enough that a missing event is a real failure, not a slow machine.
 pub const EVENT_WAIT: Duration = Duration::from_secs(10);
@@ -309,6 +309,62 @@ pub fn concurrent_requests(c: &Client, base: &str) {
     }
 }
 
+/// [`ReadOpt`]: ENOENT is `None`, present nodes are `Some`, outside and inside a transaction.
+pub fn read_opt(c: &Client, base: &str) {
+    reset(c, base);
+    let v = format!("{base}/v");
+    let missing = format!("{base}/missing");
+    c.write(&v, "value").unwrap();
+    assert_eq!(c.read_opt(&v).unwrap().as_deref(), Some(&b"value"[..]));
+    assert_eq!(c.read_string_opt(&v).unwrap().as_deref(), Some("value"));
+    assert_eq!(c.directory_opt(base).unwrap(), Some(vec!["v".to_owned()]));
+    assert_eq!(c.read_opt(&missing).unwrap(), None);
+    assert_eq!(c.read_string_opt(&missing).unwrap(), None);
+    assert_eq!(c.directory_opt(&missing).unwrap(), None);
+    // A missing parent is ENOENT too.
+    assert_eq!(c.read_opt(&format!("{missing}/deeper")).unwrap(), None);
+    // An empty node is Some(empty), not None.
+    c.write(&missing, "").unwrap();
+    assert_eq!(c.read_opt(&missing).unwrap(), Some(Vec::new()));
+    assert_eq!(c.directory_opt(&missing).unwrap(), Some(Vec::new()));
+    c.rm(&missing).unwrap();
+    // Other errors stay errors: an invalid path is EINVAL, not None.
+    let e = c.read_opt("/not//valid").unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL), "{e}");
+
+    // Non-UTF-8 bytes read as read_string reads them (lossily), not as None or an error.
+    let bin = format!("{base}/bin");
+    c.write(&bin, [b'a', 0xff, b'b']).unwrap();
+    assert_eq!(
+        c.read_string_opt(&bin).unwrap(),
+        Some(c.read_string(&bin).unwrap())
+    );
+    assert_eq!(
+        c.read_string_opt(&bin).unwrap().as_deref(),
+        Some("a\u{fffd}b")
+    );
+
+    // Inside a transaction: its own uncommitted write is Some, its own removal is None.
+    let tx = c.transaction_start().unwrap();
+    let fresh = format!("{base}/fresh");
+    tx.write(&fresh, "tx").unwrap();
+    tx.rm(&v).unwrap();
+    assert_eq!(tx.read_string_opt(&fresh).unwrap().as_deref(), Some("tx"));
+    assert_eq!(tx.read_opt(&v).unwrap(), None);
+    assert_eq!(tx.read_string_opt(&v).unwrap(), None);
+    assert_eq!(tx.directory_opt(&missing).unwrap(), None);
+    assert_eq!(
+        c.read_opt(&fresh).unwrap(),
+        None,
+        "uncommitted write is private"
+    );
+    assert_eq!(c.read_string_opt(&v).unwrap().as_deref(), Some("value"));
+    let mut names = tx.directory_opt(base).unwrap().unwrap();
+    names.sort();
+    assert_eq!(names, ["bin", "fresh"]);
+    tx.abort().unwrap();
+}
+
 /// Every shared test, each under its own sub-path of `base`.
 pub fn run_all(c: &Client, base: &str) {
     read_write_and_errors(c, &format!("{base}/rw"));
@@ -318,5 +374,6 @@ pub fn run_all(c: &Client, base: &str) {
     transactions(c, &format!("{base}/tx"));
     watches(c, &format!("{base}/watch"));
     concurrent_requests(c, &format!("{base}/conc"));
+    read_opt(c, &format!("{base}/opt"));
     reset(c, base);
 }
