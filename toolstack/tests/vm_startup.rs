@@ -49,7 +49,14 @@ fn ms(d: Duration) -> f64 {
 fn rxl_list_and_destroy_take_at_most_half_of_xls() {
     let (mut xl_list, mut rxl_list, mut floor, mut version) = (vec![], vec![], vec![], vec![]);
     let (mut open, mut list) = (vec![], vec![]);
+    let (mut xc_open, mut xs_open) = (vec![], vec![]);
     for _ in 0..RUNS {
+        let t = Instant::now();
+        drop(xenctrl::XenCtrl::open().expect("XenCtrl::open"));
+        xc_open.push(t.elapsed());
+        let t = Instant::now();
+        drop(xenstore::Client::open().expect("xenstore"));
+        xs_open.push(t.elapsed());
         xl_list.push(process("xl", &["list"]));
         rxl_list.push(process(RXL, &["list"]));
         floor.push(process("true", &[]));
@@ -78,7 +85,8 @@ fn rxl_list_and_destroy_take_at_most_half_of_xls() {
     println!(
         "STARTUP list: xl {:.1} ms, rxl {:.1} ms ({:.2}x); destroy: xl {:.1} ms, rxl {:.1} ms \
          ({:.2}x); breakdown of rxl list: exec floor (busybox true) {:.1} ms, rxl --version \
-         {:.1} ms, Host::open {:.1} ms, domain::list {:.1} ms",
+         {:.1} ms, Host::open {:.1} ms (XenCtrl::open {:.1} ms, xenstore connect {:.1} ms), \
+         domain::list {:.1} ms",
         ms(xl_list),
         ms(rxl_list),
         ms(rxl_list) / ms(xl_list),
@@ -88,6 +96,8 @@ fn rxl_list_and_destroy_take_at_most_half_of_xls() {
         ms(median(floor)),
         ms(median(version)),
         ms(median(open)),
+        ms(median(xc_open)),
+        ms(median(xs_open)),
         ms(median(list)),
     );
     assert!(
