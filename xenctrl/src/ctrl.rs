@@ -166,6 +166,33 @@ impl XenCtrl {
         Self::with_backend(Arc::new(SimHypervisor::new(config)))
     }
 
+    /// A handle on a simulated host the caller keeps too: to look at its model
+    /// ([`SimHypervisor::with_state`]), inject faults, or open more handles on the same host,
+    /// each with its own [`BufferPool`], as processes open real Xen.
+    ///
+    /// # Errors
+    ///
+    /// As for [`XenCtrl::simulated`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use xenctrl::{CreateDomain, SimHypervisor, XenCtrl};
+    ///
+    /// let sim = Arc::new(SimHypervisor::default());
+    /// let xc = XenCtrl::on_simulator(Arc::clone(&sim))?;
+    /// let d = xc.create_domain(&CreateDomain::pv(1))?;
+    /// assert!(sim.with_state(|s| s.domain(d).is_ok()));
+    /// let other = XenCtrl::on_simulator(sim)?;
+    /// assert!(other.domain_info(d)?.paused());
+    /// # Ok::<(), xenctrl::Error>(())
+    /// ```
+    pub fn on_simulator(sim: Arc<SimHypervisor>) -> Result<Self> {
+        Self::with_backend(sim)
+    }
+
     /// A simulated host shared with every process that opens the same state file (see
     /// [`SimHypervisor::persistent`]): created from `config` if `path` does not exist yet.
     ///

@@ -776,47 +776,34 @@ fn injected_faults_fail_the_next_calls_then_stop() {
     assert_eq!(m.physinfo().nr_cpus, 4);
 }
 
-/// xorshift64*: small, seeded, good enough to shake the decoder.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// `fastrand` seeded from `RXEN_TEST_SEED` (or the clock), with the seed printed so that a
+/// failure can be replayed.
+fn seeded_rng() -> (u64, fastrand::Rng) {
+    let seed = std::env::var("RXEN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::Rng::new().u64(..));
+    eprintln!("RXEN_TEST_SEED={seed}");
+    (seed, fastrand::Rng::with_seed(seed))
 }
 
 #[test]
 #[allow(non_upper_case_globals)] // matches on the C-named hypercall numbers
-#[allow(clippy::cast_possible_truncation)] // random numbers, already reduced below the target type
 fn random_bytes_at_valid_addresses_never_panic() {
-    let seed = std::env::var("SIM_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_1234_u64);
-    eprintln!(
-        "random_bytes_at_valid_addresses_never_panic: seed {seed} (set SIM_FUZZ_SEED to repeat)"
-    );
+    let (seed, mut rng) = seeded_rng();
     let sim = SimHypervisor::new(SimConfig {
         total_mib: 256,
         dom0_mib: 64,
         ..Default::default()
     });
     let m = Mem::new(&sim);
-    let mut rng = Rng((seed ^ 0x9e37_79b9_7f4a_7c15).max(1));
     let ops = [
         __HYPERVISOR_xen_version,
         __HYPERVISOR_domctl,
         __HYPERVISOR_sysctl,
         __HYPERVISOR_memory_op,
         __HYPERVISOR_event_channel_op,
-        rng.next(),
+        rng.u64(..),
     ];
     let domctl_cmds = [1u32, 2, 3, 4, 5, 11, 15, 99];
     let memops = [0u64, 1, 3, 4, 6, 24, 63];
@@ -824,55 +811,52 @@ fn random_bytes_at_valid_addresses_never_panic() {
     let (mut ok, mut eacces) = (0u32, 0u32);
     for round in 0..20_000 {
         // Fresh random bytes around the argument, or everywhere now and then.
-        let off = (rng.below(CHUNK as u64 - 144) & !7) as usize;
+        let off = rng.usize(..CHUNK - 144) & !7;
         let window = if round % 500 == 0 {
             0..CHUNK
         } else {
             off..(off + 256).min(CHUNK)
         };
-        for w in bytes[window].chunks_mut(8) {
-            let r = rng.next().to_ne_bytes();
-            w.copy_from_slice(&r[..w.len()]);
-        }
+        rng.fill(&mut bytes[window]);
         // Make the interesting cases likely: valid versions, known sub-ops, small domids,
         // small counts and addresses inside the chunk.
-        let op = ops[rng.below(ops.len() as u64) as usize];
+        let op = ops[rng.usize(..ops.len())];
         if op == __HYPERVISOR_domctl || op == __HYPERVISOR_sysctl {
             let cmd = if op == __HYPERVISOR_domctl {
-                domctl_cmds[rng.below(domctl_cmds.len() as u64) as usize]
+                domctl_cmds[rng.usize(..domctl_cmds.len())]
             } else {
-                [3u32, 6, 7][rng.below(3) as usize]
+                [3u32, 6, 7][rng.usize(..3)]
             };
             bytes[off..off + 4].copy_from_slice(&cmd.to_ne_bytes());
-            if rng.below(4) != 0 {
+            if rng.u32(..4) != 0 {
                 bytes[off + 4..off + 8].copy_from_slice(&0x15u32.to_ne_bytes());
             }
-            if op == __HYPERVISOR_domctl && rng.below(2) == 0 {
-                bytes[off + 8..off + 10].copy_from_slice(&(rng.below(8) as u16).to_ne_bytes());
+            if op == __HYPERVISOR_domctl && rng.bool() {
+                bytes[off + 8..off + 10].copy_from_slice(&rng.u16(..8).to_ne_bytes());
             }
-            if cmd == XEN_DOMCTL_createdomain && rng.below(2) == 0 {
-                let cfg = SimState::pv_config(1 + rng.below(4) as u32);
+            if cmd == XEN_DOMCTL_createdomain && rng.bool() {
+                let cfg = SimState::pv_config(rng.u32(1..5));
                 bytes[off + 16..off + 16 + 64].copy_from_slice(cfg.as_bytes());
-            } else if rng.below(2) == 0 {
+            } else if rng.bool() {
                 // a pointer field (getdomaininfolist buffer) into the chunk
-                let p = m.addr(rng.below(CHUNK as u64) as usize);
+                let p = m.addr(rng.usize(..CHUNK));
                 bytes[off + 16..off + 24].copy_from_slice(&p.to_ne_bytes());
             }
         }
-        if op == __HYPERVISOR_memory_op && rng.below(2) == 0 {
-            let p = m.addr(rng.below(CHUNK as u64) as usize);
+        if op == __HYPERVISOR_memory_op && rng.bool() {
+            let p = m.addr(rng.usize(..CHUNK));
             bytes[off..off + 8].copy_from_slice(&p.to_ne_bytes());
-            bytes[off + 8..off + 16].copy_from_slice(&rng.below(64).to_ne_bytes());
-            bytes[off + 16..off + 20].copy_from_slice(&(rng.below(14) as u32).to_ne_bytes());
-            bytes[off + 24..off + 26].copy_from_slice(&(rng.below(8) as u16).to_ne_bytes());
+            bytes[off + 8..off + 16].copy_from_slice(&rng.u64(..64).to_ne_bytes());
+            bytes[off + 16..off + 20].copy_from_slice(&rng.u32(..14).to_ne_bytes());
+            bytes[off + 24..off + 26].copy_from_slice(&rng.u16(..8).to_ne_bytes());
         }
         m.put(0, &bytes[..]);
         let first = match op {
-            __HYPERVISOR_memory_op => memops[rng.below(memops.len() as u64) as usize],
+            __HYPERVISOR_memory_op => memops[rng.usize(..memops.len())],
             __HYPERVISOR_domctl | __HYPERVISOR_sysctl => m.addr(off),
-            _ => rng.below(12),
+            _ => rng.u64(..12),
         };
-        let args = [first, m.addr(off), rng.next(), rng.next(), rng.next()];
+        let args = [first, m.addr(off), rng.u64(..), rng.u64(..), rng.u64(..)];
         match m.call(op, args) {
             Ok(_) => ok += 1,
             Err(Errno::EACCES) => eacces += 1,

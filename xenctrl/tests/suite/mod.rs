@@ -1,0 +1,855 @@
+//! The xenctrl tests every backend must pass, written once against the public API (after
+//! vm-memory's shared test helpers).
+//!
+//! Each suite function takes a handle on the host under test and a [`Witness`]: what the other
+//! side says, found without this crate's hypercall path (`xl` on real Xen, the model's state on
+//! the simulator). Two runners generate one `#[test]` per suite function from the single list in
+//! [`suite_tests!`]: `tests/sim_suite.rs` on the simulator in `cargo test`, and
+//! `tests/vm_xenctrl.rs` on real Xen 4.17 in the VM. A suite function missing from the list does
+//! not build cleanly (it is dead code) and fails `every_suite_function_is_listed` in both runners.
+//!
+//! On real Xen the tests share one hypervisor and run one at a time, dom0 has real memory, domain
+//! ids are Xen's to choose and free memory is about 2 GiB; so nothing here assumes an id, a
+//! domain count or an amount of memory it did not measure, and every domain is created through
+//! [`Dom`], which destroys it even when the test fails.
+
+// The random numbers here are small indices and bytes; truncating them is what is meant.
+#![allow(clippy::cast_possible_truncation)]
+
+use std::time::{Duration, Instant};
+
+use xenctrl::abi::*;
+use xenctrl::interface::ProbeCall;
+use xenctrl::{
+    pages_to_mib, BufferPool, CreateDomain, DomId, Errno, Error, HypercallBuffer, XenCtrl,
+};
+
+/// What the other side of the hypercall interface says about the host, found without
+/// `xenctrl`'s hypercall path: `xl` on real Xen, the simulator's model in `cargo test`.
+pub trait Witness {
+    /// Another handle on the same host, with its own buffer pool.
+    fn second_handle(&self) -> XenCtrl;
+    /// The domain as the other side lists it, or `None` if it does not.
+    fn domain(&self, domid: DomId) -> Option<Seen>;
+    /// Memory claimed and not yet allocated, host-wide, in MiB (what `xl info` prints).
+    fn outstanding_claims_mib(&self) -> u64;
+}
+
+/// One domain as a [`Witness`] sees it: the columns of `xl list` the suite compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// Memory in MiB, counting an outstanding claim as the domain's (as `xl list` does).
+    pub mem_mib: u64,
+    /// vCPUs online.
+    pub vcpus: u32,
+    /// Whether the state says paused.
+    pub paused: bool,
+}
+
+/// A domain the test created; destroyed when dropped, so a failed assertion leaves nothing
+/// behind on the shared hypervisor.
+pub struct Dom<'a> {
+    xc: &'a XenCtrl,
+    /// Its domid, as Xen chose it.
+    pub id: DomId,
+}
+
+impl<'a> Dom<'a> {
+    /// Create a domain (paused, without memory) that lives as long as the guard.
+    pub fn create(xc: &'a XenCtrl, config: &CreateDomain) -> Self {
+        let id = xc
+            .create_domain(config)
+            .unwrap_or_else(|e| panic!("create a domain: {e}"));
+        Dom { xc, id }
+    }
+
+    /// A one-vCPU PV domain.
+    pub fn pv(xc: &'a XenCtrl) -> Self {
+        Self::create(xc, &CreateDomain::pv(1))
+    }
+}
+
+impl Drop for Dom<'_> {
+    fn drop(&mut self) {
+        let _ = self.xc.destroy_domain(self.id);
+    }
+}
+
+/// The ids `xc` lists.
+pub fn domain_ids(xc: &XenCtrl) -> Vec<DomId> {
+    xc.domain_list()
+        .expect("domain_list")
+        .iter()
+        .map(|d| d.domid)
+        .collect()
+}
+
+/// Wait until `ok` holds, for at most ten seconds. Real Xen frees a destroyed domain when its
+/// last reference goes, after an RCU grace period; the simulator at once, so there `ok` holds
+/// on the first look.
+pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "after 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_errno<T: std::fmt::Debug>(r: Result<T, Error>, errno: Errno, what: &str) {
+    let err = r.expect_err(what);
+    assert_eq!(err.errno(), Some(errno), "{what}: {err}");
+}
+
+/// `seed` from `RXEN_TEST_SEED`, or from the clock; printed, so that a failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("RXEN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("RXEN_TEST_SEED={seed}");
+    seed
+}
+
+/// Every suite function, listed once. A runner defines
+/// `fn run(name: &str, test: fn(&XenCtrl, &dyn Witness))` and invokes `suite_tests!(run);` to
+/// get one `#[test]` per suite function, plus the check that the list is complete.
+macro_rules! suite_tests {
+    ($run:path) => {
+        $crate::suite::suite_tests!(@each $run;
+            version_is_xen_4_17,
+            physinfo_is_consistent,
+            interface_probe_accepts_only_4_17,
+            dom0_is_listed_with_memory,
+            domain_lifecycle,
+            max_mem_and_max_vcpus,
+            pause_and_unpause_nest_and_are_bounded,
+            a_vanished_domain_is_esrch,
+            claims_reserve_and_refuse,
+            populate_and_decrease_reservation,
+            domain_list_pages_past_one_batch,
+            event_channel_ports_are_distinct,
+            a_list_buffer_of_another_pool_is_refused_before_xen,
+            extents_of_another_pool_are_refused_before_xen,
+            the_argument_itself_of_another_pool_is_refused,
+            a_list_count_is_the_buffer_length,
+            an_extent_count_is_the_buffer_length,
+            a_sub_op_that_needs_a_list_refuses_none,
+            shared_page_buffers_survive_a_neighbours_free,
+            random_calls_touch_only_the_buffers_they_name,
+        );
+    };
+    (@each $run:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $run(stringify!($name), $crate::suite::$name);
+            }
+        )*
+
+        #[test]
+        fn every_suite_function_is_listed() {
+            $crate::suite::check_listed(&[$(stringify!($name)),*]);
+        }
+    };
+}
+pub(crate) use suite_tests;
+
+/// The signature every suite function has, spelled as in this file.
+const SUITE_SIGNATURE: &str = "(xc: &XenCtrl, w: &dyn Witness)";
+
+/// Fails unless `listed` names exactly the suite functions defined in this file.
+pub fn check_listed(listed: &[&str]) {
+    let mut defined: Vec<&str> = include_str!("mod.rs")
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("pub fn ")?
+                .strip_suffix(&format!("{SUITE_SIGNATURE} {{"))
+        })
+        .collect();
+    let mut listed = listed.to_vec();
+    defined.sort_unstable();
+    listed.sort_unstable();
+    assert!(
+        defined.len() >= 20,
+        "parsed too few suite functions: {defined:?}"
+    );
+    assert_eq!(
+        defined, listed,
+        "suite functions defined vs listed in suite_tests!"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host.
+
+/// Xen 4.17 on x86-64 with 4 KiB pages.
+pub fn version_is_xen_4_17(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let v = xc.version().unwrap();
+    assert_eq!((v.major, v.minor), (4, 17), "{v}");
+    assert!(v.to_string().starts_with("4.17."), "{v}");
+    assert!(v.extra.starts_with('.'), "extraversion {:?}", v.extra);
+    assert_eq!(xc.page_size().unwrap(), 4096);
+    let caps = xc.capabilities().unwrap();
+    assert!(caps.contains("xen-3.0-x86_64"), "capabilities {caps:?}");
+    // A distribution build may have no changeset (Debian's is empty): it only has to answer.
+    xc.changeset().unwrap();
+}
+
+/// physinfo adds up, and its outstanding claims are what the other side reports.
+pub fn physinfo_is_consistent(xc: &XenCtrl, w: &dyn Witness) {
+    let p = xc.physinfo().unwrap();
+    assert!(p.nr_cpus >= 1 && p.max_cpu_id + 1 >= p.nr_cpus, "{p:?}");
+    assert!(p.nr_nodes >= 1 && p.threads_per_core >= 1 && p.cores_per_socket >= 1);
+    assert!(p.cpu_khz > 0);
+    assert!(p.pv(), "a PV dom0 means PV support");
+    assert!(p.total_pages >= p.free_pages && p.free_pages >= p.outstanding_pages);
+    assert!(p.total_mib() >= 1024, "{} MiB", p.total_mib());
+    assert!(p.max_mfn + 1 >= p.total_pages, "{p:?}");
+    assert_eq!(
+        w.outstanding_claims_mib(),
+        pages_to_mib(p.outstanding_pages)
+    );
+}
+
+/// The probe settled on 4.17's interface versions; others are refused with `EACCES`.
+pub fn interface_probe_accepts_only_4_17(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    assert_eq!(xc.interface().domctl, 0x15);
+    assert_eq!(xc.interface().sysctl, 0x15);
+    assert_eq!(xc.probe(ProbeCall::DomctlGetdomaininfo(0x15)), Ok(()));
+    assert_eq!(xc.probe(ProbeCall::SysctlPhysinfo(0x15)), Ok(()));
+    for wrong in [0x14, 0x16, 0x17] {
+        assert_eq!(
+            xc.probe(ProbeCall::DomctlGetdomaininfo(wrong)),
+            Err(Errno::EACCES)
+        );
+        assert_eq!(
+            xc.probe(ProbeCall::SysctlPhysinfo(wrong)),
+            Err(Errno::EACCES)
+        );
+    }
+}
+
+/// Dom0 is there, first in the list, running with memory.
+pub fn dom0_is_listed_with_memory(xc: &XenCtrl, w: &dyn Witness) {
+    let dom0 = xc.domain_info(0).unwrap();
+    assert_eq!(dom0.domid, 0);
+    assert!(
+        dom0.tot_pages > 0 && !dom0.dying() && !dom0.paused(),
+        "{dom0:?}"
+    );
+    assert!(dom0.max_vcpu_id != XEN_INVALID_MAX_VCPU_ID);
+    assert_eq!(domain_ids(xc).first(), Some(&0));
+    let seen = w.domain(0).expect("the other side lists dom0");
+    assert!(seen.mem_mib > 0 && !seen.paused, "{seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domains.
+
+/// Create paused, look it up both ways, grow it, run and pause it, destroy it: each step as
+/// the other side sees it.
+pub fn domain_lifecycle(xc: &XenCtrl, w: &dyn Witness) {
+    let free_before = xc.physinfo().unwrap().free_pages;
+    let handle = *b"rxen-suite-uuid!";
+    let dom = Dom::create(xc, &CreateDomain::pv(2).with_handle(handle));
+    let domid = dom.id;
+
+    // getinfo, the list and the other side agree.
+    let info = xc.domain_info(domid).unwrap();
+    assert_eq!(info.domid, domid);
+    assert_eq!(info.handle, handle);
+    assert!(info.paused(), "created paused: {}", info.state_string());
+    assert!(!info.dying() && !info.hvm());
+    assert_eq!(
+        (info.tot_pages, info.max_pages, info.outstanding_pages),
+        (0, 0, 0)
+    );
+    let listed = xc.domain_list().unwrap();
+    let from_list = listed.iter().find(|d| d.domid == domid).expect("listed");
+    assert_eq!(from_list.handle, handle);
+    assert_eq!(from_list.flags, info.flags);
+    let seen = w.domain(domid).expect("the other side lists it");
+    assert_eq!(
+        seen,
+        Seen {
+            mem_mib: 0,
+            vcpus: info.nr_online_vcpus,
+            paused: true
+        }
+    );
+
+    // Memory: a limit, a claim, population into the claim.
+    xc.set_max_vcpus(domid, 2).unwrap();
+    xc.set_max_mem(domid, 64 * 1024).unwrap();
+    let claims_before = w.outstanding_claims_mib();
+    xc.claim_pages(domid, 32 * 256).unwrap();
+    assert_eq!(w.outstanding_claims_mib(), claims_before + 32);
+    let mut gpfns: Vec<u64> = (0..16 * 256).collect();
+    xc.populate_physmap_exact(domid, 0, 0, &mut gpfns).unwrap();
+    let info = xc.domain_info(domid).unwrap();
+    assert_eq!(
+        (info.tot_pages, info.outstanding_pages),
+        (16 * 256, 16 * 256)
+    );
+    assert_eq!(w.outstanding_claims_mib(), claims_before + 16);
+    assert_eq!(
+        w.domain(domid).unwrap().mem_mib,
+        16 + 16,
+        "memory plus claim"
+    );
+    assert!(
+        gpfns.iter().any(|&mfn| mfn >= 16 * 256),
+        "PV populate returns machine frames"
+    );
+    xc.cancel_claim(domid).unwrap();
+    assert_eq!(w.outstanding_claims_mib(), claims_before);
+    assert_eq!(w.domain(domid).unwrap().mem_mib, 16);
+
+    // Unpause and pause: the other side follows.
+    xc.unpause_domain(domid).unwrap();
+    assert!(!xc.domain_info(domid).unwrap().paused());
+    assert!(!w.domain(domid).unwrap().paused);
+    xc.pause_domain(domid).unwrap();
+    assert!(xc.domain_info(domid).unwrap().paused());
+    assert!(w.domain(domid).unwrap().paused);
+    assert_eq!(
+        w.domain(domid).unwrap().vcpus,
+        xc.domain_info(domid).unwrap().nr_online_vcpus
+    );
+
+    // Destroy: gone from both sides, memory back.
+    drop(dom);
+    eventually("the destroyed domain leaves the list", || {
+        w.domain(domid).is_none() && !domain_ids(xc).contains(&domid)
+    });
+    assert_errno(xc.destroy_domain(domid), Errno::ESRCH, "destroy twice");
+    let p = xc.physinfo().unwrap();
+    // Xen may scrub freed pages lazily; allow what is still waiting to be scrubbed.
+    assert!(
+        p.free_pages + p.scrub_pages + 64 >= free_before,
+        "free pages before {free_before}, after {} (+{} to scrub)",
+        p.free_pages,
+        p.scrub_pages
+    );
+}
+
+/// `max_mem` sets the page limit both queries report; `max_vcpus` must repeat the count the
+/// domain was created with.
+pub fn max_mem_and_max_vcpus(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let d = Dom::create(xc, &CreateDomain::pv(2));
+    assert_eq!(
+        xc.domain_info(d.id).unwrap().max_vcpu_id,
+        XEN_INVALID_MAX_VCPU_ID
+    );
+    assert_errno(
+        xc.set_max_vcpus(d.id, 3),
+        Errno::EINVAL,
+        "more vCPUs than created with",
+    );
+    xc.set_max_vcpus(d.id, 2).unwrap();
+    assert_eq!(xc.domain_info(d.id).unwrap().max_vcpu_id, 1);
+    for kib in [64 * 1024, 4, 1 << 20] {
+        xc.set_max_mem(d.id, kib).unwrap();
+        assert_eq!(xc.domain_info(d.id).unwrap().max_pages, kib / 4);
+        assert_eq!(xc.maximum_reservation(d.id).unwrap(), kib / 4);
+    }
+}
+
+/// Pauses nest, an unpause without a pause is `EINVAL`, and the count stops at 255.
+pub fn pause_and_unpause_nest_and_are_bounded(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    xc.set_max_vcpus(d.id, 1).unwrap();
+    xc.unpause_domain(d.id).unwrap();
+    assert!(!w.domain(d.id).unwrap().paused);
+    assert_errno(xc.unpause_domain(d.id), Errno::EINVAL, "unpause unpaused");
+    xc.pause_domain(d.id).unwrap();
+    xc.pause_domain(d.id).unwrap();
+    xc.unpause_domain(d.id).unwrap();
+    assert!(xc.domain_info(d.id).unwrap().paused(), "still paused once");
+    assert!(w.domain(d.id).unwrap().paused);
+    xc.unpause_domain(d.id).unwrap();
+    assert!(!xc.domain_info(d.id).unwrap().paused());
+    for _ in 0..255 {
+        xc.pause_domain(d.id).unwrap();
+    }
+    assert_errno(xc.pause_domain(d.id), Errno::EOVERFLOW, "a 256th pause");
+    assert_errno(xc.pause_domain(0), Errno::EINVAL, "pausing ourselves");
+}
+
+/// Every operation on a destroyed domain fails, naming the domain.
+pub fn a_vanished_domain_is_esrch(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    let domid = d.id;
+    xc.set_max_mem(domid, 1024).unwrap();
+    drop(d);
+    eventually("the destroyed domain leaves the list", || {
+        w.domain(domid).is_none() && !domain_ids(xc).contains(&domid)
+    });
+    let err = xc.domain_info(domid).unwrap_err();
+    assert!(
+        matches!(err, Error::Xen { domid: Some(d), source: Errno::ESRCH, .. } if d == domid),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&domid.to_string()), "{err}");
+    assert_errno(xc.destroy_domain(domid), Errno::ESRCH, "destroy");
+    assert_errno(xc.pause_domain(domid), Errno::ESRCH, "pause");
+    assert_errno(xc.unpause_domain(domid), Errno::ESRCH, "unpause");
+    assert_errno(xc.set_max_mem(domid, 1024), Errno::ESRCH, "max_mem");
+    assert_errno(xc.set_max_vcpus(domid, 1), Errno::ESRCH, "max_vcpus");
+    assert_errno(
+        xc.current_reservation(domid),
+        Errno::ESRCH,
+        "current_reservation",
+    );
+    assert_errno(
+        xc.maximum_reservation(domid),
+        Errno::ESRCH,
+        "maximum_reservation",
+    );
+    assert_errno(xc.evtchn_alloc_unbound(domid, 0), Errno::ESRCH, "evtchn");
+    // Xen answers a claim for no domain with EINVAL.
+    assert_errno(xc.claim_pages(domid, 16), Errno::EINVAL, "claim");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory.
+
+/// A claim is admitted whole or not at all: beyond `max_mem` it is `EINVAL`, beyond unclaimed
+/// free memory `ENOMEM` with nothing reserved; one claim at a time; cancelling returns it.
+pub fn claims_reserve_and_refuse(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    let before = w.outstanding_claims_mib();
+    xc.cancel_claim(d.id).expect("cancelling no claim is fine");
+    let p = xc.physinfo().unwrap();
+    let too_much = p.free_pages - p.outstanding_pages + 1;
+    assert_errno(
+        xc.claim_pages(d.id, too_much),
+        Errno::EINVAL,
+        "above max_mem",
+    );
+    xc.set_max_mem(d.id, (too_much + 1024) * 4).unwrap();
+    assert_errno(
+        xc.claim_pages(d.id, too_much),
+        Errno::ENOMEM,
+        "above free memory",
+    );
+    assert_eq!(xc.domain_info(d.id).unwrap().outstanding_pages, 0);
+    assert_eq!(w.outstanding_claims_mib(), before, "nothing reserved");
+
+    xc.claim_pages(d.id, 64 * 256).unwrap();
+    assert_eq!(xc.domain_info(d.id).unwrap().outstanding_pages, 64 * 256);
+    assert_eq!(w.outstanding_claims_mib(), before + 64);
+    assert_eq!(w.domain(d.id).unwrap().mem_mib, 64);
+    assert_errno(
+        xc.claim_pages(d.id, 32 * 256),
+        Errno::EINVAL,
+        "a second claim",
+    );
+    // Another domain cannot take claimed memory.
+    let e = Dom::pv(xc);
+    xc.set_max_mem(e.id, (too_much + 1024) * 4).unwrap();
+    let unclaimed = {
+        let p = xc.physinfo().unwrap();
+        p.free_pages - p.outstanding_pages
+    };
+    assert_errno(
+        xc.claim_pages(e.id, unclaimed + 1),
+        Errno::ENOMEM,
+        "beyond what is left unclaimed",
+    );
+    xc.cancel_claim(d.id).unwrap();
+    assert_eq!(xc.domain_info(d.id).unwrap().outstanding_pages, 0);
+    assert_eq!(w.outstanding_claims_mib(), before);
+}
+
+/// Populate, increase and decrease a reservation; `max_mem` stops population part way, and a
+/// frame the domain does not have stops a decrease.
+pub fn populate_and_decrease_reservation(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    let mut one = [0u64];
+    assert_eq!(
+        xc.populate_physmap(d.id, 0, 0, &mut one).unwrap(),
+        0,
+        "max_mem starts at 0"
+    );
+    xc.set_max_mem(d.id, 16 * 4).unwrap();
+    let asked: Vec<u64> = (100..108).collect();
+    let mut frames = asked.clone();
+    assert_eq!(xc.populate_physmap(d.id, 0, 0, &mut frames).unwrap(), 8);
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 8);
+    assert!(
+        frames.iter().all(|m| !asked.contains(m)),
+        "PV: machine frames written back: {frames:?}"
+    );
+    let mut gone = [frames[0], frames[1], 1 << 40];
+    assert_eq!(
+        xc.decrease_reservation(d.id, 0, &mut gone).unwrap(),
+        2,
+        "an unpopulated frame stops the batch"
+    );
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 6);
+    assert_eq!(xc.increase_reservation(d.id, 4, 0, 0).unwrap(), 4);
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 10);
+    let mut more: Vec<u64> = (200..210).collect();
+    assert_eq!(
+        xc.populate_physmap(d.id, 0, 0, &mut more).unwrap(),
+        6,
+        "populate stops at max_mem"
+    );
+    assert_errno(
+        xc.populate_physmap_exact(d.id, 0, 0, &mut [300]),
+        Errno::ENOMEM,
+        "exact, at the limit",
+    );
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 16);
+    assert_eq!(xc.maximum_reservation(d.id).unwrap(), 16);
+    let info = xc.domain_info(d.id).unwrap();
+    assert_eq!((info.tot_pages, info.max_pages), (16, 16));
+    assert_eq!(w.domain(d.id).unwrap().mem_mib, pages_to_mib(16));
+}
+
+/// `domain_list` fetches 64 domains per call; with more than that it pages through them, and a
+/// list walked by hand in small raw batches gives the same ids.
+pub fn domain_list_pages_past_one_batch(xc: &XenCtrl, w: &dyn Witness) {
+    let before = domain_ids(xc);
+    let n = 70usize.saturating_sub(before.len()).max(2);
+    let doms: Vec<Dom<'_>> = (0..n).map(|_| Dom::pv(xc)).collect();
+    let all = domain_ids(xc);
+    assert!(all.len() > 64, "{} domains", all.len());
+    assert!(all.windows(2).all(|p| p[0] < p[1]), "ascending, no repeats");
+    for d in before.iter().chain(doms.iter().map(|d| &d.id)) {
+        assert!(all.contains(d), "domain {d} missing from {all:?}");
+    }
+    assert!(w.domain(doms[n - 1].id).is_some());
+
+    let mut walked = Vec::new();
+    let mut first: DomId = 0;
+    loop {
+        let mut infos = xc.pool().alloc_slice::<XenDomctlGetdomaininfo>(3).unwrap();
+        let mut op = xc
+            .pool()
+            .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+            .unwrap();
+        op.set(XenSysctlGetdomaininfolist::new(first, infos.guest_handle()));
+        xc.sysctl(&mut op).unwrap();
+        let got = op.u.num_domains() as usize;
+        drop(op);
+        assert!(got <= 3);
+        walked.extend(infos[..got].iter().map(|i| i.domain));
+        match infos[..got].last() {
+            Some(last) if got == 3 => first = last.domain + 1,
+            _ => break,
+        }
+    }
+    assert_eq!(walked, all);
+}
+
+/// Unbound event channels for dom0 to bind get distinct, non-zero ports.
+pub fn event_channel_ports_are_distinct(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let d = Dom::pv(xc);
+    let ports: Vec<_> = (0..4)
+        .map(|_| xc.evtchn_alloc_unbound(d.id, 0).unwrap())
+        .collect();
+    for (i, p) in ports.iter().enumerate() {
+        assert!(*p > 0 && !ports[..i].contains(p), "ports {ports:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The buffer contract at run time: every handle of a call belongs to the calling handle's pool,
+// every count Xen trusts matches its buffer, and a call changes no byte outside the buffers it
+// names.
+
+/// A guest handle into another pool (another handle's, or an anonymous one) is a typed error
+/// before Xen is called, not the EFAULT (or the silent write) Xen would give.
+pub fn a_list_buffer_of_another_pool_is_refused_before_xen(xc: &XenCtrl, w: &dyn Witness) {
+    let other = w.second_handle();
+    let anon = BufferPool::anonymous();
+    for pool in [other.pool(), &anon] {
+        let mut list = pool.alloc_slice::<XenDomctlGetdomaininfo>(4).unwrap();
+        let mut op = xc
+            .pool()
+            .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+            .unwrap();
+        op.set(XenSysctlGetdomaininfolist::new(0, list.guest_handle()));
+        let err = xc.sysctl(&mut op).unwrap_err();
+        assert!(
+            matches!(err, Error::ForeignBuffer { .. }),
+            "a foreign list buffer must be a typed error, not EFAULT: {err:?}"
+        );
+        drop(op);
+        assert!(
+            list.iter().all(|d| *d == XenDomctlGetdomaininfo::default()),
+            "nothing was written"
+        );
+    }
+    // The same call with the handle's own pool works.
+    let mut list = xc.pool().alloc_slice::<XenDomctlGetdomaininfo>(4).unwrap();
+    let mut op = xc
+        .pool()
+        .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+        .unwrap();
+    op.set(XenSysctlGetdomaininfolist::new(0, list.guest_handle()));
+    xc.sysctl(&mut op).unwrap();
+    assert!(op.u.num_domains() >= 1, "dom0 at least");
+    drop(op);
+    assert_eq!(list[0].domain, 0);
+}
+
+/// An extent list in another handle's pool is refused, and nothing is populated.
+pub fn extents_of_another_pool_are_refused_before_xen(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    xc.set_max_mem(d.id, 64 * 1024).unwrap();
+    let other = w.second_handle();
+    let mut gpfns = other.pool().alloc_slice::<XenPfn>(4).unwrap();
+    let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+    *op = XenMemoryReservation::with_extents(d.id, 0, 0, gpfns.guest_handle());
+    let err = xc
+        .memory_reservation_op(XENMEM_populate_physmap, &mut op)
+        .unwrap_err();
+    assert!(matches!(err, Error::ForeignBuffer { .. }), "{err:?}");
+    drop(op);
+    assert_eq!(
+        xc.current_reservation(d.id).unwrap(),
+        0,
+        "nothing populated"
+    );
+}
+
+/// The hypercall argument itself in another handle's pool is refused.
+pub fn the_argument_itself_of_another_pool_is_refused(xc: &XenCtrl, w: &dyn Witness) {
+    let other = w.second_handle();
+    let mut op = other
+        .pool()
+        .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+        .unwrap();
+    op.set(0, XenDomctlGetdomaininfo::default());
+    let err = xc.domctl(&mut op).unwrap_err();
+    assert!(matches!(err, Error::ForeignBuffer { .. }), "{err:?}");
+    assert_eq!(op.u.domain, 0);
+    assert_eq!(op.u.tot_pages, 0, "nothing was written");
+}
+
+/// Xen writes as many entries as the list holds, and no more: with several domains, a
+/// one-entry list gets one entry, and the buffers of the same size class around it keep their
+/// bytes.
+pub fn a_list_count_is_the_buffer_length(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let _doms: Vec<Dom<'_>> = (0..8).map(|_| Dom::pv(xc)).collect();
+    let guards = |n| -> Vec<_> {
+        (0..n)
+            .map(|_| {
+                let mut g = xc.pool().alloc_slice::<u8>(112).unwrap();
+                g.fill(0x5a);
+                g
+            })
+            .collect()
+    };
+    let before = guards(4);
+    let mut one = xc.pool().alloc_slice::<XenDomctlGetdomaininfo>(1).unwrap();
+    let after = guards(4);
+    let mut op = xc
+        .pool()
+        .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+        .unwrap();
+    op.set(XenSysctlGetdomaininfolist::new(0, one.guest_handle()));
+    assert_eq!(op.u.max_domains(), 1);
+    xc.sysctl(&mut op).unwrap();
+    assert_eq!(op.u.num_domains(), 1, "nine domains exist, one fits");
+    drop(op);
+    assert_eq!(one[0].domain, 0);
+    for g in before.iter().chain(&after) {
+        assert!(g.iter().all(|&x| x == 0x5a), "a neighbour was written");
+    }
+}
+
+/// The extent count is the extent buffer's length.
+pub fn an_extent_count_is_the_buffer_length(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let d = Dom::pv(xc);
+    xc.set_max_mem(d.id, 64 * 1024).unwrap();
+    let mut gpfns = xc.pool().alloc_slice::<XenPfn>(3).unwrap();
+    for (i, g) in gpfns.iter_mut().enumerate() {
+        *g = i as u64;
+    }
+    let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+    *op = XenMemoryReservation::with_extents(d.id, 0, 0, gpfns.guest_handle());
+    assert_eq!(op.nr_extents(), 3);
+    let done = xc
+        .memory_reservation_op(XENMEM_populate_physmap, &mut op)
+        .unwrap();
+    assert_eq!(done, 3);
+    drop(op);
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 3);
+}
+
+/// Populate and decrease need an extent list; without one they are refused before Xen.
+pub fn a_sub_op_that_needs_a_list_refuses_none(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let d = Dom::pv(xc);
+    xc.set_max_mem(d.id, 64 * 1024).unwrap();
+    for cmd in [XENMEM_populate_physmap, XENMEM_decrease_reservation] {
+        let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+        *op = XenMemoryReservation::anywhere(d.id, 4, 0, 0);
+        let err = xc.memory_reservation_op(cmd, &mut op).unwrap_err();
+        assert!(matches!(err, Error::MissingList { .. }), "{err:?}");
+    }
+    assert_eq!(xc.current_reservation(d.id).unwrap(), 0);
+}
+
+/// Two buffers on one page, freed in either order and the pool trimmed, then the survivor used
+/// in a hypercall: it must still be reachable (on real Xen: Xen must never fault on it).
+pub fn shared_page_buffers_survive_a_neighbours_free(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    for first_goes_first in [true, false] {
+        let a = xc
+            .pool()
+            .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+            .unwrap();
+        let b = xc
+            .pool()
+            .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+            .unwrap();
+        assert_eq!(a.addr() / 4096, b.addr() / 4096, "the two share a page");
+        let (gone, mut kept) = if first_goes_first { (a, b) } else { (b, a) };
+        drop(gone);
+        xc.pool().trim();
+        for _ in 0..100 {
+            *kept = XenDomctl::new(0, XenDomctlGetdomaininfo::default());
+            xc.domctl(&mut kept)
+                .expect("the hypervisor reads and writes the surviving buffer");
+            assert_eq!(kept.u.domain, 0);
+            assert!(kept.u.tot_pages > 0, "dom0's info was written");
+        }
+    }
+    assert_eq!(xc.pool().stats().outstanding, 0);
+}
+
+/// Random pool buffers, random hypercalls: after each call, every buffer the call did not name
+/// holds the bytes it held before. Seeded; `RXEN_TEST_SEED` replays a run.
+pub fn random_calls_touch_only_the_buffers_they_name(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let doms: Vec<Dom<'_>> = (0..3).map(|_| Dom::pv(xc)).collect();
+    for d in &doms {
+        xc.set_max_mem(d.id, 256 * 1024).unwrap();
+    }
+    // Bystanders of many size classes, filled with random bytes.
+    let sizes = [1, 40, 64, 100, 128, 200, 512, 1000, 2048, 4096, 9000];
+    let random_buffer = |rng: &mut fastrand::Rng, len: usize| {
+        let mut b = xc.pool().alloc_slice::<u8>(len).unwrap();
+        rng.fill(&mut b[..]);
+        b
+    };
+    let mut bystanders: Vec<HypercallBuffer<'_, [u8]>> = (0..48)
+        .map(|_| {
+            let len = sizes[rng.usize(..sizes.len())];
+            random_buffer(&mut rng, len)
+        })
+        .collect();
+    for step in 0..400 {
+        let snapshot: Vec<Vec<u8>> = bystanders.iter().map(|b| b.to_vec()).collect();
+        let d = doms[rng.usize(..doms.len())].id;
+        let what = rng.u32(..9);
+        // Each arm allocates what the call names, issues it, and frees it before the check.
+        match what {
+            0 => {
+                let n = rng.usize(..6);
+                let mut list = xc.pool().alloc_slice::<XenDomctlGetdomaininfo>(n).unwrap();
+                let mut op = xc
+                    .pool()
+                    .alloc::<XenSysctl<XenSysctlGetdomaininfolist<'_>>>()
+                    .unwrap();
+                op.set(XenSysctlGetdomaininfolist::new(
+                    rng.u16(..8),
+                    list.guest_handle(),
+                ));
+                let _ = xc.sysctl(&mut op);
+                assert!(op.u.num_domains() as usize <= n);
+            }
+            1 | 2 => {
+                let n = rng.usize(..5);
+                let cmd = [
+                    XENMEM_populate_physmap,
+                    XENMEM_decrease_reservation,
+                    XENMEM_increase_reservation,
+                ][rng.usize(..3)];
+                let mut gpfns = xc.pool().alloc_slice::<XenPfn>(n).unwrap();
+                for g in gpfns.iter_mut() {
+                    *g = rng.u64(..64);
+                }
+                let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+                *op = XenMemoryReservation::with_extents(d, 0, 0, gpfns.guest_handle());
+                if let Ok(done) = xc.memory_reservation_op(cmd, &mut op) {
+                    assert!(done <= n as u64);
+                }
+            }
+            3 => {
+                let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+                *op = XenMemoryReservation::claim(d, rng.u64(..512));
+                let _ = xc.memory_reservation_op(XENMEM_claim_pages, &mut op);
+                *op = XenMemoryReservation::claim(d, 0);
+                let _ = xc.memory_reservation_op(XENMEM_claim_pages, &mut op);
+            }
+            4 => {
+                let mut op = xc
+                    .pool()
+                    .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+                    .unwrap();
+                op.set(d, XenDomctlGetdomaininfo::default());
+                let _ = xc.domctl(&mut op);
+            }
+            5 => {
+                let mut op = xc.pool().alloc::<XenDomctl<XenDomctlMaxMem>>().unwrap();
+                op.set(
+                    d,
+                    XenDomctlMaxMem {
+                        max_memkb: 64 * 1024 + rng.u64(..1 << 20),
+                    },
+                );
+                let _ = xc.domctl(&mut op);
+            }
+            6 => {
+                let mut op = xc.pool().alloc::<XenSysctl<XenSysctlPhysinfo>>().unwrap();
+                op.set(XenSysctlPhysinfo::default());
+                let _ = xc.sysctl(&mut op);
+            }
+            7 => {
+                let mut op = xc.pool().alloc::<XenMemoryReservation<'_>>().unwrap();
+                *op = XenMemoryReservation::anywhere(d, rng.u64(..4), 0, 0);
+                let _ = xc.memory_reservation_op(XENMEM_increase_reservation, &mut op);
+            }
+            _ => {
+                let _ = if rng.bool() {
+                    xc.pause_domain(d)
+                } else {
+                    xc.unpause_domain(d)
+                };
+            }
+        }
+        for (i, (b, before)) in bystanders.iter().zip(&snapshot).enumerate() {
+            assert!(
+                b[..] == before[..],
+                "seed {seed}, step {step}, call {what}: bystander {i} ({} bytes at {:#x}) changed",
+                b.len(),
+                b.addr()
+            );
+        }
+        // Recycle a bystander now and then, so blocks move around the named buffers.
+        if rng.u32(..4) == 0 {
+            let i = rng.usize(..bystanders.len());
+            let len = bystanders[i].len();
+            bystanders[i] = random_buffer(&mut rng, len);
+        }
+    }
+}
