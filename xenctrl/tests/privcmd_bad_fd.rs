@@ -23,7 +23,10 @@ fn dev_null() -> OwnedFd {
 
 /// An empty regular file, already unlinked.
 fn regular_file() -> OwnedFd {
-    let path = std::env::temp_dir().join(format!("xenctrl-bad-fd-{}", std::process::id()));
+    // One name per call: tests run in parallel threads of one process.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("xenctrl-bad-fd-{}-{n}", std::process::id()));
     let f = OpenOptions::new()
         .read(true)
         .write(true)
