@@ -463,7 +463,8 @@ fn unsupported(e: RelayoutError) -> Error {
 fn probe_call(pool: &BufferPool, call: ProbeCall) -> std::result::Result<(), crate::Errno> {
     use crate::abi::{XenDomctlGetdomaininfo, XenSysctlPhysinfo};
     let backend = pool.backend();
-    let nomem = |_| crate::Errno::ENOMEM;
+    // A pool that cannot grow reports the errno of its mmap or mlock; ENOMEM if it has none.
+    let nomem = |e: Error| e.errno().unwrap_or(crate::Errno::ENOMEM);
     let res = match call {
         ProbeCall::DomctlGetdomaininfo(version) => {
             let mut d = pool
