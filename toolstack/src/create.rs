@@ -255,23 +255,16 @@ fn build(
             .lock_slow(token, domid, &exists)
             .map_err(lock_error)?;
         let mut st = slow.token();
-        {
-            let mut ctx = host.ctx.lock(&mut st);
-            let mut t = ctx.token();
-            let guard = host
-                .locks
-                .lock_userdata(&mut t, domid, &exists)
-                .map_err(lock_error)?;
+        host.with_userdata(&mut st, domid, |guard| {
             let mut recorded = config.clone();
             recorded.uuid = Some(uuid);
             host.configs
-                .save(&guard, &StoredConfig::new(domid, recorded))
+                .save(guard, &StoredConfig::new(domid, recorded))
                 .map_err(|source| Error::Stored {
                     domain: who.clone(),
                     source,
-                })?;
-            guard.release().map_err(Error::Lock)?;
-        }
+                })
+        })?;
         progress(Step::Stored);
         crate::device::attach_at_creation(host, &mut st, domid, config)?;
         // Still under the slow lock, so a destroy that raced the creation cannot have taken
@@ -470,23 +463,15 @@ fn rollback(
     domid: DomId,
     who: &DomainRef,
 ) -> Result<()> {
-    let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let guard = match host.locks.lock_userdata(&mut t, domid, &exists) {
-        Ok(g) => Some(g),
-        Err(crate::lock::Error::NoSuchDomain { .. }) => None,
-        Err(e) => return Err(Error::Lock(e)),
-    };
-    domain::teardown(host, domid, who)?;
-    if let Some(guard) = guard {
-        host.configs
-            .remove(&guard)
-            .map_err(|source| Error::Stored {
-                domain: who.clone(),
-                source,
-            })?;
-        guard.release().map_err(Error::Lock)?;
+    let done = host.try_with_userdata(token, domid, |guard| {
+        domain::teardown(host, domid, who)?;
+        host.configs.remove(guard).map_err(|source| Error::Stored {
+            domain: who.clone(),
+            source,
+        })
+    })?;
+    if done.is_none() {
+        domain::teardown(host, domid, who)?;
     }
     Ok(())
 }

@@ -239,25 +239,16 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
         .lock_slow(token, domid, &exists)
         .map_err(lock_error)?;
     let mut st = slow.token();
-    let mut ctx = host.ctx.lock(&mut st);
-    let mut t = ctx.token();
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    crate::hooks::point("destroy:locked")?;
-    let who = domain_ref(host, domid);
-    teardown(host, domid, &who)?;
-    crate::hooks::point("destroy:torn-down")?;
-    host.configs
-        .remove(&guard)
-        .map_err(|source| Error::Stored {
+    host.with_userdata(&mut st, domid, |guard| {
+        crate::hooks::point("destroy:locked")?;
+        let who = domain_ref(host, domid);
+        teardown(host, domid, &who)?;
+        crate::hooks::point("destroy:torn-down")?;
+        host.configs.remove(guard).map_err(|source| Error::Stored {
             domain: who.clone(),
             source,
-        })?;
-    guard.release().map_err(Error::Lock)?;
-    drop(t);
-    drop(ctx);
+        })
+    })?;
     drop(st);
     slow.release().map_err(Error::Lock)?;
     Ok(())

@@ -14,7 +14,9 @@ use xenctrl::{DomainInfo, XenCtrl};
 
 use crate::config::stored::ConfigStore;
 use crate::error::{DomainRef, Error, Result};
-use crate::lock::{CheckError, CtxLock, DomId, LockDir, UuidLookup};
+use crate::lock::{
+    level, CheckError, CtxLock, DomId, LockBefore, LockDir, Locked, UserdataGuard, UuidLookup,
+};
 use crate::sim::{self, SimOptions};
 
 /// libxl's per-domain userdata directory (`XEN_LIB_DIR`).
@@ -186,5 +188,63 @@ impl Host {
                 }
             }
         })
+    }
+    /// Runs `f` holding domain `domid`'s userdata ("fast") lock, taken after the ctx lock as
+    /// the hierarchy wants, and releases both after. This is the one way the toolstack takes a
+    /// domain's userdata lock: `token` proves the caller holds no lock that must come after
+    /// the ctx lock (none, or the domain's slow lock), so the compile-time order still holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for a domain that does not exist (or was destroyed while we
+    /// waited for its lock); [`Error::Lock`] if the lock cannot be taken or released; what
+    /// `f` returns.
+    pub fn with_userdata<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.try_with_userdata(token, domid, f)?
+            .ok_or_else(|| Error::NoSuchDomain(domid.to_string()))
+    }
+
+    /// [`with_userdata`](Self::with_userdata), but `Ok(None)` (and `f` not run) for a domain
+    /// that does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_userdata`](Self::with_userdata), but for a missing domain.
+    pub fn try_with_userdata<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let exists = |d| self.domain_exists(d);
+        self.with_userdata_checked(token, domid, &exists, f)
+    }
+
+    /// [`try_with_userdata`](Self::try_with_userdata) with the caller's check of whether the
+    /// domain counts as there (recovery of a destroyed domain's leftovers takes the locks of
+    /// one that is gone).
+    pub(crate) fn with_userdata_checked<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        check: &dyn crate::lock::DomainCheck,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let mut ctx = self.ctx.lock(token);
+        let mut t = ctx.token();
+        let guard = match self.locks.lock_userdata(&mut t, domid, check) {
+            Ok(g) => g,
+            Err(crate::lock::Error::NoSuchDomain { .. }) => return Ok(None),
+            Err(e) => return Err(Error::Lock(e)),
+        };
+        // On an error the guard's drop releases the lock.
+        let r = f(&guard)?;
+        guard.release().map_err(Error::Lock)?;
+        Ok(Some(r))
     }
 }

@@ -339,32 +339,25 @@ pub fn observe(
     token: &mut Locked<'_, level::Unlocked>,
     domid: DomId,
 ) -> Result<MemoryView> {
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let exists = |d| host.domain_exists(d);
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    let who = domain_ref(host, domid);
-    let base = dom_path(domid);
-    let view = in_transaction(host, &who, |t| {
-        let need = |leaf: &str| -> Result<u64> {
-            let path = format!("{base}/memory/{leaf}");
-            read_kib(t, &who, &path)?.ok_or_else(|| Error::Refused {
-                domain: who.clone(),
-                what: format!("it has no {path} in xenstore"),
+    host.with_userdata(token, domid, |_guard| {
+        let who = domain_ref(host, domid);
+        let base = dom_path(domid);
+        in_transaction(host, &who, |t| {
+            let need = |leaf: &str| -> Result<u64> {
+                let path = format!("{base}/memory/{leaf}");
+                read_kib(t, &who, &path)?.ok_or_else(|| Error::Refused {
+                    domain: who.clone(),
+                    what: format!("it has no {path} in xenstore"),
+                })
+            };
+            let info = host.domain_info(domid)?;
+            Ok(MemoryView {
+                target_kib: need("target")?,
+                static_max_kib: need("static-max")?,
+                videoram_kib: read_kib(t, &who, &format!("{base}/memory/videoram"))?.unwrap_or(0),
+                max_mem_kib: info.max_pages * 4,
+                tot_pages: info.tot_pages,
             })
-        };
-        let info = host.domain_info(domid)?;
-        Ok(MemoryView {
-            target_kib: need("target")?,
-            static_max_kib: need("static-max")?,
-            videoram_kib: read_kib(t, &who, &format!("{base}/memory/videoram"))?.unwrap_or(0),
-            max_mem_kib: info.max_pages * 4,
-            tot_pages: info.tot_pages,
         })
-    })?;
-    guard.release().map_err(Error::Lock)?;
-    Ok(view)
+    })
 }

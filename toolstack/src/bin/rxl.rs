@@ -3,6 +3,9 @@
 //! Runs against real Xen when `/dev/xen/privcmd` exists, else against the simulated host in
 //! `--sim-dir` (or `$RXEN_SIM_DIR`, or `~/.local/state/rxen/sim`), booting it on first use.
 
+// As in the library: toolstack errors are large, built once per failed command.
+#![allow(clippy::result_large_err)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -774,17 +777,15 @@ fn stored_config(
     root: &mut Locked<'_, level::Unlocked>,
     domid: u16,
 ) -> AnyResult<serde_json::Value> {
-    let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(root);
-    let mut t = ctx.token();
-    let guard = match host.locks.lock_userdata(&mut t, domid, &exists) {
-        Ok(g) => g,
-        Err(toolstack::lock::Error::NoSuchDomain { .. }) => return Ok(serde_json::Value::Null),
-        Err(e) => return Err(Error::Lock(e).into()),
-    };
-    let stored = host.configs.load_opt(&guard)?;
-    guard.release()?;
-    Ok(match stored {
+    let stored = host.try_with_userdata(root, domid, |guard| {
+        host.configs
+            .load_opt(guard)
+            .map_err(|source| Error::Stored {
+                domain: toolstack::DomainRef::id(domid),
+                source,
+            })
+    })?;
+    Ok(match stored.flatten() {
         Some(s) => serde_json::to_value(&s.config)?,
         None => serde_json::Value::Null,
     })

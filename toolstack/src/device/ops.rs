@@ -113,20 +113,14 @@ fn update_stored<R>(
     domid: DomId,
     f: impl FnOnce(&mut StoredConfig) -> Result<R>,
 ) -> Result<R> {
-    let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    let mut stored = host.configs.load(&guard).map_err(stored_err(domid))?;
-    let r = f(&mut stored)?;
-    host.configs
-        .save(&guard, &stored)
-        .map_err(stored_err(domid))?;
-    guard.release().map_err(Error::Lock)?;
-    Ok(r)
+    host.with_userdata(token, domid, |guard| {
+        let mut stored = host.configs.load(guard).map_err(stored_err(domid))?;
+        let r = f(&mut stored)?;
+        host.configs
+            .save(guard, &stored)
+            .map_err(stored_err(domid))?;
+        Ok(r)
+    })
 }
 
 /// Read `domid`'s stored config under its userdata lock.
@@ -135,16 +129,9 @@ fn read_stored(
     token: &mut Locked<'_, level::Slow>,
     domid: DomId,
 ) -> Result<StoredConfig> {
-    let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    let stored = host.configs.load(&guard).map_err(stored_err(domid))?;
-    guard.release().map_err(Error::Lock)?;
-    Ok(stored)
+    host.with_userdata(token, domid, |guard| {
+        host.configs.load(guard).map_err(stored_err(domid))
+    })
 }
 
 /// The device id a stored vif spec records (`devid=N`).
@@ -1174,18 +1161,9 @@ pub fn list(
     domid: DomId,
     kind: DeviceKind,
 ) -> Result<Vec<DeviceInfo>> {
-    let stored = {
-        let exists = |d| host.domain_exists(d);
-        let mut ctx = host.ctx.lock(token);
-        let mut t = ctx.token();
-        let guard = host
-            .locks
-            .lock_userdata(&mut t, domid, &exists)
-            .map_err(lock_error)?;
-        let s = host.configs.load(&guard).map_err(stored_err(domid))?;
-        guard.release().map_err(Error::Lock)?;
-        s
-    };
+    let stored = host.with_userdata(token, domid, |guard| {
+        host.configs.load(guard).map_err(stored_err(domid))
+    })?;
     let entries = stored_entries(&stored.config, kind);
     let mut out = Vec::new();
     for (devid, spec) in entries {
@@ -1252,39 +1230,25 @@ pub fn check(
     // A domain being created has no stored config yet, and must have no devices. One with
     // libxl's document but not ours is libxl's (`xl create`): its devices are libxl's to
     // account for, not ours to judge.
-    let stored = {
-        let mut ctx = host.ctx.lock(&mut st);
-        let mut t = ctx.token();
-        match host.locks.lock_userdata(&mut t, domid, &exists) {
-            Ok(guard) => {
-                let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
-                let libxls = s.is_none()
-                    && guard
-                        .uuid()
-                        .and_then(|u| host.configs.libxl_document_path(domid, u))
-                        .is_some_and(|p| p.exists());
-                guard.release().map_err(Error::Lock)?;
-                if libxls {
-                    drop(ctx);
-                    drop(st);
-                    slow.release().map_err(Error::Lock)?;
-                    return Ok(Vec::new());
-                }
-                Some(
-                    s.map(|s| s.config)
-                        .unwrap_or_else(|| DomainConfig::new("(being created)")),
-                )
-            }
-            // A failed creation rolls back under the userdata lock alone: the domain can go
-            // while the slow lock is held. Judge it as gone, below.
-            Err(crate::lock::Error::NoSuchDomain { .. }) => None,
-            Err(e) => return Err(Error::Lock(e)),
-        }
-    };
+    // A failed creation rolls back under the userdata lock alone: the domain can go while the
+    // slow lock is held. Then (`None`) it is judged as gone, below.
+    let stored = host.try_with_userdata(&mut st, domid, |guard| {
+        let s = host.configs.load_opt(guard).map_err(stored_err(domid))?;
+        let libxls = s.is_none()
+            && guard
+                .uuid()
+                .and_then(|u| host.configs.libxl_document_path(domid, u))
+                .is_some_and(|p| p.exists());
+        Ok((s, libxls))
+    })?;
     drop(st);
     slow.release().map_err(Error::Lock)?;
-    let Some(stored) = stored else {
-        return gone_violations(host, domid);
+    let stored = match stored {
+        None => return gone_violations(host, domid),
+        Some((_, true)) => return Ok(Vec::new()),
+        Some((s, false)) => s
+            .map(|s| s.config)
+            .unwrap_or_else(|| DomainConfig::new("(being created)")),
     };
     Ok(found
         .into_iter()
@@ -1590,24 +1554,21 @@ fn recover_gone(
         .lock_slow(token, domid, &gone)
         .map_err(Error::Lock)?;
     let mut st = slow.token();
-    let mut ctx = host.ctx.lock(&mut st);
-    let mut t = ctx.token();
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &gone)
-        .map_err(Error::Lock)?;
-    if host.domain_exists(domid).unwrap_or(true) {
-        // A new domain took the id meanwhile: not ours to clean.
-        return Ok(Vec::new());
-    }
-    let who = DomainRef::id(domid);
-    crate::domain::teardown(host, domid, &who)?;
-    host.configs.remove(&guard).map_err(stored_err(domid))?;
-    guard.release().map_err(Error::Lock)?;
-    drop(t);
-    drop(ctx);
+    let cleaned = host.with_userdata_checked(&mut st, domid, &gone, |guard| {
+        if host.domain_exists(domid).unwrap_or(true) {
+            // A new domain took the id meanwhile: not ours to clean.
+            return Ok(false);
+        }
+        let who = DomainRef::id(domid);
+        crate::domain::teardown(host, domid, &who)?;
+        host.configs.remove(guard).map_err(stored_err(domid))?;
+        Ok(true)
+    })?;
     drop(st);
     slow.release().map_err(Error::Lock)?;
+    if cleaned != Some(true) {
+        return Ok(Vec::new());
+    }
     Ok(vec![format!(
         "domain {domid} no longer exists: removed what it left in xenstore and its stored config"
     )])
@@ -1618,22 +1579,12 @@ fn recover_locked(
     st: &mut Locked<'_, level::Slow>,
     domid: DomId,
 ) -> Result<Vec<String>> {
-    let stored = {
-        let exists = |d| host.domain_exists(d);
-        let mut ctx = host.ctx.lock(st);
-        let mut t = ctx.token();
-        let guard = match host.locks.lock_userdata(&mut t, domid, &exists) {
-            Ok(g) => g,
-            // A failed creation rolled back meanwhile: nothing of it to recover.
-            Err(crate::lock::Error::NoSuchDomain { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(Error::Lock(e)),
-        };
-        let s = host.configs.load_opt(&guard).map_err(stored_err(domid))?;
-        guard.release().map_err(Error::Lock)?;
-        s
-    };
-    // A domain still being created has no stored config, and no devices yet.
-    let Some(stored) = stored else {
+    let stored = host.try_with_userdata(st, domid, |guard| {
+        host.configs.load_opt(guard).map_err(stored_err(domid))
+    })?;
+    // A failed creation rolled back meanwhile (no domain): nothing of it to recover. A domain
+    // still being created has no stored config, and no devices yet.
+    let Some(Some(stored)) = stored else {
         return Ok(Vec::new());
     };
     let recorded = recorded_devices(domid, &stored.config);
