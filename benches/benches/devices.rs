@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use sim_host::{open, Dir};
 use toolstack::config::{DiskSpec, DomainConfig};
-use toolstack::device::{self, simback, DeviceKind, DeviceRef, Options};
+use toolstack::device::{self, DeviceKind, DeviceRef, Options};
 use toolstack::lock::{level, DomId, Locked};
+use toolstack::sim::backend as simback;
 use toolstack::Host;
 
 fn create(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> DomId {

@@ -22,9 +22,6 @@ use crate::sim::{self, SimOptions};
 /// libxl's per-domain userdata directory (`XEN_LIB_DIR`).
 pub const LIBXL_DIR: &str = "/var/lib/xen";
 
-/// The simulated host's stand-in for [`LIBXL_DIR`], under its state directory.
-pub const SIM_LIBXL_SUBDIR: &str = "xen-lib";
-
 /// Where Xen's tools install the hotplug scripts (libxl's `XEN_SCRIPT_DIR`).
 pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
 
@@ -139,10 +136,11 @@ impl Host {
         let (xc, xs, booted) = sim::connect(&so)?;
         let xc = Arc::new(xc);
         // The same naming as on real Xen, in the state directory's stand-in for /var/lib/xen.
-        let libxl_dir = dir.join(SIM_LIBXL_SUBDIR);
+        let paths = sim::SimPaths::new(&dir);
+        let libxl_dir = paths.libxl_dir();
         Ok(Host {
             locks: LockDir::libxl(&libxl_dir, uuid_lookup(&xc)),
-            configs: ConfigStore::under(&dir).with_libxl(&libxl_dir),
+            configs: ConfigStore::new(paths.configs_dir()).with_libxl(&libxl_dir),
             xc,
             xs,
             hotplug_scripts: None,

@@ -4,6 +4,7 @@
 //! the locked section, so memory/target and Xen's `max_mem` never disagree for anyone who looks
 //! under the lock.
 
+use crate::paths::ReadOpt;
 use serde::Serialize;
 
 use crate::domain::{dom_path, domain_ref, lock_error, parse_kib, uuid_string};
@@ -11,11 +12,14 @@ use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked, UserdataGuard};
-use crate::sim::MIN_DOM0_KIB;
 
 /// What Xen's `max_mem` exceeds the memory target by (libxl's `LIBXL_MAXMEM_CONSTANT`, the x86
 /// "arch extra memory"), KiB.
 pub const MAXMEM_CONSTANT_KIB: u64 = 1024;
+
+/// dom0's minimum memory target (libxl's `LIBXL_MIN_DOM0_MEM`), KiB: a policy of the
+/// toolstack, whatever machine it runs on.
+pub const MIN_DOM0_KIB: u64 = 128 * 1024;
 
 /// A memory target: absolute, or relative to the current one (`xl mem-set` takes absolute).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +64,10 @@ fn xs_err<'a>(domain: &'a DomainRef, what: &'static str) -> impl Fn(xenstore::Er
 /// Read a KiB node inside transaction `t`; `None` when it does not exist.
 fn read_kib(t: &xenstore::Transaction<'_>, who: &DomainRef, path: &str) -> Result<Option<u64>> {
     let domid = who.domid.unwrap_or(0);
-    match t.read_string(path) {
-        Ok(v) => parse_kib(domid, path, &v).map(Some),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(xs_err(who, "cannot read its memory nodes")(e)),
-    }
+    t.read_string_opt(path)
+        .map_err(xs_err(who, "cannot read its memory nodes"))?
+        .map(|v| parse_kib(domid, path, &v))
+        .transpose()
 }
 
 /// Run `body` in a xenstore transaction, retrying the whole of it when xenstored answers

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{stderr, SimHost};
-use toolstack::device::simback::{behaviour_path, sim_tty, Behaviour};
+use toolstack::sim::backend::{behaviour_path, sim_tty, Behaviour};
 use xenstore::perms::{Access, Permissions};
 
 fn xs(host: &SimHost) -> xenstore::Client {

@@ -7,8 +7,8 @@ mod common;
 use std::process::{Child, Output, Stdio};
 
 use common::{stderr, wait, Hooked, Hooks, SimHost};
-use toolstack::device::simback::{behaviour_path, Behaviour, HOTPLUG_ERROR};
 use toolstack::hooks::HOOK_SOCKET_ENV;
+use toolstack::sim::backend::{behaviour_path, Behaviour, HOTPLUG_ERROR};
 
 fn xs(host: &SimHost) -> xenstore::Client {
     xenstore::Client::open_path(host.path().join("xenstored.sock")).expect("xenstore")
@@ -635,7 +635,7 @@ fn device_work_on_different_domains_does_not_serialize() {
 /// one script's time, not two.
 #[test]
 fn slow_hotplug_scripts_of_different_domains_overlap() {
-    use toolstack::device::simback::HOTPLUG_DELAY_PATH;
+    use toolstack::sim::backend::HOTPLUG_DELAY_PATH;
     const DELAY_MS: u64 = 500;
     let host = SimHost::new(2048, 512);
     host.create("slow-a", 32, 32);

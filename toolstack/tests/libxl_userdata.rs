@@ -25,7 +25,7 @@ fn uuid_of(host: &SimHost, domid: u16) -> String {
 }
 
 fn xen_lib(host: &SimHost) -> PathBuf {
-    host.path().join(toolstack::host::SIM_LIBXL_SUBDIR)
+    host.path().join(toolstack::sim::LIBXL_SUBDIR)
 }
 
 fn libxl_json_path(host: &SimHost, domid: u16, uuid: &str) -> PathBuf {

@@ -17,6 +17,7 @@ use toolstack::device::{self, DeviceKind, DeviceRef};
 use toolstack::domain::{self, DomainSummary};
 use toolstack::lock::{level, Locked};
 use toolstack::memory::{self, Target};
+use toolstack::paths::ReadOpt;
 use toolstack::{Error, Host, HostKind, HostOptions};
 
 #[derive(Parser, Debug)]
@@ -859,11 +860,9 @@ fn ls_node(
     perms: bool,
     out: &mut impl Write,
 ) -> AnyResult {
-    let value = match host.xs.read(path) {
-        Ok(v) => v,
-        // Removed since we listed its parent.
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
+    // None: removed since we listed its parent.
+    let Some(value) = host.xs.read_opt(path)? else {
+        return Ok(());
     };
     let mut shown = String::new();
     for &b in &value {
@@ -885,10 +884,8 @@ fn ls_node(
         write!(out, "  ({})", list.join(", "))?;
     }
     writeln!(out)?;
-    let children = match host.xs.directory(path) {
-        Ok(c) => c,
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
+    let Some(children) = host.xs.directory_opt(path)? else {
+        return Ok(());
     };
     for c in children {
         ls_node(host, &format!("{path}/{c}"), &c, depth + 1, perms, out)?;

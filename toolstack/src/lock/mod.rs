@@ -200,7 +200,7 @@ pub use domain::{
 };
 
 /// A domain id, as Xen numbers domains (the same type as `xenctrl::DomId`).
-pub type DomId = u16;
+pub use crate::paths::DomId;
 
 mod sealed {
     pub trait Sealed {}

@@ -30,8 +30,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{DeviceKind, DeviceRef, XenbusState};
 use crate::lock::DomId;
+use crate::paths::ReadOpt;
+use crate::xenbus::{DeviceKind, DeviceRef, XenbusState};
 
 /// Where the behaviour for the devices of domain `domid` is set.
 pub fn behaviour_path(domid: DomId) -> String {
@@ -133,11 +134,10 @@ pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
         while let Some(ev) = watch.try_next_event() {
             devices.extend(of(&ev.path));
         }
-        let delay = match xs.read_string(HOTPLUG_DELAY_PATH) {
-            Ok(v) => v.trim().parse::<u64>().unwrap_or(0),
-            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => 0,
-            Err(e) => return Err(e),
-        };
+        let delay = xs
+            .read_string_opt(HOTPLUG_DELAY_PATH)?
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         for dev in devices {
             if delay > 0 && awaits_script(xs, backend, dev)? {
                 // The script's run, then the handshake's next steps, off this thread.
@@ -159,19 +159,12 @@ fn awaits_script(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenst
     if dev.kind == DeviceKind::Console {
         return Ok(false);
     }
-    match xs.read_string(&format!("{}/state", dev.backend_path(backend))) {
-        Ok(v) => Ok(XenbusState::parse(&v) == Some(XenbusState::Initialising)),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let state = xs.read_string_opt(&format!("{}/state", dev.backend_path(backend)))?;
+    Ok(state.as_deref().and_then(XenbusState::parse) == Some(XenbusState::Initialising))
 }
 
 fn ls(xs: &xenstore::Client, p: &str) -> xenstore::Result<Vec<String>> {
-    match xs.directory(p) {
-        Ok(v) => Ok(v),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    Ok(xs.directory_opt(p)?.unwrap_or_default())
 }
 
 fn scan(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<Vec<DeviceRef>> {
@@ -194,11 +187,7 @@ fn scan(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<Vec<DeviceRef
 fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Result<()> {
     let be = dev.backend_path(backend);
     let fe = dev.frontend_path();
-    let read = |t: &xenstore::Transaction<'_>, p: &str| match t.read_string(p) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let read = |t: &xenstore::Transaction<'_>, p: &str| t.read_string_opt(p);
     let state = |v: Option<String>| v.as_deref().and_then(XenbusState::parse);
     // Bounded: a device makes at most a handful of steps.
     for _ in 0..8 {
