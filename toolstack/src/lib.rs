@@ -26,7 +26,7 @@
 //!   only with the `test-hooks` cargo feature, which the crate's own tests turn on and a shipped
 //!   build never does.
 //!
-//! The `rxl` binary (`src/bin/rxl.rs`) is the xl-like command line on top.
+//! The `rxl` binary (`src/bin/rxl/`) is the xl-like command line on top.
 
 #![forbid(unsafe_code)]
 // Toolstack errors carry the domain and the xenstore or Xen error whole, for sentences that
