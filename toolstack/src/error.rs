@@ -235,13 +235,26 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A device operation failed or was refused.
-    #[error("{device}: {what}")]
+    /// A device operation failed or was refused; the source says how.
+    #[error("{device}")]
     Device {
         /// The device.
         device: crate::device::DeviceRef,
-        /// What went wrong, and what to do about it.
-        what: String,
+        /// What went wrong.
+        #[source]
+        source: crate::device::DeviceError,
+    },
+    /// Attaching a device failed, and undoing the attach failed too; the undo's error is the
+    /// source, the attach's is [`first`](Error::DeviceUndo::first).
+    #[error("{device}: attaching it failed, and undoing the attach failed too")]
+    DeviceUndo {
+        /// The device.
+        device: crate::device::DeviceRef,
+        /// Why the attach failed.
+        first: Box<Error>,
+        /// Why the undo failed.
+        #[source]
+        source: Box<Error>,
     },
     /// A xenstore operation on a device failed.
     #[error("{device}: {what}")]
@@ -266,6 +279,16 @@ impl Error {
     pub fn xen_errno(&self) -> Option<xenctrl::Errno> {
         match self {
             Error::Xen { source, .. } | Error::XenHost { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// The device failure behind this error, if it is one (for an attach whose undo failed
+    /// too, the attach's).
+    pub fn device_error(&self) -> Option<&crate::device::DeviceError> {
+        match self {
+            Error::Device { source, .. } => Some(source),
+            Error::DeviceUndo { first, .. } => first.device_error(),
             _ => None,
         }
     }

@@ -74,9 +74,8 @@ pub struct Host {
     /// The stored domain configs.
     pub configs: ConfigStore,
     /// Where the backends' hotplug scripts live (`block`, `vif-bridge`), which the toolstack
-    /// runs as libxl does; `None` where the backend driver plays their part itself (the
-    /// simulated host's).
-    pub hotplug_scripts: Option<PathBuf>,
+    /// runs as libxl does: Xen's in [`XEN_SCRIPT_DIR`], or the simulated host's stubs.
+    pub hotplug_scripts: PathBuf,
     /// The per-process ctx lock.
     pub ctx: CtxLock<Ctx>,
     kind: HostKind,
@@ -121,7 +120,7 @@ impl Host {
                     .with_libxl(libxl_dir),
                 xc,
                 xs,
-                hotplug_scripts: Some(PathBuf::from(XEN_SCRIPT_DIR)),
+                hotplug_scripts: PathBuf::from(XEN_SCRIPT_DIR),
                 ctx: CtxLock::new(Ctx::default()),
                 kind: HostKind::Xen,
                 booted: false,
@@ -143,7 +142,7 @@ impl Host {
             configs: ConfigStore::new(paths.configs_dir()).with_libxl(&libxl_dir),
             xc,
             xs,
-            hotplug_scripts: None,
+            hotplug_scripts: paths.hotplug_scripts_dir(),
             ctx: CtxLock::new(Ctx::default()),
             kind: HostKind::Simulated(dir),
             booted,

@@ -47,8 +47,8 @@ pub fn add_disk(
         domid,
         devid,
     };
-    check_disk_target(host, dev, spec, opts.backend)?;
-    let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
+    check_disk_target(dev, spec, opts.backend)?;
+    let nodes = disk_nodes(spec, devid, &host.hotplug_scripts);
     let spec = spec.clone();
     add(host, token, dev, opts, nodes, move |stored| {
         if let Some(d) = stored
@@ -59,7 +59,9 @@ pub fn add_disk(
         {
             return Err(dev_err(
                 dev,
-                format!("the domain already has this disk ({:?})", d.spec),
+                DeviceError::InUse {
+                    existing: Some(d.spec.clone()),
+                },
             ));
         }
         stored.config.disks.push(spec);
@@ -155,13 +157,13 @@ pub(super) fn add_keyed(
         // Console 0 is the primary console, whether or not this domain has one.
         used.push(0);
     }
-    let taken = format!("the domain already has a {kind} with this id");
+    let taken = || DeviceError::InUse { existing: None };
     let recorded = match complete_spec(kind, spec, &mut used) {
         Ok(r) => r,
         Err(what) => {
             // The id is taken: say so about the device.
             if let Some(devid) = vif_devid(spec) {
-                return Err(dev_err(DeviceRef { kind, domid, devid }, taken));
+                return Err(dev_err(DeviceRef { kind, domid, devid }, taken()));
             }
             return Err(Error::Refused {
                 domain: DomainRef::id(domid),
@@ -171,10 +173,10 @@ pub(super) fn add_keyed(
     };
     let devid = vif_devid(&recorded).unwrap_or(0);
     let dev = DeviceRef { kind, domid, devid };
-    let nodes = keyed_nodes(kind, &recorded, devid, host.hotplug_scripts.as_deref());
+    let nodes = keyed_nodes(kind, &recorded, devid, &host.hotplug_scripts);
     add_locked(host, &mut st, dev, opts, nodes, move |stored| {
         if is_recorded(&stored.config, dev) {
-            return Err(dev_err(dev, taken));
+            return Err(dev_err(dev, taken()));
         }
         if let Some(list) = keyed_mut(&mut stored.config, kind) {
             list.push(recorded);
@@ -247,14 +249,11 @@ pub(super) fn add_locked(
         .and_then(|()| unrecord(host, st, dev).map(drop));
         return match undo {
             Ok(()) => Err(first),
-            Err(second) => Err(dev_err(
-                dev,
-                format!(
-                    "{}; undoing the add failed too: {}",
-                    chain(&first),
-                    chain(&second)
-                ),
-            )),
+            Err(second) => Err(Error::DeviceUndo {
+                device: dev,
+                first: Box::new(first),
+                source: Box::new(second),
+            }),
         };
     }
     Ok(())
@@ -277,8 +276,8 @@ pub(crate) fn attach_at_creation(
             domid,
             devid,
         };
-        check_disk_target(host, dev, spec, opts.backend)?;
-        let nodes = disk_nodes(spec, devid, host.hotplug_scripts.as_deref());
+        check_disk_target(dev, spec, opts.backend)?;
+        let nodes = disk_nodes(spec, devid, &host.hotplug_scripts);
         write_device(host, dev, opts.backend, &nodes)?;
         hooks::point("create:device-written")?;
         hotplug_add(host, dev, &opts, &mut false)?;
@@ -296,7 +295,7 @@ pub(crate) fn attach_at_creation(
                 add_primary_console(host, dev, opts.backend, spec)?;
                 continue;
             }
-            let nodes = keyed_nodes(kind, spec, devid, host.hotplug_scripts.as_deref());
+            let nodes = keyed_nodes(kind, spec, devid, &host.hotplug_scripts);
             write_device(host, dev, opts.backend, &nodes)?;
             hooks::point("create:device-written")?;
             hotplug_add(host, dev, &opts, &mut false)?;

@@ -1,97 +1,67 @@
 //! Hotplug scripts, run by the toolstack as libxl runs them (`run_hotplug_scripts`): the
 //! disk-target check before a disk is written, the wait for InitWait, and the script's `add`
 //! and `remove` with libxl's arguments and environment.
+//!
+//! Every host has its scripts ([`Host::hotplug_scripts`]): Xen's in `/etc/xen/scripts`, the
+//! simulated host's stubs in its state directory ([`crate::sim`]). The code here does not know
+//! which it runs.
 
-use super::wait::{read_opt, secs, state_text, wait_backend};
+use std::path::PathBuf;
+
+use super::wait::{read_opt, wait_initwait};
 use super::*;
 use crate::config::DiskSpec;
 use crate::error::Result;
 use crate::host::Host;
 use crate::lock::DomId;
 
-/// Where this toolstack runs the `block` script for a raw disk served by dom0, the target must
-/// be a file or a block device, as libxl checks before it writes anything
-/// (`libxl__device_disk_set_backend`): for a missing path the script would report success
-/// without a device, and the backend would wait for one forever.
-pub(super) fn check_disk_target(
-    host: &Host,
-    dev: DeviceRef,
-    spec: &DiskSpec,
-    backend: DomId,
-) -> Result<()> {
+/// A raw disk served by dom0 with the default `block` script must have a file or a block device
+/// as its target, as libxl checks before it writes anything (`libxl__device_disk_set_backend`):
+/// for a missing path the script would report success without a device, and the backend would
+/// wait for one forever.
+pub(super) fn check_disk_target(dev: DeviceRef, spec: &DiskSpec, backend: DomId) -> Result<()> {
     let scripted = spec.other.iter().any(|(k, _)| k == "script");
     let raw = matches!(spec.format.as_deref(), None | Some("raw"));
     let target = spec.target.as_deref().unwrap_or_default();
-    if host.hotplug_scripts.is_none() || scripted || !raw || backend != 0 || target.is_empty() {
+    if scripted || !raw || backend != 0 || target.is_empty() {
         return Ok(());
     }
-    match std::fs::metadata(target) {
+    let path = PathBuf::from(target);
+    match std::fs::metadata(&path) {
         Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {
             Ok(())
         }
-        Ok(_) => Err(dev_err(
-            dev,
-            format!("its target {target} is neither a file nor a block device"),
-        )),
-        Err(e) => Err(dev_err(dev, format!("cannot use its target {target}: {e}"))),
+        Ok(_) => Err(dev_err(dev, DeviceError::TargetNotUsable { path })),
+        Err(source) => Err(dev_err(dev, DeviceError::TargetMissing { path, source })),
     }
 }
 
-/// Where the toolstack runs the hotplug scripts: waits for the backend to reach InitWait, as
-/// libxl does, then runs the device's `script` with `add` (setting `ran` first). Elsewhere,
-/// nothing.
+/// For the kinds with a hotplug script: waits for the backend to reach InitWait, as libxl
+/// does, then runs the device's `script` with `add` (setting `ran` first).
 pub(super) fn hotplug_add(
     host: &Host,
     dev: DeviceRef,
     opts: &Options,
     ran: &mut bool,
 ) -> Result<()> {
-    if host.hotplug_scripts.is_none() || !has_hotplug_script(dev.kind) {
+    if !has_hotplug_script(dev.kind) {
         return Ok(());
     }
-    let timeout = opts.timeout;
-    wait_backend(
-        host,
-        dev,
-        opts.backend,
-        timeout,
-        |v| {
-            if !v.exists {
-                return Err(dev_err(
-                    dev,
-                    "the backend vanished before it reached InitWait",
-                ));
-            }
-            Ok(matches!(
-                v.state,
-                Some(XenbusState::InitWait | XenbusState::Connected)
-            ))
-        },
-        |v| {
-            dev_err(
-                dev,
-                format!(
-                    "backend did not reach InitWait within {}; state is {}; is its driver \
-                     (xen-blkback, xen-netback) loaded?",
-                    secs(timeout),
-                    state_text(v.state)
-                ),
-            )
-        },
-    )?;
+    wait_initwait(host, dev, opts)?;
     *ran = true;
     run_hotplug(host, dev, opts.backend, "add")
 }
 
 /// Runs the device's hotplug script with `action` (`add` or `remove`) and libxl's arguments and
-/// environment, if the toolstack runs scripts on this host and the backend names one. As libxl
-/// does (`libxl__hotplug_nic`), a vif's script is told `online` or `offline` with
-/// `type_if=vif` (vif-bridge reports `connected` only for `online`), and `netdev` is the
-/// backend's `gatewaydev`.
-pub(super) fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &str) -> Result<()> {
-    if host.hotplug_scripts.is_none() {
-        return Ok(());
-    }
+/// environment, if the backend names one. As libxl does (`libxl__hotplug_nic`), a vif's
+/// script is told `online` or `offline` with `type_if=vif` (vif-bridge reports `connected`
+/// only for `online`), and `netdev` is the backend's `gatewaydev`.
+pub(super) fn run_hotplug(
+    host: &Host,
+    dev: DeviceRef,
+    backend: DomId,
+    action: &'static str,
+) -> Result<()> {
     let be = dev.backend_path(backend);
     let Some(script) = read_opt(host, dev, &format!("{be}/script"))? else {
         return Ok(());
@@ -118,23 +88,33 @@ pub(super) fn run_hotplug(host: &Host, dev: DeviceRef, backend: DomId, action: &
         cmd.env("netdev", gateway.unwrap_or_default())
             .env("vif", format!("vif{}.{}", dev.domid, dev.devid));
     }
-    let out = cmd.output().map_err(|e| {
+    let script = PathBuf::from(script);
+    let out = cmd.output().map_err(|source| {
         dev_err(
             dev,
-            format!("cannot run its hotplug script {script} {action}: {e}"),
+            DeviceError::HotplugSpawn {
+                script: script.clone(),
+                action,
+                source,
+            },
         )
     })?;
     if out.status.success() {
         return Ok(());
     }
-    let why = read_opt(host, dev, &format!("{be}/hotplug-error"))?
-        .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    // Xen's scripts say why in `hotplug-error` (their `fatal`); else what they printed.
+    let output = match read_opt(host, dev, &format!("{be}/hotplug-error"))? {
+        Some(why) => why,
+        None => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    };
     Err(dev_err(
         dev,
-        format!(
-            "its hotplug script {script} {action} failed ({}): {why}",
-            out.status
-        ),
+        DeviceError::HotplugFailed {
+            script,
+            action,
+            status: out.status,
+            output,
+        },
     ))
 }
 
@@ -149,9 +129,6 @@ pub(super) fn has_hotplug_script(kind: DeviceKind) -> bool {
 /// script made (a loop device, a bridge port), as libxl's destroy removes every device
 /// (`libxl__devices_destroy`). Failures are ignored, as in a removal.
 pub(crate) fn hotplug_remove_all(host: &Host, domid: DomId) {
-    if host.hotplug_scripts.is_none() {
-        return;
-    }
     for kind in [DeviceKind::Vbd, DeviceKind::Vif] {
         let dir = format!("/local/domain/0/backend/{}/{domid}", kind.xenstore_name());
         let Ok(ids) = host.xs.directory(&dir) else {

@@ -53,6 +53,7 @@
 
 mod attach;
 mod detach;
+mod error;
 mod hotplug;
 mod list;
 mod nodes;
@@ -67,6 +68,7 @@ use serde::Serialize;
 pub(crate) use attach::attach_at_creation;
 pub use attach::{add_channel, add_disk, add_nic, add_vkb};
 pub use detach::remove;
+pub use error::{DeviceError, Goal};
 pub(crate) use hotplug::hotplug_remove_all;
 pub use list::list;
 pub(crate) use nodes::rm_backends;
@@ -135,11 +137,8 @@ pub struct Violation {
     pub what: String,
 }
 
-fn dev_err(device: DeviceRef, what: impl Into<String>) -> Error {
-    Error::Device {
-        device,
-        what: what.into(),
-    }
+fn dev_err(device: DeviceRef, source: DeviceError) -> Error {
+    Error::Device { device, source }
 }
 
 fn xs_err(device: DeviceRef, what: &'static str) -> impl Fn(xenstore::Error) -> Error {
@@ -148,17 +147,6 @@ fn xs_err(device: DeviceRef, what: &'static str) -> impl Fn(xenstore::Error) -> 
         what,
         source,
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The device id of a virtual disk name, as Linux's blkfront and libxl's

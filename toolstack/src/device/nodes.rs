@@ -29,19 +29,15 @@ pub(super) struct Nodes {
 
 /// The `script` node's value: the script named in the spec (or `default`), made absolute in
 /// the host's script directory when the toolstack runs the scripts.
-pub(super) fn script_node(
-    scripts: Option<&std::path::Path>,
-    named: Option<&str>,
-    default: &str,
-) -> String {
+pub(super) fn script_node(scripts: &std::path::Path, named: Option<&str>, default: &str) -> String {
     let name = named.unwrap_or(default);
-    match scripts {
-        Some(dir) if !name.starts_with('/') => dir.join(name).display().to_string(),
-        _ => name.to_owned(),
+    match name.starts_with('/') {
+        false => scripts.join(name).display().to_string(),
+        true => name.to_owned(),
     }
 }
 
-pub(super) fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: Option<&std::path::Path>) -> Nodes {
+pub(super) fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: &std::path::Path) -> Nodes {
     let named = spec
         .other
         .iter()
@@ -79,7 +75,7 @@ pub(super) fn disk_nodes(spec: &DiskSpec, devid: u32, scripts: Option<&std::path
     }
 }
 
-pub(super) fn nic_nodes(spec: &VifSpec, devid: u32, scripts: Option<&std::path::Path>) -> Nodes {
+pub(super) fn nic_nodes(spec: &VifSpec, devid: u32, scripts: &std::path::Path) -> Nodes {
     let mac = spec.mac().unwrap_or_default().to_owned();
     Nodes {
         frontend: vec![("handle", devid.to_string()), ("mac", mac.clone())],
@@ -173,7 +169,7 @@ pub(super) fn keyed_nodes(
     kind: DeviceKind,
     spec: &VifSpec,
     devid: u32,
-    scripts: Option<&std::path::Path>,
+    scripts: &std::path::Path,
 ) -> Nodes {
     match kind {
         DeviceKind::Vkb => vkb_nodes(spec),
@@ -212,12 +208,12 @@ pub(super) fn write_device(
             exists_already = None;
             // The domain must still be there: its home directory is removed by destroy.
             if !t.exists(&dom_path(dev.domid))? {
-                exists_already = Some("the domain's xenstore directory is gone (destroyed?)");
+                exists_already = Some(DeviceError::DomainGone);
                 return Ok(());
             }
             for p in [&fe, &be, &lx] {
                 if t.exists(p)? {
-                    exists_already = Some("its xenstore nodes exist already");
+                    exists_already = Some(DeviceError::NodesExist);
                     return Ok(());
                 }
             }
@@ -419,7 +415,7 @@ mod tests {
     #[test]
     fn disk_nodes_follow_libxl() {
         let spec = DiskSpec::parse("/i.qcow2,qcow2,hdc,ro,devtype=cdrom").expect("spec");
-        let n = disk_nodes(&spec, 5632, Some(std::path::Path::new("/etc/xen/scripts")));
+        let n = disk_nodes(&spec, 5632, std::path::Path::new("/etc/xen/scripts"));
         let get = |k: &str| {
             n.backend
                 .iter()

@@ -55,6 +55,18 @@ pub(super) fn read_stored(
     })
 }
 
+/// Read `domid`'s stored config under its userdata lock, `None` for a domain without one (one
+/// that `xl` created, or one still being created).
+pub(super) fn read_stored_opt(
+    host: &Host,
+    token: &mut Locked<'_, level::Slow>,
+    domid: DomId,
+) -> Result<Option<StoredConfig>> {
+    host.with_userdata(token, domid, |guard| {
+        host.configs.load_opt(guard).map_err(stored_err(domid))
+    })
+}
+
 /// The device id a stored vif spec records (`devid=N`).
 pub(super) fn vif_devid(spec: &VifSpec) -> Option<u32> {
     spec.get("devid").and_then(|v| v.parse().ok())

@@ -4,6 +4,7 @@
 use crate::paths::ReadOpt;
 use std::time::{Duration, Instant};
 
+use super::hotplug::has_hotplug_script;
 use super::*;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -43,18 +44,6 @@ pub(super) fn backend_view(host: &Host, dev: DeviceRef, be: &str) -> Result<Back
     })
 }
 
-pub(super) fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
-pub(super) fn state_text(s: Option<XenbusState>) -> String {
-    s.map_or_else(|| "missing".to_owned(), |s| s.to_string())
-}
-
 /// Waits with a watch on the backend directory until `done` says yes, fails, or time is up.
 pub(super) fn wait_backend(
     host: &Host,
@@ -88,56 +77,119 @@ pub(super) fn wait_backend(
     }
 }
 
-pub(super) fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
-    let timeout = opts.timeout;
-    // A console's backend has no hotplug script to report; its state alone says it is there.
-    let needs_status = dev.kind != DeviceKind::Console;
+/// Waits for the backend to reach InitWait, as libxl does before it runs the hotplug script.
+pub(super) fn wait_initwait(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
+    let be = dev.backend_path(opts.backend);
     wait_backend(
         host,
         dev,
         opts.backend,
-        timeout,
+        opts.timeout,
         |v| {
             if !v.exists {
-                return Err(dev_err(
-                    dev,
-                    format!(
-                        "the backend vanished before it connected (domain {} removed \
-                         {}); is its backend driver running?",
-                        opts.backend,
-                        dev.backend_path(opts.backend)
-                    ),
-                ));
+                return Err(vanished(dev, Goal::InitWait, &be));
             }
-            if v.hotplug_status.as_deref() == Some("error") || v.hotplug_error.is_some() {
-                return Err(dev_err(
-                    dev,
-                    format!(
-                        "the backend's hotplug script failed: {}; state is {}",
-                        v.hotplug_error.as_deref().unwrap_or("no reason given"),
-                        state_text(v.state)
-                    ),
-                ));
+            refused(host, dev, opts.backend, v)?;
+            Ok(matches!(
+                v.state,
+                Some(XenbusState::InitWait | XenbusState::Connected)
+            ))
+        },
+        |v| timed_out(dev, Goal::InitWait, opts.timeout, v),
+    )
+}
+
+/// Waits for the backend to be there for the guest: InitWait or Connected, and (for the
+/// kinds with a hotplug script) `hotplug-status` = `connected`.
+pub(super) fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
+    let be = dev.backend_path(opts.backend);
+    // A kind without a hotplug script (a console, a vkb) has nothing to report in
+    // `hotplug-status`; its backend's state alone says it is there.
+    let needs_status = has_hotplug_script(dev.kind);
+    wait_backend(
+        host,
+        dev,
+        opts.backend,
+        opts.timeout,
+        |v| {
+            if !v.exists {
+                return Err(vanished(dev, Goal::Connect, &be));
             }
+            refused(host, dev, opts.backend, v)?;
             Ok(matches!(
                 v.state,
                 Some(XenbusState::InitWait | XenbusState::Connected)
             ) && (!needs_status || v.hotplug_status.as_deref() == Some("connected")))
         },
-        |v| {
-            dev_err(
-                dev,
-                format!(
-                    "backend did not connect within {}; state is {}{}",
-                    secs(timeout),
-                    state_text(v.state),
-                    if needs_status && v.hotplug_status.is_none() {
-                        ", and its hotplug script has not reported"
-                    } else {
-                        ""
-                    }
-                ),
-            )
+        |v| timed_out(dev, Goal::Connect, opts.timeout, v),
+    )
+}
+
+/// Waits for the backend to close (or go), on removal.
+pub(super) fn wait_closed(
+    host: &Host,
+    dev: DeviceRef,
+    backend: DomId,
+    timeout: Duration,
+) -> Result<()> {
+    wait_backend(
+        host,
+        dev,
+        backend,
+        timeout,
+        |v| Ok(!v.exists || v.state == Some(XenbusState::Closed)),
+        |v| timed_out(dev, Goal::Close, timeout, v),
+    )
+}
+
+fn vanished(dev: DeviceRef, goal: Goal, be: &str) -> Error {
+    dev_err(
+        dev,
+        DeviceError::BackendVanished {
+            goal,
+            backend_path: be.to_owned(),
         },
     )
+}
+
+fn timed_out(dev: DeviceRef, goal: Goal, timeout: Duration, v: &BackendView) -> Error {
+    dev_err(
+        dev,
+        DeviceError::BackendTimeout {
+            goal,
+            timeout,
+            state: v.state,
+            hotplug_silent: has_hotplug_script(dev.kind) && v.hotplug_status.is_none(),
+        },
+    )
+}
+
+/// [`DeviceError::BackendRefused`] if the backend gave up on the device while we wait for it
+/// to come up: its hotplug status says `error`, or it closed. The reason is what the backend
+/// (or its script) wrote: `hotplug-error`, else the driver's `error` node
+/// (`/local/domain/B/error/backend/K/D/I/error`, where `xenbus_dev_fatal` puts it).
+fn refused(host: &Host, dev: DeviceRef, backend: DomId, v: &BackendView) -> Result<()> {
+    let closed = matches!(v.state, Some(XenbusState::Closing | XenbusState::Closed));
+    if !closed && v.hotplug_status.as_deref() != Some("error") && v.hotplug_error.is_none() {
+        return Ok(());
+    }
+    let reason = match &v.hotplug_error {
+        Some(r) => Some(r.clone()),
+        None => {
+            let node = format!(
+                "/local/domain/{backend}/error/backend/{}/{}/{}/error",
+                dev.kind.xenstore_name(),
+                dev.domid,
+                dev.devid
+            );
+            read_opt(host, dev, &node)?
+        }
+    };
+    Err(dev_err(
+        dev,
+        DeviceError::BackendRefused {
+            state: v.state,
+            reason,
+        },
+    ))
 }

@@ -25,16 +25,27 @@ pub(super) fn running_daemon(paths: &SimPaths) -> Result<Option<u32>> {
     }
 }
 
-pub(super) fn spawn_daemon(opts: &SimOptions, paths: &SimPaths) -> Result<()> {
-    let dir = &opts.dir;
-    let exe = match &opts.daemon_exe {
+/// The binary that runs the host's xenstored and its hotplug scripts: the options', else
+/// `$RXEN_SIM_DAEMON_EXE`, else this program.
+pub(super) fn daemon_exe(opts: &SimOptions) -> Result<PathBuf> {
+    Ok(match &opts.daemon_exe {
         Some(e) => e.clone(),
         None => match std::env::var_os(DAEMON_EXE_ENV) {
             Some(e) => PathBuf::from(e),
-            None => std::env::current_exe()
-                .map_err(|e| sim_err(dir, "cannot find this program to run xenstored", Some(e)))?,
+            None => std::env::current_exe().map_err(|e| {
+                sim_err(
+                    &opts.dir,
+                    "cannot find this program to run xenstored",
+                    Some(e),
+                )
+            })?,
         },
-    };
+    })
+}
+
+pub(super) fn spawn_daemon(opts: &SimOptions, paths: &SimPaths) -> Result<()> {
+    let dir = &opts.dir;
+    let exe = daemon_exe(opts)?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -110,8 +121,10 @@ pub fn shutdown(dir: &Path) -> Result<bool> {
 }
 
 /// If this process was started as the simulated host's xenstored (`EXE __rxen-sim-xenstored
-/// DIR`), run it and exit; otherwise return. Call it first thing in `main`.
+/// DIR`) or as one of its hotplug scripts ([`super::hotplug`]), run it and exit; otherwise
+/// return. Call it first thing in `main`.
 pub fn run_daemon_if_asked() {
+    super::hotplug::run_if_asked();
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(std::ffi::OsStr::new(DAEMON_ARG)) {
         return;

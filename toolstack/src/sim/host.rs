@@ -5,7 +5,7 @@ use std::io;
 use nix::fcntl::FlockArg;
 use xenctrl::{SimHypervisor, XenCtrl};
 
-use super::daemon::{running_daemon, spawn_daemon};
+use super::daemon::{daemon_exe, running_daemon, spawn_daemon};
 use super::{lock_file, sim_err, SimOptions, SimPaths};
 use crate::error::{Error, Result};
 
@@ -74,6 +74,8 @@ fn boot(opts: &SimOptions, paths: &SimPaths) -> Result<xenstore::Client> {
             }
         }
     }
+    super::hotplug::install(paths, &daemon_exe(opts)?)
+        .map_err(|e| sim_err(dir, "cannot write the hotplug scripts", Some(e)))?;
     spawn_daemon(opts, paths)?;
     let xs = xenstore::Client::open_path(paths.socket()).map_err(Error::OpenXenstore)?;
     // What xen-init-dom0 writes, plus dom0's memory nodes (libxl__fill_dom0_memory_info).

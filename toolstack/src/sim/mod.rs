@@ -14,6 +14,10 @@
 //!   are wiped, and dom0's xenstore entries are written. So the two halves of the host always
 //!   agree: a xenstore tree never outlives the domains it describes, nor the other way round.
 //!
+//! - The backend driver ([`backend`], blkback's and netback's part, and the console backends')
+//!   runs in the daemon as a xenstore client. The hotplug scripts are stubs ([`hotplug`]) that
+//!   boot writes into `DIR/scripts`, and the toolstack runs them as it runs Xen's.
+//!
 //! The daemon is the toolstack binary itself, run as `EXE __rxen-sim-xenstored DIR`: a binary
 //! that uses this module calls [`run_daemon_if_asked`] first thing in `main`.
 
@@ -29,6 +33,7 @@ use crate::error::Error;
 pub mod backend;
 mod daemon;
 mod host;
+pub mod hotplug;
 
 pub use daemon::{run_daemon_if_asked, shutdown};
 pub use host::connect;
