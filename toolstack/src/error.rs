@@ -191,6 +191,17 @@ pub enum Error {
         /// Why.
         what: String,
     },
+    /// The domain has no stored config of this toolstack: it is still being created, or
+    /// another toolstack (`xl`) made it. Device attach needs one (see
+    /// [`crate::device::add_disk`]); list and detach work without.
+    #[error(
+        "{domain}: it has no stored config of this toolstack: it is still being created (try \
+         again when the creation is done), or xl created it (attach its devices with xl)"
+    )]
+    NotManaged {
+        /// The domain.
+        domain: DomainRef,
+    },
     /// A per-domain lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::lock::Error),

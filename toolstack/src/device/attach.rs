@@ -29,6 +29,17 @@ use crate::lock::{level, DomId, Locked};
 /// taken out of xenstore and then out of the stored config, and the error says what the
 /// backend did.
 ///
+/// # Domains that `xl` created
+///
+/// Attach is refused ([`Error::NotManaged`]) for a domain without a stored config of this
+/// toolstack, such as one `xl` created. The invariant wants every device described by the
+/// domain's stored config before it exists; for xl's domain that is libxl's `libxl-json`
+/// document, which libxl rewrites whole from its own model. This toolstack writes that
+/// document only from its own config and does not read libxl's back, so adding a device to it
+/// would drop what libxl recorded and we do not model; leaving the document alone would put a
+/// device in xenstore that xl's record does not describe (and `xl save`, `xl list -l` would
+/// miss). So xl's devices are attached with xl; `rxl` lists and detaches them.
+///
 /// # Errors
 ///
 /// [`Error::NoSuchDomain`] for a domain that is gone (or destroyed while waiting for its

@@ -12,11 +12,8 @@ pub(super) fn stored_err(domid: DomId) -> impl Fn(crate::config::stored::Error) 
     move |source| match source {
         // A domain between Xen's createdomain and the last step of its creation has no
         // stored config yet; devices wait for the creation to finish.
-        crate::config::stored::Error::Missing { .. } => Error::Refused {
+        crate::config::stored::Error::Missing { .. } => Error::NotManaged {
             domain: DomainRef::id(domid),
-            what: "it has no stored config: it is still being created (try again when the \
-                   creation is done), or was not created by this toolstack"
-                .into(),
         },
         source => Error::Stored {
             domain: DomainRef::id(domid),
