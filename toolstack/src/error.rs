@@ -2,7 +2,6 @@
 //! source. Messages are sentences a user can act on; they do not repeat their source.
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
 
 use crate::lock::DomId;
@@ -72,7 +71,7 @@ pub enum Error {
         what: String,
         /// The cause.
         #[source]
-        source: Option<io::Error>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A hypercall failed.
     #[error("{domain}: {what}")]

@@ -38,8 +38,14 @@ pub fn connect(opts: &SimOptions) -> Result<(XenCtrl, xenstore::Client, bool)> {
             }
         }
     };
-    let xc = XenCtrl::simulated_persistent(&paths.hypervisor(), opts.config.clone())
-        .map_err(|e| sim_err(dir, format!("cannot open the hypervisor state: {e}"), None))?;
+    let xc =
+        XenCtrl::simulated_persistent(&paths.hypervisor(), opts.config.clone()).map_err(|e| {
+            Error::SimHost {
+                dir: dir.clone(),
+                what: "cannot open the hypervisor state".into(),
+                source: Some(Box::new(e)),
+            }
+        })?;
     Ok((xc, xs, booted))
 }
 

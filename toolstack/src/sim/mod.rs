@@ -142,7 +142,7 @@ pub(crate) fn sim_err(dir: &Path, what: impl Into<String>, source: Option<io::Er
     Error::SimHost {
         dir: dir.to_owned(),
         what: what.into(),
-        source,
+        source: source.map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
     }
 }
 
