@@ -1,5 +1,12 @@
 //! Domain creation with Xen's memory claims: admission is atomic, and no lock is held across a
-//! build that another creation could need (seed 000).
+//! build that another creation could need.
+//!
+//! The race this guards against: two creations that each check "is there enough free memory?"
+//! and then allocate can both see the same free memory and both go ahead; the second then
+//! fails half way through its build (or starves dom0). A host-wide lock held across the
+//! check and the whole build would fix that by making every creation wait for every other.
+//! Instead Xen's claim reserves the pages atomically at admission: a creation either gets its
+//! memory reserved at once or is refused at once, and builds run side by side.
 //!
 //! The order, and why (Xen's `XENMEM_claim_pages` takes a domid, and refuses a claim above the
 //! domain's `max_mem`):
@@ -248,7 +255,9 @@ fn build(
     hooks::point("create:before-stored")?;
     {
         // The slow lock from recording the config (which describes the devices) until the
-        // devices exist, as for a hot add (seed 002).
+        // devices exist, as for a hot add: a device command on this domain (or a destroy) that
+        // came in between would otherwise see devices recorded but not yet in xenstore, and
+        // "repair" them away.
         let exists = |d| host.domain_exists(d);
         let mut slow = host
             .locks

@@ -1,8 +1,14 @@
-//! A domain's memory target and maximum, with libxl 4.17's semantics (`libxl_mem.c`) and the
-//! fix of seed 004: both run under the domain's userdata lock (which needs the ctx lock first),
-//! the xenstore transaction is retried on `EAGAIN`, and the `max_mem` hypercall happens inside
-//! the locked section, so memory/target and Xen's `max_mem` never disagree for anyone who looks
-//! under the lock.
+//! A domain's memory target and maximum, with libxl 4.17's semantics (`libxl_mem.c`), made
+//! safe against concurrent changes: both run under the domain's userdata lock (which needs the
+//! ctx lock first), the xenstore transaction is retried on `EAGAIN`, and the `max_mem`
+//! hypercall happens inside the locked section, so memory/target and Xen's `max_mem` never
+//! disagree for anyone who looks under the lock.
+//!
+//! The race this guards against: `mem-set` reads static-max, checks the new target against it
+//! and writes the target; `mem-max` reads the target, checks the new maximum against it and
+//! sets Xen's `max_mem`. Run side by side without a common lock, each can check against the
+//! value the other is about to replace, and the domain ends with a target above its maximum
+//! (or a maximum Xen enforces below the target the balloon driver aims for).
 
 use crate::paths::ReadOpt;
 use serde::Serialize;
@@ -104,7 +110,7 @@ fn in_transaction<T>(
 }
 
 /// Take the domain's userdata lock (reporting the lock steps to test hooks), unless the test
-/// switch that re-creates seed 004 says not to.
+/// switch that re-creates the target/maxmem race says not to.
 fn lock_domain<'t>(
     host: &Host,
     token: &'t mut Locked<'_, level::Ctx>,

@@ -1,6 +1,7 @@
 //! Device hotplug on the simulated host, across processes: `rxl` commands against one state
 //! directory, the host's simulated backend driver on the other end, and hook points to force
-//! the interleavings of the races seed 002 asks about.
+//! the interleavings of the device races (an add against a destroy, two adds of one device, a
+//! remove against an add): see `toolstack/DESIGN.md`.
 
 mod common;
 

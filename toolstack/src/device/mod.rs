@@ -1,5 +1,10 @@
 //! Virtual devices: the xenstore layout Xen's split drivers use, and their hot add and removal
-//! under the lock rules of seed 002.
+//! under the lock rules of `toolstack/DESIGN.md`.
+//!
+//! The module is split by concern: `nodes` (the xenstore layout), `wait` (backend
+//! waits), `hotplug` (scripts and the disk-target check), `record` (the stored config's
+//! entries), `attach`, `detach`, `list`, `recover` (check and crash recovery), `error`
+//! ([`DeviceError`]).
 //!
 //! # Layout
 //!

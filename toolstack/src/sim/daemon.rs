@@ -93,7 +93,7 @@ pub(super) fn spawn_daemon(opts: &SimOptions, paths: &SimPaths) -> Result<()> {
 ///
 /// # Errors
 ///
-/// [`Error::SimHost`] when the pid file cannot be read or the signal cannot be sent.
+/// [`Error::SimHost`](crate::Error::SimHost) when the pid file cannot be read or the signal cannot be sent.
 pub fn shutdown(dir: &Path) -> Result<bool> {
     let paths = SimPaths {
         dir: dir.to_owned(),
