@@ -46,7 +46,7 @@ use xenstore::perms::{Access, Permissions};
 
 use crate::config::stored::StoredConfig;
 use crate::config::{DomainConfig, DomainType};
-use crate::domain::{self, dom_path, libxl_path, lock_error};
+use crate::domain::{self, dom_path, libxl_path};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
@@ -258,31 +258,25 @@ fn build(
         // devices exist, as for a hot add: a device command on this domain (or a destroy) that
         // came in between would otherwise see devices recorded but not yet in xenstore, and
         // "repair" them away.
-        let exists = |d| host.domain_exists(d);
-        let mut slow = host
-            .locks
-            .lock_slow(token, domid, &exists)
-            .map_err(lock_error)?;
-        let mut st = slow.token();
-        host.with_userdata(&mut st, domid, |guard| {
-            let mut recorded = config.clone();
-            recorded.uuid = Some(uuid);
-            host.configs
-                .save(guard, &StoredConfig::new(domid, recorded))
-                .map_err(|source| Error::Stored {
-                    domain: who.clone(),
-                    source,
-                })
+        host.with_slow(token, domid, |st| {
+            host.with_userdata(st, domid, |guard| {
+                let mut recorded = config.clone();
+                recorded.uuid = Some(uuid);
+                host.configs
+                    .save(guard, &StoredConfig::new(domid, recorded))
+                    .map_err(|source| Error::Stored {
+                        domain: who.clone(),
+                        source,
+                    })
+            })?;
+            progress(Step::Stored);
+            crate::device::attach_at_creation(host, st, domid, config)?;
+            // Still under the slow lock, so a destroy that raced the creation cannot have taken
+            // the domain (and its claim) away yet.
+            host.xc
+                .cancel_claim(domid)
+                .map_err(xen("cannot release its memory claim"))
         })?;
-        progress(Step::Stored);
-        crate::device::attach_at_creation(host, &mut st, domid, config)?;
-        // Still under the slow lock, so a destroy that raced the creation cannot have taken
-        // the domain (and its claim) away yet.
-        host.xc
-            .cancel_claim(domid)
-            .map_err(xen("cannot release its memory claim"))?;
-        drop(st);
-        slow.release().map_err(Error::Lock)?;
     }
     Ok(introduced)
 }

@@ -191,14 +191,6 @@ pub fn unpause(host: &Host, domid: DomId) -> Result<()> {
     })
 }
 
-/// Map a per-domain lock error to the toolstack's: a vanished domain is "no such domain".
-pub(crate) fn lock_error(e: crate::lock::Error) -> Error {
-    match e {
-        crate::lock::Error::NoSuchDomain { domid, .. } => Error::NoSuchDomain(domid.to_string()),
-        other => Error::Lock(other),
-    }
-}
-
 /// Destroy a domain and everything the toolstack made for it (`xl destroy`).
 ///
 /// Under the domain's slow device lock and userdata lock (so after any device work, memory
@@ -218,26 +210,20 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
             what: "dom0 cannot be destroyed".into(),
         });
     }
-    let exists = |d| host.domain_exists(d);
     // The slow device lock first: a device add or remove in progress finishes (or times out)
     // before the domain goes, and one that waits for the lock finds the domain gone.
-    let mut slow = host
-        .locks
-        .lock_slow(token, domid, &exists)
-        .map_err(lock_error)?;
-    let mut st = slow.token();
-    host.with_userdata(&mut st, domid, |guard| {
-        crate::hooks::point("destroy:locked")?;
-        let who = domain_ref(host, domid);
-        teardown(host, domid, &who)?;
-        crate::hooks::point("destroy:torn-down")?;
-        host.configs.remove(guard).map_err(|source| Error::Stored {
-            domain: who.clone(),
-            source,
+    host.with_slow(token, domid, |st| {
+        host.with_userdata(st, domid, |guard| {
+            crate::hooks::point("destroy:locked")?;
+            let who = domain_ref(host, domid);
+            teardown(host, domid, &who)?;
+            crate::hooks::point("destroy:torn-down")?;
+            host.configs.remove(guard).map_err(|source| Error::Stored {
+                domain: who.clone(),
+                source,
+            })
         })
     })?;
-    drop(st);
-    slow.release().map_err(Error::Lock)?;
     Ok(())
 }
 

@@ -293,6 +293,17 @@ impl Error {
         }
     }
 
+    /// A per-domain lock error as the toolstack reports it: a vanished domain is "no such
+    /// domain".
+    pub(crate) fn from_lock(e: crate::lock::Error) -> Error {
+        match e {
+            crate::lock::Error::NoSuchDomain { domid, .. } => {
+                Error::NoSuchDomain(domid.to_string())
+            }
+            other => Error::Lock(other),
+        }
+    }
+
     /// The device failure behind this error, if it is one (for an attach whose undo failed
     /// too, the attach's).
     pub fn device_error(&self) -> Option<&crate::device::DeviceError> {

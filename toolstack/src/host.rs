@@ -186,6 +186,32 @@ impl Host {
             }
         })
     }
+    /// Runs `f` holding domain `domid`'s slow device lock, and releases it after; `f` gets the
+    /// token for the locks that may come after it. The one way the toolstack takes that lock
+    /// for a domain that exists (crash recovery of a destroyed one takes it directly).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for a domain that does not exist (or was destroyed while we
+    /// waited for its lock); [`Error::Lock`] if the lock cannot be taken or released; what
+    /// `f` returns.
+    pub fn with_slow<R>(
+        &self,
+        token: &mut Locked<'_, level::Unlocked>,
+        domid: DomId,
+        f: impl FnOnce(&mut Locked<'_, level::Slow>) -> Result<R>,
+    ) -> Result<R> {
+        let exists = |d| self.domain_exists(d);
+        let mut slow = self
+            .locks
+            .lock_slow(token, domid, &exists)
+            .map_err(Error::from_lock)?;
+        // On an error the guard's drop releases the lock.
+        let r = f(&mut slow.token())?;
+        slow.release().map_err(Error::Lock)?;
+        Ok(r)
+    }
+
     /// Runs `f` holding domain `domid`'s userdata ("fast") lock, taken after the ctx lock as
     /// the hierarchy wants, and releases both after. This is the one way the toolstack takes a
     /// domain's userdata lock: `token` proves the caller holds no lock that must come after

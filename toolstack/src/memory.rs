@@ -13,7 +13,7 @@
 use crate::paths::ReadOpt;
 use serde::Serialize;
 
-use crate::domain::{dom_path, domain_ref, lock_error, parse_kib, uuid_string};
+use crate::domain::{dom_path, domain_ref, parse_kib, uuid_string};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
@@ -130,7 +130,7 @@ fn lock_domain<'t>(
                 }
             }
         })
-        .map_err(lock_error)?;
+        .map_err(Error::from_lock)?;
     match hook_error {
         Some(e) => Err(e),
         None => Ok(Some(guard)),

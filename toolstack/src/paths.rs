@@ -49,29 +49,25 @@ pub trait ReadOpt {
     fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>>;
 }
 
-impl ReadOpt for xenstore::Client {
-    fn read_opt(&self, path: &str) -> xenstore::Result<Option<Vec<u8>>> {
-        opt(self.read(path))
-    }
-    fn read_string_opt(&self, path: &str) -> xenstore::Result<Option<String>> {
-        opt(self.read_string(path))
-    }
-    fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>> {
-        opt(self.directory(path))
-    }
+/// The same three methods for a client and a transaction, which have the same reads but no
+/// common trait.
+macro_rules! read_opt_for {
+    ($($t:ty),*) => {$(
+        impl ReadOpt for $t {
+            fn read_opt(&self, path: &str) -> xenstore::Result<Option<Vec<u8>>> {
+                opt(self.read(path))
+            }
+            fn read_string_opt(&self, path: &str) -> xenstore::Result<Option<String>> {
+                opt(self.read_string(path))
+            }
+            fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>> {
+                opt(self.directory(path))
+            }
+        }
+    )*};
 }
 
-impl ReadOpt for xenstore::Transaction<'_> {
-    fn read_opt(&self, path: &str) -> xenstore::Result<Option<Vec<u8>>> {
-        opt(self.read(path))
-    }
-    fn read_string_opt(&self, path: &str) -> xenstore::Result<Option<String>> {
-        opt(self.read_string(path))
-    }
-    fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>> {
-        opt(self.directory(path))
-    }
-}
+read_opt_for!(xenstore::Client, xenstore::Transaction<'_>);
 
 /// Removes `path` in a transaction; a node that is not there is removed already.
 pub(crate) fn rm_if_present(t: &xenstore::Transaction<'_>, path: &str) -> xenstore::Result<()> {

@@ -14,7 +14,6 @@ use super::wait::wait_connected;
 use super::*;
 use crate::config::stored::StoredConfig;
 use crate::config::{DiskSpec, VifSpec};
-use crate::domain::lock_error;
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
@@ -149,54 +148,48 @@ pub(super) fn add_keyed(
     spec: &VifSpec,
     opts: &Options,
 ) -> Result<DeviceRef> {
-    let exists = |d| host.domain_exists(d);
-    let mut slow = host
-        .locks
-        .lock_slow(token, domid, &exists)
-        .map_err(lock_error)?;
-    let mut st = slow.token();
-    recover_locked(host, &mut st, domid)?;
-    // The slow lock serialises device work on this domain, so the id chosen here cannot be
-    // taken by anyone else before it is recorded.
-    let stored = read_stored(host, &mut st, domid)?;
-    let mut used: Vec<u32> = stored_entries(&stored.config, kind)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    used.extend(xenstore_devids(host, domid, kind)?);
-    if kind == DeviceKind::Console {
-        // Console 0 is the primary console, whether or not this domain has one.
-        used.push(0);
-    }
-    let taken = || DeviceError::InUse { existing: None };
-    let recorded = match complete_spec(kind, spec, &mut used) {
-        Ok(r) => r,
-        Err(what) => {
-            // The id is taken: say so about the device.
-            if let Some(devid) = vif_devid(spec) {
-                return Err(dev_err(DeviceRef { kind, domid, devid }, taken()));
+    host.with_slow(token, domid, |st| {
+        recover_locked(host, st, domid)?;
+        // The slow lock serialises device work on this domain, so the id chosen here cannot be
+        // taken by anyone else before it is recorded.
+        let stored = read_stored(host, st, domid)?;
+        let mut used: Vec<u32> = stored_entries(&stored.config, kind)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        used.extend(xenstore_devids(host, domid, kind)?);
+        if kind == DeviceKind::Console {
+            // Console 0 is the primary console, whether or not this domain has one.
+            used.push(0);
+        }
+        let taken = || DeviceError::InUse { existing: None };
+        let recorded = match complete_spec(kind, spec, &mut used) {
+            Ok(r) => r,
+            Err(what) => {
+                // The id is taken: say so about the device.
+                if let Some(devid) = vif_devid(spec) {
+                    return Err(dev_err(DeviceRef { kind, domid, devid }, taken()));
+                }
+                return Err(Error::Refused {
+                    domain: DomainRef::id(domid),
+                    what,
+                });
             }
-            return Err(Error::Refused {
-                domain: DomainRef::id(domid),
-                what,
-            });
-        }
-    };
-    let devid = vif_devid(&recorded).unwrap_or(0);
-    let dev = DeviceRef { kind, domid, devid };
-    let nodes = keyed_nodes(kind, &recorded, devid, &host.hotplug_scripts);
-    add_locked(host, &mut st, dev, opts, nodes, move |stored| {
-        if is_recorded(&stored.config, dev) {
-            return Err(dev_err(dev, taken()));
-        }
-        if let Some(list) = keyed_mut(&mut stored.config, kind) {
-            list.push(recorded);
-        }
-        Ok(())
-    })?;
-    drop(st);
-    slow.release().map_err(Error::Lock)?;
-    Ok(dev)
+        };
+        let devid = vif_devid(&recorded).unwrap_or(0);
+        let dev = DeviceRef { kind, domid, devid };
+        let nodes = keyed_nodes(kind, &recorded, devid, &host.hotplug_scripts);
+        add_locked(host, st, dev, opts, nodes, move |stored| {
+            if is_recorded(&stored.config, dev) {
+                return Err(dev_err(dev, taken()));
+            }
+            if let Some(list) = keyed_mut(&mut stored.config, kind) {
+                list.push(recorded);
+            }
+            Ok(())
+        })?;
+        Ok(dev)
+    })
 }
 
 pub(super) fn add(
@@ -207,17 +200,11 @@ pub(super) fn add(
     nodes: Nodes,
     record: impl FnOnce(&mut StoredConfig) -> Result<()>,
 ) -> Result<DeviceRef> {
-    let exists = |d| host.domain_exists(d);
-    let mut slow = host
-        .locks
-        .lock_slow(token, dev.domid, &exists)
-        .map_err(lock_error)?;
-    let mut st = slow.token();
-    recover_locked(host, &mut st, dev.domid)?;
-    add_locked(host, &mut st, dev, opts, nodes, record)?;
-    drop(st);
-    slow.release().map_err(Error::Lock)?;
-    Ok(dev)
+    host.with_slow(token, dev.domid, |st| {
+        recover_locked(host, st, dev.domid)?;
+        add_locked(host, st, dev, opts, nodes, record)?;
+        Ok(dev)
+    })
 }
 
 /// The add proper, with the slow lock held throughout.

@@ -79,33 +79,38 @@ pub(super) fn wait_backend(
 
 /// Waits for the backend to reach InitWait, as libxl does before it runs the hotplug script.
 pub(super) fn wait_initwait(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
-    let be = dev.backend_path(opts.backend);
-    wait_backend(
-        host,
-        dev,
-        opts.backend,
-        opts.timeout,
-        |v| {
-            if !v.exists {
-                return Err(vanished(dev, Goal::InitWait, &be));
-            }
-            refused(host, dev, opts.backend, v)?;
-            Ok(matches!(
-                v.state,
-                Some(XenbusState::InitWait | XenbusState::Connected)
-            ))
-        },
-        |v| timed_out(dev, Goal::InitWait, opts.timeout, v),
-    )
+    wait_up(host, dev, opts, Goal::InitWait, |v| {
+        matches!(
+            v.state,
+            Some(XenbusState::InitWait | XenbusState::Connected)
+        )
+    })
 }
 
 /// Waits for the backend to be there for the guest: InitWait or Connected, and (for the
 /// kinds with a hotplug script) `hotplug-status` = `connected`.
 pub(super) fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Result<()> {
-    let be = dev.backend_path(opts.backend);
     // A kind without a hotplug script (a console, a vkb) has nothing to report in
     // `hotplug-status`; its backend's state alone says it is there.
     let needs_status = has_hotplug_script(dev.kind);
+    wait_up(host, dev, opts, Goal::Connect, |v| {
+        matches!(
+            v.state,
+            Some(XenbusState::InitWait | XenbusState::Connected)
+        ) && (!needs_status || v.hotplug_status.as_deref() == Some("connected"))
+    })
+}
+
+/// Waits for a backend that is coming up until `ready` says so; it must not vanish or refuse
+/// meanwhile.
+fn wait_up(
+    host: &Host,
+    dev: DeviceRef,
+    opts: &Options,
+    goal: Goal,
+    ready: impl Fn(&BackendView) -> bool,
+) -> Result<()> {
+    let be = dev.backend_path(opts.backend);
     wait_backend(
         host,
         dev,
@@ -113,15 +118,12 @@ pub(super) fn wait_connected(host: &Host, dev: DeviceRef, opts: &Options) -> Res
         opts.timeout,
         |v| {
             if !v.exists {
-                return Err(vanished(dev, Goal::Connect, &be));
+                return Err(vanished(dev, goal, &be));
             }
             refused(host, dev, opts.backend, v)?;
-            Ok(matches!(
-                v.state,
-                Some(XenbusState::InitWait | XenbusState::Connected)
-            ) && (!needs_status || v.hotplug_status.as_deref() == Some("connected")))
+            Ok(ready(v))
         },
-        |v| timed_out(dev, Goal::Connect, opts.timeout, v),
+        |v| timed_out(dev, goal, opts.timeout, v),
     )
 }
 
