@@ -1,5 +1,10 @@
 //! The xl.cfg parser, for the subset of keys this toolstack supports.
 //!
+//! (Over 800 lines on purpose: the lexer, the parser and the reading of each key follow one
+//! grammar, libxlu's, and their error positions are shared; split apart they would each need
+//! the others' types and the reader would lose the grammar's one place. The builder's keys
+//! will go to a module of their own.)
+//!
 //! # Syntax
 //!
 //! The grammar is libxlu's (xen `tools/libs/util/libxlu_cfg_y.y` and `libxlu_cfg_l.l`):
