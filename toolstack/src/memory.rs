@@ -10,7 +10,6 @@
 //! value the other is about to replace, and the domain ends with a target above its maximum
 //! (or a maximum Xen enforces below the target the balloon driver aims for).
 
-use crate::paths::ReadOpt;
 use serde::Serialize;
 
 use crate::domain::{dom_path, domain_ref, parse_kib, uuid_string};
@@ -18,6 +17,7 @@ use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked, UserdataGuard};
+use crate::paths::ReadOpt;
 
 /// What Xen's `max_mem` exceeds the memory target by (libxl's `LIBXL_MAXMEM_CONSTANT`, the x86
 /// "arch extra memory"), KiB.

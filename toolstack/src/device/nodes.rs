@@ -2,7 +2,6 @@
 //! goes in the frontend, backend and toolstack directories of each kind, writing and removing
 //! them, and finding the devices xenstore has.
 
-use crate::paths::{domid_of_path, rm_if_present, ReadOpt};
 use xenstore::perms::{Access, Permissions};
 
 use super::wait::read_opt;
@@ -12,6 +11,7 @@ use crate::domain::dom_path;
 use crate::error::{DomainRef, Error, Result};
 use crate::host::Host;
 use crate::lock::DomId;
+use crate::paths::{domid_of_path, rm_if_present, ReadOpt};
 
 /// What to write for a new device: the frontend's and backend's nodes (beyond the common
 /// ones).

@@ -1,7 +1,6 @@
 //! Waiting for a backend: a watch on its directory, re-read after every event, until it
 //! reaches the state asked for, fails, vanishes or runs out of time.
 
-use crate::paths::ReadOpt;
 use std::time::{Duration, Instant};
 
 use super::hotplug::has_hotplug_script;
@@ -9,6 +8,7 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::DomId;
+use crate::paths::ReadOpt;
 
 /// What the backend of a device says, read in one go.
 #[derive(Debug)]
