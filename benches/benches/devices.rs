@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use sim_host::{open, Dir};
 use toolstack::config::{DiskSpec, DomainConfig};
-use toolstack::device::{self, simback, DeviceKind, DeviceRef, Options};
+use toolstack::device::{self, DeviceKind, DeviceRef, Options};
 use toolstack::lock::{level, DomId, Locked};
+use toolstack::sim::backend as simback;
 use toolstack::Host;
 
 fn create(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> DomId {
@@ -49,12 +50,20 @@ fn create(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> Do
         .domid
 }
 
-fn disk(vdev: &str) -> DiskSpec {
-    DiskSpec::parse(&format!("/images/bench-{vdev}.img,raw,{vdev},rw")).expect("disk spec")
+/// A disk whose target is an (empty) image file in the host's state directory: the toolstack
+/// checks that a raw disk's target exists, on the simulated host as on Xen.
+fn disk(host: &Host, vdev: &str) -> DiskSpec {
+    let toolstack::HostKind::Simulated(dir) = host.kind() else {
+        panic!("the benches run on the simulated host");
+    };
+    let image = dir.join(format!("images/bench-{vdev}.img"));
+    std::fs::create_dir_all(dir.join("images")).expect("images dir");
+    std::fs::write(&image, b"").expect("image");
+    DiskSpec::parse(&format!("{},raw,{vdev},rw", image.display())).expect("disk spec")
 }
 
 fn add(host: &Host, root: &mut Locked<'_, level::Unlocked>, domid: DomId, vdev: &str) -> DeviceRef {
-    device::add_disk(host, root, domid, &disk(vdev), &Options::default()).expect("add")
+    device::add_disk(host, root, domid, &disk(host, vdev), &Options::default()).expect("add")
 }
 
 fn remove(host: &Host, root: &mut Locked<'_, level::Unlocked>, dev: DeviceRef) {

@@ -1,5 +1,12 @@
 //! Domain creation with Xen's memory claims: admission is atomic, and no lock is held across a
-//! build that another creation could need (seed 000).
+//! build that another creation could need.
+//!
+//! The race this guards against: two creations that each check "is there enough free memory?"
+//! and then allocate can both see the same free memory and both go ahead; the second then
+//! fails half way through its build (or starves dom0). A host-wide lock held across the
+//! check and the whole build would fix that by making every creation wait for every other.
+//! Instead Xen's claim reserves the pages atomically at admission: a creation either gets its
+//! memory reserved at once or is refused at once, and builds run side by side.
 //!
 //! The order, and why (Xen's `XENMEM_claim_pages` takes a domid, and refuses a claim above the
 //! domain's `max_mem`):
@@ -39,7 +46,7 @@ use xenstore::perms::{Access, Permissions};
 
 use crate::config::stored::StoredConfig;
 use crate::config::{DomainConfig, DomainType};
-use crate::domain::{self, dom_path, libxl_path, lock_error};
+use crate::domain::{self, dom_path, libxl_path};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
@@ -248,39 +255,28 @@ fn build(
     hooks::point("create:before-stored")?;
     {
         // The slow lock from recording the config (which describes the devices) until the
-        // devices exist, as for a hot add (seed 002).
-        let exists = |d| host.domain_exists(d);
-        let mut slow = host
-            .locks
-            .lock_slow(token, domid, &exists)
-            .map_err(lock_error)?;
-        let mut st = slow.token();
-        {
-            let mut ctx = host.ctx.lock(&mut st);
-            let mut t = ctx.token();
-            let guard = host
-                .locks
-                .lock_userdata(&mut t, domid, &exists)
-                .map_err(lock_error)?;
-            let mut recorded = config.clone();
-            recorded.uuid = Some(uuid);
-            host.configs
-                .save(&guard, &StoredConfig::new(domid, recorded))
-                .map_err(|source| Error::Stored {
-                    domain: who.clone(),
-                    source,
-                })?;
-            guard.release().map_err(Error::Lock)?;
-        }
-        progress(Step::Stored);
-        crate::device::attach_at_creation(host, &mut st, domid, config)?;
-        // Still under the slow lock, so a destroy that raced the creation cannot have taken
-        // the domain (and its claim) away yet.
-        host.xc
-            .cancel_claim(domid)
-            .map_err(xen("cannot release its memory claim"))?;
-        drop(st);
-        slow.release().map_err(Error::Lock)?;
+        // devices exist, as for a hot add: a device command on this domain (or a destroy) that
+        // came in between would otherwise see devices recorded but not yet in xenstore, and
+        // "repair" them away.
+        host.with_slow(token, domid, |st| {
+            host.with_userdata(st, domid, |guard| {
+                let mut recorded = config.clone();
+                recorded.uuid = Some(uuid);
+                host.configs
+                    .save(guard, &StoredConfig::new(domid, recorded))
+                    .map_err(|source| Error::Stored {
+                        domain: who.clone(),
+                        source,
+                    })
+            })?;
+            progress(Step::Stored);
+            crate::device::attach_at_creation(host, st, domid, config)?;
+            // Still under the slow lock, so a destroy that raced the creation cannot have taken
+            // the domain (and its claim) away yet.
+            host.xc
+                .cancel_claim(domid)
+                .map_err(xen("cannot release its memory claim"))
+        })?;
     }
     Ok(introduced)
 }
@@ -470,23 +466,15 @@ fn rollback(
     domid: DomId,
     who: &DomainRef,
 ) -> Result<()> {
-    let exists = |d| host.domain_exists(d);
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let guard = match host.locks.lock_userdata(&mut t, domid, &exists) {
-        Ok(g) => Some(g),
-        Err(crate::lock::Error::NoSuchDomain { .. }) => None,
-        Err(e) => return Err(Error::Lock(e)),
-    };
-    domain::teardown(host, domid, who)?;
-    if let Some(guard) = guard {
-        host.configs
-            .remove(&guard)
-            .map_err(|source| Error::Stored {
-                domain: who.clone(),
-                source,
-            })?;
-        guard.release().map_err(Error::Lock)?;
+    let done = host.try_with_userdata(token, domid, |guard| {
+        domain::teardown(host, domid, who)?;
+        host.configs.remove(guard).map_err(|source| Error::Stored {
+            domain: who.clone(),
+            source,
+        })
+    })?;
+    if done.is_none() {
+        domain::teardown(host, domid, who)?;
     }
     Ok(())
 }

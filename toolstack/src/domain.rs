@@ -7,37 +7,24 @@ use xenctrl::DomainInfo;
 use crate::error::{DomainRef, Error, Result};
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked};
+use crate::paths::{rm_if_present, ReadOpt};
 
-/// `/local/domain/N`.
-pub fn dom_path(domid: DomId) -> String {
-    format!("/local/domain/{domid}")
-}
-
-/// `/libxl/N`: the toolstack's private per-domain directory.
-pub fn libxl_path(domid: DomId) -> String {
-    format!("/libxl/{domid}")
-}
+pub use crate::paths::{dom_path, libxl_path};
 
 /// A UUID from Xen's domain handle, in the usual 8-4-4-4-12 form.
 pub fn uuid_string(handle: &[u8; 16]) -> String {
     uuid::Uuid::from_bytes(*handle).hyphenated().to_string()
 }
 
-/// Read a xenstore node, `None` if it does not exist.
-///
-/// # Errors
-///
-/// [`Error::Xenstore`] for failures other than a missing node.
-pub fn xs_read_opt(host: &Host, domid: DomId, path: &str) -> Result<Option<String>> {
-    match host.xs.read_string(path) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-        Err(source) => Err(Error::Xenstore {
+/// Read a domain's xenstore node, `None` if it does not exist.
+fn xs_read_opt(host: &Host, domid: DomId, path: &str) -> Result<Option<String>> {
+    host.xs
+        .read_string_opt(path)
+        .map_err(|source| Error::Xenstore {
             domain: DomainRef::id(domid),
             what: "cannot read its xenstore entries",
             source,
-        }),
-    }
+        })
 }
 
 /// Parse a KiB count read from xenstore.
@@ -204,14 +191,6 @@ pub fn unpause(host: &Host, domid: DomId) -> Result<()> {
     })
 }
 
-/// Map a per-domain lock error to the toolstack's: a vanished domain is "no such domain".
-pub(crate) fn lock_error(e: crate::lock::Error) -> Error {
-    match e {
-        crate::lock::Error::NoSuchDomain { domid, .. } => Error::NoSuchDomain(domid.to_string()),
-        other => Error::Lock(other),
-    }
-}
-
 /// Destroy a domain and everything the toolstack made for it (`xl destroy`).
 ///
 /// Under the domain's slow device lock and userdata lock (so after any device work, memory
@@ -231,35 +210,20 @@ pub fn destroy(host: &Host, token: &mut Locked<'_, level::Unlocked>, domid: DomI
             what: "dom0 cannot be destroyed".into(),
         });
     }
-    let exists = |d| host.domain_exists(d);
     // The slow device lock first: a device add or remove in progress finishes (or times out)
     // before the domain goes, and one that waits for the lock finds the domain gone.
-    let mut slow = host
-        .locks
-        .lock_slow(token, domid, &exists)
-        .map_err(lock_error)?;
-    let mut st = slow.token();
-    let mut ctx = host.ctx.lock(&mut st);
-    let mut t = ctx.token();
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    crate::hooks::point("destroy:locked")?;
-    let who = domain_ref(host, domid);
-    teardown(host, domid, &who)?;
-    crate::hooks::point("destroy:torn-down")?;
-    host.configs
-        .remove(&guard)
-        .map_err(|source| Error::Stored {
-            domain: who.clone(),
-            source,
-        })?;
-    guard.release().map_err(Error::Lock)?;
-    drop(t);
-    drop(ctx);
-    drop(st);
-    slow.release().map_err(Error::Lock)?;
+    host.with_slow(token, domid, |st| {
+        host.with_userdata(st, domid, |guard| {
+            crate::hooks::point("destroy:locked")?;
+            let who = domain_ref(host, domid);
+            teardown(host, domid, &who)?;
+            crate::hooks::point("destroy:torn-down")?;
+            host.configs.remove(guard).map_err(|source| Error::Stored {
+                domain: who.clone(),
+                source,
+            })
+        })
+    })?;
     Ok(())
 }
 
@@ -293,10 +257,7 @@ pub(crate) fn teardown(host: &Host, domid: DomId, who: &DomainRef) -> Result<()>
     // What the devices' hotplug scripts made (loop devices, bridge ports) goes first.
     crate::device::hotplug_remove_all(host, domid);
     // A missing node (or parent) is already removed.
-    let rm = |t: &xenstore::Transaction<'_>, path: &str| match t.rm(path) {
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(()),
-        other => other,
-    };
+    let rm = rm_if_present;
     host.xs
         .transaction(|t| {
             rm(t, &dom_path(domid))?;

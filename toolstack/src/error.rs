@@ -2,7 +2,6 @@
 //! source. Messages are sentences a user can act on; they do not repeat their source.
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
 
 use crate::lock::DomId;
@@ -72,7 +71,7 @@ pub enum Error {
         what: String,
         /// The cause.
         #[source]
-        source: Option<io::Error>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A hypercall failed.
     #[error("{domain}: {what}")]
@@ -191,6 +190,17 @@ pub enum Error {
         /// Why.
         what: String,
     },
+    /// The domain has no stored config of this toolstack: it is still being created, or
+    /// another toolstack (`xl`) made it. Device attach needs one (see
+    /// [`crate::device::add_disk`]); list and detach work without.
+    #[error(
+        "{domain}: it has no stored config of this toolstack: it is still being created (try \
+         again when the creation is done), or xl created it (attach its devices with xl)"
+    )]
+    NotManaged {
+        /// The domain.
+        domain: DomainRef,
+    },
     /// A per-domain lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::lock::Error),
@@ -235,13 +245,26 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A device operation failed or was refused.
-    #[error("{device}: {what}")]
+    /// A device operation failed or was refused; the source says how.
+    #[error("{device}")]
     Device {
         /// The device.
         device: crate::device::DeviceRef,
-        /// What went wrong, and what to do about it.
-        what: String,
+        /// What went wrong.
+        #[source]
+        source: crate::device::DeviceError,
+    },
+    /// Attaching a device failed, and undoing the attach failed too; the undo's error is the
+    /// source, the attach's is [`first`](Error::DeviceUndo::first).
+    #[error("{device}: attaching it failed, and undoing the attach failed too")]
+    DeviceUndo {
+        /// The device.
+        device: crate::device::DeviceRef,
+        /// Why the attach failed.
+        first: Box<Error>,
+        /// Why the undo failed.
+        #[source]
+        source: Box<Error>,
     },
     /// A xenstore operation on a device failed.
     #[error("{device}: {what}")]
@@ -266,6 +289,27 @@ impl Error {
     pub fn xen_errno(&self) -> Option<xenctrl::Errno> {
         match self {
             Error::Xen { source, .. } | Error::XenHost { source, .. } => source.errno(),
+            _ => None,
+        }
+    }
+
+    /// A per-domain lock error as the toolstack reports it: a vanished domain is "no such
+    /// domain".
+    pub(crate) fn from_lock(e: crate::lock::Error) -> Error {
+        match e {
+            crate::lock::Error::NoSuchDomain { domid, .. } => {
+                Error::NoSuchDomain(domid.to_string())
+            }
+            other => Error::Lock(other),
+        }
+    }
+
+    /// The device failure behind this error, if it is one (for an attach whose undo failed
+    /// too, the attach's).
+    pub fn device_error(&self) -> Option<&crate::device::DeviceError> {
+        match self {
+            Error::Device { source, .. } => Some(source),
+            Error::DeviceUndo { first, .. } => first.device_error(),
             _ => None,
         }
     }

@@ -13,8 +13,9 @@
 //!   `fail` to make the step fail). A test drives interleavings of several processes this way,
 //!   with no sleeps.
 //! - `RXEN_TEST_UNSAFE_SKIP_USERDATA_LOCK=1`: memory operations skip the userdata lock (and so
-//!   the stored config). This re-creates the bug of seed 004 so a test can show that it is
-//!   real; never set it otherwise. The process says so on stderr.
+//!   the stored config). This re-creates the old race of memory target against maxmem
+//!   (two processes each reading the other's half-written values, so target and Xen's
+//!   `max_mem` disagree) so a test can show that it is real; never set it otherwise. The process says so on stderr.
 
 #[cfg(not(feature = "test-hooks"))]
 use crate::error::Result;
@@ -100,7 +101,8 @@ mod enabled {
         }
     }
 
-    /// Whether memory operations skip the userdata lock (seed 004's bug, for tests only).
+    /// Whether memory operations skip the userdata lock (the old target/maxmem race, for
+    /// tests only).
     pub fn skip_userdata_lock() -> bool {
         static SKIP: OnceLock<bool> = OnceLock::new();
         *SKIP.get_or_init(|| {

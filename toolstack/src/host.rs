@@ -14,14 +14,13 @@ use xenctrl::{DomainInfo, XenCtrl};
 
 use crate::config::stored::ConfigStore;
 use crate::error::{DomainRef, Error, Result};
-use crate::lock::{CheckError, CtxLock, DomId, LockDir, UuidLookup};
+use crate::lock::{
+    level, CheckError, CtxLock, DomId, LockBefore, LockDir, Locked, UserdataGuard, UuidLookup,
+};
 use crate::sim::{self, SimOptions};
 
 /// libxl's per-domain userdata directory (`XEN_LIB_DIR`).
 pub const LIBXL_DIR: &str = "/var/lib/xen";
-
-/// The simulated host's stand-in for [`LIBXL_DIR`], under its state directory.
-pub const SIM_LIBXL_SUBDIR: &str = "xen-lib";
 
 /// Where Xen's tools install the hotplug scripts (libxl's `XEN_SCRIPT_DIR`).
 pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
@@ -75,9 +74,8 @@ pub struct Host {
     /// The stored domain configs.
     pub configs: ConfigStore,
     /// Where the backends' hotplug scripts live (`block`, `vif-bridge`), which the toolstack
-    /// runs as libxl does; `None` where the backend driver plays their part itself (the
-    /// simulated host's).
-    pub hotplug_scripts: Option<PathBuf>,
+    /// runs as libxl does: Xen's in [`XEN_SCRIPT_DIR`], or the simulated host's stubs.
+    pub hotplug_scripts: PathBuf,
     /// The per-process ctx lock.
     pub ctx: CtxLock<Ctx>,
     kind: HostKind,
@@ -122,7 +120,7 @@ impl Host {
                     .with_libxl(libxl_dir),
                 xc,
                 xs,
-                hotplug_scripts: Some(PathBuf::from(XEN_SCRIPT_DIR)),
+                hotplug_scripts: PathBuf::from(XEN_SCRIPT_DIR),
                 ctx: CtxLock::new(Ctx::default()),
                 kind: HostKind::Xen,
                 booted: false,
@@ -137,13 +135,14 @@ impl Host {
         let (xc, xs, booted) = sim::connect(&so)?;
         let xc = Arc::new(xc);
         // The same naming as on real Xen, in the state directory's stand-in for /var/lib/xen.
-        let libxl_dir = dir.join(SIM_LIBXL_SUBDIR);
+        let paths = sim::SimPaths::new(&dir);
+        let libxl_dir = paths.libxl_dir();
         Ok(Host {
             locks: LockDir::libxl(&libxl_dir, uuid_lookup(&xc)),
-            configs: ConfigStore::under(&dir).with_libxl(&libxl_dir),
+            configs: ConfigStore::new(paths.configs_dir()).with_libxl(&libxl_dir),
             xc,
             xs,
-            hotplug_scripts: None,
+            hotplug_scripts: paths.hotplug_scripts_dir(),
             ctx: CtxLock::new(Ctx::default()),
             kind: HostKind::Simulated(dir),
             booted,
@@ -186,5 +185,89 @@ impl Host {
                 }
             }
         })
+    }
+    /// Runs `f` holding domain `domid`'s slow device lock, and releases it after; `f` gets the
+    /// token for the locks that may come after it. The one way the toolstack takes that lock
+    /// for a domain that exists (crash recovery of a destroyed one takes it directly).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for a domain that does not exist (or was destroyed while we
+    /// waited for its lock); [`Error::Lock`] if the lock cannot be taken or released; what
+    /// `f` returns.
+    pub fn with_slow<R>(
+        &self,
+        token: &mut Locked<'_, level::Unlocked>,
+        domid: DomId,
+        f: impl FnOnce(&mut Locked<'_, level::Slow>) -> Result<R>,
+    ) -> Result<R> {
+        let exists = |d| self.domain_exists(d);
+        let mut slow = self
+            .locks
+            .lock_slow(token, domid, &exists)
+            .map_err(Error::from_lock)?;
+        // On an error the guard's drop releases the lock.
+        let r = f(&mut slow.token())?;
+        slow.release().map_err(Error::Lock)?;
+        Ok(r)
+    }
+
+    /// Runs `f` holding domain `domid`'s userdata ("fast") lock, taken after the ctx lock as
+    /// the hierarchy wants, and releases both after. This is the one way the toolstack takes a
+    /// domain's userdata lock: `token` proves the caller holds no lock that must come after
+    /// the ctx lock (none, or the domain's slow lock), so the compile-time order still holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchDomain`] for a domain that does not exist (or was destroyed while we
+    /// waited for its lock); [`Error::Lock`] if the lock cannot be taken or released; what
+    /// `f` returns.
+    pub fn with_userdata<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.try_with_userdata(token, domid, f)?
+            .ok_or_else(|| Error::NoSuchDomain(domid.to_string()))
+    }
+
+    /// [`with_userdata`](Self::with_userdata), but `Ok(None)` (and `f` not run) for a domain
+    /// that does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_userdata`](Self::with_userdata), but for a missing domain.
+    pub fn try_with_userdata<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let exists = |d| self.domain_exists(d);
+        self.with_userdata_checked(token, domid, &exists, f)
+    }
+
+    /// [`try_with_userdata`](Self::try_with_userdata) with the caller's check of whether the
+    /// domain counts as there (recovery of a destroyed domain's leftovers takes the locks of
+    /// one that is gone).
+    pub(crate) fn with_userdata_checked<L: LockBefore<level::Ctx>, R>(
+        &self,
+        token: &mut Locked<'_, L>,
+        domid: DomId,
+        check: &dyn crate::lock::DomainCheck,
+        f: impl FnOnce(&UserdataGuard<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let mut ctx = self.ctx.lock(token);
+        let mut t = ctx.token();
+        let guard = match self.locks.lock_userdata(&mut t, domid, check) {
+            Ok(g) => g,
+            Err(crate::lock::Error::NoSuchDomain { .. }) => return Ok(None),
+            Err(e) => return Err(Error::Lock(e)),
+        };
+        // On an error the guard's drop releases the lock.
+        let r = f(&guard)?;
+        guard.release().map_err(Error::Lock)?;
+        Ok(Some(r))
     }
 }

@@ -11,17 +11,22 @@
 //!   ([`config::xlcfg`]) and the stored domain config, readable only under the userdata lock
 //!   ([`config::stored`]).
 //! - [`host`]: the machine: real Xen through privcmd, or the simulated host of [`sim`] (a
-//!   hypervisor model in a state file plus our xenstored as a daemon), chosen at run time.
+//!   hypervisor model in a state file, our xenstored as a daemon, a simulated backend driver
+//!   and stub hotplug scripts), chosen at run time.
 //! - [`create`]: domain creation with Xen's memory claims, rolled back whole on failure.
 //! - [`memory`]: memory target and maximum with libxl's semantics, under the userdata lock.
-//! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, hot add and
-//!   remove under the slow lock, and the simulated backend driver.
+//! - [`xenbus`]: the split-driver vocabulary: device kinds, device names and their
+//!   directories, XenbusState.
+//! - [`paths`]: where things live in xenstore, and reading nodes that may be missing (a leaf
+//!   that every other module may use).
+//! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, backend waits,
+//!   hotplug scripts, the stored config's records, attach, detach, list, check and recover.
 //! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
 //! - [`hooks`]: test hooks that let a test interleave processes deterministically; they exist
 //!   only with the `test-hooks` cargo feature, which the crate's own tests turn on and a shipped
 //!   build never does.
 //!
-//! The `rxl` binary (`src/bin/rxl.rs`) is the xl-like command line on top.
+//! The `rxl` binary (`src/bin/rxl/`) is the xl-like command line on top.
 
 #![forbid(unsafe_code)]
 // Toolstack errors carry the domain and the xenstore or Xen error whole, for sentences that
@@ -37,7 +42,9 @@ pub mod hooks;
 pub mod host;
 pub mod lock;
 pub mod memory;
+pub mod paths;
 pub mod sim;
+pub mod xenbus;
 
 pub use error::{DomainRef, Error, Result};
 pub use host::{Host, HostKind, HostOptions};

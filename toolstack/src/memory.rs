@@ -1,21 +1,31 @@
-//! A domain's memory target and maximum, with libxl 4.17's semantics (`libxl_mem.c`) and the
-//! fix of seed 004: both run under the domain's userdata lock (which needs the ctx lock first),
-//! the xenstore transaction is retried on `EAGAIN`, and the `max_mem` hypercall happens inside
-//! the locked section, so memory/target and Xen's `max_mem` never disagree for anyone who looks
-//! under the lock.
+//! A domain's memory target and maximum, with libxl 4.17's semantics (`libxl_mem.c`), made
+//! safe against concurrent changes: both run under the domain's userdata lock (which needs the
+//! ctx lock first), the xenstore transaction is retried on `EAGAIN`, and the `max_mem`
+//! hypercall happens inside the locked section, so memory/target and Xen's `max_mem` never
+//! disagree for anyone who looks under the lock.
+//!
+//! The race this guards against: `mem-set` reads static-max, checks the new target against it
+//! and writes the target; `mem-max` reads the target, checks the new maximum against it and
+//! sets Xen's `max_mem`. Run side by side without a common lock, each can check against the
+//! value the other is about to replace, and the domain ends with a target above its maximum
+//! (or a maximum Xen enforces below the target the balloon driver aims for).
 
 use serde::Serialize;
 
-use crate::domain::{dom_path, domain_ref, lock_error, parse_kib, uuid_string};
+use crate::domain::{dom_path, domain_ref, parse_kib, uuid_string};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked, UserdataGuard};
-use crate::sim::MIN_DOM0_KIB;
+use crate::paths::ReadOpt;
 
 /// What Xen's `max_mem` exceeds the memory target by (libxl's `LIBXL_MAXMEM_CONSTANT`, the x86
 /// "arch extra memory"), KiB.
 pub const MAXMEM_CONSTANT_KIB: u64 = 1024;
+
+/// dom0's minimum memory target (libxl's `LIBXL_MIN_DOM0_MEM`), KiB: a policy of the
+/// toolstack, whatever machine it runs on.
+pub const MIN_DOM0_KIB: u64 = 128 * 1024;
 
 /// A memory target: absolute, or relative to the current one (`xl mem-set` takes absolute).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +70,10 @@ fn xs_err<'a>(domain: &'a DomainRef, what: &'static str) -> impl Fn(xenstore::Er
 /// Read a KiB node inside transaction `t`; `None` when it does not exist.
 fn read_kib(t: &xenstore::Transaction<'_>, who: &DomainRef, path: &str) -> Result<Option<u64>> {
     let domid = who.domid.unwrap_or(0);
-    match t.read_string(path) {
-        Ok(v) => parse_kib(domid, path, &v).map(Some),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(xs_err(who, "cannot read its memory nodes")(e)),
-    }
+    t.read_string_opt(path)
+        .map_err(xs_err(who, "cannot read its memory nodes"))?
+        .map(|v| parse_kib(domid, path, &v))
+        .transpose()
 }
 
 /// Run `body` in a xenstore transaction, retrying the whole of it when xenstored answers
@@ -101,7 +110,7 @@ fn in_transaction<T>(
 }
 
 /// Take the domain's userdata lock (reporting the lock steps to test hooks), unless the test
-/// switch that re-creates seed 004 says not to.
+/// switch that re-creates the target/maxmem race says not to.
 fn lock_domain<'t>(
     host: &Host,
     token: &'t mut Locked<'_, level::Ctx>,
@@ -121,7 +130,7 @@ fn lock_domain<'t>(
                 }
             }
         })
-        .map_err(lock_error)?;
+        .map_err(Error::from_lock)?;
     match hook_error {
         Some(e) => Err(e),
         None => Ok(Some(guard)),
@@ -339,32 +348,25 @@ pub fn observe(
     token: &mut Locked<'_, level::Unlocked>,
     domid: DomId,
 ) -> Result<MemoryView> {
-    let mut ctx = host.ctx.lock(token);
-    let mut t = ctx.token();
-    let exists = |d| host.domain_exists(d);
-    let guard = host
-        .locks
-        .lock_userdata(&mut t, domid, &exists)
-        .map_err(lock_error)?;
-    let who = domain_ref(host, domid);
-    let base = dom_path(domid);
-    let view = in_transaction(host, &who, |t| {
-        let need = |leaf: &str| -> Result<u64> {
-            let path = format!("{base}/memory/{leaf}");
-            read_kib(t, &who, &path)?.ok_or_else(|| Error::Refused {
-                domain: who.clone(),
-                what: format!("it has no {path} in xenstore"),
+    host.with_userdata(token, domid, |_guard| {
+        let who = domain_ref(host, domid);
+        let base = dom_path(domid);
+        in_transaction(host, &who, |t| {
+            let need = |leaf: &str| -> Result<u64> {
+                let path = format!("{base}/memory/{leaf}");
+                read_kib(t, &who, &path)?.ok_or_else(|| Error::Refused {
+                    domain: who.clone(),
+                    what: format!("it has no {path} in xenstore"),
+                })
+            };
+            let info = host.domain_info(domid)?;
+            Ok(MemoryView {
+                target_kib: need("target")?,
+                static_max_kib: need("static-max")?,
+                videoram_kib: read_kib(t, &who, &format!("{base}/memory/videoram"))?.unwrap_or(0),
+                max_mem_kib: info.max_pages * 4,
+                tot_pages: info.tot_pages,
             })
-        };
-        let info = host.domain_info(domid)?;
-        Ok(MemoryView {
-            target_kib: need("target")?,
-            static_max_kib: need("static-max")?,
-            videoram_kib: read_kib(t, &who, &format!("{base}/memory/videoram"))?.unwrap_or(0),
-            max_mem_kib: info.max_pages * 4,
-            tot_pages: info.tot_pages,
         })
-    })?;
-    guard.release().map_err(Error::Lock)?;
-    Ok(view)
+    })
 }

@@ -7,8 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{stderr, SimHost};
-use toolstack::device::simback::{behaviour_path, sim_tty, Behaviour};
+use common::{device_error, stderr, within, SimHost};
+use toolstack::config::VifSpec;
+use toolstack::device::{self, DeviceError, DeviceKind, DeviceRef, Goal};
+use toolstack::lock::Locked;
+use toolstack::sim::backend::{behaviour_path, sim_tty, Behaviour};
 use xenstore::perms::{Access, Permissions};
 
 fn xs(host: &SimHost) -> xenstore::Client {
@@ -141,10 +144,18 @@ fn creation_writes_the_primary_console_as_libxl_does() {
     assert_eq!(violations(&host, d), "[]");
 
     // The primary console is not detached; it goes with the domain.
-    fails_with(
-        &host.rxl(&["channel-detach", "con", "0"]),
-        &format!("console 0 on domain {d}: it is the domain's primary console"),
-    );
+    let primary = DeviceRef {
+        kind: DeviceKind::Console,
+        domid: d,
+        devid: 0,
+    };
+    let e = device_error(device::remove(
+        &host.lib(),
+        &mut Locked::root(),
+        primary,
+        &within(10),
+    ));
+    assert!(matches!(e, DeviceError::PrimaryConsole), "{e:?}");
     host.ok(&["destroy", "con"]);
     for p in [&fe, &be, &format!("/libxl/{d}/device/console/0")] {
         assert!(!xs(&host).exists(p).expect("exists"), "{p} left");
@@ -249,16 +260,16 @@ fn channels_attach_at_creation_and_hot_and_detach() {
     assert_eq!(violations(&host, d), "[]");
 
     // Refusals, each changing nothing.
-    fails_with(
-        &host.rxl(&[
-            "channel-attach",
-            "ch",
-            "name=x",
-            "connection=pty",
-            "devid=3",
-        ]),
-        &format!("console 3 on domain {d}: the domain already has a console with this id"),
-    );
+    let lib = host.lib();
+    let channel = |spec: &str| VifSpec::parse_channel(spec).expect("channel spec");
+    let e = device_error(device::add_channel(
+        &lib,
+        &mut Locked::root(),
+        d,
+        &channel("name=x,connection=pty,devid=3"),
+        &within(10),
+    ));
+    assert!(matches!(e, DeviceError::InUse { .. }), "{e:?}");
     fails_with(
         &host.rxl(&["channel-attach", "ch", "connection=pty"]),
         "a channel needs a name",
@@ -287,19 +298,22 @@ fn channels_attach_at_creation_and_hot_and_detach() {
     xs(&host)
         .write(&behaviour_path(d), Behaviour::Stall.as_str())
         .expect("behaviour");
-    fails_with(
-        &host.rxl(&[
-            "channel-attach",
-            "--timeout",
-            "1",
-            "ch",
-            "name=late",
-            "connection=pty",
-        ]),
-        &format!(
-            "console 2 on domain {d}: backend did not connect within 1 s; state is 1 \
-             (Initialising)"
+    let e = device_error(device::add_channel(
+        &lib,
+        &mut Locked::root(),
+        d,
+        &channel("name=late,connection=pty"),
+        &within(1),
+    ));
+    assert!(
+        matches!(
+            e,
+            DeviceError::BackendTimeout {
+                goal: Goal::Connect,
+                ..
+            }
         ),
+        "{e:?}"
     );
     assert_eq!(ids(&console_list(&host, "ch")), [0, 1, 3]);
     assert!(!xs(&host)

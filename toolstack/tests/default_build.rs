@@ -93,7 +93,7 @@ fn a_default_build_ignores_the_test_hook_variables() {
         .expect("listed, with a uuid");
     let lock_path = host
         .path()
-        .join(toolstack::host::SIM_LIBXL_SUBDIR)
+        .join(toolstack::sim::LIBXL_SUBDIR)
         .join(format!("userdata-l.{d}.{uuid}.domain-userdata-lock"));
     let hooks_path = host.path().join("hooks.sock");
     let hooks = UnixListener::bind(&hooks_path).expect("bind the hook socket");

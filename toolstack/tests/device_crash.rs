@@ -109,10 +109,11 @@ fn killed_device_work_recovers_at_every_step() {
             let name = format!("{op}{k}");
             let d = host.create(&name, 32, 32);
             if prepare {
-                host.ok(&["block-attach", &name, "/old,raw,xvda"]);
+                host.ok(&["block-attach", &name, &host.disk("/old,raw,xvda")]);
             }
+            let new_disk = host.disk("/new,raw,xvda");
             let args: Vec<&str> = match op {
-                "attach" => vec!["block-attach", &name, "/new,raw,xvda"],
+                "attach" => vec!["block-attach", &name, &new_disk],
                 _ => vec!["block-detach", &name, "xvda"],
             };
             let Some(point) = kill_at(&host, &hooks, &args, k) else {
@@ -134,7 +135,7 @@ fn killed_device_work_recovers_at_every_step() {
                 "{ctx}: {}",
                 stderr(&out)
             );
-            host.ok(&["block-attach", &name, "/again,raw,xvda"]);
+            host.ok(&["block-attach", &name, &host.disk("/again,raw,xvda")]);
             consistent(&host, &name, d, &ctx);
             host.ok(&["destroy", &name]);
             nothing_left(&host, d, &ctx);
@@ -210,7 +211,7 @@ fn killed_destroy_and_creation_recover() {
     for k in 0.. {
         let name = format!("gone{k}");
         let d = host.create(&name, 32, 32);
-        host.ok(&["block-attach", &name, "/x,raw,xvda"]);
+        host.ok(&["block-attach", &name, &host.disk("/x,raw,xvda")]);
         host.ok(&["network-attach", &name]);
         let Some(point) = kill_at(&host, &hooks, &["destroy", &name], k) else {
             nothing_left(&host, d, "destroy ran to the end");
@@ -233,7 +234,10 @@ fn killed_destroy_and_creation_recover() {
     let cfg = host.path().join("withdev.cfg");
     std::fs::write(
         &cfg,
-        "name = \"withdev\"\nmemory = 32\ndisk = ['/x,raw,xvda']\nvif = ['bridge=xenbr0']\n",
+        format!(
+            "name = \"withdev\"\nmemory = 32\ndisk = ['{}']\nvif = ['bridge=xenbr0']\n",
+            host.disk("/x,raw,xvda")
+        ),
     )
     .expect("cfg");
     let cfg = cfg.display().to_string();

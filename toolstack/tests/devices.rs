@@ -1,14 +1,18 @@
 //! Device hotplug on the simulated host, across processes: `rxl` commands against one state
 //! directory, the host's simulated backend driver on the other end, and hook points to force
-//! the interleavings of the races seed 002 asks about.
+//! the interleavings of the device races (an add against a destroy, two adds of one device, a
+//! remove against an add): see `toolstack/DESIGN.md`.
 
 mod common;
 
 use std::process::{Child, Output, Stdio};
 
-use common::{stderr, wait, Hooked, Hooks, SimHost};
-use toolstack::device::simback::{behaviour_path, Behaviour, HOTPLUG_ERROR};
+use common::{device_error, stderr, wait, within, Hooked, Hooks, SimHost};
+use toolstack::config::{DiskSpec, VifSpec};
+use toolstack::device::{self, DeviceError, DeviceKind, DeviceRef, Goal};
 use toolstack::hooks::HOOK_SOCKET_ENV;
+use toolstack::lock::Locked;
+use toolstack::sim::backend::{behaviour_path, Behaviour, HOTPLUG_ERROR};
 
 fn xs(host: &SimHost) -> xenstore::Client {
     xenstore::Client::open_path(host.path().join("xenstored.sock")).expect("xenstore")
@@ -50,6 +54,25 @@ fn fails_with(out: &Output, needle: &str) {
     assert!(e.contains(needle), "expected {needle:?} in: {e}");
 }
 
+/// Waits, on a xenstore watch (bounded by [`common::STUCK`]), until both ends of disk `devid`
+/// of domain `d` are Connected.
+fn both_connected(host: &SimHost, d: u16, devid: u32) {
+    let xs = xs(host);
+    let fe = format!("/local/domain/{d}/device/vbd/{devid}/state");
+    let be = format!("/local/domain/0/backend/vbd/{d}/{devid}/state");
+    let watch = xs.watch("/local/domain").expect("watch");
+    let deadline = std::time::Instant::now() + common::STUCK;
+    loop {
+        let read = |p: &str| xs.read_string(p).ok();
+        if read(&fe).as_deref() == Some("4") && read(&be).as_deref() == Some("4") {
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "vbd {devid} of domain {d} never connected");
+        let _ = watch.next_event_timeout(left);
+    }
+}
+
 /// Nothing of domain `d`'s devices anywhere: frontends, backends, toolstack records.
 fn no_device_nodes(host: &SimHost, d: u16) {
     for kind in ["vbd", "vif", "vkbd"] {
@@ -69,15 +92,24 @@ fn no_device_nodes(host: &SimHost, d: u16) {
 fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
     let host = SimHost::new(2048, 512);
     let d = host.create("dev", 64, 64);
-    host.ok(&["block-attach", "dev", "/images/dev.img,raw,xvda,rw"]);
+    host.ok(&[
+        "block-attach",
+        "dev",
+        &host.disk("/images/dev.img,raw,xvda,rw"),
+    ]);
     host.ok(&[
         "block-attach",
         "dev",
         "format=raw",
         "vdev=xvdb",
         "access=ro",
-        "target=/images/b.img",
+        &format!("target={}", host.image("/images/b.img")),
     ]);
+    // Attach returns once the hotplug script reported, as libxl's does; the (simulated)
+    // guest's frontend finishes its side of the handshake on its own time.
+    for devid in [51712, 51728] {
+        both_connected(&host, d, devid);
+    }
     let disks = block_list(&host, "dev");
     let ids: Vec<u64> = disks
         .iter()
@@ -108,7 +140,10 @@ fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
         perms.contains(&format!("frontend-id = \"{d}\"  (n0, r{d})")),
         "{perms}"
     );
-    assert!(perms.contains("params = \"/images/dev.img\""), "{perms}");
+    assert!(
+        perms.contains(&format!("params = \"{}\"", host.image("/images/dev.img"))),
+        "{perms}"
+    );
     assert!(perms.contains("hotplug-status = \"connected\""), "{perms}");
     let ro = host.ok(&[
         "xenstore-ls",
@@ -117,7 +152,10 @@ fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
     assert!(ro.contains("mode = \"r\""), "{ro}");
     // The stored config describes both, as written.
     let long = host.ok(&["list", "-l", "dev"]);
-    assert!(long.contains("/images/dev.img,raw,xvda,rw"), "{long}");
+    assert!(
+        long.contains(&host.disk("/images/dev.img,raw,xvda,rw")),
+        "{long}"
+    );
 
     // vif ids: the lowest free one, recorded with a generated MAC.
     host.ok(&["network-attach", "dev", "bridge=xenbr1"]);
@@ -141,14 +179,23 @@ fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
     assert_eq!(network_list(&host, "dev").len(), 1);
 
     // A second disk with the same vdev is refused and changes nothing.
-    fails_with(
-        &host.rxl(&["block-attach", "dev", "/other.img,raw,xvda"]),
-        &format!("vbd 51712 on domain {d}: the domain already has this disk"),
-    );
-    fails_with(
-        &host.rxl(&["block-detach", "dev", "xvdc"]),
-        &format!("vbd 51744 on domain {d}: the domain has no such device"),
-    );
+    {
+        let lib = host.lib();
+        let mut root = Locked::root();
+        let other = DiskSpec::parse(&host.disk("/other.img,raw,xvda")).expect("spec");
+        let e = device_error(device::add_disk(&lib, &mut root, d, &other, &within(10)));
+        assert!(
+            matches!(&e, DeviceError::InUse { existing: Some(s) } if s.ends_with("dev.img,raw,xvda,rw")),
+            "{e:?}"
+        );
+        let xvdc = DeviceRef {
+            kind: DeviceKind::Vbd,
+            domid: d,
+            devid: 51744,
+        };
+        let e = device_error(device::remove(&lib, &mut root, xvdc, &within(10)));
+        assert!(matches!(e, DeviceError::NoSuchDevice), "{e:?}");
+    }
     host.ok(&["block-detach", "dev", "xvda"]);
     host.ok(&["block-detach", "dev", "51728"]);
     host.ok(&["network-detach", "dev", "0"]);
@@ -176,57 +223,57 @@ fn attach_list_and_detach_follow_xl_and_the_xenstore_layout() {
 fn backends_that_stall_fail_or_vanish_give_clear_errors_and_leave_nothing() {
     let host = SimHost::new(2048, 512);
     let d = host.create("bad", 64, 64);
-    let attach = |extra: &str| {
-        host.rxl(&[
-            "block-attach",
-            "--timeout",
-            "1",
-            "bad",
-            &format!("/x.img,raw,xvd{extra}"),
-        ])
-    };
+    let lib = host.lib();
+    let mut root = Locked::root();
+    let xvda = DiskSpec::parse(&host.disk("/x.img,raw,xvda")).expect("spec");
+    let mut attach =
+        |spec: &DiskSpec| device_error(device::add_disk(&lib, &mut root, d, spec, &within(1)));
+    // A backend that never moves: the wait for InitWait (before the hotplug script) ends.
     set_behaviour(&host, d, Behaviour::Stall);
-    fails_with(
-        &attach("a"),
-        &format!(
-            "vbd 51712 on domain {d}: backend did not connect within 1 s; state is 1 \
-             (Initialising), and its hotplug script has not reported"
+    let e = attach(&xvda);
+    assert!(
+        matches!(
+            e,
+            DeviceError::BackendTimeout {
+                goal: Goal::InitWait,
+                state: Some(device::XenbusState::Initialising),
+                ..
+            }
         ),
+        "{e:?}"
     );
+    // The hotplug script fails: its exit status and what it said come back.
     set_behaviour(&host, d, Behaviour::Fail);
-    fails_with(
-        &attach("a"),
-        &format!(
-            "vbd 51712 on domain {d}: the backend's hotplug script failed: {HOTPLUG_ERROR}; \
-             state is 2 (InitWait)"
-        ),
+    let e = attach(&xvda);
+    assert!(
+        matches!(&e, DeviceError::HotplugFailed { action: "add", status, output, .. }
+            if status.code() == Some(1) && output == HOTPLUG_ERROR),
+        "{e:?}"
     );
     set_behaviour(&host, d, Behaviour::Vanish);
-    fails_with(
-        &attach("a"),
-        &format!("vbd 51712 on domain {d}: the backend vanished"),
-    );
+    let e = attach(&xvda);
+    assert!(matches!(e, DeviceError::BackendVanished { .. }), "{e:?}");
     // Nothing was left by the failed adds, in xenstore or in the stored config.
     assert!(block_list(&host, "bad").is_empty());
     no_device_nodes(&host, d);
     assert_eq!(violations(&host, d), "[]");
+    drop(root);
 
-    // A backend that never closes: detach fails and leaves the device whole; --force removes it.
+    // A backend that never closes: detach waits, then forces as xl does, and the device goes.
     set_behaviour(&host, d, Behaviour::StallClose);
-    host.ok(&["block-attach", "bad", "/x.img,raw,xvda"]);
-    fails_with(
-        &host.rxl(&["block-detach", "--timeout", "1", "bad", "xvda"]),
-        &format!("vbd 51712 on domain {d}: backend did not close within 1 s; state is 5 (Closing)"),
-    );
-    assert_eq!(block_list(&host, "bad").len(), 1);
+    host.ok(&["block-attach", "bad", &host.disk("/x.img,raw,xvda")]);
+    host.ok(&["block-detach", "--timeout", "1", "bad", "xvda"]);
+    assert!(block_list(&host, "bad").is_empty());
+    no_device_nodes(&host, d);
     assert_eq!(violations(&host, d), "[]");
+    host.ok(&["block-attach", "bad", &host.disk("/x.img,raw,xvda")]);
     host.ok(&["block-detach", "--force", "--timeout", "1", "bad", "xvda"]);
     assert!(block_list(&host, "bad").is_empty());
     no_device_nodes(&host, d);
 
     // Back to normal, the same device attaches.
     set_behaviour(&host, d, Behaviour::Normal);
-    host.ok(&["block-attach", "bad", "/x.img,raw,xvda"]);
+    host.ok(&["block-attach", "bad", &host.disk("/x.img,raw,xvda")]);
     assert_eq!(violations(&host, d), "[]");
 }
 
@@ -259,7 +306,7 @@ fn destroy_waits_for_an_add_in_progress_and_leaves_nothing() {
     let (add, mut h) = hooked(
         &host,
         &hooks,
-        &["block-attach", "race", "/x,raw,xvda"],
+        &["block-attach", "race", &host.disk("/x,raw,xvda")],
         "add",
     );
     h.expect("device-add:slow-locked");
@@ -293,7 +340,7 @@ fn an_add_that_waited_for_destroy_fails_cleanly() {
     let (destroy, mut h) = hooked(&host, &hooks, &["destroy", "gone"], "destroy");
     // Destroy holds the slow lock and the userdata lock.
     h.expect("destroy:locked");
-    let add = spawn(&host, &["block-attach", "gone", "/x,raw,xvda"]);
+    let add = spawn(&host, &["block-attach", "gone", &host.disk("/x,raw,xvda")]);
     let net = spawn(&host, &["network-attach", &d.to_string()]);
     h.go();
     h.run_to_end();
@@ -317,29 +364,33 @@ fn two_adds_of_one_device_one_wins_and_the_other_is_refused() {
     let (first, mut h) = hooked(
         &host,
         &hooks,
-        &["block-attach", "twice", "/a,raw,xvdb"],
+        &["block-attach", "twice", &host.disk("/a,raw,xvdb")],
         "first",
     );
     h.expect("device-add:slow-locked");
     h.go();
     h.expect("device-add:recorded");
     // The first is recorded; the second waits for the slow lock.
-    let second = spawn(&host, &["block-attach", "twice", "/b,raw,xvdb"]);
+    let second = spawn(&host, &["block-attach", "twice", &host.disk("/b,raw,xvdb")]);
     h.go();
     h.run_to_end();
     let out = wait(first, "first");
     assert!(out.status.success(), "first: {}", stderr(&out));
+    // Another process's error reaches us as its message: the variant's own.
+    let refused = DeviceError::InUse {
+        existing: Some(host.disk("/a,raw,xvdb")),
+    };
     fails_with(
         &wait(second, "second"),
-        &format!("vbd 51728 on domain {d}: the domain already has this disk (\"/a,raw,xvdb\")"),
+        &format!("vbd 51728 on domain {d}: {refused}"),
     );
     let disks = block_list(&host, "twice");
     assert_eq!(disks.len(), 1);
-    assert_eq!(disks[0]["spec"], "/a,raw,xvdb");
+    assert_eq!(disks[0]["spec"], host.disk("/a,raw,xvdb").as_str());
     let params = xs(&host)
         .read_string(&format!("/local/domain/0/backend/vbd/{d}/51728/params"))
         .expect("params");
-    assert_eq!(params, "/a");
+    assert_eq!(params, host.image("/a"));
     assert_eq!(violations(&host, d), "[]");
 }
 
@@ -348,12 +399,15 @@ fn a_remove_in_progress_finishes_before_an_add_of_the_same_device() {
     let host = SimHost::new(2048, 512);
     let hooks = Hooks::new(host.path());
     let d = host.create("swap", 64, 64);
-    host.ok(&["block-attach", "swap", "/old,raw,xvda"]);
+    host.ok(&["block-attach", "swap", &host.disk("/old,raw,xvda")]);
     let (remove, mut h) = hooked(&host, &hooks, &["block-detach", "swap", "xvda"], "remove");
     h.expect("device-remove:slow-locked");
     h.go();
     h.expect("device-remove:closing");
-    let add = spawn(&host, &["block-attach", "swap", "/new,raw,xvda"]);
+    let add = spawn(
+        &host,
+        &["block-attach", "swap", &host.disk("/new,raw,xvda")],
+    );
     h.go();
     // Out of xenstore, still in the stored config: allowed (stale entries are).
     h.expect("device-remove:removed");
@@ -369,7 +423,7 @@ fn a_remove_in_progress_finishes_before_an_add_of_the_same_device() {
     assert!(out.status.success(), "add: {}", stderr(&out));
     let disks = block_list(&host, "swap");
     assert_eq!(disks.len(), 1);
-    assert_eq!(disks[0]["spec"], "/new,raw,xvda");
+    assert_eq!(disks[0]["spec"], host.disk("/new,raw,xvda").as_str());
     assert_eq!(violations(&host, d), "[]");
 }
 
@@ -404,7 +458,7 @@ fn random_concurrent_device_work_keeps_the_invariant() {
                             0..=39 => vec![
                                 "block-attach".into(),
                                 name.into(),
-                                format!("/img/{w}-{i},raw,{vdev}"),
+                                host.disk(&format!("/img/{w}-{i},raw,{vdev}")),
                             ],
                             40..=59 => vec!["block-detach".into(), name.into(), vdev],
                             60..=69 => {
@@ -492,7 +546,10 @@ fn destroy_against_create_with_devices() {
     let cfg = host.path().join("c.cfg");
     std::fs::write(
         &cfg,
-        "name = \"c\"\nmemory = 32\ndisk = ['/c,raw,xvda']\nvif = ['']\n",
+        format!(
+            "name = \"c\"\nmemory = 32\ndisk = ['{}']\nvif = ['']\n",
+            host.disk("/c,raw,xvda")
+        ),
     )
     .expect("cfg");
     let cfg = cfg.display().to_string();
@@ -580,10 +637,14 @@ fn vkbs_attach_at_creation_and_hot() {
         .map(|v| v["devid"].as_u64().expect("id"))
         .collect();
     assert_eq!(ids, [1, 2]);
-    fails_with(
-        &host.rxl(&["vkb-attach", "k", "devid=1"]),
-        &format!("vkbd 1 on domain {d}: the domain already has a vkbd with this id"),
-    );
+    let e = device_error(device::add_vkb(
+        &host.lib(),
+        &mut Locked::root(),
+        d,
+        &VifSpec::parse("devid=1").expect("spec"),
+        &within(10),
+    ));
+    assert!(matches!(e, DeviceError::InUse { existing: None }), "{e:?}");
     assert_eq!(violations(&host, d), "[]");
     host.ok(&["destroy", "k"]);
     assert!(children_of(&host, &format!("/local/domain/0/backend/vkbd/{d}")).is_empty());
@@ -602,7 +663,7 @@ fn device_work_on_different_domains_does_not_serialize() {
     let (held, mut h) = hooked(
         &host,
         &hooks,
-        &["block-attach", "one", "/a,raw,xvda"],
+        &["block-attach", "one", &host.disk("/a,raw,xvda")],
         "held",
     );
     h.expect("device-add:slow-locked");
@@ -614,7 +675,7 @@ fn device_work_on_different_domains_does_not_serialize() {
     // Bounded: were device work serialized across domains, these would wait for "held",
     // which waits for us, and `wait` would call them stuck.
     for args in [
-        &["block-attach", "two", "/b,raw,xvda"][..],
+        &["block-attach", "two", &host.disk("/b,raw,xvda")][..],
         &["network-attach", "two"],
         &["block-detach", "two", "xvda"],
     ] {
@@ -635,7 +696,7 @@ fn device_work_on_different_domains_does_not_serialize() {
 /// one script's time, not two.
 #[test]
 fn slow_hotplug_scripts_of_different_domains_overlap() {
-    use toolstack::device::simback::HOTPLUG_DELAY_PATH;
+    use toolstack::sim::backend::HOTPLUG_DELAY_PATH;
     const DELAY_MS: u64 = 500;
     let host = SimHost::new(2048, 512);
     host.create("slow-a", 32, 32);
@@ -644,11 +705,15 @@ fn slow_hotplug_scripts_of_different_domains_overlap() {
         .write(HOTPLUG_DELAY_PATH, DELAY_MS.to_string())
         .expect("set the delay");
     let attach = |name: &str, vdev: &str| {
-        host.command(&["block-attach", name, &format!("/x-{vdev},raw,{vdev}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn")
+        host.command(&[
+            "block-attach",
+            name,
+            &host.disk(&format!("/x-{vdev},raw,{vdev}")),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
     };
     let t = std::time::Instant::now();
     let out = wait(attach("slow-a", "xvda"), "attach");

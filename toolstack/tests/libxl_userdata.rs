@@ -25,7 +25,7 @@ fn uuid_of(host: &SimHost, domid: u16) -> String {
 }
 
 fn xen_lib(host: &SimHost) -> PathBuf {
-    host.path().join(toolstack::host::SIM_LIBXL_SUBDIR)
+    host.path().join(toolstack::sim::LIBXL_SUBDIR)
 }
 
 fn libxl_json_path(host: &SimHost, domid: u16, uuid: &str) -> PathBuf {
@@ -65,14 +65,18 @@ fn userdata_files(host: &SimHost, domid: u16) -> Vec<String> {
 fn creation_writes_libxl_json_that_matches_the_config() {
     let host = SimHost::new(2048, 512);
     let cfg = host.path().join("full.cfg");
+    let (full, cd) = (host.image("/images/full.img"), host.image("/images/cd.iso"));
     std::fs::write(
         &cfg,
-        "name = \"full\"\ntype = \"pv\"\nmemory = 96\nmaxmem = 160\nvcpus = 3\n\
-         kernel = \"/boot/vmlinuz-full\"\nramdisk = \"/boot/initrd-full\"\n\
-         extra = \"console=hvc0 root=/dev/xvda\"\n\
-         disk = [ '/images/full.img,raw,xvda,rw', 'vdev=xvdc,cdrom,target=/images/cd.iso' ]\n\
-         vif = [ 'bridge=xenbr0,mac=00:16:3E:01:02:03' ]\n\
-         on_poweroff = \"preserve\"\non_reboot = \"rename-restart\"\non_crash = \"coredump-destroy\"\n",
+        format!(
+            "name = \"full\"\ntype = \"pv\"\nmemory = 96\nmaxmem = 160\nvcpus = 3\n\
+             kernel = \"/boot/vmlinuz-full\"\nramdisk = \"/boot/initrd-full\"\n\
+             extra = \"console=hvc0 root=/dev/xvda\"\n\
+             disk = [ '{full},raw,xvda,rw', 'vdev=xvdc,cdrom,target={cd}' ]\n\
+             vif = [ 'bridge=xenbr0,mac=00:16:3E:01:02:03' ]\n\
+             on_poweroff = \"preserve\"\non_reboot = \"rename-restart\"\n\
+             on_crash = \"coredump-destroy\"\n"
+        ),
     )
     .expect("cfg");
     host.ok(&["create", "-p", cfg.to_str().expect("path")]);
@@ -104,14 +108,14 @@ fn creation_writes_libxl_json_that_matches_the_config() {
 
     let disks = j["disks"].as_array().expect("disks");
     assert_eq!(disks.len(), 2);
-    assert_eq!(disks[0]["pdev_path"], "/images/full.img");
+    assert_eq!(disks[0]["pdev_path"], full.as_str());
     assert_eq!(disks[0]["vdev"], "xvda");
     assert_eq!(disks[0]["format"], "raw");
     assert_eq!(
         (&disks[0]["readwrite"], &disks[0]["is_cdrom"]),
         (&Value::from(1), &Value::from(0))
     );
-    assert_eq!(disks[1]["pdev_path"], "/images/cd.iso");
+    assert_eq!(disks[1]["pdev_path"], cd.as_str());
     assert_eq!(disks[1]["vdev"], "xvdc");
     assert_eq!(
         (&disks[1]["readwrite"], &disks[1]["is_cdrom"]),
@@ -159,7 +163,11 @@ fn memory_changes_leave_it_devices_rewrite_it_destroy_removes_it() {
     assert_eq!(ours["config"]["maxmem_kib"], 200 * MIB);
 
     // Device changes do, as libxl's device add and remove do.
-    host.ok(&["block-attach", "mem", "/images/mem.img,raw,xvdb,ro"]);
+    host.ok(&[
+        "block-attach",
+        "mem",
+        &host.disk("/images/mem.img,raw,xvdb,ro"),
+    ]);
     host.ok(&["network-attach", "mem", "bridge=br1"]);
     let (_, j) = read_libxl_json(&host, d, &uuid);
     let disks = j["disks"].as_array().expect("disks");

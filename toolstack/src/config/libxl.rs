@@ -324,6 +324,9 @@ impl LibxlDomainConfig {
                 domain_type,
                 name: config.name.clone(),
                 uuid: uuid.hyphenated().to_string(),
+                // True on every host: the toolstack runs the hotplug scripts itself (Xen's,
+                // or the simulated host's stubs), as libxl does with this set
+                // (`device/hotplug.rs`); no udev rule or backend runs them for it.
                 run_hotplug_scripts: "True",
             },
             b_info: BuildInfo {

@@ -1,5 +1,10 @@
 //! Virtual devices: the xenstore layout Xen's split drivers use, and their hot add and removal
-//! under the lock rules of seed 002.
+//! under the lock rules of `toolstack/DESIGN.md`.
+//!
+//! The module is split by concern: `nodes` (the xenstore layout), `wait` (backend
+//! waits), `hotplug` (scripts and the disk-target check), `record` (the stored config's
+//! entries), `attach`, `detach`, `list`, `recover` (check and crash recovery), `error`
+//! ([`DeviceError`]).
 //!
 //! # Layout
 //!
@@ -51,212 +56,101 @@
 //! ([`crate::domain::destroy`]), so an add racing a destroy either finishes first or finds the
 //! domain gone.
 
-mod ops;
-pub mod simback;
+mod attach;
+mod detach;
+mod error;
+mod hotplug;
+mod list;
+mod nodes;
+mod record;
+mod recover;
+mod wait;
 
-use std::fmt;
+use std::time::Duration;
 
 use serde::Serialize;
 
-pub use ops::{
-    add_channel, add_disk, add_nic, add_vkb, check, check_all, list, recover, recover_all, remove,
-    DeviceInfo, Options, Violation, DEFAULT_TIMEOUT,
-};
-pub(crate) use ops::{attach_at_creation, hotplug_remove_all, prepare_for_creation, rm_backends};
+pub(crate) use attach::attach_at_creation;
+pub use attach::{add_channel, add_disk, add_nic, add_vkb};
+pub use detach::remove;
+pub use error::{DeviceError, Goal};
+pub(crate) use hotplug::hotplug_remove_all;
+pub use list::list;
+pub(crate) use nodes::rm_backends;
+pub(crate) use record::prepare_for_creation;
+pub use recover::{check, check_all, recover, recover_all};
 
+use crate::error::Error;
 use crate::lock::DomId;
+pub use crate::xenbus::{DeviceKind, DeviceRef, XenbusState};
 
-/// The kinds of device the toolstack manages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    /// A virtual block device (disk or CD-ROM): blkfront/blkback.
-    Vbd,
-    /// A virtual network interface: netfront/netback.
-    Vif,
-    /// A PV console: the primary one (console 0, in the domain's `console/`) and the
-    /// secondary ones (libxl's channels, in `device/console/N`).
-    Console,
-    /// A virtual keyboard (and pointer): `vkbd` in xenstore.
-    Vkb,
+/// How long add waits for the backend to connect, and remove for it to close, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an add or remove runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The domain that runs the backend (dom0 unless a driver domain serves the device).
+    pub backend: DomId,
+    /// How long to wait for the backend.
+    pub timeout: Duration,
+    /// Remove: take the device away even if its backend does not close in time (xl's
+    /// `--force`).
+    pub force: bool,
 }
 
-impl DeviceKind {
-    /// Every kind.
-    pub const ALL: [DeviceKind; 4] = [
-        DeviceKind::Vbd,
-        DeviceKind::Vif,
-        DeviceKind::Console,
-        DeviceKind::Vkb,
-    ];
-
-    /// The kind's directory name in xenstore (frontend and backend alike).
-    pub fn xenstore_name(self) -> &'static str {
-        match self {
-            DeviceKind::Vbd => "vbd",
-            DeviceKind::Vif => "vif",
-            DeviceKind::Console => "console",
-            DeviceKind::Vkb => "vkbd",
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: 0,
+            timeout: DEFAULT_TIMEOUT,
+            force: false,
         }
     }
-
-    /// The kind named by its xenstore directory name.
-    pub fn from_xenstore_name(name: &str) -> Option<DeviceKind> {
-        DeviceKind::ALL
-            .into_iter()
-            .find(|k| k.xenstore_name() == name)
-    }
 }
 
-impl fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.xenstore_name())
-    }
-}
-
-/// A device, as messages name it: `vbd 51712 on domain 3`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceRef {
+/// A device as `block-list`/`network-list` show it: the stored config's view joined with
+/// xenstore's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
     /// Its kind.
     pub kind: DeviceKind,
-    /// The domain it belongs to (the frontend's).
-    pub domid: DomId,
-    /// Its id within the domain and kind.
+    /// Its id.
     pub devid: u32,
+    /// The spec recorded in the stored config.
+    pub spec: String,
+    /// The backend domain, if xenstore has the device.
+    pub backend_id: Option<DomId>,
+    /// The frontend's state, if present.
+    pub frontend_state: Option<u32>,
+    /// The backend's state, if present.
+    pub backend_state: Option<u32>,
+    /// The backend directory, if xenstore has the device.
+    pub backend_path: Option<String>,
+    /// A console's pty, as its backend wrote it in the frontend's `tty` (none yet: empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tty: Option<String>,
 }
 
-impl fmt::Display for DeviceRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} on domain {}", self.kind, self.devid, self.domid)
-    }
+/// A breach of the invariant "nothing in xenstore without an entry in the stored config", or
+/// a device whose parts disagree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The xenstore path concerned.
+    pub path: String,
+    /// What is wrong.
+    pub what: String,
 }
 
-impl DeviceRef {
-    /// The frontend directory, `/local/domain/D/device/K/I`; for the primary console
-    /// (console 0), `/local/domain/D/console`, where Xen's consoles have always had it.
-    pub fn frontend_path(&self) -> String {
-        if self.is_primary_console() {
-            return format!("/local/domain/{}/console", self.domid);
-        }
-        format!(
-            "/local/domain/{}/device/{}/{}",
-            self.domid,
-            self.kind.xenstore_name(),
-            self.devid
-        )
-    }
-
-    /// Whether this is the domain's primary console (console 0), which creation adds and
-    /// destroy removes, and which does not follow the XenbusState handshake.
-    pub fn is_primary_console(&self) -> bool {
-        self.kind == DeviceKind::Console && self.devid == 0
-    }
-
-    /// The backend directory in backend domain `backend`, `/local/domain/B/backend/K/D/I`.
-    pub fn backend_path(&self, backend: DomId) -> String {
-        format!(
-            "/local/domain/{backend}/backend/{}/{}/{}",
-            self.kind.xenstore_name(),
-            self.domid,
-            self.devid
-        )
-    }
-
-    /// The toolstack's record, `/libxl/D/device/K/I`.
-    pub fn libxl_path(&self) -> String {
-        format!(
-            "/libxl/{}/device/{}/{}",
-            self.domid,
-            self.kind.xenstore_name(),
-            self.devid
-        )
-    }
+fn dev_err(device: DeviceRef, source: DeviceError) -> Error {
+    Error::Device { device, source }
 }
 
-/// A split driver's state, as each end writes it in its `state` node (`XenbusState` in Xen's
-/// `io/xenbus.h`). Unknown numbers stay representable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum XenbusState {
-    /// 0.
-    Unknown,
-    /// 1: the end is being set up.
-    Initialising,
-    /// 2: the backend waits for the frontend (and its hotplug script ran).
-    InitWait,
-    /// 3: the frontend has published its rings.
-    Initialised,
-    /// 4: both ends talk.
-    Connected,
-    /// 5: asked to close.
-    Closing,
-    /// 6: closed.
-    Closed,
-    /// 7.
-    Reconfiguring,
-    /// 8.
-    Reconfigured,
-    /// Anything else Xen's header does not name.
-    Other(u32),
-}
-
-impl XenbusState {
-    /// The state a `state` node's value stands for; `None` if it is not a number.
-    pub fn parse(value: &str) -> Option<XenbusState> {
-        value.trim().parse::<u32>().ok().map(XenbusState::from_raw)
-    }
-
-    /// The state numbered `n`.
-    pub fn from_raw(n: u32) -> XenbusState {
-        match n {
-            0 => XenbusState::Unknown,
-            1 => XenbusState::Initialising,
-            2 => XenbusState::InitWait,
-            3 => XenbusState::Initialised,
-            4 => XenbusState::Connected,
-            5 => XenbusState::Closing,
-            6 => XenbusState::Closed,
-            7 => XenbusState::Reconfiguring,
-            8 => XenbusState::Reconfigured,
-            n => XenbusState::Other(n),
-        }
-    }
-
-    /// Its number, as written in xenstore.
-    pub fn raw(self) -> u32 {
-        match self {
-            XenbusState::Unknown => 0,
-            XenbusState::Initialising => 1,
-            XenbusState::InitWait => 2,
-            XenbusState::Initialised => 3,
-            XenbusState::Connected => 4,
-            XenbusState::Closing => 5,
-            XenbusState::Closed => 6,
-            XenbusState::Reconfiguring => 7,
-            XenbusState::Reconfigured => 8,
-            XenbusState::Other(n) => n,
-        }
-    }
-
-    /// Xen's name for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            XenbusState::Unknown => "Unknown",
-            XenbusState::Initialising => "Initialising",
-            XenbusState::InitWait => "InitWait",
-            XenbusState::Initialised => "Initialised",
-            XenbusState::Connected => "Connected",
-            XenbusState::Closing => "Closing",
-            XenbusState::Closed => "Closed",
-            XenbusState::Reconfiguring => "Reconfiguring",
-            XenbusState::Reconfigured => "Reconfigured",
-            XenbusState::Other(_) => "not a XenbusState",
-        }
-    }
-}
-
-impl fmt::Display for XenbusState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.raw(), self.name())
+fn xs_err(device: DeviceRef, what: &'static str) -> impl Fn(xenstore::Error) -> Error {
+    move |source| Error::DeviceXenstore {
+        device,
+        what,
+        source,
     }
 }
 
@@ -359,45 +253,6 @@ mod tests {
             "", "xvd", "xvdA", "hde", "vda", "xvda01", "xvda256x", "d0p256", "sdq",
         ] {
             assert_eq!(vdev_to_devid(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn states_round_trip_and_print_with_their_names() {
-        for n in 0..12 {
-            assert_eq!(XenbusState::from_raw(n).raw(), n);
-        }
-        assert_eq!(
-            XenbusState::parse("2").map(|s| s.to_string()).as_deref(),
-            Some("2 (InitWait)")
-        );
-        assert_eq!(XenbusState::parse("x"), None);
-    }
-
-    #[test]
-    fn paths_follow_libxl() {
-        let d = DeviceRef {
-            kind: DeviceKind::Vkb,
-            domid: 3,
-            devid: 0,
-        };
-        assert_eq!(d.frontend_path(), "/local/domain/3/device/vkbd/0");
-        assert_eq!(d.backend_path(0), "/local/domain/0/backend/vkbd/3/0");
-        assert_eq!(d.libxl_path(), "/libxl/3/device/vkbd/0");
-        assert_eq!(d.to_string(), "vkbd 0 on domain 3");
-        // The primary console lives outside device/; other consoles do not.
-        let c = |devid| DeviceRef {
-            kind: DeviceKind::Console,
-            domid: 3,
-            devid,
-        };
-        assert!(c(0).is_primary_console() && !c(1).is_primary_console());
-        assert_eq!(c(0).frontend_path(), "/local/domain/3/console");
-        assert_eq!(c(0).backend_path(0), "/local/domain/0/backend/console/3/0");
-        assert_eq!(c(1).frontend_path(), "/local/domain/3/device/console/1");
-        assert!(!d.is_primary_console());
-        for k in DeviceKind::ALL {
-            assert_eq!(DeviceKind::from_xenstore_name(k.xenstore_name()), Some(k));
         }
     }
 }

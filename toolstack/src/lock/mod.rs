@@ -1,6 +1,6 @@
 //! The toolstack's lock hierarchy, checked by the compiler.
 //!
-//! Three locks, outermost first (DESIGN.md, seed 002):
+//! Three locks, outermost first (the workspace's DESIGN.md; `toolstack/DESIGN.md` tells why):
 //!
 //! ```text
 //! slow device lock (per domain, a file lock, across processes; held across slow waits)
@@ -200,7 +200,7 @@ pub use domain::{
 };
 
 /// A domain id, as Xen numbers domains (the same type as `xenctrl::DomId`).
-pub type DomId = u16;
+pub use crate::paths::DomId;
 
 mod sealed {
     pub trait Sealed {}

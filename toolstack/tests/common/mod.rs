@@ -67,6 +67,39 @@ impl SimHost {
         c
     }
 
+    /// `spec` (a disk spec whose target is an absolute path, `/x,raw,xvda`) with its target
+    /// made a file in this host's `images/` directory, which exists from now on: the toolstack
+    /// checks raw disk targets on every host, as libxl does.
+    pub fn disk(&self, spec: &str) -> String {
+        let (target, rest) = spec.split_once(',').unwrap_or((spec, ""));
+        format!("{},{rest}", self.image(target))
+    }
+
+    /// The absolute path `target` made a file in this host's `images/` directory (the same
+    /// path for the same `target`, and for a path made so already).
+    pub fn image(&self, target: &str) -> String {
+        let images = self.dir.path().join("images");
+        if target.starts_with(&images.display().to_string()) {
+            return target.to_owned();
+        }
+        let path = images.join(target.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("images dir");
+        std::fs::write(&path, b"").expect("image file");
+        path.display().to_string()
+    }
+
+    /// This host opened by the toolstack library in this process (to see its errors as
+    /// values). The host must be booted (as [`SimHost::new`] leaves it).
+    pub fn lib(&self) -> toolstack::Host {
+        toolstack::Host::open(&toolstack::HostOptions {
+            force_simulated: true,
+            sim_dir: Some(self.dir.path().to_owned()),
+            sim_daemon_exe: Some(RXL.into()),
+            ..toolstack::HostOptions::default()
+        })
+        .expect("open the host")
+    }
+
     /// Run `rxl` to completion.
     pub fn rxl(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run rxl")
@@ -147,6 +180,24 @@ impl Drop for SimHost {
             .arg("sim-stop")
             .env("RXEN_SIM_DIR", self.dir.path())
             .output();
+    }
+}
+
+/// The device failure behind `r`'s error (panics, with the error, if `r` is not one).
+pub fn device_error<T: std::fmt::Debug>(
+    r: Result<T, toolstack::Error>,
+) -> toolstack::device::DeviceError {
+    match r {
+        Err(toolstack::Error::Device { source, .. }) => source,
+        other => panic!("expected a device error, got {other:?}"),
+    }
+}
+
+/// The options of an add or remove that waits `secs` seconds.
+pub fn within(secs: u64) -> toolstack::device::Options {
+    toolstack::device::Options {
+        timeout: Duration::from_secs(secs),
+        ..toolstack::device::Options::default()
     }
 }
 

@@ -7,20 +7,22 @@
 //! The simulated host's xenstored runs one for backend domain 0 ([`crate::sim`]). What it does
 //! for the devices of a domain is set in xenstore, at [`behaviour_path`]:
 //!
-//! - `normal` (or nothing): backend 1→2 (InitWait) with `hotplug-status` = `connected`, as the
-//!   hotplug script reports; then the frontend 1→3, the backend 4, the frontend 4. On close
+//! - `normal` (or nothing): backend 1→2 (InitWait), as blkback and netback go there at once;
+//!   the toolstack then runs the hotplug script ([`super::hotplug`]), which writes
+//!   `hotplug-status` = `connected` (and, for a disk, `physical-device`, which blkback waits
+//!   for before it goes on); then the frontend 1→3, the backend 4, the frontend 4. On close
 //!   (`online` = 0 or `state` = 5) both ends go to 6 (Closed).
 //! - `stall`: never moves (a backend driver that hangs).
-//! - `fail`: the hotplug script fails: `hotplug-status` = `error`, `hotplug-error` says why,
-//!   and the backend stays at 2.
+//! - `fail`: the hotplug script fails ([`super::hotplug`]); a console's backend, which has no
+//!   script, gives up instead: it writes why in its `error` node and closes, as a driver's
+//!   `xenbus_dev_fatal` does.
 //! - `vanish`: the backend goes away: its directory is removed as soon as it appears (a driver
 //!   domain that died).
 //! - `stall-close`: connects normally but never closes.
 //!
-//! A simulated hotplug script can take time, as real ones do (they run `losetup`, `brctl`, …):
-//! with [`HOTPLUG_DELAY_PATH`] set to N, each device's step from 1 (Initialising) to 2 waits N
-//! milliseconds first. Each such wait runs on a thread of its own, as real hotplug scripts run
-//! side by side, so one device's slow script never holds up another's.
+//! A simulated hotplug script can take time, as real ones do: see [`HOTPLUG_DELAY_PATH`]. The
+//! script runs in the toolstack's process, so one device's slow script never holds up
+//! another's here.
 //!
 //! The primary console (console 0) is xenconsoled's, which knows no XenbusState: once its
 //! frontend has both `ring-ref` and `port` (what the domain builder writes), the simulated
@@ -30,15 +32,17 @@
 
 use std::collections::BTreeSet;
 
-use super::{DeviceKind, DeviceRef, XenbusState};
 use crate::lock::DomId;
+use crate::paths::ReadOpt;
+use crate::xenbus::{DeviceKind, DeviceRef, XenbusState};
 
 /// Where the behaviour for the devices of domain `domid` is set.
 pub fn behaviour_path(domid: DomId) -> String {
     format!("/tool/rxen-sim-backend/{domid}")
 }
 
-/// Where the simulated hotplug scripts' duration is set, in milliseconds (none or 0: instant).
+/// Where the simulated hotplug scripts' duration is set, in milliseconds (none or 0: instant);
+/// [`super::hotplug`] reads it.
 pub const HOTPLUG_DELAY_PATH: &str = "/tool/rxen-sim-backend/hotplug-ms";
 
 /// What the simulated backend does for a domain's devices.
@@ -85,7 +89,8 @@ pub fn sim_tty(domid: DomId) -> String {
     format!("/dev/pts/rxen-sim-{domid}")
 }
 
-/// The message the simulated hotplug script leaves in `hotplug-error` when told to fail.
+/// The message the simulated hotplug script leaves in `hotplug-error` when told to fail (and a
+/// console's backend in its `error` node).
 pub const HOTPLUG_ERROR: &str = "simulated hotplug script failure";
 
 /// Parses `/local/domain/B/backend/K/D/I[/...]` into the device, if the path is one.
@@ -133,45 +138,24 @@ pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
         while let Some(ev) = watch.try_next_event() {
             devices.extend(of(&ev.path));
         }
-        let delay = match xs.read_string(HOTPLUG_DELAY_PATH) {
-            Ok(v) => v.trim().parse::<u64>().unwrap_or(0),
-            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => 0,
-            Err(e) => return Err(e),
-        };
         for dev in devices {
-            if delay > 0 && awaits_script(xs, backend, dev)? {
-                // The script's run, then the handshake's next steps, off this thread.
-                let xs = xs.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_millis(delay));
-                    // A failure here is the device's (gone meanwhile): the next event retries.
-                    let _ = drive(&xs, backend, dev);
-                });
-            } else {
-                drive(xs, backend, dev)?;
-            }
+            drive(xs, backend, dev)?;
         }
     }
 }
 
-/// Whether `dev`'s backend is at 1 (Initialising) and so about to run its hotplug script.
-fn awaits_script(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Result<bool> {
-    if dev.kind == DeviceKind::Console {
-        return Ok(false);
-    }
-    match xs.read_string(&format!("{}/state", dev.backend_path(backend))) {
-        Ok(v) => Ok(XenbusState::parse(&v) == Some(XenbusState::Initialising)),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+/// Where a backend driver reports a fatal error about a device (`xenbus_dev_fatal`).
+pub fn error_path(backend: DomId, dev: DeviceRef) -> String {
+    format!(
+        "/local/domain/{backend}/error/backend/{}/{}/{}/error",
+        dev.kind.xenstore_name(),
+        dev.domid,
+        dev.devid
+    )
 }
 
 fn ls(xs: &xenstore::Client, p: &str) -> xenstore::Result<Vec<String>> {
-    match xs.directory(p) {
-        Ok(v) => Ok(v),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    Ok(xs.directory_opt(p)?.unwrap_or_default())
 }
 
 fn scan(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<Vec<DeviceRef>> {
@@ -194,11 +178,7 @@ fn scan(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<Vec<DeviceRef
 fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Result<()> {
     let be = dev.backend_path(backend);
     let fe = dev.frontend_path();
-    let read = |t: &xenstore::Transaction<'_>, p: &str| match t.read_string(p) {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let read = |t: &xenstore::Transaction<'_>, p: &str| t.read_string_opt(p);
     let state = |v: Option<String>| v.as_deref().and_then(XenbusState::parse);
     // Bounded: a device makes at most a handful of steps.
     for _ in 0..8 {
@@ -243,22 +223,24 @@ fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Res
                 t.write(&format!("{fe}/tty"), sim_tty(dev.domid))?;
                 return Ok(true);
             }
-            // QEMU's console backend runs no hotplug script.
-            let script = dev.kind != DeviceKind::Console;
+            // QEMU's console backend runs no hotplug script: told to fail, it gives up.
+            if dev.kind == DeviceKind::Console && mode == Behaviour::Fail {
+                if bstate == Some(XenbusState::Closed) {
+                    return Ok(false);
+                }
+                t.write(&error_path(backend, dev), HOTPLUG_ERROR)?;
+                t.write(&format!("{be}/state"), "6")?;
+                return Ok(true);
+            }
+            // blkback goes on only once the block script has named the device.
+            let device_ready =
+                dev.kind != DeviceKind::Vbd || read(t, &format!("{be}/physical-device"))?.is_some();
             match (bstate, fstate) {
                 (Some(XenbusState::Initialising), _) => {
-                    if mode == Behaviour::Fail {
-                        t.write(&format!("{be}/hotplug-error"), HOTPLUG_ERROR)?;
-                        t.write(&format!("{be}/hotplug-status"), "error")?;
-                    } else if script {
-                        t.write(&format!("{be}/hotplug-status"), "connected")?;
-                    }
                     t.write(&format!("{be}/state"), "2")?;
                     Ok(true)
                 }
-                (Some(XenbusState::InitWait), Some(XenbusState::Initialising))
-                    if mode != Behaviour::Fail =>
-                {
+                (Some(XenbusState::InitWait), Some(XenbusState::Initialising)) if device_ready => {
                     t.write(&format!("{fe}/state"), "3")?;
                     Ok(true)
                 }

@@ -1,0 +1,326 @@
+//! What each `rxl` subcommand does, on top of the toolstack library.
+
+use std::io::{IsTerminal, Write};
+
+use toolstack::config::{DiskSpec, VifSpec};
+use toolstack::create::Step;
+use toolstack::device::{self, DeviceKind, DeviceRef};
+use toolstack::domain::{self};
+use toolstack::lock::{level, Locked};
+use toolstack::memory::{self, Target};
+use toolstack::{Error, Host};
+
+use crate::cli::{parse_mem_kib, Cli, Command};
+use crate::print::{device_list, info, list, xenstore_ls};
+use crate::{open_host, AnyResult};
+
+pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult {
+    if let Command::SimStop = cli.command {
+        let dir = cli
+            .sim_dir
+            .clone()
+            .unwrap_or_else(toolstack::sim::default_dir);
+        if toolstack::sim::shutdown(&dir)? {
+            eprintln!("rxl: simulated host in {} stopped", dir.display());
+        }
+        return Ok(());
+    }
+    let host = open_host(&cli)?;
+    match &cli.command {
+        Command::Create {
+            paused,
+            quiet,
+            config,
+            overrides,
+        } => create(&host, root, config, overrides, *paused, *quiet),
+        Command::List {
+            long,
+            json,
+            domains,
+        } => list(&host, root, *long, *json, domains),
+        Command::Info => info(&host),
+        Command::Destroy { domain: d } => {
+            let domid = domain::resolve(&host, d)?;
+            domain::destroy(&host, root, domid)?;
+            Ok(())
+        }
+        Command::Pause { domain: d } => Ok(domain::pause(&host, domain::resolve(&host, d)?)?),
+        Command::Unpause { domain: d } => Ok(domain::unpause(&host, domain::resolve(&host, d)?)?),
+        Command::MemSet { domain: d, mem } => {
+            let kib = parse_mem_kib(mem)?;
+            let domid = domain::resolve(&host, d)?;
+            memory::set_memory_target(&host, root, domid, Target::Absolute(kib), true)?;
+            Ok(())
+        }
+        Command::MemMax { domain: d, mem } => {
+            let kib = parse_mem_kib(mem)?;
+            let domid = domain::resolve(&host, d)?;
+            memory::set_max_mem(&host, root, domid, kib)?;
+            Ok(())
+        }
+        Command::XenstoreLs { path, perms } => xenstore_ls(&host, path, *perms),
+        Command::MemCheck { domain: d } => {
+            let domid = domain::resolve(&host, d)?;
+            let view = memory::observe(&host, root, domid)?;
+            println!("{}", serde_json::to_string(&view)?);
+            Ok(())
+        }
+        Command::BlockAttach {
+            domain: d,
+            spec,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = DiskSpec::parse(&spec.join(","))?;
+            device::add_disk(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::NetworkAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse(&settings.join(","))?;
+            device::add_nic(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::BlockDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let devid = device::vdev_to_devid(which)
+                .ok_or_else(|| format!("{which:?} is not a virtual disk name or device id"))?;
+            let dev = DeviceRef {
+                kind: DeviceKind::Vbd,
+                domid,
+                devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::NetworkDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let by_mac = |v: &VifSpec| v.mac().is_some_and(|m| m.eq_ignore_ascii_case(which));
+            let what = format!("no vif with MAC {which}");
+            let dev = keyed_device(&host, root, d, DeviceKind::Vif, which, &by_mac, &what)?;
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::VkbAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse(&settings.join(","))?;
+            device::add_vkb(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            Ok(())
+        }
+        Command::VkbDetach {
+            domain: d,
+            devid,
+            force,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let dev = DeviceRef {
+                kind: DeviceKind::Vkb,
+                domid,
+                devid: *devid,
+            };
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::ChannelAttach {
+            domain: d,
+            settings,
+            timeout,
+        } => {
+            let domid = domain::resolve(&host, d)?;
+            let spec = VifSpec::parse_channel(&settings.join(","))?;
+            let dev = device::add_channel(&host, root, domid, &spec, &dev_opts(*timeout, false)?)?;
+            eprintln!("rxl: {dev} attached");
+            Ok(())
+        }
+        Command::ChannelDetach {
+            domain: d,
+            device: which,
+            force,
+            timeout,
+        } => {
+            let by_name = |v: &VifSpec| v.get("name") == Some(which.as_str());
+            let what = format!("no channel named {which:?}");
+            let dev = keyed_device(&host, root, d, DeviceKind::Console, which, &by_name, &what)?;
+            device::remove(&host, root, dev, &dev_opts(*timeout, *force)?)?;
+            Ok(())
+        }
+        Command::ConsoleList { json, domains } => {
+            device_list(&host, root, DeviceKind::Console, domains, *json)
+        }
+        Command::VkbList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vkb, domains, *json)
+        }
+        Command::BlockList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vbd, domains, *json)
+        }
+        Command::NetworkList { json, domains } => {
+            device_list(&host, root, DeviceKind::Vif, domains, *json)
+        }
+        Command::DeviceCheck { domids } => {
+            let mut v = Vec::new();
+            if domids.is_empty() {
+                v = device::check_all(&host, root)?;
+            }
+            for &d in domids {
+                v.extend(device::check(&host, root, d)?);
+            }
+            println!("{}", serde_json::to_string(&v)?);
+            Ok(())
+        }
+        Command::Recover { domids } => {
+            let mut done = Vec::new();
+            if domids.is_empty() {
+                // Creations first: their domains are rolled back whole, leaving nothing for
+                // the device pass.
+                done = toolstack::create::recover_interrupted(&host, root)?;
+                done.extend(device::recover_all(&host, root)?);
+            }
+            for &d in domids {
+                done.extend(device::recover(&host, root, d)?);
+            }
+            for line in done {
+                eprintln!("rxl: recover: {line}");
+            }
+            Ok(())
+        }
+        Command::SimStop => Ok(()),
+    }
+}
+
+/// The device of `kind` that `which` names on `domain`: a device id, or else the one whose
+/// recorded spec `matches` (a vif's MAC, a channel's name); `none` says what is missing.
+pub(crate) fn keyed_device(
+    host: &Host,
+    root: &mut Locked<'_, level::Unlocked>,
+    domain: &str,
+    kind: DeviceKind,
+    which: &str,
+    matches: &dyn Fn(&VifSpec) -> bool,
+    none: &str,
+) -> AnyResult<DeviceRef> {
+    let domid = domain::resolve(host, domain)?;
+    let devid = match which.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => device::list(host, root, domid, kind)?
+            .into_iter()
+            .find(|i| VifSpec::parse(&i.spec).is_ok_and(|v| matches(&v)))
+            .map(|i| i.devid)
+            .ok_or_else(|| format!("domain {domid} has {none}"))?,
+    };
+    Ok(DeviceRef { kind, domid, devid })
+}
+
+pub(crate) fn dev_opts(timeout: f64, force: bool) -> AnyResult<device::Options> {
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .map_err(|_| format!("invalid timeout {timeout}: expected a number of seconds"))?;
+    Ok(device::Options {
+        timeout,
+        force,
+        ..device::Options::default()
+    })
+}
+
+pub(crate) fn create(
+    host: &Host,
+    root: &mut Locked<'_, level::Unlocked>,
+    path: &std::path::Path,
+    overrides: &[String],
+    paused: bool,
+    quiet: bool,
+) -> AnyResult {
+    if !quiet {
+        eprintln!("Parsing config from {}", path.display());
+    }
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let (config, warnings) = toolstack::config::xlcfg::load(path, &overrides)?;
+    for w in warnings {
+        eprintln!("rxl: warning: {w}");
+    }
+    if config.kernel.is_some() && !quiet {
+        eprintln!(
+            "rxl: note: the kernel is recorded in the domain's config but not loaded \
+             (kernel loading is not supported yet)"
+        );
+    }
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let mut progress = |step: Step| {
+        if !tty {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = match step {
+            Step::Created(d) => write!(err, "\rdomain {d}: created, claiming memory"),
+            Step::Claimed { pages } => {
+                write!(err, "\rdomain: claimed {} MiB                ", pages / 256)
+            }
+            Step::Populating { done, total } => write!(
+                err,
+                "\rpopulating memory: {} / {} MiB      ",
+                done / 256,
+                total / 256
+            ),
+            Step::Xenstore => write!(err, "\rwriting xenstore entries                "),
+            Step::Stored => writeln!(err, "\rdone                                    "),
+        };
+        let _ = err.flush();
+    };
+    let created = toolstack::create::create(host, root, &config, &mut progress)?;
+    if !quiet {
+        eprintln!(
+            "Domain {} ({}) created, paused{}.",
+            created.domid,
+            config.name,
+            if paused {
+                ""
+            } else {
+                " (kernel loading is not supported yet, so it is not started)"
+            }
+        );
+        if !created.introduced {
+            eprintln!(
+                "rxl: note: xenstored did not accept the domain's introduction (its store \
+                 ring is set up only when a kernel is loaded)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A domain's stored config, read under its userdata lock (`null` for one without: dom0, or a
+/// domain another toolstack made).
+pub(crate) fn stored_config(
+    host: &Host,
+    root: &mut Locked<'_, level::Unlocked>,
+    domid: u16,
+) -> AnyResult<serde_json::Value> {
+    let stored = host.try_with_userdata(root, domid, |guard| {
+        host.configs
+            .load_opt(guard)
+            .map_err(|source| Error::Stored {
+                domain: toolstack::DomainRef::id(domid),
+                source,
+            })
+    })?;
+    Ok(match stored.flatten() {
+        Some(s) => serde_json::to_value(&s.config)?,
+        None => serde_json::Value::Null,
+    })
+}
