@@ -7,7 +7,8 @@ use xenctrl::DomainInfo;
 use crate::error::{DomainRef, Error, Result};
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked};
-use crate::paths::{rm_if_present, ReadOpt};
+use crate::paths::rm_if_present;
+use xenstore::ReadOpt;
 
 pub use crate::paths::{dom_path, libxl_path};
 

@@ -17,7 +17,7 @@ use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked, UserdataGuard};
-use crate::paths::ReadOpt;
+use xenstore::ReadOpt;
 
 /// What Xen's `max_mem` exceeds the memory target by (libxl's `LIBXL_MAXMEM_CONSTANT`, the x86
 /// "arch extra memory"), KiB.

@@ -1,4 +1,4 @@
-//! Where things live in xenstore, and reading nodes that may be missing.
+//! Where things live in xenstore. (Reading nodes that may be missing is `xenstore::ReadOpt`.)
 //!
 //! A leaf: it depends on nothing else in this crate, so every module (domains, devices,
 //! memory, the simulated host) can name paths without importing each other.
@@ -34,40 +34,6 @@ fn opt<T>(r: xenstore::Result<T>) -> xenstore::Result<Option<T>> {
         Err(e) => Err(e),
     }
 }
-
-// TODO(ReadOpt): this trait becomes `xenstore::ReadOpt` (the same methods, implemented for
-// `xenstore::Client` and `xenstore::client::Transaction<'_>`) once the xenstore branch lands;
-// then this copy goes and its users import that one.
-/// Reading xenstore nodes that may be missing: `None` for ENOENT, the error otherwise. The one
-/// copy of this in the crate (public only so that `rxl` can use it until `xenstore` has it).
-pub trait ReadOpt {
-    /// The node's value, or `None` if it does not exist.
-    fn read_opt(&self, path: &str) -> xenstore::Result<Option<Vec<u8>>>;
-    /// The node's value as a string, or `None` if it does not exist.
-    fn read_string_opt(&self, path: &str) -> xenstore::Result<Option<String>>;
-    /// The node's children, or `None` if it does not exist.
-    fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>>;
-}
-
-/// The same three methods for a client and a transaction, which have the same reads but no
-/// common trait.
-macro_rules! read_opt_for {
-    ($($t:ty),*) => {$(
-        impl ReadOpt for $t {
-            fn read_opt(&self, path: &str) -> xenstore::Result<Option<Vec<u8>>> {
-                opt(self.read(path))
-            }
-            fn read_string_opt(&self, path: &str) -> xenstore::Result<Option<String>> {
-                opt(self.read_string(path))
-            }
-            fn directory_opt(&self, path: &str) -> xenstore::Result<Option<Vec<String>>> {
-                opt(self.directory(path))
-            }
-        }
-    )*};
-}
-
-read_opt_for!(xenstore::Client, xenstore::Transaction<'_>);
 
 /// Removes `path` in a transaction; a node that is not there is removed already.
 pub(crate) fn rm_if_present(t: &xenstore::Transaction<'_>, path: &str) -> xenstore::Result<()> {

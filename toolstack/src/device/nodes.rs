@@ -11,7 +11,8 @@ use crate::domain::dom_path;
 use crate::error::{DomainRef, Error, Result};
 use crate::host::Host;
 use crate::lock::DomId;
-use crate::paths::{domid_of_path, rm_if_present, ReadOpt};
+use crate::paths::{domid_of_path, rm_if_present};
+use xenstore::ReadOpt;
 
 /// What to write for a new device: the frontend's and backend's nodes (beyond the common
 /// ones).

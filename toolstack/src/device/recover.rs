@@ -11,7 +11,7 @@ use crate::domain::dom_path;
 use crate::error::{DomainRef, Error, Result};
 use crate::host::Host;
 use crate::lock::{level, DomId, Locked};
-use crate::paths::ReadOpt;
+use xenstore::ReadOpt;
 
 /// Checks the invariant for domain `domid`, holding its slow lock (so no device work is half
 /// way) and reading the stored config under the fast lock: every device xenstore has (a

@@ -8,7 +8,7 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::lock::DomId;
-use crate::paths::ReadOpt;
+use xenstore::ReadOpt;
 
 /// What the backend of a device says, read in one go.
 #[derive(Debug)]

@@ -33,8 +33,8 @@
 use std::collections::BTreeSet;
 
 use crate::lock::DomId;
-use crate::paths::ReadOpt;
 use crate::xenbus::{DeviceKind, DeviceRef, XenbusState};
+use xenstore::ReadOpt;
 
 /// Where the behaviour for the devices of domain `domid` is set.
 pub fn behaviour_path(domid: DomId) -> String {

@@ -23,8 +23,8 @@ use std::path::Path;
 
 use super::backend::{behaviour_path, Behaviour, HOTPLUG_DELAY_PATH, HOTPLUG_ERROR};
 use super::SimPaths;
-use crate::paths::ReadOpt;
 use crate::xenbus::XenbusState;
+use xenstore::ReadOpt;
 
 /// The first argument that makes a toolstack binary run a simulated hotplug script.
 pub const HOTPLUG_ARG: &str = "__rxen-sim-hotplug";

@@ -6,8 +6,8 @@ use toolstack::config::VifSpec;
 use toolstack::device::{self, DeviceKind};
 use toolstack::domain::{self, DomainSummary};
 use toolstack::lock::{level, Locked};
-use toolstack::paths::ReadOpt;
 use toolstack::{Host, HostKind};
+use xenstore::ReadOpt;
 
 use crate::commands::stored_config;
 use crate::AnyResult;
