@@ -74,7 +74,7 @@ fn rxl_list_and_destroy_take_at_most_half_of_xls() {
         let name = format!("name=\"{name}\"");
         process("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", &name]);
     };
-    for i in 0..3 {
+    for i in 0..5 {
         paused(&format!("t-startup-{i}-xl"));
         xl_destroy.push(process("xl", &["destroy", &format!("t-startup-{i}-xl")]));
         paused(&format!("t-startup-{i}-rxl"));
