@@ -44,11 +44,14 @@ const PAGE_CLASSES: usize = 7;
 const CLASSES: usize = SMALL_CLASSES + PAGE_CLASSES;
 /// The largest run served from shared chunks, in pages.
 pub const MAX_POOLED_PAGES: usize = 1 << (PAGE_CLASSES - 1);
-/// Pages per chunk (2 MiB).
-const CHUNK_PAGES: usize = 512;
+/// Pages per chunk (512 KiB): room for the largest pooled run (64 pages) eight times over, and
+/// small enough that the first allocation of a short-lived tool (the interface probe at open)
+/// does not map and pin more than it needs; in a PV dom0 every page mapped costs a trip through
+/// Xen.
+const CHUNK_PAGES: usize = 128;
 const CHUNK_BYTES: usize = CHUNK_PAGES * PAGE_SIZE;
 const GRANULES_PER_CHUNK: usize = CHUNK_BYTES / GRANULE;
-/// Chunks a pool may map: 2 GiB of pooled memory.
+/// Chunks a pool may map: 512 MiB of pooled memory (larger buffers are mappings of their own).
 const MAX_CHUNKS: usize = 1024;
 /// End of a free list.
 const NIL: u32 = u32::MAX;
