@@ -6,8 +6,9 @@
 //! whose hypercall does nothing and returns 0, speaking Xen 4.17's interface, so only our own
 //! work is timed. One group per domctl, `domctl/<op>`:
 //!
-//! - `raw`: `bench_support::raw_hypercall(__HYPERVISOR_domctl, [op.addr(), 0, 0, 0, 0])` on a
-//!   domctl already prepared in a pool buffer: the baseline, nothing but the dispatch;
+//! - `raw`: `bench_support::raw_hypercall(__HYPERVISOR_domctl, [addr, 0, 0, 0, 0], arena)` on
+//!   the same domctl prepared as raw bytes (`XenDomctlView`) in a pool buffer: the baseline,
+//!   nothing but the dispatch;
 //! - `typed`: writing `XenDomctl::new(domid, payload)` into the same pool buffer and issuing
 //!   `XenCtrl::domctl` on it: marshalling (the struct, the interface version, the layout encode
 //!   and decode), the pool check and the dispatch. Held to raw + 20 ns by `ratios`;
@@ -23,9 +24,11 @@ use std::time::Duration;
 use criterion::Criterion;
 use xenctrl::abi::{
     __HYPERVISOR_domctl, DomctlPayload, XenDomctl, XenDomctlGetdomaininfo, XenDomctlPausedomain,
+    XenDomctlView,
 };
 use xenctrl::bench_support::{null_ctrl, raw_hypercall};
 use xenctrl::XenCtrl;
+use zerocopy::{Immutable, IntoBytes};
 
 /// The domain every call names (any will do: the null backend does not look).
 const DOMID: u16 = 7;
@@ -33,18 +36,25 @@ const DOMID: u16 = 7;
 /// `domctl/<name>`: `raw` and `typed` for `payload`.
 fn bench_domctl<P>(crit: &mut Criterion, xc: &XenCtrl, name: &str, payload: P)
 where
-    P: DomctlPayload + Copy,
+    P: DomctlPayload + IntoBytes + Immutable + Copy,
 {
     let mut group = crit.benchmark_group(format!("domctl/{name}"));
     let mut op = xc.pool().alloc::<XenDomctl<P>>().expect("pool alloc");
-    // Prepare the buffer the way the typed path leaves it, so the raw call sees a valid domctl.
     *op = XenDomctl::new(DOMID, payload);
     xc.domctl(&mut op).expect("null backend domctl");
+    // The raw call's argument: the same domctl as raw bytes (the raw entry point takes only
+    // plain data), laid out as the typed path leaves it.
+    let mut raw = xc.pool().alloc::<XenDomctlView>().expect("pool alloc");
+    raw.cmd = P::CMD;
+    raw.interface_version = op.interface_version();
+    raw.domain = DOMID;
+    let bytes = payload.as_bytes();
+    raw.union_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
 
     group.bench_function("raw", |b| {
         b.iter(|| {
-            let addr = op.addr();
-            let ret = raw_hypercall(xc, __HYPERVISOR_domctl, [addr, 0, 0, 0, 0], &mut op);
+            let addr = raw.addr();
+            let ret = raw_hypercall(xc, __HYPERVISOR_domctl, [addr, 0, 0, 0, 0], &mut raw);
             black_box(ret).expect("null backend");
         });
     });

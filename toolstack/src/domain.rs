@@ -132,17 +132,16 @@ fn summarize_all(host: &Host, infos: &[DomainInfo]) -> Result<Vec<DomainSummary>
 fn xs_read_many_opt(host: &Host, paths: &[String]) -> Result<Vec<Option<String>>> {
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     host.xs
-        .read_many(&refs)
+        .read_many_opt(&refs)
         .into_iter()
         .zip(paths)
-        .map(|(r, p)| match r {
-            Ok(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
-            Err(e) if e.errno() == Some(xenstore::Errno::ENOENT) => Ok(None),
-            Err(source) => Err(Error::Xenstore {
-                domain: DomainRef::id(crate::paths::domid_of_path(p).unwrap_or(0)),
-                what: "cannot read its xenstore entries",
-                source,
-            }),
+        .map(|(r, p)| {
+            r.map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+                .map_err(|source| Error::Xenstore {
+                    domain: DomainRef::id(crate::paths::domid_of_path(p).unwrap_or(0)),
+                    what: "cannot read its xenstore entries",
+                    source,
+                })
         })
         .collect()
 }

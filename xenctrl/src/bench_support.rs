@@ -54,17 +54,27 @@ pub fn null_ctrl() -> XenCtrl {
 /// The raw hypercall on `xc`'s backend, with no marshalling and no check of what the arguments
 /// hold: the baseline of the hypercall benches, and the fuzzers' way into the simulator's
 /// dispatcher. Safe because it runs only where nothing can reach memory outside `arena` (a
-/// buffer of `xc`'s pool that the caller holds exclusively):
+/// buffer of `xc`'s pool that the caller holds exclusively, of plain data: whatever is written
+/// there stays integers, never a guest handle that a later typed call would trust):
 ///
 /// - on the simulator, every address outside `arena` is `EFAULT`, even other pool memory;
 /// - on [`null_ctrl`]'s backend nothing is read or written at all;
 /// - on real Xen (privcmd), which would follow any address, it refuses with `ENOSYS` without
 ///   calling Xen; so does a pool that belongs to no hypervisor.
 ///
+/// A handle-bearing struct is no arena: the simulator could leave a forged address in it.
+///
+/// ```compile_fail,E0277
+/// use xenctrl::abi::{XenSysctl, XenSysctlGetdomaininfolist};
+/// let xc = xenctrl::bench_support::null_ctrl();
+/// let mut op = xc.pool().alloc::<XenSysctl<XenSysctlGetdomaininfolist>>().unwrap();
+/// let _ = xenctrl::bench_support::raw_hypercall(&xc, 0, [0; 5], &mut op);
+/// ```
+///
 /// # Errors
 ///
 /// The backend's errno; `EXDEV` when `arena` is not of `xc`'s pool.
-pub fn raw_hypercall<T: ?Sized>(
+pub fn raw_hypercall<T: ?Sized + zerocopy::FromBytes>(
     xc: &XenCtrl,
     op: u64,
     args: [u64; 5],

@@ -67,6 +67,17 @@ pub(super) fn none_on_enoent<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
+impl Client {
+    /// [`read_many`](Client::read_many), with `Ok(None)` for each node that does not exist
+    /// (as [`ReadOpt::read_opt`]): many possibly missing nodes in one pipelined round trip.
+    pub fn read_many_opt(&self, paths: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+        self.read_many(paths)
+            .into_iter()
+            .map(none_on_enoent)
+            .collect()
+    }
+}
+
 impl Ops<'_> {
     fn read_string_opt(&self, path: &str) -> Result<Option<String>> {
         Ok(none_on_enoent(self.read(path))?.map(|v| String::from_utf8_lossy(&v).into_owned()))
