@@ -34,6 +34,7 @@ mod host;
 pub mod interface;
 mod memory;
 mod pool;
+pub mod volatile;
 
 pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};

@@ -19,6 +19,7 @@
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod dispatch;
+mod machine;
 mod memory;
 mod persist;
 pub mod state;
@@ -32,6 +33,8 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
+use self::machine::MachineMemory;
+pub use self::machine::SimMapping;
 #[cfg(any(test, feature = "bench-internals"))]
 use self::memory::Confined;
 use self::memory::{ChunkRegistry, GuestMemory};
@@ -127,6 +130,8 @@ pub struct SimHypervisor {
     /// The host's state file, when the host is shared with other processes
     /// ([`SimHypervisor::persistent`]); `state` is then this process's cached copy.
     persist: Option<(persist::Store, SimConfig)>,
+    /// The contents of every machine frame (guest memory, grant tables).
+    machine: MachineMemory,
 }
 
 impl SimHypervisor {
@@ -159,6 +164,9 @@ impl SimHypervisor {
                 },
             },
             persist: None,
+            machine: MachineMemory::anonymous().unwrap_or_else(|e| {
+                panic!("simulated host: cannot create its machine memory (memfd_create): {e}")
+            }),
         }
     }
 
@@ -202,10 +210,15 @@ impl SimHypervisor {
     }
 
     fn open_persistent(path: &Path, config: SimConfig, reset: bool) -> io::Result<Self> {
+        // A new host starts with empty machine memory, whatever an older one left.
+        let fresh = reset || !path.exists();
         let (store, config, state) = persist::Store::open(path, &config, reset)?;
+        let mut ram = path.as_os_str().to_owned();
+        ram.push(".ram");
         let mut sim = Self::new(config.clone());
         sim.state = Mutex::new(state);
         sim.persist = Some((store, config));
+        sim.machine = MachineMemory::at(Path::new(&ram), fresh)?;
         Ok(sim)
     }
 
@@ -223,10 +236,21 @@ impl SimHypervisor {
     /// Run `f` on the state as one atomic step (across processes for a persistent host).
     fn transact<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match &self.persist {
-            None => Ok(f(&mut state)),
-            Some((store, config)) => store.transact(config, &mut state, f),
+        let r = match &self.persist {
+            None => f(&mut state),
+            Some((store, config)) => store.transact(config, &mut state, f)?,
+        };
+        for (mfn, count) in state.take_freed() {
+            // Best effort: a frame that cannot be scrubbed only keeps using memory, and is
+            // never handed out again (machine frame numbers are not reused).
+            let _ = self.machine.scrub(mfn, count);
         }
+        Ok(r)
+    }
+
+    /// The contents of the host's machine frames.
+    pub(crate) fn machine(&self) -> &MachineMemory {
+        &self.machine
     }
 
     /// Run `f` on the host model: inspect it, or act as a guest would (e.g.

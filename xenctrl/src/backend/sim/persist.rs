@@ -35,7 +35,7 @@ use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
 use crate::abi::XenDomctlCreatedomain;
 
-const MAGIC: &[u8; 8] = b"RXENSIM1";
+const MAGIC: &[u8; 8] = b"RXENSIM2";
 const HEADER_LEN: usize = 24;
 
 /// What identifies one version of the file's contents.
@@ -369,6 +369,10 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
             e.u32(port);
             e.u16(remote);
         }
+        e.len(d.grant_frames.len());
+        for &m in &d.grant_frames {
+            e.u64(m);
+        }
     }
     e.0
 }
@@ -434,6 +438,10 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
             let port = d.u32()?;
             evtchn.insert(port, d.u16()?);
         }
+        let mut grant_frames = Vec::new();
+        for _ in 0..d.len(8)? {
+            grant_frames.push(d.u64()?);
+        }
         s.domains.insert(
             domid,
             SimDomain {
@@ -448,6 +456,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 state,
                 physmap,
                 evtchn,
+                grant_frames,
             },
         );
     }

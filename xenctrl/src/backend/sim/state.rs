@@ -76,6 +76,10 @@ pub struct SimDomain {
     pub physmap: BTreeMap<u64, u64>,
     /// Allocated event-channel ports and the domain allowed to bind each.
     pub evtchn: BTreeMap<EvtchnPort, DomId>,
+    /// Machine frames of the grant table (version 1 entries, 512 per frame), grown on demand
+    /// up to `config.max_grant_frames`, as Xen grows it. They come from Xen's own heap, not
+    /// the domain's allocation.
+    pub grant_frames: Vec<u64>,
 }
 
 impl SimDomain {
@@ -150,6 +154,9 @@ pub struct SimState {
     pub(super) rover: DomId,
     /// Next machine frame to hand out.
     pub(super) next_mfn: u64,
+    /// Runs `(mfn, count)` of frames freed since the simulator last scrubbed their contents
+    /// (not saved: each process scrubs what its own calls freed).
+    pub(super) freed: Vec<(u64, u64)>,
 }
 
 impl SimState {
@@ -166,6 +173,7 @@ impl SimState {
             domains: BTreeMap::new(),
             rover: 0,
             next_mfn: dom0_pages,
+            freed: Vec::new(),
         };
         let dom0 = SimDomain {
             domid: SIM_DOM0,
@@ -185,6 +193,7 @@ impl SimState {
             state: SimDomainState::Alive,
             physmap: BTreeMap::new(),
             evtchn: BTreeMap::new(),
+            grant_frames: Vec::new(),
         };
         s.domains.insert(SIM_DOM0, dom0);
         s
@@ -287,6 +296,7 @@ impl SimState {
                 state: SimDomainState::Alive,
                 physmap: BTreeMap::new(),
                 evtchn: BTreeMap::new(),
+                grant_frames: Vec::new(),
             },
         );
         Ok(domid)
@@ -419,6 +429,8 @@ impl SimState {
         self.set_outstanding(domid, 0)?;
         if let Some(d) = self.domains.remove(&domid) {
             self.free_pages += d.tot_pages;
+            self.freed.extend(d.physmap.values().map(|&m| (m, 1)));
+            self.freed.extend(d.grant_frames.iter().map(|&m| (m, 1)));
         }
         Ok(())
     }
@@ -571,7 +583,9 @@ impl SimState {
             return false;
         }
         for i in 0..n {
-            d.physmap.remove(&gmfn.wrapping_add(i));
+            if let Some(m) = d.physmap.remove(&gmfn.wrapping_add(i)) {
+                self.freed.push((m, 1));
+            }
         }
         self.free_extent(domid, order);
         true
@@ -603,6 +617,35 @@ impl SimState {
         }
         d.evtchn.insert(port, remote);
         Ok(port)
+    }
+
+    /// The machine frame of grant-table frame `index` of `domid`, growing the table to it if
+    /// needed (Xen's `gnttab_grow_table`).
+    ///
+    /// # Errors
+    ///
+    /// `ESRCH` for no such domain, `EINVAL` for an index at or beyond its
+    /// `max_grant_frames`.
+    pub fn grant_frame(&mut self, domid: DomId, index: u32) -> Result<u64, Errno> {
+        let domid = Self::resolve(domid);
+        let max = self.domain(domid)?.config.max_grant_frames;
+        if i64::from(index) >= i64::from(max) {
+            return Err(Errno::EINVAL);
+        }
+        let mut next = self.next_mfn;
+        let d = self.domain_mut(domid)?;
+        while d.grant_frames.len() <= index as usize {
+            d.grant_frames.push(next);
+            next += 1;
+        }
+        let mfn = d.grant_frames[index as usize];
+        self.next_mfn = next;
+        Ok(mfn)
+    }
+
+    /// Take the runs of frames freed since the last call (the simulator scrubs them).
+    pub(super) fn take_freed(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.freed)
     }
 
     /// Check the model's bookkeeping (used by tests after every step).
