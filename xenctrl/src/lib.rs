@@ -31,6 +31,7 @@ mod domain;
 mod error;
 mod evtchn;
 mod host;
+mod ids;
 pub mod interface;
 mod memory;
 mod pool;
@@ -44,6 +45,7 @@ pub use ctrl::XenCtrl;
 pub use domain::{CreateDomain, DomainInfo};
 pub use error::{Errno, Error, FdProblem, FileKind, Op, Result};
 pub use host::{pages_to_mib, PhysInfo, XenVersion};
+pub use ids::{DomainId, GrantRef};
 pub use pool::{BufferPool, PoolStats, MAX_POOLED_PAGES};
 
 /// Xen's page size on x86.
