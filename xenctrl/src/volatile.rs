@@ -270,7 +270,7 @@ impl<'a> VolatileSlice<'a, ReadWrite> {
 /// `src..src + len` is readable, `dst..dst + len` writable, and the two do not overlap.
 unsafe fn copy_volatile(src: *const u8, dst: *mut u8, len: usize) {
     let aligned = |n: usize| (src as usize) % n == 0 && (dst as usize) % n == 0;
-    // SAFETY (all arms): the caller's contract covers `len` bytes at both ends; each access is
+    // SAFETY: (all arms) the caller's contract covers `len` bytes at both ends; each access is
     // of `n` bytes at an address aligned to `n`.
     unsafe {
         match len {

@@ -85,9 +85,8 @@ impl MachineMemory {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
-        Ok(Self {
-            file: unsafe { File::from_raw_fd(fd) },
-        })
+        let file = unsafe { File::from_raw_fd(fd) };
+        Ok(Self { file })
     }
 
     /// Memory for a host shared by processes: the file at `path`, created if missing.
