@@ -168,6 +168,13 @@ macro_rules! widen_from {
 }
 widen_from!(u8, u16, u32, u64);
 
+impl Widen for i16 {
+    fn widen(self) -> u64 {
+        // Sign-extended, as C's `(unsigned long long)` conversion of a negative value is.
+        u64::from_ne_bytes(i64::from(self).to_ne_bytes())
+    }
+}
+
 impl Widen for usize {
     fn widen(self) -> u64 {
         // usize is 64 bits on every target this crate supports (x86-64).
@@ -180,7 +187,7 @@ pub(crate) use abi_struct;
 
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
-    use super::{domctl, evtchn, memory, sysctl, version, xen};
+    use super::{domctl, evtchn, grant_table, memory, sysctl, version, xen};
     [
         xen::consts(),
         version::consts(),
@@ -188,6 +195,7 @@ pub fn constants() -> Vec<ConstInfo> {
         sysctl::consts(),
         memory::consts(),
         evtchn::consts(),
+        grant_table::consts(),
     ]
     .concat()
 }
@@ -215,6 +223,7 @@ pub fn structs() -> Vec<StructLayout> {
         XenMemoryReservation::LAYOUT,
         XenMemoryReservationView::LAYOUT,
         EvtchnAllocUnbound::LAYOUT,
+        GrantEntryV1::LAYOUT,
         XenDomctl::<XenDomctlCreatedomain>::LAYOUT,
         XenDomctl::<XenDomctlGetdomaininfo>::LAYOUT,
         XenDomctl::<XenDomctlMaxMem>::LAYOUT,

@@ -1,7 +1,7 @@
 //! The Xen 4.17 public ABI: `#[repr(C)]` structs and constants. No `unsafe` here (forbidden).
 //!
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
-//! [`version`], [`domctl`], [`sysctl`], [`memory`] and [`evtchn`]; [`envelope`] holds the typed
+//! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`] holds the typed
 //! `domctl`/`sysctl` envelopes. Everything is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
@@ -22,6 +22,7 @@
 pub mod domctl;
 pub mod envelope;
 pub mod evtchn;
+pub mod grant_table;
 pub mod handle;
 pub mod layout;
 pub mod memory;
@@ -34,6 +35,7 @@ pub use envelope::{
     DomctlPayload, SysctlPayload, XenDomctl, XenDomctlView, XenSysctl, XenSysctlView,
 };
 pub use evtchn::*;
+pub use grant_table::*;
 pub use handle::{PoolData, XenGuestHandle};
 pub use memory::*;
 pub use sysctl::*;

@@ -19,6 +19,7 @@
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod dispatch;
+pub mod gnttab;
 mod machine;
 mod memory;
 mod persist;
@@ -33,6 +34,10 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
+pub use self::gnttab::{
+    SimActiveGrant, SimCopyDest, SimCopySegment, SimCopySource, SimGrantAddr, SimGrantError,
+    SimGrantMapping, SimGrantShare, SimGrantTable, SimKernelGrant, SimUnmapNotify,
+};
 use self::machine::MachineMemory;
 pub use self::machine::SimMapping;
 #[cfg(any(test, feature = "bench-internals"))]
@@ -132,6 +137,8 @@ pub struct SimHypervisor {
     persist: Option<(persist::Store, SimConfig)>,
     /// The contents of every machine frame (guest memory, grant tables).
     machine: MachineMemory,
+    /// Unmap-notification events sent and not yet taken ([`SimHypervisor::take_unmap_events`]).
+    unmap_events: Mutex<Vec<(crate::DomainId, u32)>>,
 }
 
 impl SimHypervisor {
@@ -167,6 +174,7 @@ impl SimHypervisor {
             machine: MachineMemory::anonymous().unwrap_or_else(|e| {
                 panic!("simulated host: cannot create its machine memory (memfd_create): {e}")
             }),
+            unmap_events: Mutex::new(Vec::new()),
         }
     }
 

@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
 use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
 use crate::abi::XenDomctlCreatedomain;
@@ -373,6 +374,26 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
         for &m in &d.grant_frames {
             e.u64(m);
         }
+        e.len(d.grants.active.len());
+        for (&r, a) in &d.grants.active {
+            e.u32(r);
+            e.u16(a.mapper);
+            e.u64(a.mfn);
+            e.u32(a.readers);
+            e.u32(a.writers);
+        }
+        e.len(d.grants.kernel.len());
+        for (&r, k) in &d.grants.kernel {
+            e.u32(r);
+            match k.page {
+                Some(m) => {
+                    e.u8(1);
+                    e.u64(m);
+                }
+                None => e.u8(0),
+            }
+            e.u8(u8::from(k.released));
+        }
     }
     e.0
 }
@@ -442,6 +463,27 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
         for _ in 0..d.len(8)? {
             grant_frames.push(d.u64()?);
         }
+        let mut grants = SimGrantTable::default();
+        for _ in 0..d.len(22)? {
+            let r = d.u32()?;
+            let active = SimActiveGrant {
+                mapper: d.u16()?,
+                mfn: d.u64()?,
+                readers: d.u32()?,
+                writers: d.u32()?,
+            };
+            grants.active.insert(r, active);
+        }
+        for _ in 0..d.len(6)? {
+            let r = d.u32()?;
+            let page = match d.u8()? {
+                0 => None,
+                1 => Some(d.u64()?),
+                _ => return Err(bad("kernel grant page")),
+            };
+            let released = d.u8()? != 0;
+            grants.kernel.insert(r, SimKernelGrant { page, released });
+        }
         s.domains.insert(
             domid,
             SimDomain {
@@ -457,6 +499,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 physmap,
                 evtchn,
                 grant_frames,
+                grants,
             },
         );
     }
@@ -494,6 +537,32 @@ mod tests {
         }
         s.set_outstanding(d, 1000).expect("claim");
         s.alloc_unbound(d, 0).expect("evtchn");
+        {
+            let grants = &mut s.domains.get_mut(&d).expect("domain").grants;
+            grants.active.insert(
+                9,
+                SimActiveGrant {
+                    mapper: 0,
+                    mfn: 77,
+                    readers: 1,
+                    writers: 2,
+                },
+            );
+            grants.kernel.insert(
+                9,
+                SimKernelGrant {
+                    page: Some(77),
+                    released: true,
+                },
+            );
+            grants.kernel.insert(
+                10,
+                SimKernelGrant {
+                    page: None,
+                    released: false,
+                },
+            );
+        }
         s.shutdown(d, 2).expect("shutdown");
         let body = encode(&config, &s);
         let (c2, s2) = decode(&body).expect("decode");
@@ -501,6 +570,7 @@ mod tests {
         assert_eq!(encode(&c2, &s2), body);
         let d2 = &s2.domains[&d];
         assert_eq!(d2.physmap, s.domains[&d].physmap);
+        assert_eq!(d2.grants, s.domains[&d].grants);
         assert_eq!(d2.state, SimDomainState::Shutdown(2));
         assert_eq!(s2.outstanding_claims, s.outstanding_claims);
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use super::gnttab::SimGrantTable;
 use super::SimConfig;
 use crate::abi::{
     DomId, EvtchnPort, XEN_DOMCTL_CDF_hap, XEN_DOMCTL_CDF_hvm, XEN_DOMCTL_CDF_iommu,
@@ -80,6 +81,9 @@ pub struct SimDomain {
     /// up to `config.max_grant_frames`, as Xen grows it. They come from Xen's own heap, not
     /// the domain's allocation.
     pub grant_frames: Vec<u64>,
+    /// What Xen and the domain's kernel know of its grants beyond the entries themselves
+    /// (see [`super::gnttab`]).
+    pub grants: SimGrantTable,
 }
 
 impl SimDomain {
@@ -194,6 +198,7 @@ impl SimState {
             physmap: BTreeMap::new(),
             evtchn: BTreeMap::new(),
             grant_frames: Vec::new(),
+            grants: SimGrantTable::default(),
         };
         s.domains.insert(SIM_DOM0, dom0);
         s
@@ -213,7 +218,7 @@ impl SimState {
         self.domains.get(&domid).ok_or(Errno::ESRCH)
     }
 
-    fn domain_mut(&mut self, domid: DomId) -> Result<&mut SimDomain, Errno> {
+    pub(crate) fn domain_mut(&mut self, domid: DomId) -> Result<&mut SimDomain, Errno> {
         self.domains.get_mut(&domid).ok_or(Errno::ESRCH)
     }
 
@@ -297,6 +302,7 @@ impl SimState {
                 physmap: BTreeMap::new(),
                 evtchn: BTreeMap::new(),
                 grant_frames: Vec::new(),
+                grants: SimGrantTable::default(),
             },
         );
         Ok(domid)
@@ -429,7 +435,16 @@ impl SimState {
         self.set_outstanding(domid, 0)?;
         if let Some(d) = self.domains.remove(&domid) {
             self.free_pages += d.tot_pages;
-            self.freed.extend(d.physmap.values().map(|&m| (m, 1)));
+            // A page another domain still has mapped keeps its contents (Xen frees it only
+            // when the last mapping goes); the simulator never hands its frame out again.
+            let mapped: std::collections::BTreeSet<u64> =
+                d.grants.active.values().map(|a| a.mfn).collect();
+            self.freed.extend(
+                d.physmap
+                    .values()
+                    .filter(|m| !mapped.contains(m))
+                    .map(|&m| (m, 1)),
+            );
             self.freed.extend(d.grant_frames.iter().map(|&m| (m, 1)));
         }
         Ok(())
