@@ -61,13 +61,18 @@ fn host_and_guest() -> (Arc<SimHypervisor>, DomainId) {
 #[test]
 fn a_guest_shares_with_dom0_and_dom0_answers() {
     let (sim, guest) = host_and_guest();
+    // An event channel between the two (each side's port, as a ring's setup would make).
+    let (guest_port, dom0_port) = sim.with_state(|s| {
+        let g = s.alloc_unbound(guest.get(), 0).expect("guest port");
+        (g, s.alloc_unbound(0, guest.get()).expect("dom0 port"))
+    });
     let guest_alloc = Gntalloc::on_simulator(Arc::clone(&sim), guest);
     let dom0 = Gntdev::on_simulator(Arc::clone(&sim), DomainId::DOM0);
     let mut shared = guest_alloc.share(DomainId::DOM0, 2, true).expect("share");
     shared.slice().write_from(0, b"request").expect("write");
     shared.slice().write(PAGE, &1u8).expect("connected");
     shared
-        .set_unmap_notify(UnmapNotify::clear_byte(PAGE).and_send_event(EventPort::new(7)))
+        .set_unmap_notify(UnmapNotify::clear_byte(PAGE).and_send_event(EventPort::new(guest_port)))
         .expect("notify");
 
     let mut ring = dom0
@@ -78,17 +83,17 @@ fn a_guest_shares_with_dom0_and_dom0_answers() {
     assert_eq!(shared.slice().to_vec(64, 8).expect("read"), b"response");
     let entry = sim.grant_entry(guest, shared.refs()[0]).expect("entry");
     assert_eq!(entry.flags, GTF_permit_access | GTF_reading | GTF_writing);
-    ring.set_unmap_notify(UnmapNotify::send_event(EventPort::new(9)))
+    ring.set_unmap_notify(UnmapNotify::send_event(EventPort::new(dom0_port)))
         .expect("dom0's notify");
 
     // The guest goes first: dom0 still has the pages, sees the byte cleared, and the event is
     // on record for the event-channel model to deliver.
     drop(shared);
     assert_eq!(ring.slice().read::<u8>(PAGE).expect("read"), 0);
-    assert_eq!(sim.take_unmap_events(), [(guest, 7)]);
+    assert_eq!(sim.take_unmap_events(), [(guest, guest_port)]);
     let refs = ring.refs().to_vec();
     drop(ring);
-    assert_eq!(sim.take_unmap_events(), [(DomainId::DOM0, 9)]);
+    assert_eq!(sim.take_unmap_events(), [(DomainId::DOM0, dom0_port)]);
     // Both grants ended once dom0 let go; the guest's pages went back.
     let err = dom0.map_read_only(guest, &refs).expect_err("ended");
     assert!(

@@ -13,7 +13,7 @@
 
 use nix::errno::Errno;
 use xengnttab::{
-    CopySegment, DomainId, Error, Gntalloc, Gntdev, GrantRef, GrantStatus, UnmapNotify,
+    CopySegment, DomainId, Error, EventPort, Gntalloc, Gntdev, GrantRef, GrantStatus, UnmapNotify,
 };
 
 /// What a suite function runs against.
@@ -39,6 +39,7 @@ macro_rules! suite_tests {
             the_mappers_unmap_notify_clears_the_byte,
             the_sharers_unmap_notify_clears_the_byte_for_the_mapper,
             unmap_notify_errors,
+            an_unbound_event_port_is_refused,
             grant_copy_both_ways_with_a_bad_ref,
             zero_pages_and_empty_lists_are_einval,
         );
@@ -262,6 +263,26 @@ pub fn unmap_notify_errors(c: &Ctx) {
         .expect_err("outside");
     assert_eq!(errno_of(&err), Some(Errno::ENOENT), "{err}");
     drop((rw, ro));
+}
+
+pub fn an_unbound_event_port_is_refused(c: &Ctx) {
+    // Port 4000 is within the event-channel ABI's range and bound by nobody in the test
+    // domain (ports are handed out lowest first).
+    let port = EventPort::new(4000);
+    let mut shared = c.gntalloc.share(c.me, 1, true).expect("share");
+    let mut m = c.gntdev.map(c.me, shared.refs()).expect("map");
+    let err = m
+        .set_unmap_notify(UnmapNotify::send_event(port))
+        .expect_err("gntdev: unbound port");
+    assert_eq!(errno_of(&err), Some(Errno::EINVAL), "{err}");
+    let err = shared
+        .set_unmap_notify(UnmapNotify::clear_byte(0).and_send_event(port))
+        .expect_err("gntalloc: unbound port");
+    assert_eq!(errno_of(&err), Some(Errno::EINVAL), "{err}");
+    // Nothing was set: dropping clears no byte.
+    shared.slice().write(0, &7u8).expect("write");
+    drop(m);
+    assert_eq!(shared.slice().read::<u8>(0).expect("read"), 7);
 }
 
 pub fn grant_copy_both_ways_with_a_bad_ref(c: &Ctx) {

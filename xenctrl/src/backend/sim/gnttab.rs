@@ -743,6 +743,42 @@ impl SimHypervisor {
         Ok(())
     }
 
+    /// Whether `port` is an event channel of `domain` that an unmap notification may signal.
+    /// Linux takes a reference on a port bound through `/dev/xen/evtchn` and refuses others
+    /// with `EINVAL`; the model has no bound/unbound distinction yet, so any port allocated in
+    /// the domain will do.
+    fn notify_port_usable(&self, domain: DomainId, port: u32) -> bool {
+        self.query(|s| {
+            s.domain(SimState::resolve(domain.get()))
+                .is_ok_and(|d| d.evtchn.contains_key(&port))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Check an unmap notification against a window of `pages` pages in `domain` (gntdev's
+    /// and gntalloc's checks): `ENOENT` for a byte outside it, `EINVAL` for a byte to clear in
+    /// read-only memory or a port the domain cannot signal.
+    fn check_notify(
+        &self,
+        domain: DomainId,
+        notify: &SimUnmapNotify,
+        pages: usize,
+        writable: bool,
+    ) -> Result<(), Errno> {
+        if let Some(offset) = notify.clear_byte {
+            if offset >= pages * PAGE_SIZE {
+                return Err(Errno::ENOENT);
+            }
+            if !writable {
+                return Err(Errno::EINVAL);
+            }
+        }
+        match notify.event {
+            Some(port) if !self.notify_port_usable(domain, port) => Err(Errno::EINVAL),
+            _ => Ok(()),
+        }
+    }
+
     /// The unmap-notification events sent since the last call, as `(sending domain, port)`,
     /// oldest first. (The simulated event channels do not deliver them yet.)
     pub fn take_unmap_events(&self) -> Vec<(DomainId, u32)> {
@@ -764,20 +800,6 @@ impl SimHypervisor {
                 .push((domain, port));
         }
     }
-}
-
-/// Check an unmap notification against a window of `pages` pages (gntdev's and gntalloc's
-/// checks): `ENOENT` for a byte outside it, `EINVAL` for a byte to clear in read-only memory.
-fn check_notify(notify: &SimUnmapNotify, pages: usize, writable: bool) -> Result<(), Errno> {
-    if let Some(offset) = notify.clear_byte {
-        if offset >= pages * PAGE_SIZE {
-            return Err(Errno::ENOENT);
-        }
-        if !writable {
-            return Err(Errno::EINVAL);
-        }
-    }
-    Ok(())
 }
 
 /// Grants of another domain mapped in a simulated domain (gntdev): unmapped on drop, after the
@@ -822,9 +844,10 @@ impl SimGrantMapping {
     /// # Errors
     ///
     /// `ENOENT` for a byte outside the mapping, `EINVAL` for a byte to clear in a read-only
-    /// mapping.
+    /// mapping or an event port the mapping domain does not have.
     pub fn set_unmap_notify(&mut self, notify: SimUnmapNotify) -> Result<(), Errno> {
-        check_notify(&notify, self.refs.len(), self.writable)?;
+        self.sim
+            .check_notify(self.mapper, &notify, self.refs.len(), self.writable)?;
         self.notify = notify;
         Ok(())
     }
@@ -878,9 +901,11 @@ impl SimGrantShare {
     ///
     /// # Errors
     ///
-    /// `ENOENT` for a byte outside the shared pages.
+    /// `ENOENT` for a byte outside the shared pages, `EINVAL` for an event port the sharing
+    /// domain does not have.
     pub fn set_unmap_notify(&mut self, notify: SimUnmapNotify) -> Result<(), Errno> {
-        check_notify(&notify, self.refs.len(), true)?;
+        self.sim
+            .check_notify(self.domain, &notify, self.refs.len(), true)?;
         self.notify = notify;
         Ok(())
     }
@@ -1127,6 +1152,10 @@ mod tests {
     #[test]
     fn unmap_notify_clears_the_byte_for_the_other_side_and_records_the_event() {
         let (sim, guest) = host_with_guest(SimState::pv_config(1), 0);
+        let (p0, pg) = sim.with_state(|s| {
+            let p0 = s.alloc_unbound(0, guest.get()).expect("dom0 port");
+            (p0, s.alloc_unbound(guest.get(), 0).expect("guest port"))
+        });
         let mut share = sim.share_pages(guest, DOM0, 2, true).expect("share");
         write(share.window(), PAGE_SIZE + 10, &[0xff]);
         write(share.window(), 20, &[0xee]);
@@ -1140,14 +1169,22 @@ mod tests {
             }),
             Err(Errno::ENOENT)
         );
+        assert_eq!(
+            m.set_unmap_notify(SimUnmapNotify {
+                clear_byte: None,
+                event: Some(p0 + 100),
+            }),
+            Err(Errno::EINVAL),
+            "a port dom0 does not have"
+        );
         m.set_unmap_notify(SimUnmapNotify {
             clear_byte: Some(PAGE_SIZE + 10),
-            event: Some(5),
+            event: Some(p0),
         })
         .expect("notify");
         drop(m);
         assert_eq!(read(share.window(), PAGE_SIZE + 10, 1), [0]);
-        assert_eq!(sim.take_unmap_events(), [(DOM0, 5)]);
+        assert_eq!(sim.take_unmap_events(), [(DOM0, p0)]);
         // Read-only mappings cannot clear a byte, but can send an event.
         let mut ro = sim
             .map_grants(DOM0, guest, share.refs(), false)
@@ -1161,11 +1198,11 @@ mod tests {
         );
         ro.set_unmap_notify(SimUnmapNotify {
             clear_byte: None,
-            event: Some(6),
+            event: Some(p0),
         })
         .expect("event");
         drop(ro);
-        assert_eq!(sim.take_unmap_events(), [(DOM0, 6)]);
+        assert_eq!(sim.take_unmap_events(), [(DOM0, p0)]);
         // The sharer's notification fires when it lets go, for the mapper to see.
         let peer = sim
             .map_grants(DOM0, guest, share.refs(), false)
@@ -1173,12 +1210,12 @@ mod tests {
         share
             .set_unmap_notify(SimUnmapNotify {
                 clear_byte: Some(20),
-                event: Some(3),
+                event: Some(pg),
             })
             .expect("notify");
         drop(share);
         assert_eq!(read(peer.window(), 20, 1), [0]);
-        assert_eq!(sim.take_unmap_events(), [(guest, 3)]);
+        assert_eq!(sim.take_unmap_events(), [(guest, pg)]);
     }
 
     #[test]
