@@ -11,11 +11,21 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use xenctrl::backend::sim::SimState;
 use xenctrl::SimHypervisor;
 use xengnttab::{DomainId, Gntalloc, Gntdev};
+
+fn main() {
+    let mut crit = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench(&mut crit);
+    crit.final_summary();
+}
 
 fn bench(c: &mut Criterion) {
     let sim = Arc::new(SimHypervisor::default());
@@ -44,6 +54,3 @@ fn bench(c: &mut Criterion) {
         group.finish();
     }
 }
-
-criterion::criterion_group!(benches, bench);
-criterion::criterion_main!(benches);

@@ -22,6 +22,8 @@ use xengnttab::{CopySegment, DomainId, Gntalloc, Gntdev, UnmapNotify};
 const CONNECTED: usize = 0;
 const REQUEST: usize = 64;
 const RESPONSE: usize = 2048;
+/// Where the grant copy writes, as the `u16` page offset a copy segment takes.
+const COPIED: u16 = 2048 + 8;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let sim = Arc::new(SimHypervisor::default());
@@ -53,7 +55,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         b"(copied)",
         guest,
         ring.refs()[0],
-        (RESPONSE + 8) as u16,
+        COPIED,
     )];
     gntdev.grant_copy(&mut segments)?;
 
