@@ -1,8 +1,8 @@
 //! The Xen 4.17 public ABI: `#[repr(C)]` structs and constants. No `unsafe` here (forbidden).
 //!
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
-//! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`] holds the typed
-//! `domctl`/`sysctl` envelopes. Everything is re-exported here.
+//! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`]
+//! holds the typed `domctl`/`sysctl` envelopes. Everything is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.

@@ -13,7 +13,9 @@
 //!
 //! Layers: `memory` (the chunk registry, the only `unsafe`), `dispatch` (argument decoding),
 //! [`state`] (the model, which never sees an address), `persist` (the model kept in a file and
-//! shared by processes: [`SimHypervisor::persistent`]).
+//! shared by processes: [`SimHypervisor::persistent`]), `machine` (the contents of machine
+//! frames), [`gnttab`] (grant tables with the semantics of Linux's gntdev and gntalloc, which
+//! `xengnttab` runs on).
 //!
 //! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
