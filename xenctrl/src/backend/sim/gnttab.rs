@@ -1338,6 +1338,27 @@ mod tests {
         assert_eq!(wrong[0].status, GrantStatus::GENERAL_ERROR);
     }
 
+    /// Destroying a guest whose page dom0 still maps: the page keeps its contents (Xen frees it
+    /// only when the mapping goes), and unmapping and the guest's own handle going later are
+    /// harmless.
+    #[test]
+    fn destroying_the_granter_leaves_the_mapped_page_alone() {
+        let (sim, guest) = host_with_guest(SimState::pv_config(1), 0);
+        let share = sim.share_pages(guest, DOM0, 1, true).expect("share");
+        write(share.window(), 0, b"last words");
+        let m = sim
+            .map_grants(DOM0, guest, share.refs(), false)
+            .expect("map");
+        sim.with_state(|s| s.destroy(guest.get())).expect("destroy");
+        assert_eq!(read(m.window(), 0, 10), b"last words");
+        drop(m);
+        drop(share);
+        sim.with_state(|s| {
+            assert!(!s.domains.contains_key(&guest.get()));
+            s.check_invariants().expect("invariants");
+        });
+    }
+
     /// Two handles on one persistent host (two processes, in effect): a share made through one
     /// is mapped through the other, and the pins are seen by both.
     #[test]
