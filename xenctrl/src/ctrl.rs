@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::abi::handle::GuestRanges;
 use crate::abi::{
-    __HYPERVISOR_domctl, __HYPERVISOR_event_channel_op, __HYPERVISOR_memory_op,
+    __HYPERVISOR_domctl, __HYPERVISOR_event_channel_op, __HYPERVISOR_grant_table_op,
+    __HYPERVISOR_memory_op,
     __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload, SysctlPayload, XenDomctl,
     XenMemoryReservation, XenSysctl,
 };
@@ -419,6 +420,29 @@ impl XenCtrl {
                 domid,
                 __HYPERVISOR_event_channel_op,
                 [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
+    /// `grant_table_op` with one handle-bearing pool buffer as its argument (`count` 1).
+    pub(crate) fn grant_table_op<T: GuestRanges>(
+        &self,
+        what: Op,
+        domid: Option<DomId>,
+        cmd: u64,
+        arg: &mut HypercallBuffer<'_, T>,
+    ) -> Result<u64> {
+        self.check_pool(arg, what)?;
+        self.check_handles(|f| arg.guest_ranges(f), what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call; the guest
+        // handles inside it lie in this pool (checked above) and borrow their buffers for as
+        // long as `arg` lives.
+        unsafe {
+            self.raw(
+                what,
+                domid,
+                __HYPERVISOR_grant_table_op,
+                [cmd, arg.addr(), 1, 0, 0],
             )
         }
     }

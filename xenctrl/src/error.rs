@@ -5,7 +5,8 @@ use std::io;
 
 pub use nix::errno::Errno;
 
-use crate::DomId;
+use crate::abi::GrantStatus;
+use crate::{DomId, DomainId};
 
 /// What failed: every error names the operation, and the domain when there is one.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,61 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// No window of address space could be made for a foreign mapping: the `mmap` of
+    /// `/dev/xen/privcmd` (or the simulator's stand-in) failed, usually for want of memory or
+    /// address space. Nothing was mapped.
+    #[error("domain {domid}: cannot make a window of {pages} pages to map its memory into")]
+    MapWindow {
+        /// The domain whose memory was to be mapped.
+        domid: DomainId,
+        /// How many pages the window was to hold.
+        pages: usize,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A page of a foreign mapping could not be mapped, so the whole mapping was undone (see
+    /// [`XenCtrl::map_foreign_partial`](crate::XenCtrl::map_foreign_partial) to keep the
+    /// pages that did map). The errno is Xen's for that page: `ESRCH` when the domain does not
+    /// exist, `EBUSY` or `EPERM` (PV) or `EINVAL` (HVM) for a frame the domain does not own,
+    /// `ENOENT` for a frame that stayed paged out through every retry.
+    #[error("domain {domid}: guest frame {gfn:#x} (page {index} of {pages}) cannot be mapped")]
+    ForeignPage {
+        /// The domain whose memory was mapped.
+        domid: DomainId,
+        /// The first page that failed, as an index into the frames asked for.
+        index: usize,
+        /// How many pages were asked for.
+        pages: usize,
+        /// The frame asked for at `index`.
+        gfn: u64,
+        /// What Xen answered for it.
+        #[source]
+        source: Errno,
+    },
+    /// A grant-table operation answered a status other than `GNTST_okay`.
+    #[error("{}{op} failed with {status}", DomainPrefix(domid.map(DomainId::get)))]
+    GrantTable {
+        /// The operation.
+        op: Op,
+        /// The domain whose grant table it was.
+        domid: Option<DomainId>,
+        /// The status Xen answered.
+        status: GrantStatus,
+    },
+    /// A grant-table frame of an HVM guest is in none of its guest frames (the guest maps its
+    /// table itself, and a new one has not), and neither Xen nor the kernel could map it as a
+    /// resource (`IOCTL_PRIVCMD_MMAP_RESOURCE` needs Linux 4.18 and Xen 4.12).
+    #[error(
+        "domain {domid}: grant-table frame {index} is in none of the guest's frames, and this \
+         kernel or Xen cannot map grant tables as a resource (needs Linux 4.18 and Xen 4.12)"
+    )]
+    GrantFrameUnmapped {
+        /// The domain.
+        domid: DomainId,
+        /// The grant-table frame.
+        index: u64,
+    },
     /// The hypervisor speaks a domctl/sysctl interface version this crate does not know.
     #[error(
         "unsupported Xen interface: {what}; this crate supports {supported} \
@@ -111,10 +167,11 @@ impl Error {
     /// The Xen errno behind this error, if it came from Xen.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Xen { source, .. } => Some(*source),
+            Error::Xen { source, .. } | Error::ForeignPage { source, .. } => Some(*source),
             Error::Open { source, .. }
             | Error::PoolMap { source, .. }
             | Error::PoolLock { source, .. }
+            | Error::MapWindow { source, .. }
             | Error::BadDeviceFd {
                 source: Some(source),
                 ..
@@ -264,6 +321,10 @@ pub enum Op {
     CurrentReservation,
     MaximumReservation,
     EvtchnAllocUnbound,
+    MapForeign,
+    MapResource,
+    ResourceSize,
+    GnttabSetupTable,
     Domctl,
     Sysctl,
     MemoryOp,
@@ -294,6 +355,10 @@ impl fmt::Display for Op {
             Op::CurrentReservation => "memory_op current_reservation",
             Op::MaximumReservation => "memory_op maximum_reservation",
             Op::EvtchnAllocUnbound => "event_channel_op alloc_unbound",
+            Op::MapForeign => "foreign mapping (IOCTL_PRIVCMD_MMAPBATCH_V2)",
+            Op::MapResource => "resource mapping (IOCTL_PRIVCMD_MMAP_RESOURCE)",
+            Op::ResourceSize => "resource size query (IOCTL_PRIVCMD_MMAP_RESOURCE)",
+            Op::GnttabSetupTable => "grant_table_op setup_table",
             Op::Domctl => "domctl",
             Op::Sysctl => "sysctl",
             Op::MemoryOp => "memory_op",

@@ -18,6 +18,9 @@
 //! - Every guest handle of a call must lie in the calling handle's pool, or the call fails with
 //!   [`Error::ForeignBuffer`] before Xen (or the simulator) sees it.
 //!
+//! Other domains' memory is mapped by [`XenCtrl::map_foreign`] and [`XenCtrl::map_resource`]
+//! ([`foreign`]), and reached only through [`volatile`] access.
+//!
 //! `DESIGN.md` in the crate says how each part is held and tested.
 
 pub mod abi;
@@ -30,6 +33,7 @@ mod ctrl;
 mod domain;
 mod error;
 mod evtchn;
+pub mod foreign;
 mod host;
 mod ids;
 pub mod interface;
@@ -44,6 +48,7 @@ pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out
 pub use ctrl::XenCtrl;
 pub use domain::{CreateDomain, DomainInfo};
 pub use error::{Errno, Error, FdProblem, FileKind, Op, Result};
+pub use foreign::{ForeignMapping, GrantFrames, PageError, PartialForeignMapping, Resource};
 pub use host::{pages_to_mib, PhysInfo, XenVersion};
 pub use ids::{DomainId, GrantRef};
 pub use pool::{BufferPool, PoolStats, MAX_POOLED_PAGES};

@@ -1,5 +1,8 @@
 //! Grant tables (`grant_table.h`): the version 1 entry a granting domain writes, its flags, the
-//! copy flags and the status codes Xen answers grant operations with.
+//! copy flags and the status codes Xen answers grant operations with, and the one
+//! `grant_table_op` this crate issues itself: `GNTTABOP_setup_table`, the frames of another
+//! domain's grant table, which a toolstack maps when Xen or the kernel cannot map the table as
+//! a resource (`XENMEM_resource_grant_table`, see [`crate::foreign`]).
 
 #![allow(non_upper_case_globals)]
 
@@ -7,8 +10,10 @@ use std::fmt;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use super::handle::{pool_data, GuestRanges, XenGuestHandle};
 use super::layout::{abi_consts, abi_struct};
-use super::xen::DomId;
+use super::xen::{DomId, XenPfn};
+use crate::GuestHandle;
 
 abi_consts! {
     /// The constants of this module, for the conformance test.
@@ -39,6 +44,10 @@ abi_consts! {
     GNTTAB_RESERVED_CONSOLE: u32 = 0;
     /// The reserved reference of the xenstore ring.
     GNTTAB_RESERVED_XENSTORE: u32 = 1;
+
+    /// Report (and grow the table to) the first frames of a domain's grant table
+    /// ([`GnttabSetupTable`]).
+    GNTTABOP_setup_table: u64 = 2;
 
     /// `gnttab_copy.flags`: the source is a grant reference (else a local frame).
     GNTCOPY_source_gref: u16 = 1;
@@ -106,6 +115,8 @@ impl GrantStatus {
     pub const BAD_DOMAIN: Self = Self(GNTST_bad_domain);
     /// `GNTST_bad_gntref`.
     pub const BAD_GNTREF: Self = Self(GNTST_bad_gntref);
+    /// `GNTST_bad_virt_addr`.
+    pub const BAD_VIRT_ADDR: Self = Self(GNTST_bad_virt_addr);
     /// `GNTST_permission_denied`.
     pub const PERMISSION_DENIED: Self = Self(GNTST_permission_denied);
     /// `GNTST_bad_page`.
@@ -147,7 +158,8 @@ impl GrantStatus {
         match self.0 {
             GNTST_okay => "done",
             GNTST_general_error => {
-                "refused (the entry is not granted to this domain, or is read-only)"
+                "refused (an entry not granted to this domain, or read-only; for setup_table, \
+                 more frames than the domain's max_grant_frames)"
             }
             GNTST_bad_domain => "no such domain",
             GNTST_bad_gntref => "no such grant reference",
@@ -173,4 +185,99 @@ impl fmt::Display for GrantStatus {
             None => write!(f, "unknown grant status {}", self.0),
         }
     }
+}
+
+abi_struct! {
+    /// Argument of `GNTTABOP_setup_table` (`struct gnttab_setup_table`): Xen grows `dom`'s grant
+    /// table to at least `nr_frames` frames and writes the frame number of each of the first
+    /// `nr_frames` into the list: a machine frame for a PV domain, the guest frame where the
+    /// guest mapped it for an HVM one (all ones where it did not).
+    ///
+    /// `nr_frames` is the length of the frame list the handle came from
+    /// ([`GnttabSetupTable::new`]); no field can be set apart from the handle:
+    ///
+    /// ```compile_fail,E0616
+    /// use xenctrl::abi::*;
+    /// let pool = xenctrl::BufferPool::anonymous();
+    /// let mut one = pool.alloc_slice::<XenPfn>(1).unwrap();
+    /// let mut op = GnttabSetupTable::new(1, one.guest_handle());
+    /// op.nr_frames = 64;
+    /// ```
+    ///
+    /// Holds a guest handle, so no zerocopy trait builds it from bytes; decode untrusted bytes
+    /// with [`GnttabSetupTableView`].
+    #[derive(Debug, KnownLayout, Immutable)]
+    c("struct gnttab_setup_table")
+    pub struct GnttabSetupTable<'h> {
+        dom: DomId,
+        pad0: [u8; 2] => _,
+        nr_frames: u32,
+        status: i16,
+        pad1: [u8; 6] => _,
+        frame_list: XenGuestHandle<'h, XenPfn>,
+    }
+    size = 24;
+}
+pool_data!(GnttabSetupTable<'h>);
+
+impl<'h> GnttabSetupTable<'h> {
+    /// Ask for as many of `dom`'s grant-table frames as `frames` holds (up to `u32::MAX`).
+    pub fn new(dom: DomId, frames: GuestHandle<'h, [XenPfn]>) -> Self {
+        Self {
+            dom,
+            pad0: [0; 2],
+            nr_frames: u32::try_from(frames.len()).unwrap_or(u32::MAX),
+            status: 0,
+            pad1: [0; 6],
+            frame_list: frames.into(),
+        }
+    }
+
+    /// The domain whose table is asked about (`DOMID_SELF` allowed).
+    pub fn dom(&self) -> DomId {
+        self.dom
+    }
+
+    /// How many frames are asked for: the length of the frame list.
+    pub fn nr_frames(&self) -> u32 {
+        self.nr_frames
+    }
+
+    /// What Xen answered (out).
+    pub fn status(&self) -> GrantStatus {
+        GrantStatus(self.status)
+    }
+
+    /// The frame list's handle.
+    pub fn frame_list(&self) -> &XenGuestHandle<'h, XenPfn> {
+        &self.frame_list
+    }
+}
+
+impl GuestRanges for GnttabSetupTable<'_> {
+    fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64)) {
+        self.frame_list.report_range(u64::from(self.nr_frames), f);
+    }
+}
+
+abi_struct! {
+    /// [`GnttabSetupTable`] with the handle as a plain address, for decoding untrusted bytes.
+    /// No entry point accepts it.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+    c("struct gnttab_setup_table")
+    pub struct GnttabSetupTableView {
+        /// The domain whose table is asked about.
+        pub dom: DomId,
+        /// Zero (C alignment padding).
+        pub pad0: [u8; 2] => _,
+        /// Frames asked for.
+        pub nr_frames: u32,
+        /// `GNTST_*` (out).
+        pub status: i16,
+        /// Zero (C alignment padding).
+        pub pad1: [u8; 6] => _,
+        /// The address of the frame list.
+        pub frame_list: u64,
+    }
+    size = 24;
 }

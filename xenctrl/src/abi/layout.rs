@@ -224,6 +224,8 @@ pub fn structs() -> Vec<StructLayout> {
         XenMemoryReservationView::LAYOUT,
         EvtchnAllocUnbound::LAYOUT,
         GrantEntryV1::LAYOUT,
+        GnttabSetupTable::LAYOUT,
+        GnttabSetupTableView::LAYOUT,
         XenDomctl::<XenDomctlCreatedomain>::LAYOUT,
         XenDomctl::<XenDomctlGetdomaininfo>::LAYOUT,
         XenDomctl::<XenDomctlMaxMem>::LAYOUT,

@@ -2,7 +2,8 @@
 //!
 //! `XENMEM_current_reservation` and `XENMEM_maximum_reservation` take a [`XenMemoryDomain`]
 //! and answer in the return value; the reservation sub-ops and `XENMEM_claim_pages` take a
-//! [`XenMemoryReservation`].
+//! [`XenMemoryReservation`]. The resource constants name what `IOCTL_PRIVCMD_MMAP_RESOURCE`
+//! maps (Linux issues `XENMEM_acquire_resource` for it).
 
 #![allow(non_upper_case_globals)]
 
@@ -29,6 +30,21 @@ abi_consts! {
     XENMEM_populate_physmap: u64 = 6;
     /// Stake a claim on free host pages for a domain (0 pages: cancel the claim).
     XENMEM_claim_pages: u64 = 24;
+    /// Map frames of a domain's resource (Xen 4.11+). Issued by Linux's privcmd for
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE`, never by this crate directly; the simulator's faults for
+    /// resource mapping are keyed on it.
+    XENMEM_acquire_resource: u64 = 28;
+
+    /// Resource type: an ioreq server's pages (`id` is the server; Xen 4.11+).
+    XENMEM_resource_ioreq_server: u32 = 0;
+    /// Resource type: a domain's grant table (`id` below; Xen 4.12+).
+    XENMEM_resource_grant_table: u32 = 1;
+    /// Resource type: a vCPU's processor-trace buffer (`id` is the vCPU; Xen 4.15+).
+    XENMEM_resource_vmtrace_buf: u32 = 2;
+    /// Grant-table resource id: the shared frames (the entries).
+    XENMEM_resource_grant_table_id_shared: u32 = 0;
+    /// Grant-table resource id: the status frames (grant tables version 2 only).
+    XENMEM_resource_grant_table_id_status: u32 = 1;
 
     /// `mem_flags`: populate on demand (HVM).
     XENMEMF_populate_on_demand: u32 = 1 << 16;

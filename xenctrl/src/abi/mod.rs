@@ -6,12 +6,12 @@
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.
-//! - Structs with a guest handle ([`XenMemoryReservation`], [`XenSysctlGetdomaininfolist`])
-//!   derive only `KnownLayout, Immutable`, so neither bytes nor zeroes can become a handle
-//!   through zerocopy ([`handle`] says why even `FromZeros` is out). Their fields are private:
-//!   constructors set every count Xen trusts from the buffer the handle came from. Each has a
-//!   `*View` twin with the same layout and a plain `u64` in the handle's place, for decoding
-//!   untrusted bytes; no hypercall entry point accepts a view.
+//! - Structs with a guest handle ([`XenMemoryReservation`], [`XenSysctlGetdomaininfolist`],
+//!   [`GnttabSetupTable`]) derive only `KnownLayout, Immutable`, so neither bytes nor zeroes can
+//!   become a handle through zerocopy ([`handle`] says why even `FromZeros` is out). Their
+//!   fields are private: constructors set every count Xen trusts from the buffer the handle came
+//!   from. Each has a `*View` twin with the same layout and a plain `u64` in the handle's
+//!   place, for decoding untrusted bytes; no hypercall entry point accepts a view.
 //! - Constants keep their C names, so that the C and Rust spellings are the same string.
 //! - Values read from Xen that are enumerations stay open: see [`ShutdownReason`].
 //! - [`layout`] lists every struct's field offsets and every constant's value; the conformance

@@ -24,6 +24,8 @@ abi_consts! {
     __HYPERVISOR_xen_version: u64 = 17;
     /// The `memory_op` hypercall.
     __HYPERVISOR_memory_op: u64 = 12;
+    /// The `grant_table_op` hypercall.
+    __HYPERVISOR_grant_table_op: u64 = 20;
     /// The `event_channel_op` hypercall.
     __HYPERVISOR_event_channel_op: u64 = 32;
     /// The `sysctl` hypercall.

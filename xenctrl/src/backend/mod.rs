@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
+use crate::DomId;
+
 pub(crate) mod anon;
 pub(crate) mod privcmd;
 pub mod sim;
@@ -124,10 +126,87 @@ unsafe impl Send for ChunkMapping {}
 // SAFETY: as above; `&ChunkMapping` gives no access to the memory.
 unsafe impl Sync for ChunkMapping {}
 
+/// A window of address space that another domain's frames are mapped into: on Linux a mapping
+/// of `/dev/xen/privcmd` (a `VM_PFNMAP` area whose pages fault with `SIGBUS` until an ioctl
+/// fills them), on the simulator an inaccessible reservation that frames of its machine memory
+/// are mapped into. It owns the mapping: dropping it unmaps the whole window. Only backends
+/// make one ([`Backend::foreign_window`]), and only the backend that made it fills it.
+///
+/// A window hands out nothing but its address; [`crate::foreign`] turns the pages a backend
+/// reported filled into [`VolatileSlice`](crate::volatile::VolatileSlice)s.
+#[derive(Debug)]
+pub(crate) struct ForeignWindow {
+    inner: WindowInner,
+    base: NonNull<u8>,
+    pages: usize,
+}
+
+#[derive(Debug)]
+pub(crate) enum WindowInner {
+    /// A shared mapping of `/dev/xen/privcmd`.
+    Device(memmap2::MmapRaw),
+    /// The simulator's window.
+    Sim(sim::SimWindow),
+}
+
+impl ForeignWindow {
+    /// A window of `pages` pages over `inner`, which must be that long.
+    pub(crate) fn new(inner: WindowInner, pages: usize) -> io::Result<Self> {
+        let ptr = match &inner {
+            WindowInner::Device(m) => m.as_mut_ptr(),
+            WindowInner::Sim(w) => w.base().as_ptr(),
+        };
+        // A hint-less mmap never answers address 0; refuse it rather than trust it.
+        let base = NonNull::new(ptr).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(ForeignWindow { inner, base, pages })
+    }
+
+    /// The first byte of the window (page aligned).
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Pages in the window.
+    pub(crate) fn pages(&self) -> usize {
+        self.pages
+    }
+
+    pub(crate) fn inner(&self) -> &WindowInner {
+        &self.inner
+    }
+
+    pub(crate) fn inner_mut(&mut self) -> &mut WindowInner {
+        &mut self.inner
+    }
+
+    pub(crate) fn into_inner(self) -> WindowInner {
+        self.inner
+    }
+}
+
+// SAFETY: the window is address space owned by this value (and the mapping objects inside it,
+// which are themselves `Send`); the base pointer is not tied to any thread.
+unsafe impl Send for ForeignWindow {}
+// SAFETY: `&ForeignWindow` gives out only the address, never a reference to the memory.
+unsafe impl Sync for ForeignWindow {}
+
+/// Which resource of a domain `IOCTL_PRIVCMD_MMAP_RESOURCE` maps: `XENMEM_resource_*` and the
+/// type-specific id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResourceId {
+    pub(crate) kind: u32,
+    pub(crate) id: u32,
+}
+
 /// What executes hypercalls and provides the memory their arguments live in.
 ///
 /// A backend hands out chunk mappings to the pool that belongs to the same handle, and is told
 /// when they go away, so the simulator can tell pool memory from anything else.
+///
+/// It also maps other domains' memory, as Linux's privcmd does: a window of address space
+/// first ([`Backend::foreign_window`]), then an ioctl that fills it ([`Backend::mmap_batch`],
+/// [`Backend::mmap_resource`]). The defaults answer `ENODEV`, for backends with no hypervisor
+/// behind them.
 pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// Short name for diagnostics ("privcmd", "sim").
     fn name(&self) -> &'static str;
@@ -150,6 +229,59 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
     /// the memory Xen writes may be live across the call except through the `&mut` borrow the
     /// caller holds.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno>;
+
+    /// A window of `pages` pages for foreign frames, readable, and writable if `writable`.
+    /// Every page faults until filled.
+    fn foreign_window(&self, pages: usize, writable: bool) -> io::Result<ForeignWindow> {
+        let _ = (pages, writable);
+        Err(io::Error::from_raw_os_error(libc::ENODEV))
+    }
+
+    /// `IOCTL_PRIVCMD_MMAPBATCH_V2`: map frame `gfns[i]` of `domid` at page `first + i` of
+    /// `window`, and set `errs[i]` to 0 or to Xen's negative errno for that page. The first
+    /// call on a window must cover all of it; later calls only pages still unmapped (the
+    /// ones that failed), as Linux requires.
+    ///
+    /// `Err(ENOENT)` means some page is paged out (its `errs` entry says `-ENOENT`) and the call
+    /// may be repeated for those pages; any other `Err` is the call failing as a whole, with
+    /// `errs` unspecified.
+    fn mmap_batch(
+        &self,
+        window: &mut ForeignWindow,
+        first: usize,
+        domid: DomId,
+        gfns: &[u64],
+        errs: &mut [i32],
+    ) -> Result<(), Errno> {
+        let _ = (window, first, domid, gfns, errs);
+        Err(Errno::ENODEV)
+    }
+
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE`: map frames `first..first + window.pages()` of `domid`'s
+    /// `resource` over the whole (fresh) window. `EOPNOTSUPP` when Xen or the kernel cannot
+    /// map resources at all.
+    fn mmap_resource(
+        &self,
+        window: &mut ForeignWindow,
+        domid: DomId,
+        resource: ResourceId,
+        first: u64,
+    ) -> Result<(), Errno> {
+        let _ = (window, domid, resource, first);
+        Err(Errno::ENODEV)
+    }
+
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE` with neither address nor count: how many frames the
+    /// resource has.
+    fn resource_size(&self, domid: DomId, resource: ResourceId) -> Result<u64, Errno> {
+        let _ = (domid, resource);
+        Err(Errno::ENODEV)
+    }
+
+    /// Unmap a window this backend made, and let go of whatever its frames held.
+    fn release_window(&self, window: ForeignWindow) {
+        drop(window);
+    }
 
     #[cfg(any(test, feature = "bench-internals"))]
     /// Issue hypercall `op` so that it can reach only the `(address, length)` range `arena`

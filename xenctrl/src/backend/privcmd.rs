@@ -11,14 +11,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 
-use super::{anon, Backend, ChunkMapping, MemorySource};
+use super::{anon, Backend, ChunkMapping, ForeignWindow, MemorySource, ResourceId, WindowInner};
 use crate::abi::{__HYPERVISOR_xen_version, XENVER_version};
 use crate::error::{Error, FdProblem, FileKind};
-use crate::XenCtrl;
+use crate::{DomId, XenCtrl, PAGE_SIZE};
 
 /// Path of the hypercall device.
 pub const PRIVCMD_PATH: &str = "/dev/xen/privcmd";
@@ -29,6 +29,15 @@ pub const HYPERCALL_BUF_PATH: &str = "/dev/xen/hypercall";
 const MISC_MAJOR: u64 = 10;
 
 /// The raw ioctl interface (`include/uapi/xen/privcmd.h`).
+///
+/// Which kernels have which request (Linux's `drivers/xen/privcmd.c`):
+///
+/// | request | Linux | Xen |
+/// |---|---|---|
+/// | `IOCTL_PRIVCMD_HYPERCALL` | every privcmd (2.6.x xenfs; the misc device since 3.3) | any |
+/// | `IOCTL_PRIVCMD_MMAPBATCH_V2` | 3.7 | any (the kernel issues `mmu_update`, or `add_to_physmap_batch` in a PVH/Arm dom0) |
+/// | `IOCTL_PRIVCMD_MMAP_RESOURCE` | 4.18 | `XENMEM_acquire_resource`: 4.11 (ioreq servers), 4.12 (grant tables), 4.15 (vmtrace buffers) |
+/// | `IOCTL_PRIVCMD_UNIMPLEMENTED` | answers `ENOTTY`, or `EINVAL` before 4.11 | - |
 mod ioctls {
     /// `struct privcmd_hypercall`.
     #[repr(C)]
@@ -49,13 +58,102 @@ mod ioctls {
         PrivcmdHypercall
     );
 
+    /// `struct privcmd_mmapbatch_v2`. `arr` and `err` point at `num` entries each; the kernel
+    /// copies the frame list in and the error codes out (they are ioctl arguments, not Xen
+    /// guest handles: Xen never sees these addresses, so they need not be pool memory).
+    #[repr(C)]
+    pub(super) struct PrivcmdMmapbatchV2 {
+        pub num: u32,
+        pub dom: u16,
+        pub pad: [u8; 2],
+        pub addr: u64,
+        pub arr: *const u64,
+        pub err: *mut i32,
+    }
+
+    static_assertions::assert_eq_size!(PrivcmdMmapbatchV2, [u8; 32]);
+
+    /// `struct privcmd_mmap_resource`. `addr` and `num` both 0 asks for the resource's size,
+    /// which the kernel writes back into `num`.
+    #[repr(C)]
+    pub(super) struct PrivcmdMmapResource {
+        pub dom: u16,
+        pub pad: [u8; 2],
+        pub kind: u32,
+        pub id: u32,
+        pub idx: u32,
+        pub num: u64,
+        pub addr: u64,
+    }
+
+    static_assertions::assert_eq_size!(PrivcmdMmapResource, [u8; 32]);
+
+    /// `IOCTL_PRIVCMD_MMAPBATCH_V2` is `_IOC(_IOC_NONE, 'P', 4, sizeof(privcmd_mmapbatch_v2_t))`.
+    pub(super) const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong = 0x0020_5004;
+    /// `IOCTL_PRIVCMD_MMAP_RESOURCE` is `_IOC(_IOC_NONE, 'P', 7, sizeof(privcmd_mmap_resource_t))`.
+    pub(super) const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong = 0x0020_5007;
+    /// `IOCTL_PRIVCMD_UNIMPLEMENTED` is `_IOC(_IOC_NONE, 'P', 0xFF, 0)`: a request no privcmd
+    /// implements, to learn what the driver answers for an unknown one.
+    pub(super) const IOCTL_PRIVCMD_UNIMPLEMENTED: libc::c_ulong = 0x0000_50ff;
+
+    nix::ioctl_write_ptr_bad!(
+        /// Map a batch of foreign frames into a privcmd window; per-page errors go to `err`.
+        privcmd_mmapbatch_v2,
+        IOCTL_PRIVCMD_MMAPBATCH_V2,
+        PrivcmdMmapbatchV2
+    );
+
+    nix::ioctl_readwrite_bad!(
+        /// Map frames of a domain's resource into a privcmd window, or (no address, no count)
+        /// write the resource's size into `num`.
+        privcmd_mmap_resource,
+        IOCTL_PRIVCMD_MMAP_RESOURCE,
+        PrivcmdMmapResource
+    );
+
+    nix::ioctl_none_bad!(
+        /// A request privcmd never implements.
+        privcmd_unimplemented,
+        IOCTL_PRIVCMD_UNIMPLEMENTED
+    );
+
     #[cfg(test)]
     #[test]
     fn request_code_matches_ioc_encoding() {
         // _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr, dir NONE = 0.
-        let size = std::mem::size_of::<PrivcmdHypercall>() as libc::c_ulong;
-        let code = (size << 16) | (libc::c_ulong::from(b'P') << 8);
-        assert_eq!(code, IOCTL_PRIVCMD_HYPERCALL);
+        let ioc = |nr: libc::c_ulong, size: usize| {
+            ((size as libc::c_ulong) << 16) | (libc::c_ulong::from(b'P') << 8) | nr
+        };
+        assert_eq!(
+            ioc(0, std::mem::size_of::<PrivcmdHypercall>()),
+            IOCTL_PRIVCMD_HYPERCALL
+        );
+        assert_eq!(
+            ioc(4, std::mem::size_of::<PrivcmdMmapbatchV2>()),
+            IOCTL_PRIVCMD_MMAPBATCH_V2
+        );
+        assert_eq!(
+            ioc(7, std::mem::size_of::<PrivcmdMmapResource>()),
+            IOCTL_PRIVCMD_MMAP_RESOURCE
+        );
+        assert_eq!(ioc(0xff, 0), IOCTL_PRIVCMD_UNIMPLEMENTED);
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn field_offsets_match_the_c_structs() {
+        use std::mem::offset_of;
+        // privcmd_mmapbatch_v2: unsigned int num; domid_t dom; __u64 addr; arr; err.
+        assert_eq!(offset_of!(PrivcmdMmapbatchV2, dom), 4);
+        assert_eq!(offset_of!(PrivcmdMmapbatchV2, addr), 8);
+        assert_eq!(offset_of!(PrivcmdMmapbatchV2, arr), 16);
+        assert_eq!(offset_of!(PrivcmdMmapbatchV2, err), 24);
+        // privcmd_mmap_resource: domid_t dom; __u32 type, id, idx; __u64 num, addr.
+        assert_eq!(offset_of!(PrivcmdMmapResource, kind), 4);
+        assert_eq!(offset_of!(PrivcmdMmapResource, id), 8);
+        assert_eq!(offset_of!(PrivcmdMmapResource, idx), 12);
+        assert_eq!(offset_of!(PrivcmdMmapResource, num), 16);
+        assert_eq!(offset_of!(PrivcmdMmapResource, addr), 24);
     }
 }
 
@@ -133,6 +231,9 @@ impl OpenOptions {
 pub(crate) struct Privcmd {
     privcmd: File,
     hypercall_buf: Option<File>,
+    /// What this privcmd answers for a request it does not implement (`ENOTTY`, or `EINVAL`
+    /// before Linux 4.11), learnt the first time a resource mapping fails.
+    unimplemented: OnceLock<Errno>,
 }
 
 impl Privcmd {
@@ -173,6 +274,7 @@ impl Privcmd {
         Ok(Privcmd {
             privcmd,
             hypercall_buf,
+            unimplemented: OnceLock::new(),
         })
     }
 
@@ -186,6 +288,7 @@ impl Privcmd {
         let this = Privcmd {
             privcmd: File::from(privcmd),
             hypercall_buf: hypercall_buf.map(File::from),
+            unimplemented: OnceLock::new(),
         };
         this.check_privcmd()?;
         if let Some(buf) = &this.hypercall_buf {
@@ -375,6 +478,129 @@ impl Backend for Privcmd {
         let ret = ret?;
         u64::try_from(ret).map_err(|_| Errno::EINVAL)
     }
+
+    fn foreign_window(&self, pages: usize, writable: bool) -> io::Result<ForeignWindow> {
+        let len = pages
+            .checked_mul(PAGE_SIZE)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        // A shared mapping of privcmd at offset 0: the driver marks it VM_PFNMAP | VM_DONTCOPY
+        // (never copied into fork() children) and leaves every page unmapped (SIGBUS) until an
+        // ioctl fills it. The protection is what the frames will be mapped with.
+        let map = if writable {
+            options.map_raw(&self.privcmd)?
+        } else {
+            options.map_raw_read_only(&self.privcmd)?
+        };
+        ForeignWindow::new(WindowInner::Device(map), pages)
+    }
+
+    fn mmap_batch(
+        &self,
+        window: &mut ForeignWindow,
+        first: usize,
+        domid: DomId,
+        gfns: &[u64],
+        errs: &mut [i32],
+    ) -> Result<(), Errno> {
+        let WindowInner::Device(_) = window.inner() else {
+            return Err(Errno::EINVAL);
+        };
+        let end = first.checked_add(gfns.len()).ok_or(Errno::EINVAL)?;
+        if gfns.is_empty() || errs.len() != gfns.len() || end > window.pages() {
+            return Err(Errno::EINVAL);
+        }
+        let num = u32::try_from(gfns.len()).map_err(|_| Errno::EINVAL)?;
+        // The kernel clears the error array itself since 4.x; older ones write only errors.
+        errs.fill(0);
+        let addr = window.base().as_ptr() as u64 + (first * PAGE_SIZE) as u64;
+        let batch = ioctls::PrivcmdMmapbatchV2 {
+            num,
+            dom: domid,
+            pad: [0; 2],
+            addr,
+            arr: gfns.as_ptr(),
+            err: errs.as_mut_ptr(),
+        };
+        // SAFETY: the request code and struct match privcmd's ABI. `arr` and `err` point at
+        // `num` entries each, alive and exclusively ours for the call (the kernel reads the one
+        // and writes the other, and keeps neither). `addr..addr + num` pages lie inside
+        // `window`, a privcmd mapping this backend made and the caller owns; the kernel only
+        // installs frames in pages of it that are still unmapped (it refuses the call
+        // otherwise), and no Rust reference to any page of the window exists.
+        let ret = unsafe { ioctls::privcmd_mmapbatch_v2(self.privcmd.as_raw_fd(), &batch) };
+        ret.map(drop)
+    }
+
+    fn mmap_resource(
+        &self,
+        window: &mut ForeignWindow,
+        domid: DomId,
+        resource: ResourceId,
+        first: u64,
+    ) -> Result<(), Errno> {
+        let WindowInner::Device(_) = window.inner() else {
+            return Err(Errno::EINVAL);
+        };
+        let mut req = ioctls::PrivcmdMmapResource {
+            dom: domid,
+            pad: [0; 2],
+            kind: resource.kind,
+            id: resource.id,
+            idx: u32::try_from(first).map_err(|_| Errno::EINVAL)?,
+            num: window.pages() as u64,
+            addr: window.base().as_ptr() as u64,
+        };
+        // SAFETY: the request code and struct match privcmd's ABI; `req` is ours for the call.
+        // `addr` is the start of `window`, a fresh privcmd mapping of exactly `num` pages that
+        // this backend made and the caller owns, with no Rust reference into it: the kernel
+        // fills its pages with the resource's frames.
+        let ret = unsafe { ioctls::privcmd_mmap_resource(self.privcmd.as_raw_fd(), &mut req) };
+        ret.map(drop).map_err(|e| self.unsupported_as_eopnotsupp(e))
+    }
+
+    fn resource_size(&self, domid: DomId, resource: ResourceId) -> Result<u64, Errno> {
+        let mut req = ioctls::PrivcmdMmapResource {
+            dom: domid,
+            pad: [0; 2],
+            kind: resource.kind,
+            id: resource.id,
+            idx: 0,
+            num: 0,
+            addr: 0,
+        };
+        // SAFETY: the request code and struct match privcmd's ABI; with neither address nor
+        // count the kernel maps nothing and writes the size into `req.num`, which is ours.
+        let ret = unsafe { ioctls::privcmd_mmap_resource(self.privcmd.as_raw_fd(), &mut req) };
+        ret.map_err(|e| self.unsupported_as_eopnotsupp(e))?;
+        Ok(req.num)
+    }
+}
+
+impl Privcmd {
+    /// What a failed `IOCTL_PRIVCMD_MMAP_RESOURCE` means: a kernel without the request
+    /// (before 4.18) answers what it answers for any unknown request, `ENOTTY` (or `EINVAL`
+    /// before 4.11, which is why that is probed rather than assumed, as libxenforeignmemory
+    /// does); that is reported as `EOPNOTSUPP`, Xen's own answer when it cannot map the
+    /// resource, so that callers fall back the same way for both.
+    fn unsupported_as_eopnotsupp(&self, errno: Errno) -> Errno {
+        let unimplemented = *self.unimplemented.get_or_init(|| {
+            // SAFETY: a request with no argument that no privcmd implements: the driver
+            // answers an errno and touches nothing.
+            match unsafe { ioctls::privcmd_unimplemented(self.privcmd.as_raw_fd()) } {
+                Err(e) => e,
+                // A driver that accepts it is not privcmd; keep the conventional answer.
+                Ok(_) => Errno::ENOTTY,
+            }
+        });
+        if errno == unimplemented || errno == Errno::ENOTTY {
+            Errno::EOPNOTSUPP
+        } else {
+            errno
+        }
+    }
 }
 
 /// Every entry point that issues an ioctl or mmap on a privcmd or privcmd-buf descriptor, run
@@ -466,6 +692,7 @@ mod tests {
         let backend = ManuallyDrop::new(Privcmd {
             privcmd: ManuallyDrop::into_inner(privcmd),
             hypercall_buf: hypercall_buf.map(ManuallyDrop::into_inner),
+            unimplemented: OnceLock::new(),
         });
         f(&backend)
         // Not dropped: a `closed()` descriptor must not be closed. The open ones leak into

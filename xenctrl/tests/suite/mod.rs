@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use xenctrl::abi::*;
 use xenctrl::interface::ProbeCall;
+use xenctrl::volatile::{ReadOnly, ReadWrite};
 use xenctrl::{
-    pages_to_mib, BufferPool, CreateDomain, DomId, Errno, Error, HypercallBuffer, XenCtrl,
+    pages_to_mib, BufferPool, CreateDomain, DomId, DomainId, Errno, Error, GrantFrames,
+    HypercallBuffer, PageError, Resource, XenCtrl,
 };
 
 /// What the other side of the hypercall interface says about the host, found without
@@ -141,6 +143,11 @@ macro_rules! suite_tests {
             a_sub_op_that_needs_a_list_refuses_none,
             shared_page_buffers_survive_a_neighbours_free,
             random_calls_touch_only_the_buffers_they_name,
+            foreign_mappings_of_a_frame_share_its_contents,
+            foreign_map_reports_each_bad_page,
+            grant_frames_map_as_a_resource_and_by_setup_table,
+            foreign_maps_of_a_vanished_domain_fail_with_esrch,
+            a_foreign_mapping_keeps_a_destroyed_domain_until_dropped,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -852,4 +859,305 @@ pub fn random_calls_touch_only_the_buffers_they_name(xc: &XenCtrl, w: &dyn Witne
             bystanders[i] = random_buffer(&mut rng, len);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Foreign memory: mapping a domain we created and populated.
+
+/// A PV domain with `pages` pages populated at guest frames `0..pages`, and the machine frames
+/// Xen gave them (what a PV domain's memory is mapped by).
+fn populated(xc: &XenCtrl, pages: u64) -> (Dom<'_>, Vec<u64>) {
+    let d = Dom::pv(xc);
+    xc.set_max_mem(d.id, pages * 4).unwrap();
+    let mut frames: Vec<u64> = (0..pages).collect();
+    xc.populate_physmap_exact(d.id, 0, 0, &mut frames).unwrap();
+    (d, frames)
+}
+
+/// Two mappings of the same frames (and one through a second handle) see each other's
+/// writes; fresh memory reads as zeros; pages are in the order asked for.
+pub fn foreign_mappings_of_a_frame_share_its_contents(xc: &XenCtrl, w: &dyn Witness) {
+    let (d, frames) = populated(xc, 16);
+    let domain = DomainId::new(d.id);
+    let a = xc.map_foreign::<ReadWrite>(domain, &frames).unwrap();
+    assert_eq!((a.pages(), a.len(), a.domain()), (16, 16 * 4096, domain));
+    let all = a.slice().to_vec(0, a.len()).unwrap();
+    assert!(all.iter().all(|&b| b == 0), "Xen hands out scrubbed pages");
+
+    let reversed: Vec<u64> = frames.iter().rev().copied().collect();
+    let b = xc.map_foreign::<ReadOnly>(domain, &reversed).unwrap();
+    for i in 0..16u64 {
+        let page = a.page(i as usize).unwrap();
+        page.write(0, &(0xfeed_0000 + i)).unwrap();
+        page.write_from(4000, format!("page {i:02}").as_bytes())
+            .unwrap();
+    }
+    for i in 0..16u64 {
+        let page = b.page(15 - i as usize).unwrap();
+        assert_eq!(page.read::<u64>(0).unwrap(), 0xfeed_0000 + i);
+        assert_eq!(
+            page.to_vec(4000, 7).unwrap(),
+            format!("page {i:02}").as_bytes()
+        );
+    }
+    assert!(a.page(16).is_err() && b.page(usize::MAX).is_err());
+
+    // Another handle (another privcmd descriptor on Xen) maps the same memory.
+    let other = w.second_handle();
+    let c = other.map_foreign::<ReadWrite>(domain, &frames[3..4]).unwrap();
+    c.slice().write(8, &0x5a5a_5a5a_u64).unwrap();
+    assert_eq!(a.page(3).unwrap().read::<u64>(8).unwrap(), 0x5a5a_5a5a);
+    assert_eq!(b.page(12).unwrap().read::<u64>(8).unwrap(), 0x5a5a_5a5a);
+    drop(c);
+    // What one mapping wrote outlives it: a new mapping reads it back.
+    drop(a);
+    let again = xc.map_foreign::<ReadOnly>(domain, &frames[5..6]).unwrap();
+    assert_eq!(again.slice().read::<u64>(0).unwrap(), 0xfeed_0005);
+}
+
+/// Each page Xen refuses is reported with its own errno; the partial mapping hands out the
+/// others, and the all-or-nothing call names the first bad page and leaves nothing mapped.
+pub fn foreign_map_reports_each_bad_page(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let (d, frames) = populated(xc, 4);
+    let domain = DomainId::new(d.id);
+    // A frame the domain gave back belongs to nobody now; one far beyond the host's memory is
+    // not memory at all.
+    let mut gone = [frames[3]];
+    assert_eq!(xc.decrease_reservation(d.id, 0, &mut gone).unwrap(), 1);
+    let beyond = xc.physinfo().unwrap().max_mfn + (1 << 20);
+    let asked = [frames[0], frames[3], frames[1], beyond];
+
+    let m = xc.map_foreign_partial::<ReadWrite>(domain, &asked).unwrap();
+    assert_eq!((m.pages(), m.mapped(), m.is_complete()), (4, 2, false));
+    m.page(0).unwrap().write(0, &1u32).unwrap();
+    m.page(2).unwrap().write(0, &3u32).unwrap();
+    assert_eq!(
+        m.page(1).unwrap_err(),
+        PageError::NotMapped {
+            index: 1,
+            gfn: frames[3],
+            errno: Errno::EBUSY
+        },
+        "a frame the PV domain does not own"
+    );
+    assert_eq!(
+        m.page(3).unwrap_err(),
+        PageError::NotMapped {
+            index: 3,
+            gfn: beyond,
+            errno: Errno::EPERM
+        },
+        "a frame beyond the host's memory"
+    );
+    assert_eq!(
+        m.page(4).unwrap_err(),
+        PageError::OutOfRange { index: 4, pages: 4 }
+    );
+    let failed: Vec<usize> = m
+        .failures()
+        .map(|f| match f {
+            PageError::NotMapped { index, .. } => index,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(failed, [1, 3]);
+
+    let first_bad = |err: Error| match err {
+        Error::ForeignPage {
+            domid,
+            index,
+            pages,
+            gfn,
+            source,
+        } => {
+            assert_eq!((domid, index, pages, gfn), (domain, 1, 4, frames[3]));
+            assert_eq!(source, Errno::EBUSY);
+        }
+        other => panic!("{other:?}"),
+    };
+    let err = m.into_complete().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("domain {}", d.id)) && text.contains("page 1 of 4"),
+        "{text}"
+    );
+    first_bad(err);
+    first_bad(xc.map_foreign::<ReadOnly>(domain, &asked).unwrap_err());
+
+    // The good pages map on their own, and kept what was written through the partial mapping.
+    let good = xc.map_foreign::<ReadOnly>(domain, &frames[..2]).unwrap();
+    assert_eq!(good.page(0).unwrap().read::<u32>(0).unwrap(), 1);
+    assert_eq!(good.page(1).unwrap().read::<u32>(0).unwrap(), 3);
+    assert_errno(
+        xc.map_foreign::<ReadOnly>(domain, &[]),
+        Errno::EINVAL,
+        "an empty list",
+    );
+}
+
+/// Grant-table frames map through `IOCTL_PRIVCMD_MMAP_RESOURCE`, and the frames
+/// `GNTTABOP_setup_table` reports map through `IOCTL_PRIVCMD_MMAPBATCH_V2`: both are the same
+/// memory. Frames beyond `max_grant_frames`, version-2 status frames of a version-1 table and
+/// our own table are refused as Xen refuses them.
+pub fn grant_frames_map_as_a_resource_and_by_setup_table(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let d = Dom::pv(xc); // 64 grant frames at most
+    let domain = DomainId::new(d.id);
+    let status = Resource::GrantTable {
+        frames: GrantFrames::Status,
+    };
+    assert_eq!(xc.resource_size(domain, Resource::GRANT_TABLE).unwrap(), 64);
+    assert_eq!(xc.resource_size(domain, status).unwrap(), 8);
+
+    let a = xc
+        .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 0, 1)
+        .unwrap();
+    assert_eq!(a.pages(), 1);
+    assert!(
+        a.slice().to_vec(0, 4096).unwrap().iter().all(|&b| b == 0),
+        "a new grant table is empty"
+    );
+    let frames = xc.gnttab_setup_table(domain, 1).unwrap();
+    assert_eq!(frames.len(), 1);
+    let b = xc.map_foreign::<ReadOnly>(domain, &frames).unwrap();
+    // Entry 1, version 1 layout {flags: u16, domid: u16, frame: u32}: GTF_permit_access for
+    // dom0, frame 0x1234.
+    a.slice().write(8, &[1u16, 0]).unwrap();
+    a.slice().write(12, &0x1234_u32).unwrap();
+    assert_eq!(b.slice().read::<[u16; 2]>(8).unwrap(), [1, 0]);
+    assert_eq!(b.slice().read::<u32>(12).unwrap(), 0x1234);
+
+    // Frames 1 and 2 grow the table; setup_table then reports three, the first unchanged.
+    let c = xc
+        .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 1, 2)
+        .unwrap();
+    c.page(1).unwrap().write(0, &0xabcd_u32).unwrap();
+    let three = xc.gnttab_setup_table(domain, 3).unwrap();
+    assert_eq!(three[0], frames[0]);
+    let e = xc.map_foreign::<ReadOnly>(domain, &three[2..]).unwrap();
+    assert_eq!(e.slice().read::<u32>(0).unwrap(), 0xabcd);
+
+    let xen_errno = |r: Result<xenctrl::ForeignMapping<'_, ReadWrite>, Error>, what: &str| {
+        match r.expect_err(what) {
+            Error::Xen { source, .. } => source,
+            other => panic!("{what}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        xen_errno(
+            xc.map_resource(domain, Resource::GRANT_TABLE, 64, 1),
+            "beyond"
+        ),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        xen_errno(
+            xc.map_resource(domain, Resource::GRANT_TABLE, 63, 2),
+            "across the end"
+        ),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        xen_errno(xc.map_resource(domain, status, 0, 1), "v2 status frames"),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        xen_errno(
+            xc.map_resource(DomainId::DOM0, Resource::GRANT_TABLE, 0, 1),
+            "our own table"
+        ),
+        Errno::EPERM
+    );
+    match xc.gnttab_setup_table(domain, 65).unwrap_err() {
+        Error::GrantTable { status, domid, .. } => {
+            assert_eq!(status, GrantStatus::GENERAL_ERROR);
+            assert_eq!(domid, Some(domain));
+        }
+        other => panic!("setup_table beyond max_grant_frames: {other:?}"),
+    }
+}
+
+/// Once a domain is gone, every way of mapping its memory says so.
+pub fn foreign_maps_of_a_vanished_domain_fail_with_esrch(xc: &XenCtrl, w: &dyn Witness) {
+    let (d, frames) = populated(xc, 2);
+    let id = d.id;
+    drop(d);
+    eventually("the destroyed domain leaves the list", || {
+        w.domain(id).is_none() && !domain_ids(xc).contains(&id)
+    });
+    let domain = DomainId::new(id);
+    match xc.map_foreign::<ReadOnly>(domain, &frames).unwrap_err() {
+        Error::ForeignPage { index, source, .. } => {
+            assert_eq!((index, source), (0, Errno::ESRCH));
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = xc.map_foreign_partial::<ReadOnly>(domain, &frames).unwrap();
+    assert_eq!(m.mapped(), 0);
+    for (i, f) in m.failures().enumerate() {
+        assert_eq!(
+            f,
+            PageError::NotMapped {
+                index: i,
+                gfn: frames[i],
+                errno: Errno::ESRCH
+            }
+        );
+    }
+    drop(m);
+    assert_errno(
+        xc.map_resource::<ReadOnly>(domain, Resource::GRANT_TABLE, 0, 1),
+        Errno::ESRCH,
+        "map_resource",
+    );
+    assert_errno(
+        xc.resource_size(domain, Resource::GRANT_TABLE),
+        Errno::ESRCH,
+        "resource_size",
+    );
+    match xc.gnttab_setup_table(domain, 1).unwrap_err() {
+        Error::GrantTable { status, .. } => assert_eq!(status, GrantStatus::BAD_DOMAIN),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Destroying a domain whose memory we map succeeds, but the domain lingers, dying, with the
+/// pages still mapped and their contents intact, until the mapping is dropped; then it goes.
+pub fn a_foreign_mapping_keeps_a_destroyed_domain_until_dropped(xc: &XenCtrl, w: &dyn Witness) {
+    let (d, frames) = populated(xc, 16);
+    let id = d.id;
+    let domain = DomainId::new(id);
+    let memory = xc.map_foreign::<ReadWrite>(domain, &frames[..8]).unwrap();
+    memory.slice().fill(0, memory.len(), 0xa5).unwrap();
+    let table = xc
+        .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 0, 1)
+        .unwrap();
+    table.slice().write(16, &0x77_u64).unwrap();
+
+    xc.destroy_domain(id).unwrap();
+    let info = xc.domain_info(id).expect("a destroyed domain whose memory is mapped lingers");
+    assert!(info.dying(), "{}", info.state_string());
+    assert_eq!(info.tot_pages, 8, "it keeps just the pages still mapped");
+    assert!(w.domain(id).is_some(), "the other side lists it too");
+    assert!(
+        memory
+            .slice()
+            .to_vec(0, memory.len())
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0xa5),
+        "the mapped memory keeps its contents"
+    );
+    assert_eq!(table.slice().read::<u64>(16).unwrap(), 0x77);
+    xc.destroy_domain(id)
+        .expect("destroying a dying domain again is harmless");
+
+    drop(table);
+    drop(memory);
+    eventually("the domain goes once nothing maps its memory", || {
+        w.domain(id).is_none() && !domain_ids(xc).contains(&id)
+    });
+    assert_errno(xc.domain_info(id), Errno::ESRCH, "domain_info");
+    drop(d);
 }

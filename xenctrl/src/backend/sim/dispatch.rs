@@ -128,6 +128,9 @@ pub(crate) fn dispatch(
         __HYPERVISOR_sysctl => sysctl(state, iface, mem, args[0]),
         __HYPERVISOR_memory_op => memory_op(state, mem, args[0], args[1]),
         __HYPERVISOR_event_channel_op => event_channel_op(state, mem, args[0], args[1]),
+        __HYPERVISOR_grant_table_op => {
+            super::foreign::grant_table_op(state, mem, args[0], args[1], args[2])
+        }
         _ => Err(Errno::ENOSYS),
     }
 }

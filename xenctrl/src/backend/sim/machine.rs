@@ -161,16 +161,21 @@ impl MachineMemory {
     /// read-only. Frames given as `None` stay inaccessible (a page of the window that faults,
     /// as an unmapped page of a real foreign mapping does); callers never hand such a page out.
     pub(crate) fn map(&self, frames: &[Option<u64>], writable: bool) -> io::Result<SimMapping> {
-        if frames.is_empty() {
+        let mapping = Self::reserve(frames.len(), writable)?;
+        self.map_into(&mapping, 0, frames)?;
+        Ok(mapping)
+    }
+
+    /// A window of `pages` inaccessible pages (the simulator's stand-in for a fresh mapping of
+    /// `/dev/xen/privcmd`), to be filled by [`MachineMemory::map_into`]; `writable` is how
+    /// frames will be mapped into it.
+    pub(crate) fn reserve(pages: usize, writable: bool) -> io::Result<SimMapping> {
+        if pages == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let len = frames
-            .len()
+        let len = pages
             .checked_mul(PAGE_SIZE)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        if let Some(max) = frames.iter().flatten().max() {
-            self.cover(max.saturating_add(1))?;
-        }
         // SAFETY: a fresh anonymous reservation at an address of the kernel's choosing; the
         // result is checked.
         let base = unsafe {
@@ -186,14 +191,35 @@ impl MachineMemory {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // From here the window is owned by `mapping`, which unmaps it on any early return.
-        let mapping = SimMapping {
+        // From here the window is owned by the mapping, which unmaps it when dropped.
+        Ok(SimMapping {
             base: NonNull::new(base.cast())
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
             len,
             writable,
-        };
-        let prot = if writable {
+        })
+    }
+
+    /// Map `frames` at pages `first..` of `window` (`None` leaves a page as it is), with the
+    /// window's protection. Pages replaced are only the window's own: the range is checked
+    /// against it.
+    pub(crate) fn map_into(
+        &self,
+        window: &SimMapping,
+        first: usize,
+        frames: &[Option<u64>],
+    ) -> io::Result<()> {
+        let in_window = first
+            .checked_add(frames.len())
+            .and_then(|end| end.checked_mul(PAGE_SIZE))
+            .is_some_and(|end| end <= window.len);
+        if !in_window {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if let Some(max) = frames.iter().flatten().max() {
+            self.cover(max.saturating_add(1))?;
+        }
+        let prot = if window.writable {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
             libc::PROT_READ
@@ -201,22 +227,23 @@ impl MachineMemory {
         // Map runs of consecutive frames with one call each.
         let mut i = 0;
         while i < frames.len() {
-            let Some(first) = frames[i] else {
+            let Some(start) = frames[i] else {
                 i += 1;
                 continue;
             };
             let mut n = 1;
-            while i + n < frames.len() && frames[i + n] == Some(first + n as u64) {
+            while i + n < frames.len() && frames[i + n] == Some(start + n as u64) {
                 n += 1;
             }
-            let off = libc::off_t::try_from(frame_offset(first)?)
+            let off = libc::off_t::try_from(frame_offset(start)?)
                 .map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
-            // SAFETY: the target pages lie inside the reservation this function owns
-            // (`i + n <= frames.len()`), so MAP_FIXED replaces only our own PROT_NONE pages;
-            // the file covers the frames (`cover` above).
+            // SAFETY: the target pages lie inside `window` (`first + frames.len()` pages fit,
+            // checked above), a reservation owned by the `SimMapping`, so MAP_FIXED replaces
+            // only its own pages; the file covers the frames (`cover` above). Whoever owns the
+            // window holds no Rust reference into it (it hands out only volatile access).
             let got = unsafe {
                 libc::mmap(
-                    base.cast::<u8>().add(i * PAGE_SIZE).cast(),
+                    window.base.as_ptr().add((first + i) * PAGE_SIZE).cast(),
                     n * PAGE_SIZE,
                     prot,
                     libc::MAP_SHARED | libc::MAP_FIXED,
@@ -229,7 +256,7 @@ impl MachineMemory {
             }
             i += n;
         }
-        Ok(mapping)
+        Ok(())
     }
 }
 

@@ -1,10 +1,11 @@
 //! The simulated hypervisor: an in-process model of Xen 4.17 behind the [`Backend`] trait.
 //!
 //! [`SimHypervisor`] answers the hypercalls this crate issues (`xen_version`, the domctl and
-//! sysctl sub-ops of [`crate::abi`], the reservation/claim `memory_op`s and
-//! `EVTCHNOP_alloc_unbound`) with Xen's semantics and errnos, against a [`SimState`] host model:
-//! host memory with claims, domains with their limits, pause counts, shutdown codes and event
-//! channels.
+//! sysctl sub-ops of [`crate::abi`], the reservation/claim `memory_op`s,
+//! `EVTCHNOP_alloc_unbound` and `GNTTABOP_setup_table`), and the privcmd ioctls that map other
+//! domains' memory (`foreign`), with Xen's semantics and errnos, against a [`SimState`] host
+//! model: host memory with claims, domains with their limits, pause counts, shutdown codes and
+//! event channels.
 //!
 //! It reads and writes arguments only through the addresses it is handed, and only inside the
 //! chunks it mapped for a pool ([`Backend::map_chunk`]); any other address is `EFAULT`, exactly
@@ -21,6 +22,7 @@
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod dispatch;
+mod foreign;
 pub mod gnttab;
 mod machine;
 mod memory;
@@ -29,6 +31,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
+pub(crate) use self::foreign::SimWindow;
 pub use self::gnttab::{
     SimActiveGrant, SimCopyDest, SimCopySegment, SimCopySource, SimGrantAddr, SimGrantError,
     SimGrantMapping, SimGrantShare, SimGrantTable, SimKernelGrant, SimUnmapNotify,
@@ -46,8 +50,8 @@ pub use self::machine::SimMapping;
 use self::memory::Confined;
 use self::memory::{ChunkRegistry, GuestMemory};
 pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
-use super::{anon, Backend, ChunkMapping, MemorySource};
-use crate::abi::{XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
+use super::{anon, Backend, ChunkMapping, ForeignWindow, MemorySource, ResourceId};
+use crate::abi::{DomId, XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
 use crate::interface::InterfaceProfile;
 
 /// What the simulated host looks like.
@@ -141,6 +145,9 @@ pub struct SimHypervisor {
     machine: MachineMemory,
     /// Unmap-notification events sent and not yet taken ([`SimHypervisor::take_unmap_events`]).
     unmap_events: Mutex<Vec<(crate::DomainId, u32)>>,
+    /// Frames that look paged out to foreign mappings, and for how many more attempts
+    /// ([`SimHypervisor::page_out`]).
+    paged_out: Mutex<BTreeMap<(DomId, u64), u32>>,
 }
 
 impl SimHypervisor {
@@ -177,6 +184,7 @@ impl SimHypervisor {
                 panic!("simulated host: cannot create its machine memory (memfd_create): {e}")
             }),
             unmap_events: Mutex::new(Vec::new()),
+            paged_out: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -239,7 +247,14 @@ impl SimHypervisor {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match &self.persist {
             None => Ok(f(&state)),
-            Some((store, _)) => store.read(&mut state, f),
+            Some((store, _)) => {
+                // A reload from the file replaces the model; this process's foreign-mapping
+                // holds are not in the file, so they are kept aside (queries do not need them).
+                let holds = std::mem::take(&mut state.foreign);
+                let r = store.read(&mut state, f);
+                state.foreign = holds;
+                r
+            }
         }
     }
 
@@ -248,7 +263,19 @@ impl SimHypervisor {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let r = match &self.persist {
             None => f(&mut state),
-            Some((store, config)) => store.transact(config, &mut state, f)?,
+            Some((store, config)) => {
+                // As in `query`, but `f` may need and change the holds: put them back into
+                // the (possibly reloaded) model for it, and take them out again afterwards.
+                let mut holds = Some(std::mem::take(&mut state.foreign));
+                let r = store.transact(config, &mut state, |s| {
+                    s.foreign = holds.take().unwrap_or_default();
+                    let r = f(s);
+                    holds = Some(std::mem::take(&mut s.foreign));
+                    r
+                });
+                state.foreign = holds.take().unwrap_or_default();
+                r?
+            }
         };
         for (mfn, count) in state.take_freed() {
             // Best effort: a frame that cannot be scrubbed only keeps using memory, and is
@@ -369,6 +396,39 @@ impl Backend for SimHypervisor {
     /// contract does not cover.
     unsafe fn hypercall(&self, op: u64, args: [u64; 5]) -> Result<u64, Errno> {
         self.call(op, args)
+    }
+
+    fn foreign_window(&self, pages: usize, writable: bool) -> io::Result<ForeignWindow> {
+        self.sim_foreign_window(pages, writable)
+    }
+
+    fn mmap_batch(
+        &self,
+        window: &mut ForeignWindow,
+        first: usize,
+        domid: DomId,
+        gfns: &[u64],
+        errs: &mut [i32],
+    ) -> Result<(), Errno> {
+        self.sim_mmap_batch(window, first, domid, gfns, errs)
+    }
+
+    fn mmap_resource(
+        &self,
+        window: &mut ForeignWindow,
+        domid: DomId,
+        resource: ResourceId,
+        first: u64,
+    ) -> Result<(), Errno> {
+        self.sim_mmap_resource(window, domid, resource, first)
+    }
+
+    fn resource_size(&self, domid: DomId, resource: ResourceId) -> Result<u64, Errno> {
+        self.sim_resource_size(domid, resource)
+    }
+
+    fn release_window(&self, window: ForeignWindow) {
+        self.sim_release_window(window);
     }
 
     #[cfg(any(test, feature = "bench-internals"))]

@@ -161,6 +161,9 @@ pub struct SimState {
     /// Runs `(mfn, count)` of frames freed since the simulator last scrubbed their contents
     /// (not saved: each process scrubs what its own calls freed).
     pub(super) freed: Vec<(u64, u64)>,
+    /// Frames this process's foreign mappings hold, and what waits on them (not saved: see
+    /// `sim/foreign.rs`).
+    pub(super) foreign: super::foreign::ForeignHolds,
 }
 
 impl SimState {
@@ -178,6 +181,7 @@ impl SimState {
             rover: 0,
             next_mfn: dom0_pages,
             freed: Vec::new(),
+            foreign: Default::default(),
         };
         let dom0 = SimDomain {
             domid: SIM_DOM0,
@@ -422,7 +426,9 @@ impl SimState {
         Ok(())
     }
 
-    /// `XEN_DOMCTL_destroydomain`: release everything and remove the domain.
+    /// `XEN_DOMCTL_destroydomain`: release everything and remove the domain; or, while a
+    /// foreign mapping of this process holds some of its memory, everything else, leaving it
+    /// dying until the mapping goes.
     ///
     /// # Errors
     ///
@@ -433,6 +439,10 @@ impl SimState {
             return Err(Errno::EINVAL);
         }
         self.set_outstanding(domid, 0)?;
+        if self.destroy_while_mapped(domid) {
+            // Some of its memory is mapped: it lingers, dying, until that goes.
+            return Ok(());
+        }
         if let Some(d) = self.domains.remove(&domid) {
             self.free_pages += d.tot_pages;
             // A page another domain still has mapped keeps its contents (Xen frees it only
