@@ -6,9 +6,8 @@ use std::sync::Arc;
 use crate::abi::handle::GuestRanges;
 use crate::abi::{
     __HYPERVISOR_domctl, __HYPERVISOR_event_channel_op, __HYPERVISOR_grant_table_op,
-    __HYPERVISOR_memory_op,
-    __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload, SysctlPayload, XenDomctl,
-    XenMemoryReservation, XenSysctl,
+    __HYPERVISOR_memory_op, __HYPERVISOR_sysctl, __HYPERVISOR_xen_version, DomctlPayload,
+    SysctlPayload, XenDomctl, XenMemoryReservation, XenSysctl,
 };
 use crate::backend::privcmd::Privcmd;
 use crate::backend::sim::{SimConfig, SimHypervisor};

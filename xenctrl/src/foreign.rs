@@ -99,9 +99,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::abi::{
-    GnttabSetupTable, XenPfn, GNTTABOP_setup_table, XENMEM_resource_grant_table,
+    GNTTABOP_setup_table, GnttabSetupTable, XENMEM_resource_grant_table,
     XENMEM_resource_grant_table_id_shared, XENMEM_resource_grant_table_id_status,
-    XENMEM_resource_ioreq_server, XENMEM_resource_vmtrace_buf,
+    XENMEM_resource_ioreq_server, XENMEM_resource_vmtrace_buf, XenPfn,
 };
 use crate::backend::{ForeignWindow, ResourceId};
 use crate::ctrl::XenCtrl;

@@ -148,6 +148,7 @@ macro_rules! suite_tests {
             grant_frames_map_as_a_resource_and_by_setup_table,
             foreign_maps_of_a_vanished_domain_fail_with_esrch,
             a_foreign_mapping_keeps_a_destroyed_domain_until_dropped,
+            an_hvm_guest_is_mapped_by_guest_frame,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -904,7 +905,9 @@ pub fn foreign_mappings_of_a_frame_share_its_contents(xc: &XenCtrl, w: &dyn Witn
 
     // Another handle (another privcmd descriptor on Xen) maps the same memory.
     let other = w.second_handle();
-    let c = other.map_foreign::<ReadWrite>(domain, &frames[3..4]).unwrap();
+    let c = other
+        .map_foreign::<ReadWrite>(domain, &frames[3..4])
+        .unwrap();
     c.slice().write(8, &0x5a5a_5a5a_u64).unwrap();
     assert_eq!(a.page(3).unwrap().read::<u64>(8).unwrap(), 0x5a5a_5a5a);
     assert_eq!(b.page(12).unwrap().read::<u64>(8).unwrap(), 0x5a5a_5a5a);
@@ -1038,11 +1041,11 @@ pub fn grant_frames_map_as_a_resource_and_by_setup_table(xc: &XenCtrl, w: &dyn W
     let e = xc.map_foreign::<ReadOnly>(domain, &three[2..]).unwrap();
     assert_eq!(e.slice().read::<u32>(0).unwrap(), 0xabcd);
 
-    let xen_errno = |r: Result<xenctrl::ForeignMapping<'_, ReadWrite>, Error>, what: &str| {
-        match r.expect_err(what) {
-            Error::Xen { source, .. } => source,
-            other => panic!("{what}: {other:?}"),
-        }
+    let xen_errno = |r: Result<xenctrl::ForeignMapping<'_, ReadWrite>, Error>, what: &str| match r
+        .expect_err(what)
+    {
+        Error::Xen { source, .. } => source,
+        other => panic!("{what}: {other:?}"),
     };
     assert_eq!(
         xen_errno(
@@ -1136,7 +1139,9 @@ pub fn a_foreign_mapping_keeps_a_destroyed_domain_until_dropped(xc: &XenCtrl, w:
     table.slice().write(16, &0x77_u64).unwrap();
 
     xc.destroy_domain(id).unwrap();
-    let info = xc.domain_info(id).expect("a destroyed domain whose memory is mapped lingers");
+    let info = xc
+        .domain_info(id)
+        .expect("a destroyed domain whose memory is mapped lingers");
     assert!(info.dying(), "{}", info.state_string());
     assert_eq!(info.tot_pages, 8, "it keeps just the pages still mapped");
     assert!(w.domain(id).is_some(), "the other side lists it too");
@@ -1160,4 +1165,44 @@ pub fn a_foreign_mapping_keeps_a_destroyed_domain_until_dropped(xc: &XenCtrl, w:
     });
     assert_errno(xc.domain_info(id), Errno::ESRCH, "domain_info");
     drop(d);
+}
+
+/// An HVM (PVH) guest is mapped by guest frame: an unpopulated one is `EINVAL`, and its grant
+/// table, which a new guest has mapped nowhere, has no guest frame to report
+/// (`GNTTABOP_setup_table` says all ones) but maps as a resource. Skipped where the host cannot
+/// run HVM guests.
+pub fn an_hvm_guest_is_mapped_by_guest_frame(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let p = xc.physinfo().unwrap();
+    if !(p.hvm() && p.hap()) {
+        eprintln!("skipped: the host has no HVM with HAP");
+        return;
+    }
+    let d = Dom::create(xc, &CreateDomain::pvh(1));
+    let domain = DomainId::new(d.id);
+    xc.set_max_mem(d.id, 64).unwrap();
+    let mut gfns = [0x1000, 0x1001, 0x2000];
+    xc.populate_physmap_exact(d.id, 0, 0, &mut gfns).unwrap();
+    assert_eq!(gfns, [0x1000, 0x1001, 0x2000], "HVM: nothing written back");
+    let m = xc
+        .map_foreign_partial::<ReadWrite>(domain, &[0x1000, 0x1002, 0x2000])
+        .unwrap();
+    assert_eq!(
+        m.page(1).unwrap_err(),
+        PageError::NotMapped {
+            index: 1,
+            gfn: 0x1002,
+            errno: Errno::EINVAL
+        },
+        "an unpopulated guest frame"
+    );
+    m.page(2).unwrap().write(0, &0x4856_4d00_u64).unwrap();
+    let again = xc.map_foreign::<ReadOnly>(domain, &[0x2000]).unwrap();
+    assert_eq!(again.slice().read::<u64>(0).unwrap(), 0x4856_4d00);
+    drop((m, again));
+    assert_eq!(xc.gnttab_setup_table(domain, 1).unwrap(), [u64::MAX]);
+    let table = xc
+        .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 0, 1)
+        .unwrap();
+    assert_eq!(table.slice().read::<u64>(0).unwrap(), 0);
 }

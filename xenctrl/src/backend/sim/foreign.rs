@@ -36,7 +36,7 @@ use super::memory::GuestMemory;
 use super::state::{SimDomainState, SimState, SIM_DOM0};
 use super::SimHypervisor;
 use crate::abi::{
-    DomId, GnttabSetupTableView, GrantStatus, GNTTABOP_setup_table, XENMEM_resource_grant_table,
+    DomId, GNTTABOP_setup_table, GnttabSetupTableView, GrantStatus, XENMEM_resource_grant_table,
     XENMEM_resource_grant_table_id_shared, XENMEM_resource_grant_table_id_status, XenPfn,
 };
 use crate::backend::{ForeignWindow, ResourceId, WindowInner};
@@ -182,7 +182,11 @@ impl SimState {
             .partition(|&&mfn| holds.count.contains_key(&mfn));
         holds.orphans.extend(held_grant);
         d.grant_frames = grant;
-        if !d.physmap.values().any(|&mfn| holds.count.contains_key(&mfn)) {
+        if !d
+            .physmap
+            .values()
+            .any(|&mfn| holds.count.contains_key(&mfn))
+        {
             return false;
         }
         for mfn in std::mem::take(&mut d.grant_frames) {
@@ -411,7 +415,7 @@ impl SimHypervisor {
                     .collect()
             })
             .map_err(|_| Errno::EIO)?;
-        if let Err(e) = self.machine.map_into(&w.mapping, first, &frames) {
+        if let Err(e) = self.machine().map_into(&w.mapping, first, &frames) {
             let held: Vec<u64> = frames.iter().flatten().copied().collect();
             let _ = self.transact(|s| s.release_foreign(&held));
             return Err(e.raw_os_error().map_or(Errno::ENOMEM, Errno::from_raw));
@@ -449,7 +453,7 @@ impl SimHypervisor {
             })
             .map_err(|_| Errno::EIO)??;
         let frames: Vec<Option<u64>> = frames.into_iter().map(Some).collect();
-        if let Err(e) = self.machine.map_into(&w.mapping, 0, &frames) {
+        if let Err(e) = self.machine().map_into(&w.mapping, 0, &frames) {
             let held: Vec<u64> = frames.iter().flatten().copied().collect();
             let _ = self.transact(|s| s.release_foreign(&held));
             return Err(e.raw_os_error().map_or(Errno::ENOMEM, Errno::from_raw));
@@ -493,5 +497,123 @@ impl SimHypervisor {
             }
             other => drop(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+
+    /// A host with a PV domain whose frames `0..4` are populated; returns the machine frames.
+    fn host() -> (SimHypervisor, DomId, Vec<u64>) {
+        let sim = SimHypervisor::default();
+        let (domid, frames) = sim.with_state(|s| {
+            let d = s.create_domain(0, &SimState::pv_config(1)).unwrap();
+            s.set_max_mem(d, 64).unwrap();
+            let frames = (0..4)
+                .map(|g| s.populate_extent(d, g, 0).unwrap())
+                .collect();
+            (d, frames)
+        });
+        (sim, domid, frames)
+    }
+
+    /// Linux's rules for a privcmd window: the first batch covers all of it; later ones only
+    /// pages still unmapped; a resource mapping needs a fresh window.
+    #[test]
+    fn windows_follow_privcmds_rules() {
+        let (sim, d, frames) = host();
+        let mut errs = [0i32; 4];
+        let mut w = sim.foreign_window(4, true).unwrap();
+        assert_eq!(
+            sim.mmap_batch(&mut w, 0, d, &frames[..2], &mut errs[..2]),
+            Err(Errno::EINVAL),
+            "a first batch smaller than the window"
+        );
+        let asked = [frames[0], 1 << 40, frames[2], frames[3]];
+        sim.mmap_batch(&mut w, 0, d, &asked, &mut errs).unwrap();
+        assert_eq!(errs, [0, -(Errno::EPERM as i32), 0, 0]);
+        assert_eq!(
+            sim.mmap_batch(&mut w, 0, d, &frames[..2], &mut errs[..2]),
+            Err(Errno::EINVAL),
+            "a batch over pages already mapped"
+        );
+        sim.mmap_batch(&mut w, 1, d, &frames[1..2], &mut errs[1..2])
+            .unwrap();
+        assert_eq!(errs[1], 0, "the hole filled");
+        assert_eq!(
+            sim.mmap_batch(&mut w, 3, d, &frames[..2], &mut errs[..2]),
+            Err(Errno::EINVAL),
+            "beyond the window"
+        );
+        let resource = ResourceId {
+            kind: XENMEM_resource_grant_table,
+            id: XENMEM_resource_grant_table_id_shared,
+        };
+        assert_eq!(
+            sim.mmap_resource(&mut w, d, resource, 0),
+            Err(Errno::EINVAL),
+            "a used window"
+        );
+        sim.with_state(|s| assert_eq!(s.foreign.count.len(), 4));
+        sim.release_window(w);
+        sim.with_state(|s| assert!(s.foreign.count.is_empty(), "released"));
+    }
+
+    #[test]
+    fn frames_are_held_per_mapping() {
+        let (sim, d, frames) = host();
+        let mut errs = [0i32; 1];
+        let mut a = sim.foreign_window(1, true).unwrap();
+        let mut b = sim.foreign_window(1, false).unwrap();
+        sim.mmap_batch(&mut a, 0, d, &frames[..1], &mut errs)
+            .unwrap();
+        sim.mmap_batch(&mut b, 0, d, &frames[..1], &mut errs)
+            .unwrap();
+        sim.with_state(|s| {
+            assert_eq!(s.foreign.count.get(&frames[0]), Some(&2));
+            s.destroy(d).unwrap();
+            let dom = s.domain(d).unwrap();
+            assert_eq!(dom.state, SimDomainState::Dying);
+            assert_eq!(dom.tot_pages, 1);
+            s.check_invariants().unwrap();
+        });
+        sim.release_window(a);
+        sim.with_state(|s| assert!(s.domain(d).is_ok(), "still mapped once"));
+        sim.release_window(b);
+        sim.with_state(|s| {
+            assert!(s.domain(d).is_err(), "gone with its last mapping");
+            assert!(s.foreign.zombies.is_empty());
+            s.check_invariants().unwrap();
+        });
+    }
+
+    #[test]
+    fn resource_errors_are_xens() {
+        let (sim, d, _) = host();
+        let shared = ResourceId {
+            kind: XENMEM_resource_grant_table,
+            id: XENMEM_resource_grant_table_id_shared,
+        };
+        let size = |domid, kind, id| sim.resource_size(domid, ResourceId { kind, id });
+        assert_eq!(sim.resource_size(d, shared), Ok(32), "pv_config's table");
+        assert_eq!(size(d, XENMEM_resource_grant_table, 1), Ok(4));
+        assert_eq!(size(d, XENMEM_resource_grant_table, 2), Err(Errno::EINVAL));
+        assert_eq!(size(d, 0, 0), Err(Errno::EINVAL), "no ioreq server");
+        assert_eq!(size(d, 2, 0), Err(Errno::EINVAL), "no vmtrace buffer");
+        assert_eq!(size(d, 3, 0), Err(Errno::EOPNOTSUPP), "unknown type");
+        assert_eq!(sim.resource_size(SIM_DOM0, shared), Err(Errno::EPERM));
+        assert_eq!(sim.resource_size(999, shared), Err(Errno::ESRCH));
+        assert_eq!(
+            sim.resource_size(crate::abi::DOMID_SELF, shared),
+            Err(Errno::ESRCH),
+            "no DOMID_SELF for resources"
+        );
+        let mut w = sim.foreign_window(2, true).unwrap();
+        assert_eq!(sim.mmap_resource(&mut w, d, shared, 31), Err(Errno::EINVAL));
+        sim.mmap_resource(&mut w, d, shared, 30).unwrap();
+        sim.with_state(|s| assert_eq!(s.domain(d).unwrap().grant_frames.len(), 32));
+        sim.release_window(w);
     }
 }
