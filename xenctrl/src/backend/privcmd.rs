@@ -232,7 +232,7 @@ pub(crate) struct Privcmd {
     privcmd: File,
     hypercall_buf: Option<File>,
     /// What this privcmd answers for a request it does not implement (`ENOTTY`, or `EINVAL`
-    /// before Linux 4.11), learnt the first time a resource mapping fails.
+    /// before Linux 4.11), asked the first time a resource mapping fails with `EINVAL`.
     unimplemented: OnceLock<Errno>,
 }
 
@@ -586,7 +586,16 @@ impl Privcmd {
     /// does); that is reported as `EOPNOTSUPP`, Xen's own answer when it cannot map the
     /// resource, so that callers fall back the same way for both.
     fn unsupported_as_eopnotsupp(&self, errno: Errno) -> Errno {
-        let unimplemented = *self.unimplemented.get_or_init(|| {
+        match errno {
+            Errno::ENOTTY => Errno::EOPNOTSUPP,
+            Errno::EINVAL if self.unknown_request_errno() == Errno::EINVAL => Errno::EOPNOTSUPP,
+            other => other,
+        }
+    }
+
+    /// What this privcmd answers for a request it does not implement: asked once.
+    fn unknown_request_errno(&self) -> Errno {
+        *self.unimplemented.get_or_init(|| {
             // SAFETY: a request with no argument that no privcmd implements: the driver
             // answers an errno and touches nothing.
             match unsafe { ioctls::privcmd_unimplemented(self.privcmd.as_raw_fd()) } {
@@ -594,12 +603,7 @@ impl Privcmd {
                 // A driver that accepts it is not privcmd; keep the conventional answer.
                 Ok(_) => Errno::ENOTTY,
             }
-        });
-        if errno == unimplemented || errno == Errno::ENOTTY {
-            Errno::EOPNOTSUPP
-        } else {
-            errno
-        }
+        })
     }
 }
 
@@ -740,6 +744,62 @@ mod tests {
             unsafe { chunk.base().as_ptr().write_volatile(0x5a) };
             drop(chunk);
         });
+    }
+
+    #[test]
+    fn foreign_mapping_on_a_bad_privcmd_fd_answers_its_errno() {
+        for (what, fd) in bad_fds() {
+            let window = with_backend(fd, None, |b| {
+                let shared = ResourceId { kind: 1, id: 0 };
+                let size = b.resource_size(1, shared);
+                let window = b.foreign_window(2, true);
+                let filled = window.map(|mut w| {
+                    let mut errs = [0; 2];
+                    let batch = b.mmap_batch(&mut w, 0, 1, &[1, 2], &mut errs);
+                    let resource = b.mmap_resource(&mut w, 1, shared, 0);
+                    b.release_window(w);
+                    (batch, resource)
+                });
+                (size, filled.map_err(|e| e.raw_os_error()))
+            });
+            let (size, filled) = window;
+            match what {
+                // The kernel's answer to an unknown request, reported as Xen's "cannot".
+                "/dev/null" | "a regular file" | "a pipe" => {
+                    assert_eq!(size, Err(Errno::EOPNOTSUPP), "{what}")
+                }
+                _ => assert_eq!(size, Err(Errno::EBADF), "{what}"),
+            }
+            let expected_window = match what {
+                "/dev/null" => Err(Some(libc::ENODEV)),
+                // Mapping an empty file shared succeeds (touching it would not); the ioctls
+                // then fail at the descriptor, before anything is mapped into the window.
+                "a regular file" => Ok((Err(Errno::ENOTTY), Err(Errno::EOPNOTSUPP))),
+                // Read-only, so not mappable shared and writable.
+                "a pipe" => Err(Some(libc::EACCES)),
+                _ => Err(Some(libc::EBADF)),
+            };
+            assert_eq!(filled, expected_window, "{what}");
+        }
+    }
+
+    #[test]
+    fn privcmd_refuses_a_window_it_did_not_make() {
+        let sim = crate::SimHypervisor::default();
+        let mut foreign = sim.foreign_window(1, true).unwrap();
+        with_backend(ManuallyDrop::new(dev_null()), None, |b| {
+            let mut errs = [0];
+            assert_eq!(
+                b.mmap_batch(&mut foreign, 0, 1, &[1], &mut errs),
+                Err(Errno::EINVAL)
+            );
+            let shared = ResourceId { kind: 1, id: 0 };
+            assert_eq!(
+                b.mmap_resource(&mut foreign, 1, shared, 0),
+                Err(Errno::EINVAL)
+            );
+        });
+        sim.release_window(foreign);
     }
 
     #[test]
