@@ -141,6 +141,34 @@ pub enum Error {
         /// The grant-table frame.
         index: u64,
     },
+    /// An event-channel operation was refused: by `/dev/xen/evtchn` (the kernel, or Xen
+    /// behind it), or by Xen for an `EVTCHNOP` hypercall about one port
+    /// ([`XenCtrl::evtchn_status`](crate::XenCtrl::evtchn_status),
+    /// [`evtchn_close`](crate::XenCtrl::evtchn_close)).
+    #[error(
+        "{}{}{op} failed",
+        DomainPrefix(domid.map(DomainId::get)),
+        PortPrefix(port.map(crate::evtchn::Port::get))
+    )]
+    EventChannel {
+        /// The operation.
+        op: Op,
+        /// The domain it was about (the remote domain of a bind), if any.
+        domid: Option<DomainId>,
+        /// The port it was about (the remote port of a bind), if any.
+        port: Option<crate::evtchn::Port>,
+        /// The errno answered.
+        #[source]
+        source: Errno,
+    },
+    /// The queue of fired ports of an event-channel handle overflowed (`EFBIG`), so events were
+    /// lost. Call [`EventChannels::reset`](crate::evtchn::EventChannels::reset), then treat
+    /// every bound port as possibly fired.
+    #[error(
+        "/dev/xen/evtchn: the queue of fired ports overflowed and events were lost; reset the \
+         handle and check every bound port"
+    )]
+    EventsLost,
     /// The hypervisor speaks a domctl/sysctl interface version this crate does not know.
     #[error(
         "unsupported Xen interface: {what}; this crate supports {supported} \
@@ -167,7 +195,10 @@ impl Error {
     /// The Xen errno behind this error, if it came from Xen.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Xen { source, .. } | Error::ForeignPage { source, .. } => Some(*source),
+            Error::Xen { source, .. }
+            | Error::ForeignPage { source, .. }
+            | Error::EventChannel { source, .. } => Some(*source),
+            Error::EventsLost => Some(Errno::EFBIG),
             Error::Open { source, .. }
             | Error::PoolMap { source, .. }
             | Error::PoolLock { source, .. }
@@ -283,6 +314,17 @@ impl fmt::Display for FileKind {
     }
 }
 
+struct PortPrefix(Option<u32>);
+
+impl fmt::Display for PortPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "port {p}: "),
+            None => Ok(()),
+        }
+    }
+}
+
 struct DomainPrefix(Option<DomId>);
 
 impl fmt::Display for DomainPrefix {
@@ -325,6 +367,20 @@ pub enum Op {
     MapResource,
     ResourceSize,
     GnttabSetupTable,
+    EvtchnStatus,
+    EvtchnClose,
+    EvtchnReset,
+    EvtchnOpen,
+    EvtchnBindInterdomain,
+    EvtchnBindUnbound,
+    EvtchnBindVirq,
+    EvtchnUnbind,
+    EvtchnNotify,
+    EvtchnUnmask,
+    EvtchnRestrict,
+    EvtchnResetRing,
+    EvtchnRead,
+    EvtchnWait,
     Domctl,
     Sysctl,
     MemoryOp,
@@ -359,6 +415,20 @@ impl fmt::Display for Op {
             Op::MapResource => "resource mapping (IOCTL_PRIVCMD_MMAP_RESOURCE)",
             Op::ResourceSize => "resource size query (IOCTL_PRIVCMD_MMAP_RESOURCE)",
             Op::GnttabSetupTable => "grant_table_op setup_table",
+            Op::EvtchnStatus => "event_channel_op status",
+            Op::EvtchnClose => "event_channel_op close",
+            Op::EvtchnReset => "event_channel_op reset",
+            Op::EvtchnOpen => "/dev/xen/evtchn open",
+            Op::EvtchnBindInterdomain => "/dev/xen/evtchn bind_interdomain",
+            Op::EvtchnBindUnbound => "/dev/xen/evtchn bind_unbound_port",
+            Op::EvtchnBindVirq => "/dev/xen/evtchn bind_virq",
+            Op::EvtchnUnbind => "/dev/xen/evtchn unbind",
+            Op::EvtchnNotify => "/dev/xen/evtchn notify",
+            Op::EvtchnUnmask => "/dev/xen/evtchn unmask",
+            Op::EvtchnRestrict => "/dev/xen/evtchn restrict_domid",
+            Op::EvtchnResetRing => "/dev/xen/evtchn reset",
+            Op::EvtchnRead => "/dev/xen/evtchn read",
+            Op::EvtchnWait => "/dev/xen/evtchn poll",
             Op::Domctl => "domctl",
             Op::Sysctl => "sysctl",
             Op::MemoryOp => "memory_op",

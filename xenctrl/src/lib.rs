@@ -32,7 +32,7 @@ mod buffer;
 mod ctrl;
 mod domain;
 mod error;
-mod evtchn;
+pub mod evtchn;
 pub mod foreign;
 mod host;
 mod ids;

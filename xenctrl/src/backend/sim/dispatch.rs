@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::memory::GuestMemory;
-use super::state::{SimState, CALLER_MAX_ORDER, MAX_ORDER};
+use super::state::{SimState, CALLER_MAX_ORDER, MAX_ORDER, SIM_DOM0};
 use crate::abi::*;
 
 /// What the dispatcher needs to know besides the model.
@@ -63,7 +63,8 @@ pub(crate) fn subop(mem: &dyn GuestMemory, op: u64, args: [u64; 5]) -> Result<u3
 
 /// Whether a hypercall is one that only reads the model (a query), judged by its sub-op
 /// (`subop`, from [`subop`]): `xen_version`, `XEN_DOMCTL_getdomaininfo`, the sysctls
-/// (`physinfo`, `getdomaininfolist`) and the reservation queries of `memory_op`. A persistent
+/// (`physinfo`, `getdomaininfolist`), the reservation queries of `memory_op` and
+/// `EVTCHNOP_status`. A persistent
 /// host runs these with [`query`] against a shared borrow of the model, and so neither encodes
 /// nor writes it: their cost does not grow with the number of domains.
 pub(crate) fn is_query(op: u64, subop: Result<u32, Errno>) -> bool {
@@ -74,6 +75,7 @@ pub(crate) fn is_query(op: u64, subop: Result<u32, Errno>) -> bool {
             let cmd = u64::from(cmd);
             cmd == XENMEM_current_reservation || cmd == XENMEM_maximum_reservation
         }
+        (__HYPERVISOR_event_channel_op, Ok(cmd)) => u64::from(cmd) == EVTCHNOP_status,
         _ => false,
     }
 }
@@ -109,6 +111,9 @@ pub(crate) fn query(
             }
             _ => None,
         },
+        __HYPERVISOR_event_channel_op if args[0] == EVTCHNOP_status => {
+            Some(evtchn_status(state, mem, args[1]))
+        }
         _ => None,
     }
 }
@@ -377,13 +382,43 @@ fn event_channel_op(
     cmd: u64,
     arg: u64,
 ) -> Result<u64, Errno> {
+    // The toolstack's hypercalls come from dom0.
     match cmd {
         EVTCHNOP_alloc_unbound => {
             let mut a: EvtchnAllocUnbound = read(mem, arg)?;
-            a.port = state.alloc_unbound(a.dom, a.remote_dom)?;
+            a.port = state.evtchn_alloc_unbound(SIM_DOM0, a.dom, a.remote_dom)?;
             mem.write(arg, a.as_bytes())?;
             Ok(0)
         }
+        EVTCHNOP_status => evtchn_status(state, mem, arg),
+        EVTCHNOP_close => {
+            let c: EvtchnClose = read(mem, arg)?;
+            state.evtchn_close(SIM_DOM0, c.port).map(|()| 0)
+        }
+        EVTCHNOP_reset => {
+            let r: EvtchnReset = read(mem, arg)?;
+            state.evtchn_reset(SIM_DOM0, r.dom).map(|()| 0)
+        }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// `EVTCHNOP_status`: Xen copies the whole struct back, with the union's unused bytes as the
+/// caller left them.
+fn evtchn_status(state: &SimState, mem: &dyn GuestMemory, arg: u64) -> Result<u64, Errno> {
+    let mut s: EvtchnStatus = read(mem, arg)?;
+    let answer = state.evtchn_status(SIM_DOM0, s.dom, s.port)?;
+    s.status = answer.status;
+    s.vcpu = answer.vcpu;
+    match answer.status {
+        EVTCHNSTAT_unbound => s.set_remote_dom(answer.remote_dom()),
+        EVTCHNSTAT_interdomain => {
+            s.set_remote_dom(answer.remote_dom());
+            s.u_port = answer.u_port;
+        }
+        EVTCHNSTAT_pirq | EVTCHNSTAT_virq => s.u_word = answer.u_word,
+        _ => {}
+    }
+    mem.write(arg, s.as_bytes())?;
+    Ok(0)
 }

@@ -252,10 +252,12 @@ impl SimState {
                 }
             }
             if d.physmap.is_empty() {
-                // The last page went: Xen drops the domain's final reference.
+                // The last page went: Xen drops the domain's final reference, and tells dom0
+                // again (`VIRQ_DOM_EXC` from `complete_domain_destroy`).
                 self.free_pages += d.tot_pages;
                 self.domains.remove(&domid);
                 self.foreign.zombies.remove(&domid);
+                self.domain_exception();
             }
         }
     }

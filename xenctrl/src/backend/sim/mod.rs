@@ -22,6 +22,8 @@
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod dispatch;
+pub mod evtchn;
+pub(crate) mod evtchn_dev;
 mod foreign;
 pub mod gnttab;
 mod machine;
@@ -39,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use nix::errno::Errno;
 
 use self::dispatch::{Interface, VersionInfo};
+pub use self::evtchn::{SimEventChannels, SimPort, SimPortState};
 pub(crate) use self::foreign::SimWindow;
 pub use self::gnttab::{
     SimActiveGrant, SimCopyDest, SimCopySegment, SimCopySource, SimGrantAddr, SimGrantError,
@@ -148,6 +151,8 @@ pub struct SimHypervisor {
     /// Frames that look paged out to foreign mappings, and for how many more attempts
     /// ([`SimHypervisor::page_out`]).
     paged_out: Mutex<BTreeMap<(DomId, u64), u32>>,
+    /// Which simulated `/dev/xen/evtchn` handle of this process bound each port.
+    evtchn_users: evtchn_dev::Users,
 }
 
 impl SimHypervisor {
@@ -185,6 +190,7 @@ impl SimHypervisor {
             }),
             unmap_events: Mutex::new(Vec::new()),
             paged_out: Mutex::new(BTreeMap::new()),
+            evtchn_users: evtchn_dev::Users::default(),
         }
     }
 
@@ -258,9 +264,16 @@ impl SimHypervisor {
         }
     }
 
-    /// Run `f` on the state as one atomic step (across processes for a persistent host).
+    /// Run `f` on the state as one atomic step (across processes for a persistent host), then
+    /// deliver the event-channel ports it raised to the `/dev/xen/evtchn` handles.
     fn transact<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = self.persist.is_some();
+        let f = |s: &mut SimState| {
+            let r = f(s);
+            self.evtchn_users.deliver(s, shared);
+            r
+        };
         let r = match &self.persist {
             None => f(&mut state),
             Some((store, config)) => {

@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::evtchn::{SimEventChannels, SimPort, SimPortState};
 use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
 use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
@@ -365,11 +366,7 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
             e.u64(m);
             e.u64(n);
         }
-        e.len(d.evtchn.len());
-        for (&port, &remote) in &d.evtchn {
-            e.u32(port);
-            e.u16(remote);
-        }
+        encode_evtchns(&mut e, &d.evtchn);
         e.len(d.grant_frames.len());
         for &m in &d.grant_frames {
             e.u64(m);
@@ -396,6 +393,67 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
         }
     }
     e.0
+}
+
+/// A domain's ports: `valid`, then each port in use as (port, kind, what it is bound to, the
+/// pending and mask bits).
+fn encode_evtchns(e: &mut Enc, t: &SimEventChannels) {
+    e.u32(t.valid);
+    e.len(t.ports.len());
+    for (&port, p) in &t.ports {
+        e.u32(port);
+        match p.state {
+            SimPortState::Reserved => e.u8(0),
+            SimPortState::Unbound { remote } => {
+                e.u8(1);
+                e.u16(remote);
+            }
+            SimPortState::Interdomain {
+                remote,
+                remote_port,
+            } => {
+                e.u8(2);
+                e.u16(remote);
+                e.u32(remote_port);
+            }
+            SimPortState::Virq(virq) => {
+                e.u8(3);
+                e.u32(virq);
+            }
+        }
+        e.u8(u8::from(p.pending) | (u8::from(p.masked) << 1));
+    }
+}
+
+fn decode_evtchns(d: &mut Dec<'_>) -> io::Result<SimEventChannels> {
+    let valid = d.u32()?;
+    let mut ports = std::collections::BTreeMap::new();
+    for _ in 0..d.len(6)? {
+        let port = d.u32()?;
+        let state = match d.u8()? {
+            0 => SimPortState::Reserved,
+            1 => SimPortState::Unbound { remote: d.u16()? },
+            2 => SimPortState::Interdomain {
+                remote: d.u16()?,
+                remote_port: d.u32()?,
+            },
+            3 => SimPortState::Virq(d.u32()?),
+            _ => return Err(bad("event channel state")),
+        };
+        let bits = d.u8()?;
+        if bits > 3 {
+            return Err(bad("event channel bits"));
+        }
+        let p = SimPort {
+            state,
+            pending: bits & 1 != 0,
+            masked: bits & 2 != 0,
+        };
+        if ports.insert(port, p).is_some() {
+            return Err(bad("event channel port listed twice"));
+        }
+    }
+    Ok(SimEventChannels { ports, valid })
 }
 
 fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
@@ -454,11 +512,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 physmap.insert(g.wrapping_add(i), m.wrapping_add(i));
             }
         }
-        let mut evtchn = std::collections::BTreeMap::new();
-        for _ in 0..d.len(6)? {
-            let port = d.u32()?;
-            evtchn.insert(port, d.u16()?);
-        }
+        let evtchn = decode_evtchns(&mut d)?;
         let mut grant_frames = Vec::new();
         for _ in 0..d.len(8)? {
             grant_frames.push(d.u64()?);
@@ -536,7 +590,25 @@ mod tests {
             s.populate_extent(d, g, 0).expect("populate");
         }
         s.set_outstanding(d, 1000).expect("claim");
-        s.alloc_unbound(d, 0).expect("evtchn");
+        // Event channels in every state: unbound, interdomain (one end pending, the other
+        // masked), a virtual IRQ, and a port beyond the first bucket.
+        let unbound = s.alloc_unbound(d, 0).expect("evtchn");
+        let peer = s.alloc_unbound(d, 0).expect("evtchn");
+        let local = s.evtchn_bind_interdomain(0, d, peer).expect("bind");
+        s.evtchn_send(0, local).expect("send");
+        s.domains
+            .get_mut(&0)
+            .expect("dom0")
+            .evtchn
+            .ports
+            .get_mut(&local)
+            .expect("port")
+            .masked = true;
+        s.evtchn_bind_virq(0, crate::abi::VIRQ_DOM_EXC)
+            .expect("virq");
+        for _ in 0..70 {
+            s.alloc_unbound(d, 7).expect("evtchn");
+        }
         {
             let grants = &mut s.domains.get_mut(&d).expect("domain").grants;
             grants.active.insert(
@@ -569,6 +641,15 @@ mod tests {
         assert_eq!(c2.extraversion, config.extraversion);
         assert_eq!(encode(&c2, &s2), body);
         let d2 = &s2.domains[&d];
+        assert_eq!(d2.evtchn, s.domains[&d].evtchn);
+        assert_eq!(s2.domains[&0].evtchn, s.domains[&0].evtchn);
+        assert_eq!(d2.evtchn.valid, 128);
+        assert!(d2.evtchn.port(peer).is_some_and(|p| p.pending));
+        assert_eq!(
+            d2.evtchn.port(unbound).map(|p| p.state),
+            Some(SimPortState::Unbound { remote: 0 })
+        );
+        assert!(s2.domains[&0].evtchn.port(local).is_some_and(|p| p.masked));
         assert_eq!(d2.physmap, s.domains[&d].physmap);
         assert_eq!(d2.grants, s.domains[&d].grants);
         assert_eq!(d2.state, SimDomainState::Shutdown(2));

@@ -9,18 +9,18 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use super::evtchn::{EvtchnEvent, SimEventChannels};
 use super::gnttab::SimGrantTable;
 use super::SimConfig;
 use crate::abi::{
-    DomId, EvtchnPort, XEN_DOMCTL_CDF_hap, XEN_DOMCTL_CDF_hvm, XEN_DOMCTL_CDF_iommu,
-    XEN_DOMCTL_CDF_xs_domain, XEN_DOMCTL_GRANT_version_mask, XEN_DOMINF_dying, XEN_DOMINF_hap,
-    XEN_DOMINF_hvm_guest, XEN_DOMINF_paused, XEN_DOMINF_running, XEN_DOMINF_shutdown,
-    XEN_DOMINF_shutdownshift, XEN_DOMINF_xs_domain, XEN_SYSCTL_PHYSCAP_gnttab_v1,
-    XEN_SYSCTL_PHYSCAP_gnttab_v2, XEN_SYSCTL_PHYSCAP_hap, XEN_SYSCTL_PHYSCAP_hvm,
-    XEN_SYSCTL_PHYSCAP_pv, XEN_SYSCTL_PHYSCAP_shadow, XenArchDomainconfig, XenDomainHandle,
-    XenDomctlCreatedomain, XenDomctlGetdomaininfo, XenSysctlPhysinfo, DOMID_FIRST_RESERVED,
-    DOMID_SELF, XEN_INVALID_MAX_VCPU_ID, XEN_X86_EMU_ALL, XEN_X86_EMU_LAPIC, XEN_X86_EMU_PIT,
-    XEN_X86_EMU_VPCI,
+    DomId, XEN_DOMCTL_CDF_hap, XEN_DOMCTL_CDF_hvm, XEN_DOMCTL_CDF_iommu, XEN_DOMCTL_CDF_xs_domain,
+    XEN_DOMCTL_GRANT_version_mask, XEN_DOMINF_dying, XEN_DOMINF_hap, XEN_DOMINF_hvm_guest,
+    XEN_DOMINF_paused, XEN_DOMINF_running, XEN_DOMINF_shutdown, XEN_DOMINF_shutdownshift,
+    XEN_DOMINF_xs_domain, XEN_SYSCTL_PHYSCAP_gnttab_v1, XEN_SYSCTL_PHYSCAP_gnttab_v2,
+    XEN_SYSCTL_PHYSCAP_hap, XEN_SYSCTL_PHYSCAP_hvm, XEN_SYSCTL_PHYSCAP_pv,
+    XEN_SYSCTL_PHYSCAP_shadow, XenArchDomainconfig, XenDomainHandle, XenDomctlCreatedomain,
+    XenDomctlGetdomaininfo, XenSysctlPhysinfo, DOMID_FIRST_RESERVED, DOMID_SELF,
+    XEN_INVALID_MAX_VCPU_ID, XEN_X86_EMU_ALL, XEN_X86_EMU_LAPIC, XEN_X86_EMU_PIT, XEN_X86_EMU_VPCI,
 };
 
 /// The domain the simulated toolstack runs in (the hardware and control domain).
@@ -75,8 +75,8 @@ pub struct SimDomain {
     pub state: SimDomainState,
     /// Guest frame → machine frame of each populated page.
     pub physmap: BTreeMap<u64, u64>,
-    /// Allocated event-channel ports and the domain allowed to bind each.
-    pub evtchn: BTreeMap<EvtchnPort, DomId>,
+    /// Event-channel ports: what each is bound to, its pending and mask bits.
+    pub evtchn: SimEventChannels,
     /// Machine frames of the grant table (version 1 entries, 512 per frame), grown on demand
     /// up to `config.max_grant_frames`, as Xen grows it. They come from Xen's own heap, not
     /// the domain's allocation.
@@ -164,6 +164,9 @@ pub struct SimState {
     /// Frames this process's foreign mappings hold, and what waits on them (not saved: see
     /// `sim/foreign.rs`).
     pub(super) foreign: super::foreign::ForeignHolds,
+    /// Ports raised or closed since the simulator last told the `/dev/xen/evtchn` handles
+    /// (not saved: each process delivers what its own calls raised).
+    pub(super) evtchn_events: Vec<EvtchnEvent>,
 }
 
 impl SimState {
@@ -182,6 +185,7 @@ impl SimState {
             next_mfn: dom0_pages,
             freed: Vec::new(),
             foreign: Default::default(),
+            evtchn_events: Vec::new(),
         };
         let dom0 = SimDomain {
             domid: SIM_DOM0,
@@ -200,7 +204,7 @@ impl SimState {
             vcpus_created: true,
             state: SimDomainState::Alive,
             physmap: BTreeMap::new(),
-            evtchn: BTreeMap::new(),
+            evtchn: SimEventChannels::default(),
             grant_frames: Vec::new(),
             grants: SimGrantTable::default(),
         };
@@ -304,7 +308,7 @@ impl SimState {
                 vcpus_created: false,
                 state: SimDomainState::Alive,
                 physmap: BTreeMap::new(),
-                evtchn: BTreeMap::new(),
+                evtchn: SimEventChannels::default(),
                 grant_frames: Vec::new(),
                 grants: SimGrantTable::default(),
             },
@@ -439,8 +443,12 @@ impl SimState {
             return Err(Errno::EINVAL);
         }
         self.set_outstanding(domid, 0)?;
+        // `evtchn_destroy`, in `domain_kill` before the memory goes: every port closed, so
+        // the other ends wait unbound again; dom0 hears of it (`VIRQ_DOM_EXC`).
+        self.evtchn_close_all(domid);
         if self.destroy_while_mapped(domid) {
             // Some of its memory is mapped: it lingers, dying, until that goes.
+            self.domain_exception();
             return Ok(());
         }
         if let Some(d) = self.domains.remove(&domid) {
@@ -457,6 +465,7 @@ impl SimState {
             );
             self.freed.extend(d.grant_frames.iter().map(|&m| (m, 1)));
         }
+        self.domain_exception();
         Ok(())
     }
 
@@ -470,13 +479,15 @@ impl SimState {
         Ok(())
     }
 
-    /// The guest's side of `SCHEDOP_shutdown`: record the shutdown code.
+    /// The guest's side of `SCHEDOP_shutdown`: record the shutdown code, and raise
+    /// `VIRQ_DOM_EXC` for dom0 as Xen does once the domain's vCPUs have stopped.
     ///
     /// # Errors
     ///
     /// `ESRCH`.
     pub fn shutdown(&mut self, domid: DomId, reason: u32) -> Result<(), Errno> {
         self.domain_mut(domid)?.state = SimDomainState::Shutdown(reason);
+        self.domain_exception();
         Ok(())
     }
 
@@ -621,29 +632,6 @@ impl SimState {
         self.domains.get(&domid).is_some_and(SimDomain::is_hvm)
     }
 
-    /// `EVTCHNOP_alloc_unbound`: the lowest free port of `dom` (port 0 is reserved).
-    ///
-    /// # Errors
-    ///
-    /// `ESRCH`, `ENOSPC` (all ports up to `max_evtchn_port` in use).
-    pub fn alloc_unbound(&mut self, dom: DomId, remote: DomId) -> Result<EvtchnPort, Errno> {
-        let remote = Self::resolve(remote);
-        let d = self.domain_mut(Self::resolve(dom))?;
-        let max = d.config.max_evtchn_port;
-        let mut port = 1;
-        for (&p, _) in d.evtchn.range(1..) {
-            if p != port {
-                break;
-            }
-            port += 1;
-        }
-        if port > max {
-            return Err(Errno::ENOSPC);
-        }
-        d.evtchn.insert(port, remote);
-        Ok(port)
-    }
-
     /// The machine frame of grant-table frame `index` of `domid`, growing the table to it if
     /// needed (Xen's `gnttab_grow_table`).
     ///
@@ -691,7 +679,7 @@ impl SimState {
                 return Err(format!("d{}: physmap larger than tot_pages", d.domid));
             }
         }
-        Ok(())
+        self.check_evtchn_invariants()
     }
 
     /// A domain handle for tests: 16 bytes from a seed.

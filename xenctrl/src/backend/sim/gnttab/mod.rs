@@ -608,12 +608,14 @@ impl SimHypervisor {
 
     /// Whether `port` is an event channel of `domain` that an unmap notification may signal.
     /// Linux takes a reference on a port bound through `/dev/xen/evtchn` and refuses others
-    /// with `EINVAL`; the model has no bound/unbound distinction yet, so any port allocated in
-    /// the domain will do.
+    /// with `EINVAL`; here any port in use in the domain will do (not the reserved port 0).
     fn notify_port_usable(&self, domain: DomainId, port: u32) -> bool {
         self.query(|s| {
-            s.domain(SimState::resolve(domain.get()))
-                .is_ok_and(|d| d.evtchn.contains_key(&port))
+            s.domain(SimState::resolve(domain.get())).is_ok_and(|d| {
+                d.evtchn
+                    .port(port)
+                    .is_some_and(|p| p.state != super::SimPortState::Reserved)
+            })
         })
         .unwrap_or(false)
     }
