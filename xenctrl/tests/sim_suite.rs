@@ -11,7 +11,8 @@ mod suite;
 use std::sync::Arc;
 
 use suite::{Seen, Witness};
-use xenctrl::{pages_to_mib, DomId, SimConfig, SimHypervisor, XenCtrl};
+use xenctrl::evtchn::EventChannels;
+use xenctrl::{pages_to_mib, DomId, DomainId, SimConfig, SimHypervisor, XenCtrl};
 
 /// The simulator's model, read directly.
 struct Model(Arc<SimHypervisor>);
@@ -35,6 +36,11 @@ impl Witness for Model {
 
     fn outstanding_claims_mib(&self) -> u64 {
         pages_to_mib(self.0.with_state(|s| s.outstanding_claims))
+    }
+
+    fn event_channels(&self) -> EventChannels {
+        EventChannels::on_simulator(Arc::clone(&self.0), DomainId::DOM0)
+            .expect("a dom0 event-channel handle on the simulator")
     }
 }
 

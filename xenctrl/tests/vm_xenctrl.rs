@@ -13,10 +13,12 @@ mod suite;
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
 use suite::{Seen, Witness};
 use xenctrl::abi::XEN_SYSCTL_PHYSCAP_pv;
-use xenctrl::{pages_to_mib, DomId, MemorySource, XenCtrl};
+use xenctrl::evtchn::{ChannelState, EventChannels, Port, Virq};
+use xenctrl::{pages_to_mib, DomId, DomainId, MemorySource, XenCtrl};
 
 fn tool(program: &str, args: &[&str]) -> String {
     // spawns: the program passed to tool
@@ -99,6 +101,10 @@ impl Witness for Xl {
 
     fn outstanding_claims_mib(&self) -> u64 {
         num(&xl_info(), "outstanding_claims")
+    }
+
+    fn event_channels(&self) -> EventChannels {
+        EventChannels::open().expect("open /dev/xen/evtchn in dom0")
     }
 }
 
@@ -270,4 +276,94 @@ fn shared_page_buffers_never_fault_in_xen_with_anonymous_buffers() {
     let xc = XenCtrl::open_with_anonymous_buffers().unwrap();
     assert_eq!(xc.pool().source(), MemorySource::LockedAnonymous);
     suite::shared_page_buffers_survive_a_neighbours_free(&xc, &Xl);
+}
+
+/// A global virtual IRQ fires on real Xen: `VIRQ_CON_RING`, which Xen raises for dom0 whenever
+/// it prints (xenconsoled binds it only when logging the hypervisor's console), here the help
+/// that `xl debug-keys h` prints. (`VIRQ_DOM_EXC` is xenstored's in this dom0: the suite's
+/// `evtchn_virq_dom_exc_has_one_binder_in_dom0` checks that.)
+#[test]
+fn a_global_virq_fires_when_xen_prints() {
+    let xc = open();
+    let ev = EventChannels::open().unwrap();
+    let v = ev.bind_virq(Virq::CON_RING).unwrap();
+    let s = xc.evtchn_status(DomainId::DOM0, v.port()).unwrap();
+    assert_eq!((s.state, s.vcpu), (ChannelState::Virq(Virq::CON_RING), 0));
+    tool("xl", &["debug-keys", "h"]);
+    assert_eq!(
+        ev.wait_timeout(Duration::from_secs(10)).unwrap(),
+        Some(v.port()),
+        "Xen printed, and VIRQ_CON_RING fired"
+    );
+}
+
+/// One line of Xen's `e` debug key for a port: `(state, remote domain, remote port)`, from
+/// `    PORT [p/m/x]: s=STATE n=VCPU x=CONSUMER d=DOM p=PORT`.
+fn xen_dump_port(dump: &str, domid: DomId, port: Port) -> Option<(u32, Option<u16>, Option<u32>)> {
+    let header = format!("Event channel information for domain {domid}:");
+    let section = dump
+        .rsplit(header.as_str())
+        .next()
+        .filter(|_| dump.contains(&header))?;
+    section
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.contains("Event channel information for domain"))
+        .find_map(|l| {
+            let l = l.split(") ").last()?.trim_start();
+            let (num, rest) = l.split_once(' ')?;
+            if num.parse::<u32>().ok()? != port.get() {
+                return None;
+            }
+            let field = |k: &str| {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse::<u32>().ok())
+            };
+            Some((
+                field("s=")?,
+                field("d=").and_then(|d| u16::try_from(d).ok()),
+                field("p="),
+            ))
+        })
+}
+
+/// Event-channel state as Xen itself dumps it (`xl debug-keys e`, read back with `xl dmesg`)
+/// agrees with what `EVTCHNOP_status` tells us, for a loopback pair in dom0.
+#[test]
+fn evtchn_status_matches_xens_own_dump() {
+    let xc = open();
+    let ev = EventChannels::open().unwrap();
+    let a = ev.bind_unbound(DomainId::DOM0).unwrap();
+    let b = ev.bind_interdomain(DomainId::DOM0, a.port()).unwrap();
+    let lone = ev.bind_unbound(DomainId::new(7)).unwrap();
+    tool("xl", &["debug-keys", "e"]);
+    let dump = tool("xl", &["dmesg"]);
+    // Xen's ECS_* numbers: 2 unbound, 3 interdomain.
+    for (port, other) in [(a.port(), b.port()), (b.port(), a.port())] {
+        assert_eq!(
+            xc.evtchn_status(DomainId::DOM0, port).unwrap().state,
+            ChannelState::Interdomain {
+                remote: DomainId::DOM0,
+                remote_port: other
+            }
+        );
+        assert_eq!(
+            xen_dump_port(&dump, 0, port),
+            Some((3, Some(0), Some(other.get()))),
+            "Xen's dump of dom0 port {port}"
+        );
+    }
+    assert_eq!(
+        xc.evtchn_status(DomainId::DOM0, lone.port()).unwrap().state,
+        ChannelState::Unbound {
+            remote: DomainId::new(7)
+        }
+    );
+    assert_eq!(
+        xen_dump_port(&dump, 0, lone.port()),
+        Some((2, Some(7), None)),
+        "Xen's dump of dom0 port {}",
+        lone.port()
+    );
 }

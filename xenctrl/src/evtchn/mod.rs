@@ -82,10 +82,12 @@
 //! errors) and, for each handle, what Linux's driver does (the ring of pending ports, masking on
 //! delivery, `ENOTCONN` for ports the handle did not bind). Its descriptor is a socket that is
 //! readable exactly when the ring holds a port, so `poll`, epoll and tokio work on it as on the
-//! device. Delivery happens in the process that raised the event. On a
-//! [persistent](SimHypervisor::persistent) host the port table is shared by every process, and a
-//! handle also picks up ports that another process set pending, at its own process's next call
-//! into the simulator; a blocked [`wait`](EventChannels::wait) is not woken by another process.
+//! device. Delivery happens at once in the process that raised the event. On a
+//! [persistent](SimHypervisor::persistent) host the port table is shared by every process; a
+//! handle picks up ports that another process set pending at its own process's next change to
+//! the host, or when it reads an empty queue, and a blocking
+//! [`wait`](EventChannels::wait) re-reads every 20 ms (the descriptor itself only wakes for
+//! events raised in its own process).
 
 mod linux;
 mod ops;
@@ -288,6 +290,11 @@ pub(crate) trait Device: Send + Sync + fmt::Debug {
     fn read(&self, ports: &mut [u32]) -> Result<usize, Errno>;
     /// A descriptor that is readable when a port is pending.
     fn fd(&self) -> BorrowedFd<'_>;
+    /// How long a blocking wait may sleep in `poll` before reading again: `None` when the
+    /// descriptor always wakes it (the device; the simulator within one process).
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// An open `/dev/xen/evtchn` (or a simulated one): ports bound through it, and the queue of
@@ -484,7 +491,11 @@ impl EventChannels {
             if let Some(p) = self.try_read_one()? {
                 return Ok(p);
             }
-            self.poll(PollTimeout::NONE)?;
+            let timeout = self
+                .dev
+                .poll_interval()
+                .map_or(PollTimeout::NONE, poll_timeout);
+            self.poll(timeout)?;
         }
     }
 
@@ -506,6 +517,7 @@ impl EventChannels {
             if left.is_zero() {
                 return Ok(None);
             }
+            let left = self.dev.poll_interval().map_or(left, |i| i.min(left));
             self.poll(poll_timeout(left))?;
         }
     }

@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use xenctrl::abi::*;
+use xenctrl::evtchn::{ChannelState, EventChannels, Port, Virq};
 use xenctrl::interface::ProbeCall;
 use xenctrl::volatile::{ReadOnly, ReadWrite};
 use xenctrl::{
@@ -35,6 +36,8 @@ pub trait Witness {
     fn domain(&self, domid: DomId) -> Option<Seen>;
     /// Memory claimed and not yet allocated, host-wide, in MiB (what `xl info` prints).
     fn outstanding_claims_mib(&self) -> u64;
+    /// A fresh `/dev/xen/evtchn` handle in dom0 on the same host.
+    fn event_channels(&self) -> EventChannels;
 }
 
 /// One domain as a [`Witness`] sees it: the columns of `xl list` the suite compares.
@@ -135,6 +138,13 @@ macro_rules! suite_tests {
             populate_and_decrease_reservation,
             domain_list_pages_past_one_batch,
             event_channel_ports_are_distinct,
+            evtchn_loopback_in_dom0_round_trips,
+            evtchn_a_toolstack_port_bound_and_closed,
+            evtchn_guest_ports_bound_by_a_restricted_handle,
+            evtchn_errors_are_xens_and_linuxs,
+            evtchn_reset_closes_every_port_of_a_paused_domain,
+            evtchn_the_queue_resets_and_overflows,
+            evtchn_virq_dom_exc_has_one_binder_in_dom0,
             a_list_buffer_of_another_pool_is_refused_before_xen,
             extents_of_another_pool_are_refused_before_xen,
             the_argument_itself_of_another_pool_is_refused,
@@ -570,6 +580,438 @@ pub fn event_channel_ports_are_distinct(xc: &XenCtrl, w: &dyn Witness) {
     for (i, p) in ports.iter().enumerate() {
         assert!(*p > 0 && !ports[..i].contains(p), "ports {ports:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event channels: /dev/xen/evtchn in dom0, and the EVTCHNOP hypercalls, each state change
+// cross-checked with what EVTCHNOP_status says.
+
+/// How long a port may take to fire (real Xen delivers through an interrupt, under TCG).
+const FIRE: Duration = Duration::from_secs(10);
+/// How long to watch for a port that must not fire.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn state(xc: &XenCtrl, dom: DomainId, port: Port) -> ChannelState {
+    xc.evtchn_status(dom, port)
+        .unwrap_or_else(|e| panic!("status of d{dom} port {port}: {e}"))
+        .state
+}
+
+fn fired(ev: &EventChannels) -> Port {
+    ev.wait_timeout(FIRE)
+        .expect("wait for a port")
+        .expect("a port fires within 10 s")
+}
+
+fn quiet(ev: &EventChannels, what: &str) {
+    assert_eq!(ev.wait_timeout(QUIET).expect("wait"), None, "{what}");
+}
+
+/// A domain id no domain has (Xen hands ids out from 1 upwards).
+fn unused_domid(xc: &XenCtrl) -> DomainId {
+    let ids = domain_ids(xc);
+    (30000..DOMID_FIRST_RESERVED)
+        .find(|d| !ids.contains(d))
+        .map(DomainId::new)
+        .expect("a free domain id")
+}
+
+const DOM0: DomainId = DomainId::DOM0;
+
+/// Two ports of one handle bound to each other in dom0: each notification fires the other end
+/// once; a fired port stays masked and further notifications coalesce into one, delivered at
+/// the unmask; unbinding sends the other end back to unbound; status follows every step.
+pub fn evtchn_loopback_in_dom0_round_trips(xc: &XenCtrl, w: &dyn Witness) {
+    let ev = w.event_channels();
+    let a = ev.bind_unbound(DOM0).unwrap();
+    assert_eq!(
+        state(xc, DOM0, a.port()),
+        ChannelState::Unbound { remote: DOM0 }
+    );
+    let b = ev.bind_interdomain(DOM0, a.port()).unwrap();
+    assert_ne!(a.port(), b.port());
+    assert_eq!(
+        state(xc, DOM0, a.port()),
+        ChannelState::Interdomain {
+            remote: DOM0,
+            remote_port: b.port()
+        }
+    );
+    assert_eq!(
+        state(xc, DOM0, b.port()),
+        ChannelState::Interdomain {
+            remote: DOM0,
+            remote_port: a.port()
+        }
+    );
+    // Xen sets a freshly bound interdomain port pending once.
+    assert_eq!(fired(&ev), b.port(), "the new port fires once");
+    quiet(&ev, "nothing else fired");
+    b.unmask().unwrap();
+
+    for round in 0..3 {
+        b.notify().unwrap();
+        assert_eq!(fired(&ev), a.port(), "round {round}: b -> a");
+        a.unmask().unwrap();
+        a.notify().unwrap();
+        assert_eq!(fired(&ev), b.port(), "round {round}: a -> b");
+        b.unmask().unwrap();
+    }
+
+    // A fired port stays masked: three more notifications become one event, at the unmask.
+    b.notify().unwrap();
+    assert_eq!(fired(&ev), a.port());
+    b.notify().unwrap();
+    b.notify().unwrap();
+    quiet(&ev, "a masked port does not fire");
+    a.unmask().unwrap();
+    assert_eq!(fired(&ev), a.port(), "the unmask delivers what was pending");
+    quiet(&ev, "notifications while masked coalesce into one");
+    a.unmask().unwrap();
+
+    // Unbinding b closes it; a waits for dom0 again, and a notification on it goes nowhere.
+    let bp = b.port();
+    drop(b);
+    assert_eq!(state(xc, DOM0, bp), ChannelState::Closed);
+    assert_eq!(
+        state(xc, DOM0, a.port()),
+        ChannelState::Unbound { remote: DOM0 }
+    );
+    a.notify().unwrap();
+    quiet(&ev, "a notification on an unbound port is dropped");
+    let ap = a.port();
+    drop(a);
+    assert_eq!(state(xc, DOM0, ap), ChannelState::Closed);
+}
+
+/// The toolstack allocates an unbound port in its own domain (one the kernel knows nothing
+/// of), a handle binds it, and the toolstack closes its end: the handle's end waits again.
+pub fn evtchn_a_toolstack_port_bound_and_closed(xc: &XenCtrl, w: &dyn Witness) {
+    let ev = w.event_channels();
+    let p = xc.evtchn_alloc_unbound_port(DomainId::SELF, DOM0).unwrap();
+    assert_eq!(state(xc, DOM0, p), ChannelState::Unbound { remote: DOM0 });
+    let q = ev.bind_interdomain(DOM0, p).unwrap();
+    assert_eq!(
+        state(xc, DOM0, p),
+        ChannelState::Interdomain {
+            remote: DOM0,
+            remote_port: q.port()
+        }
+    );
+    assert_eq!(fired(&ev), q.port());
+    q.unmask().unwrap();
+    xc.evtchn_close(p).unwrap();
+    assert_eq!(state(xc, DOM0, p), ChannelState::Closed);
+    assert_eq!(
+        state(xc, DOM0, q.port()),
+        ChannelState::Unbound { remote: DOM0 }
+    );
+    let err = xc.evtchn_close(p).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::EINVAL), "{err}");
+    assert!(
+        matches!(err, Error::EventChannel { port: Some(n), .. } if n == p),
+        "{err:?}"
+    );
+    let qp = q.port();
+    q.unbind().unwrap();
+    assert_eq!(state(xc, DOM0, qp), ChannelState::Closed);
+}
+
+/// Ports a toolstack allocates in a guest for dom0, bound by a dom0 handle restricted to that
+/// guest (which may bind nothing else); destroying the guest sends dom0's end back to unbound.
+pub fn evtchn_guest_ports_bound_by_a_restricted_handle(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    let dom = DomainId::new(d.id);
+    let g = xc.evtchn_alloc_unbound_port(dom, DOM0).unwrap();
+    assert_eq!(state(xc, dom, g), ChannelState::Unbound { remote: DOM0 });
+    // Any remote id is accepted, even one no domain has: Xen does not check it.
+    let nobody = unused_domid(xc);
+    let waits = xc.evtchn_alloc_unbound_port(dom, nobody).unwrap();
+    assert_eq!(
+        state(xc, dom, waits),
+        ChannelState::Unbound { remote: nobody }
+    );
+
+    let ev = w.event_channels();
+    ev.restrict(dom).unwrap();
+    assert_errno(
+        ev.bind_unbound(DOM0),
+        Errno::EACCES,
+        "restricted: bind_unbound",
+    );
+    assert_errno(
+        ev.bind_virq(Virq::CON_RING),
+        Errno::EACCES,
+        "restricted: bind_virq",
+    );
+    assert_errno(
+        ev.bind_interdomain(DOM0, Port::new(1)),
+        Errno::EACCES,
+        "restricted: another domain",
+    );
+    assert_errno(ev.restrict(dom), Errno::EACCES, "restricted twice");
+    let local = ev.bind_interdomain(dom, g).unwrap();
+    assert_eq!(
+        state(xc, dom, g),
+        ChannelState::Interdomain {
+            remote: DOM0,
+            remote_port: local.port()
+        }
+    );
+    assert_eq!(
+        state(xc, DOM0, local.port()),
+        ChannelState::Interdomain {
+            remote: dom,
+            remote_port: g
+        }
+    );
+    assert_eq!(fired(&ev), local.port());
+    local.unmask().unwrap();
+    // The guest has no kernel to answer; the notification only sets its port pending.
+    local.notify().unwrap();
+    quiet(&ev, "nothing comes back from a guest without a kernel");
+
+    drop(d);
+    assert_eq!(
+        state(xc, DOM0, local.port()),
+        ChannelState::Unbound { remote: dom },
+        "the guest's end closed with it"
+    );
+    local.notify().unwrap();
+    let lp = local.port();
+    drop(local);
+    assert_eq!(state(xc, DOM0, lp), ChannelState::Closed);
+}
+
+/// Each error as Xen and Linux's driver give it.
+pub fn evtchn_errors_are_xens_and_linuxs(xc: &XenCtrl, w: &dyn Witness) {
+    let ev = w.event_channels();
+    let d = Dom::pv(xc);
+    let dom = DomainId::new(d.id);
+    let nobody = unused_domid(xc);
+
+    // Binding: no such domain, the reserved port, a free port, a port beyond the allocated
+    // buckets, a port waiting for another domain.
+    let err = ev.bind_interdomain(nobody, Port::new(1)).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::ESRCH), "{err}");
+    assert!(err.to_string().contains(&nobody.to_string()), "{err}");
+    assert_errno(
+        ev.bind_interdomain(dom, Port::new(0)),
+        Errno::EINVAL,
+        "port 0",
+    );
+    assert_errno(
+        ev.bind_interdomain(dom, Port::new(1)),
+        Errno::EINVAL,
+        "a free port",
+    );
+    assert_errno(
+        ev.bind_interdomain(dom, Port::new(4000)),
+        Errno::EINVAL,
+        "beyond",
+    );
+    let for_itself = xc.evtchn_alloc_unbound_port(dom, dom).unwrap();
+    assert_errno(
+        ev.bind_interdomain(dom, for_itself),
+        Errno::EINVAL,
+        "a port waiting for another domain",
+    );
+    assert_errno(ev.bind_virq(Virq::new(NR_VIRQS)), Errno::EINVAL, "virq 24");
+    assert_errno(ev.bind_virq(Virq::new(1000)), Errno::EINVAL, "virq 1000");
+
+    // The driver: ports this handle did not bind.
+    let theirs = xc.evtchn_alloc_unbound_port(DOM0, DOM0).unwrap();
+    assert_errno(ev.notify(theirs), Errno::ENOTCONN, "notify another's port");
+    assert_errno(ev.unbind(theirs), Errno::ENOTCONN, "unbind another's port");
+    assert_errno(
+        ev.unbind(Port::new(u32::MAX)),
+        Errno::EINVAL,
+        "unbind beyond",
+    );
+    ev.unmask(theirs)
+        .expect("unmasking another's port is ignored");
+    xc.evtchn_close(theirs).unwrap();
+    let kept = ev.bind_unbound(dom).unwrap().into_port();
+    ev.unbind(kept).unwrap();
+    assert_errno(ev.unbind(kept), Errno::ENOTCONN, "unbind twice");
+    assert_errno(ev.restrict(DOM0), Errno::EINVAL, "restrict to dom0");
+    assert_errno(
+        ev.restrict(DomainId::new(DOMID_FIRST_RESERVED)),
+        Errno::EINVAL,
+        "restrict to a reserved id",
+    );
+
+    // Status: no such domain, beyond the first bucket of 64 ports; port 0 and free ports
+    // inside it are closed.
+    assert_errno(
+        xc.evtchn_status(nobody, Port::new(1)),
+        Errno::ESRCH,
+        "status",
+    );
+    assert_eq!(state(xc, dom, Port::new(0)), ChannelState::Closed);
+    assert_eq!(state(xc, dom, Port::new(63)), ChannelState::Closed);
+    let err = xc.evtchn_status(dom, Port::new(64)).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::EINVAL), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::EventChannel { domid: Some(x), port: Some(n), .. }
+                if x == dom && n == Port::new(64)
+        ),
+        "{err:?}"
+    );
+    assert_errno(xc.evtchn_close(Port::new(0)), Errno::EINVAL, "close port 0");
+    assert_errno(xc.evtchn_reset(nobody), Errno::ESRCH, "reset");
+    assert_errno(
+        xc.evtchn_alloc_unbound_port(nobody, DOM0),
+        Errno::ESRCH,
+        "alloc_unbound",
+    );
+
+    // No free port: a domain created with max_evtchn_port 3 has ports 1 to 3.
+    let small = Dom::create(
+        xc,
+        &CreateDomain {
+            max_evtchn_port: 3,
+            ..CreateDomain::pv(1)
+        },
+    );
+    let small = DomainId::new(small.id);
+    let ports: Vec<u32> = (0..3)
+        .map(|_| xc.evtchn_alloc_unbound_port(small, DOM0).unwrap().get())
+        .collect();
+    assert_eq!(ports, [1, 2, 3]);
+    assert_errno(
+        xc.evtchn_alloc_unbound_port(small, DOM0),
+        Errno::ENOSPC,
+        "no free port",
+    );
+}
+
+/// `EVTCHNOP_reset` closes every port of a domain the toolstack has paused (and only then);
+/// the dom0 ends go back to unbound, and the domain's next port is 1 again.
+pub fn evtchn_reset_closes_every_port_of_a_paused_domain(xc: &XenCtrl, w: &dyn Witness) {
+    let ev = w.event_channels();
+    let d = Dom::pv(xc);
+    let dom = DomainId::new(d.id);
+    let g: Vec<Port> = (0..3)
+        .map(|_| xc.evtchn_alloc_unbound_port(dom, DOM0).unwrap())
+        .collect();
+    let local = ev.bind_interdomain(dom, g[0]).unwrap();
+    assert_eq!(fired(&ev), local.port());
+    xc.set_max_vcpus(d.id, 1).unwrap();
+    xc.unpause_domain(d.id).unwrap();
+    assert_errno(
+        xc.evtchn_reset(dom),
+        Errno::EINVAL,
+        "reset of a running domain",
+    );
+    assert_eq!(
+        state(xc, dom, g[1]),
+        ChannelState::Unbound { remote: DOM0 },
+        "a refused reset closes nothing"
+    );
+    xc.pause_domain(d.id).unwrap();
+    xc.evtchn_reset(dom).unwrap();
+    for &p in &g {
+        assert_eq!(state(xc, dom, p), ChannelState::Closed, "port {p}");
+    }
+    assert_eq!(
+        state(xc, DOM0, local.port()),
+        ChannelState::Unbound { remote: dom }
+    );
+    assert_eq!(xc.evtchn_alloc_unbound_port(dom, DOM0).unwrap(), g[0]);
+}
+
+/// The handle's queue: readable through its descriptor (`poll`); `reset` empties it (the
+/// fired port stays masked); notifying and unmasking without reading overflows it, which
+/// reading reports until `reset`.
+pub fn evtchn_the_queue_resets_and_overflows(xc: &XenCtrl, w: &dyn Witness) {
+    use std::os::fd::AsFd;
+
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let _ = xc;
+    let readable = |ev: &EventChannels, ms: u16| {
+        let mut fds = [PollFd::new(ev.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).expect("poll") == 1
+    };
+    let ev = w.event_channels();
+    let a = ev.bind_unbound(DOM0).unwrap();
+    let b = ev.bind_interdomain(DOM0, a.port()).unwrap();
+    assert!(
+        readable(&ev, 10_000),
+        "the new port's event makes the fd readable"
+    );
+    assert_eq!(
+        ev.pending().collect::<Result<Vec<_>, _>>().unwrap(),
+        [b.port()]
+    );
+    assert!(!readable(&ev, 0), "an empty queue is not readable");
+    b.unmask().unwrap();
+
+    b.notify().unwrap();
+    assert!(readable(&ev, 10_000));
+    ev.reset().unwrap();
+    assert!(!readable(&ev, 0), "reset empties the queue");
+    assert_eq!(ev.pending().count(), 0);
+    b.notify().unwrap();
+    quiet(&ev, "the port whose event was dropped stays masked");
+    a.unmask().unwrap();
+    assert_eq!(fired(&ev), a.port(), "the unmask delivers it");
+
+    // Fire and re-enable a without reading, far more often than the queue holds.
+    for _ in 0..5000 {
+        a.unmask().unwrap();
+        b.notify().unwrap();
+    }
+    let err = ev.pending().next().expect("an answer").unwrap_err();
+    assert!(matches!(err, Error::EventsLost), "{err:?}");
+    assert_eq!(err.errno(), Some(Errno::EFBIG));
+    assert!(matches!(ev.wait_timeout(QUIET), Err(Error::EventsLost)));
+    ev.reset().unwrap();
+    quiet(&ev, "reset clears the overflow");
+    a.unmask().unwrap();
+    b.notify().unwrap();
+    assert_eq!(
+        fired(&ev),
+        a.port(),
+        "the ports still work after an overflow"
+    );
+}
+
+/// `VIRQ_DOM_EXC` goes to one port of dom0: on a host whose xenstored runs (real Xen), that
+/// port is xenstored's and our bind is `EEXIST`; otherwise we bind it, see it in status, and it
+/// fires when a domain is destroyed.
+pub fn evtchn_virq_dom_exc_has_one_binder_in_dom0(xc: &XenCtrl, w: &dyn Witness) {
+    let ev = w.event_channels();
+    let held = (1..)
+        .map(Port::new)
+        .map_while(|p| xc.evtchn_status(DOM0, p).ok().map(|s| (p, s)))
+        .find(|(_, s)| s.state == ChannelState::Virq(Virq::DOM_EXC));
+    if let Some((port, s)) = held {
+        assert_eq!(s.vcpu, 0, "global virtual IRQs are bound on vCPU 0");
+        let err = ev.bind_virq(Virq::DOM_EXC).unwrap_err();
+        assert_eq!(
+            err.errno(),
+            Some(Errno::EEXIST),
+            "{err} (held as port {port})"
+        );
+        return;
+    }
+    let v = ev.bind_virq(Virq::DOM_EXC).unwrap();
+    let s = xc.evtchn_status(DOM0, v.port()).unwrap();
+    assert_eq!((s.state, s.vcpu), (ChannelState::Virq(Virq::DOM_EXC), 0));
+    assert_errno(ev.bind_virq(Virq::DOM_EXC), Errno::EEXIST, "bound twice");
+    quiet(&ev, "nothing happened yet");
+    drop(Dom::pv(xc));
+    assert_eq!(
+        fired(&ev),
+        v.port(),
+        "a destroyed domain raises VIRQ_DOM_EXC"
+    );
+    let vp = v.port();
+    drop(v);
+    assert_eq!(state(xc, DOM0, vp), ChannelState::Closed);
 }
 
 // ---------------------------------------------------------------------------------------------

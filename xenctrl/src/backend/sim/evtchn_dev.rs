@@ -34,6 +34,9 @@ const NR_CHANNELS: u32 = 1 << 17;
 const MIN_RING: usize = 64;
 /// One `read(2)` returns at most a page of ports.
 const MAX_READ: usize = 4096 / 4;
+/// On a host shared with other processes, how often a blocked wait looks for ports that
+/// another process raised (this process's descriptor cannot be woken from there).
+const SHARED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -326,6 +329,12 @@ impl Device for SimEvtchn {
 
     fn read(&self, ports: &mut [u32]) -> Result<usize, Errno> {
         let mut g = lock(&self.user.inner);
+        if g.ring.is_empty() && !g.overflow && self.sim.persist.is_some() {
+            // Another process may have raised one of our ports: a step delivers it.
+            drop(g);
+            self.step(|_| Ok(()))?;
+            g = lock(&self.user.inner);
+        }
         if g.overflow {
             return Err(Errno::EFBIG);
         }
@@ -342,6 +351,10 @@ impl Device for SimEvtchn {
 
     fn fd(&self) -> BorrowedFd<'_> {
         self.user.readable.as_fd()
+    }
+
+    fn poll_interval(&self) -> Option<std::time::Duration> {
+        self.sim.persist.is_some().then_some(SHARED_POLL)
     }
 }
 
