@@ -39,6 +39,8 @@ fn main() {
     let sim = Arc::new(SimHypervisor::default());
     let xc = XenCtrl::on_simulator(Arc::clone(&sim)).expect("simulator");
     let guest = xc.create_domain(&CreateDomain::pv(1)).expect("create");
+    // An event is delivered through the guest's vCPU 0 (Xen crashes without one).
+    xc.set_max_vcpus(guest, 1).expect("max_vcpus");
     let guest = DomainId::new(guest);
     let dom0 = EventChannels::on_simulator(Arc::clone(&sim), DomainId::DOM0).expect("dom0");
     let domu = EventChannels::on_simulator(Arc::clone(&sim), guest).expect("guest");

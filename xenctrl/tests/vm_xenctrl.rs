@@ -287,8 +287,9 @@ fn a_global_virq_fires_when_xen_prints() {
     let xc = open();
     let ev = EventChannels::open().unwrap();
     let v = ev.bind_virq(Virq::CON_RING).unwrap();
+    // Bound on vCPU 0, but Linux may move a global virtual IRQ to another vCPU at once.
     let s = xc.evtchn_status(DomainId::DOM0, v.port()).unwrap();
-    assert_eq!((s.state, s.vcpu), (ChannelState::Virq(Virq::CON_RING), 0));
+    assert_eq!(s.state, ChannelState::Virq(Virq::CON_RING));
     tool("xl", &["debug-keys", "h"]);
     assert_eq!(
         ev.wait_timeout(Duration::from_secs(10)).unwrap(),

@@ -17,6 +17,9 @@
 //! let sim = Arc::new(SimHypervisor::default());
 //! let xc = XenCtrl::on_simulator(Arc::clone(&sim))?;
 //! let guest = DomainId::new(xc.create_domain(&CreateDomain::pv(1))?);
+//! // Events reach a domain through its vCPUs (Xen 4.17 crashes on an event sent to a
+//! // domain that has none yet).
+//! xc.set_max_vcpus(guest.get(), 1)?;
 //! // dom0's handle, and one acting as the guest (a simulated guest kernel's /dev/xen/evtchn).
 //! let dom0 = EventChannels::on_simulator(Arc::clone(&sim), DomainId::DOM0)?;
 //! let domu = EventChannels::on_simulator(Arc::clone(&sim), guest)?;
@@ -410,6 +413,10 @@ impl EventChannels {
 
     /// Notify the other end of `port`, a port this handle bound (a port still unbound drops
     /// the notification, as Xen does).
+    ///
+    /// The other end's domain must have its vCPUs ([`XenCtrl::set_max_vcpus`]): Xen 4.17 takes
+    /// a fatal page fault, and the whole host goes down, when an event is sent to a domain that
+    /// has none yet (the simulator panics there).
     ///
     /// # Errors
     ///

@@ -767,7 +767,10 @@ pub fn evtchn_guest_ports_bound_by_a_restricted_handle(xc: &XenCtrl, w: &dyn Wit
     );
     assert_eq!(fired(&ev), local.port());
     local.unmask().unwrap();
-    // The guest has no kernel to answer; the notification only sets its port pending.
+    // The guest has no kernel to answer; the notification only sets its port pending. Xen
+    // sets it through the guest's vCPU 0, so the vCPUs must exist first: Xen 4.17 takes a
+    // fatal page fault (the whole host goes down) for an event sent to a domain without one.
+    xc.set_max_vcpus(d.id, 1).unwrap();
     local.notify().unwrap();
     quiet(&ev, "nothing comes back from a guest without a kernel");
 
@@ -988,8 +991,7 @@ pub fn evtchn_virq_dom_exc_has_one_binder_in_dom0(xc: &XenCtrl, w: &dyn Witness)
         .map(Port::new)
         .map_while(|p| xc.evtchn_status(DOM0, p).ok().map(|s| (p, s)))
         .find(|(_, s)| s.state == ChannelState::Virq(Virq::DOM_EXC));
-    if let Some((port, s)) = held {
-        assert_eq!(s.vcpu, 0, "global virtual IRQs are bound on vCPU 0");
+    if let Some((port, _)) = held {
         let err = ev.bind_virq(Virq::DOM_EXC).unwrap_err();
         assert_eq!(
             err.errno(),
@@ -999,8 +1001,8 @@ pub fn evtchn_virq_dom_exc_has_one_binder_in_dom0(xc: &XenCtrl, w: &dyn Witness)
         return;
     }
     let v = ev.bind_virq(Virq::DOM_EXC).unwrap();
-    let s = xc.evtchn_status(DOM0, v.port()).unwrap();
-    assert_eq!((s.state, s.vcpu), (ChannelState::Virq(Virq::DOM_EXC), 0));
+    // (Linux may move a global virtual IRQ to another vCPU: the vCPU is not checked.)
+    assert_eq!(state(xc, DOM0, v.port()), ChannelState::Virq(Virq::DOM_EXC));
     assert_errno(ev.bind_virq(Virq::DOM_EXC), Errno::EEXIST, "bound twice");
     quiet(&ev, "nothing happened yet");
     drop(Dom::pv(xc));

@@ -315,6 +315,11 @@ impl SimState {
     /// # Errors
     ///
     /// `EINVAL` (the port is invalid, free, reserved or bound to a virtual IRQ).
+    ///
+    /// # Panics
+    ///
+    /// When the other end's domain has no vCPU yet: Xen 4.17 crashes there (a NULL vCPU in
+    /// `evtchn_2l_set_pending`), and so does the simulated host.
     pub fn evtchn_send(&mut self, caller: DomId, port: EvtchnPort) -> Result<(), Errno> {
         let t = self.evtchns(caller)?;
         if !t.is_valid(port) {
@@ -325,6 +330,18 @@ impl SimState {
                 remote,
                 remote_port,
             }) => {
+                // Xen 4.17 sets the remote port pending through the vCPU it notifies; a domain
+                // whose vCPUs `XEN_DOMCTL_max_vcpus` has not created yet has none, and Xen
+                // dereferences the missing vCPU (`evtchn_2l_set_pending`): a fatal page fault
+                // that takes the whole host down (seen on 4.17.7). The simulated host fails
+                // as loudly, so that no test passes here that crashes real Xen.
+                let vcpus = self.domain(remote).is_ok_and(|d| d.vcpus_created);
+                assert!(
+                    vcpus,
+                    "simulated Xen crashed: d{caller} sent an event on port {port} to port \
+                     {remote_port} of d{remote}, which has no vCPU yet; Xen 4.17 takes a fatal \
+                     page fault here (create the vCPUs with max_vcpus first)"
+                );
                 self.evtchn_set_pending(remote, remote_port);
                 Ok(())
             }
