@@ -38,8 +38,8 @@
 //! share goes.
 //!
 //! **Unmap notifications.** The byte is cleared in the shared page (before the mapping goes, so
-//! the other side sees it); an event is recorded ([`SimHypervisor::take_unmap_events`]) and not
-//! yet delivered: the simulator's event-channel model will deliver it.
+//! the other side sees it); an event is recorded ([`SimHypervisor::take_unmap_events`]) and sent
+//! on its port, which the event-channel model delivers.
 //!
 //! Known gaps: destroying a domain that has other domains' grants mapped does not release its
 //! pins (Xen's `gnttab_release_mappings`); only version 1 tables; no transitive or sub-page
@@ -645,7 +645,8 @@ impl SimHypervisor {
     }
 
     /// The unmap-notification events sent since the last call, as `(sending domain, port)`,
-    /// oldest first. (The simulated event channels do not deliver them yet.)
+    /// oldest first. (Each was also sent on its port, and delivered by the event-channel model
+    /// to the `/dev/xen/evtchn` handle that bound the other end.)
     pub fn take_unmap_events(&self) -> Vec<(DomainId, u32)> {
         std::mem::take(&mut *self.unmap_events.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -663,6 +664,8 @@ impl SimHypervisor {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((domain, port));
+            // Linux sends it (`notify_remote_via_evtchn`), ignoring what Xen answers.
+            let _ = self.transact(|s| s.evtchn_send(domain.get(), port));
         }
     }
 }
