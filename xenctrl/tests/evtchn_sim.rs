@@ -434,56 +434,23 @@ fn status_agrees_with_the_model_for_every_port() {
 }
 
 /// Xen 4.17 crashes (a fatal page fault in `evtchn_2l_set_pending`, seen in the VM) when an
-/// event is sent to a domain whose vCPUs do not exist yet; the simulated host fails as loudly.
+/// event is sent to a domain whose vCPUs do not exist yet; the simulated host goes down too:
+/// that call and every later one fail with EIO (and nothing panics).
 #[test]
-#[should_panic(expected = "simulated Xen crashed")]
-fn an_event_for_a_domain_without_vcpus_crashes_like_xen() {
+fn an_event_for_a_domain_without_vcpus_crashes_the_host_like_xen() {
     let h = Host::new();
     let bare = DomainId::new(h.xc.create_domain(&CreateDomain::pv(1)).unwrap());
     let p = h.xc.evtchn_alloc_unbound_port(bare, DOM0).unwrap();
     let ev = h.handle(DOM0);
     let local = ev.bind_interdomain(bare, p).unwrap();
+    // Linux's driver ignores what EVTCHNOP_send answers; the host is gone all the same.
     let _ = local.notify();
-}
-
-/// A grant mapping's unmap notification is sent on its event port, and the event-channel model
-/// delivers it to the handle bound to the other end: a frontend learns that its backend let
-/// go of the ring (gntdev's `UNMAP_NOTIFY_SEND_EVENT`).
-#[test]
-fn an_unmap_notification_reaches_the_other_ends_handle() {
-    use xenctrl::backend::sim::SimUnmapNotify;
-
-    let h = Host::new();
-    let g = h.guest();
-    h.xc.set_max_mem(g.get(), 16 * 1024).unwrap();
-    let domu = h.handle(g);
-    let dom0 = h.handle(DOM0);
-    let front = domu.bind_unbound(DOM0).unwrap();
-    let back = dom0.bind_interdomain(g, front.port()).unwrap();
-    assert_eq!(drained(&dom0), [back.port()]);
-    back.unmask().unwrap();
-
-    let share = h
+    let later = h.xc.create_domain(&CreateDomain::pv(1)).unwrap_err();
+    assert_eq!(later.errno(), Some(nix::errno::Errno::EIO), "{later}");
+    let why = h
         .sim
-        .share_pages(g, DOM0, 1, true)
-        .expect("the guest shares a page");
-    let mut ring = h
-        .sim
-        .map_grants(DOM0, g, share.refs(), true)
-        .expect("dom0 maps it");
-    ring.set_unmap_notify(SimUnmapNotify {
-        clear_byte: None,
-        event: Some(back.port().get()),
-    })
-    .expect("notify on dom0's port");
-    assert!(drained(&domu).is_empty());
-    drop(ring);
-    assert_eq!(
-        drained(&domu),
-        [front.port()],
-        "the frontend hears of the unmap"
-    );
-    assert_eq!(h.sim.take_unmap_events(), [(DOM0, back.port().get())]);
-    drop(share);
-    h.check();
+        .with_state(|s| s.crashed.clone())
+        .expect("crash recorded");
+    assert!(why.contains("no vCPU yet"), "{why}");
+    drop(local);
 }

@@ -416,7 +416,7 @@ impl EventChannels {
     ///
     /// The other end's domain must have its vCPUs ([`XenCtrl::set_max_vcpus`]): Xen 4.17 takes
     /// a fatal page fault, and the whole host goes down, when an event is sent to a domain that
-    /// has none yet (the simulator panics there).
+    /// has none yet (the simulated host crashes too: this and every later call answer `EIO`).
     ///
     /// # Errors
     ///

@@ -111,6 +111,11 @@ impl SimConfig {
     }
 }
 
+/// The error every call of a crashed simulated host gets.
+fn crashed(why: &str) -> io::Error {
+    io::Error::other(format!("the simulated Xen has crashed: {why}"))
+}
+
 /// Copy a string into a NUL-terminated C character array.
 fn c_string<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [0u8; N];
@@ -251,15 +256,21 @@ impl SimHypervisor {
     /// nothing back.
     fn query<R>(&self, f: impl FnOnce(&SimState) -> R) -> io::Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = |s: &SimState| -> io::Result<R> {
+            match &s.crashed {
+                Some(why) => Err(crashed(why)),
+                None => Ok(f(s)),
+            }
+        };
         match &self.persist {
-            None => Ok(f(&state)),
+            None => f(&state),
             Some((store, _)) => {
                 // A reload from the file replaces the model; this process's foreign-mapping
                 // holds are not in the file, so they are kept aside (queries do not need them).
                 let holds = std::mem::take(&mut state.foreign);
                 let r = store.read(&mut state, f);
                 state.foreign = holds;
-                r
+                r?
             }
         }
     }
@@ -267,7 +278,23 @@ impl SimHypervisor {
     /// Run `f` on the state as one atomic step (across processes for a persistent host), then
     /// deliver the event-channel ports it raised to the `/dev/xen/evtchn` handles.
     fn transact<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
+        self.transact_on(false, f)
+    }
+
+    /// [`Self::transact`]; `even_crashed` runs `f` on a host that has crashed (to inspect it),
+    /// where every other call fails.
+    fn transact_on<R>(
+        &self,
+        even_crashed: bool,
+        f: impl FnOnce(&mut SimState) -> R,
+    ) -> io::Result<R> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let f = |s: &mut SimState| -> io::Result<R> {
+            match &s.crashed {
+                Some(why) if !even_crashed => Err(crashed(why)),
+                _ => Ok(f(s)),
+            }
+        };
         let shared = self.persist.is_some();
         let f = |s: &mut SimState| {
             let r = f(s);
@@ -275,7 +302,7 @@ impl SimHypervisor {
             r
         };
         let r = match &self.persist {
-            None => f(&mut state),
+            None => f(&mut state)?,
             Some((store, config)) => {
                 // As in `query`, but `f` may need and change the holds: put them back into
                 // the (possibly reloaded) model for it, and take them out again afterwards.
@@ -287,7 +314,7 @@ impl SimHypervisor {
                     r
                 });
                 state.foreign = holds.take().unwrap_or_default();
-                r?
+                r??
             }
         };
         for (mfn, count) in state.take_freed() {
@@ -323,7 +350,7 @@ impl SimHypervisor {
     ///
     /// The I/O error of a persistent host's state file.
     pub fn try_with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> io::Result<R> {
-        self.transact(f)
+        self.transact_on(true, f)
     }
 
     /// Make upcoming calls fail (see [`SimFault`]). Faults are consumed in the order added.

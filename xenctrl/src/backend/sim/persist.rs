@@ -332,6 +332,7 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
     e.u32(s.cpu_khz);
     e.u16(s.rover);
     e.u64(s.next_mfn);
+    e.str(s.crashed.as_deref().unwrap_or(""));
     e.len(s.domains.len());
     for d in s.domains.values() {
         e.u16(d.domid);
@@ -484,6 +485,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
     s.cpu_khz = d.u32()?;
     s.rover = d.u16()?;
     s.next_mfn = d.u64()?;
+    s.crashed = Some(d.str()?).filter(|why| !why.is_empty());
     let cfg_len = std::mem::size_of::<XenDomctlCreatedomain>();
     let n = d.len(2 + cfg_len)?;
     for _ in 0..n {

@@ -161,6 +161,10 @@ pub struct SimState {
     /// Runs `(mfn, count)` of frames freed since the simulator last scrubbed their contents
     /// (not saved: each process scrubs what its own calls freed).
     pub(super) freed: Vec<(u64, u64)>,
+    /// Why the simulated Xen crashed, once it has (as real Xen does on some inputs, e.g. an
+    /// event for a domain without vCPUs): every later hypercall or device call answers `EIO`.
+    /// Saved with a persistent host, so every process sees the crash.
+    pub crashed: Option<String>,
     /// Frames this process's foreign mappings hold, and what waits on them (not saved: see
     /// `sim/foreign.rs`).
     pub(super) foreign: super::foreign::ForeignHolds,
@@ -184,6 +188,7 @@ impl SimState {
             rover: 0,
             next_mfn: dom0_pages,
             freed: Vec::new(),
+            crashed: None,
             foreign: Default::default(),
             evtchn_events: Vec::new(),
         };
