@@ -130,32 +130,9 @@ pub use xenctrl::abi::GrantStatus;
 pub use xenctrl::volatile::{Access, ReadOnly, ReadWrite, VolatileSlice};
 pub use xenctrl::{DomainId, GrantRef};
 
-use std::fmt;
-
-/// An event-channel port of this domain, for an unmap notification to signal.
-///
-/// (When `xenctrl::evtchn::Port` lands, this becomes that type: it has the same `new`, `get`
-/// and `Display`.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventPort(u32);
-
-impl EventPort {
-    /// The port `port`.
-    pub const fn new(port: u32) -> Self {
-        Self(port)
-    }
-
-    /// The raw port number.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl fmt::Display for EventPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+/// An event-channel port of this domain, for an unmap notification to signal: xenctrl's
+/// [`xenctrl::evtchn::Port`], as [`xenctrl::evtchn::EventChannels`] binds them.
+pub use xenctrl::evtchn::Port as EventPort;
 
 /// The raw number of a notification port (the one place that knows [`EventPort`]'s shape).
 fn raw_port(port: EventPort) -> u32 {
