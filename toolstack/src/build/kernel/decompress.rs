@@ -381,15 +381,20 @@ fn unlz4(stream: &[u8], offset: u64, out: Output) -> Result<Vec<u8>> {
             });
         }
         let block = &stream[pos + 4..pos + 4 + size];
-        // Room for one whole chunk, but never past the cap.
-        let room = (out.cap - len).min(CHUNK_OUT);
-        if out.declared.is_none() && buf.len() < len + room {
+        // Room for the chunk: at most 8 MiB, never past the cap, and no more than the block
+        // can encode (a byte of lz4 stands for at most 255 bytes of output), so that a short
+        // block does not cost an 8 MiB buffer.
+        let to_cap = out.cap - len;
+        let room = to_cap
+            .min(CHUNK_OUT)
+            .min(size.saturating_mul(255).saturating_add(64));
+        if buf.len() < len + room {
             buf.resize(len + room, 0);
         }
         match lz4_flex::block::decompress_into(block, &mut buf[len..len + room]) {
             Ok(n) => len += n,
-            // The block did not fit: past the cap if the cap is what limited the room.
-            Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if room < CHUNK_OUT => {
+            // The block did not fit: past the cap, if the cap is what limited the room.
+            Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) if room == to_cap => {
                 return Err(out.too_large());
             }
             Err(e) => {
