@@ -6,7 +6,8 @@
 //! HYPERCALL_PAGE; FEATURES without a NUL of its own; L1_MFN_VALID of 16 bytes), text, data, a
 //! per-cpu segment at virtual 0 and an init segment with bss, loaded from 16 MiB physical.
 
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code)]
+// each test file uses a different subset
 // Test fixtures: the sizes and offsets here are small, by construction.
 #![allow(clippy::cast_possible_truncation)]
 
@@ -375,18 +376,19 @@ impl Default for BzParams {
 }
 
 /// A bzImage carrying `payload` (see [`payload`]), with some code after it, as the real one
-/// has.
+/// has. With a payload offset inside the setup header (which only a broken image has), the
+/// payload overwrites the header's bytes.
 pub fn bzimage(payload: &[u8], params: BzParams) -> Vec<u8> {
     let setup = (usize::from(params.setup_sects) + 1) * 512;
     let start = setup + params.payload_offset as usize;
-    let mut out = vec![0x90u8; start];
+    let mut out = vec![0x90u8; (start + payload.len()).max(0x250)];
     out[0x1f1] = params.setup_sects;
     out[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     out[0x202..0x206].copy_from_slice(b"HdrS");
     out[0x206..0x208].copy_from_slice(&params.protocol.to_le_bytes());
     out[0x248..0x24c].copy_from_slice(&params.payload_offset.to_le_bytes());
     out[0x24c..0x250].copy_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
-    out.extend_from_slice(payload);
+    out[start..start + payload.len()].copy_from_slice(payload);
     out.extend_from_slice(&[0xcc; 0x1d0]);
     out
 }
