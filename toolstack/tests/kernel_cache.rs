@@ -5,7 +5,7 @@ mod kernel_fixture;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use kernel_fixture::*;
@@ -319,12 +319,20 @@ fn processes_sharing_a_cache_never_see_a_torn_entry() {
             .args(["--exact", "concurrent_process_child", "--nocapture"])
             .env("RXEN_CACHE_CHILD_KERNEL", &kernel)
             .env("RXEN_CACHE_CHILD_DIR", &cache_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         children.push(child);
     }
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // The children ran (they stored), and the bound held: one entry fits, not two.
     assert_eq!(

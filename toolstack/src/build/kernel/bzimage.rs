@@ -68,13 +68,13 @@ fn u32_at(image: &[u8], at: usize) -> u32 {
 }
 
 impl BzImageHeader {
-    /// Reads the setup header of an image that [`is_bzimage`].
+    /// Reads the setup header of an image that has one ([`is_bzimage`]).
     ///
     /// # Errors
     ///
     /// [`KernelError::BzImageTruncated`] if the image ends inside the header,
     /// [`KernelError::BootProtocolTooOld`] before protocol 2.08.
-    pub fn parse(image: &[u8]) -> Result<BzImageHeader> {
+    pub(crate) fn parse(image: &[u8]) -> Result<BzImageHeader> {
         if image.len() < HEADER_END {
             return Err(KernelError::BzImageTruncated {
                 len: image.len() as u64,

@@ -1,29 +1,4 @@
-//! A content-addressed cache of unpacked kernels, so that a second create of the same kernel
-//! skips decompression (xl has none: every `xl create` unpacks the kernel again).
-//!
-//! - **Key**: the SHA-256 of the kernel file as given (the compressed bytes). A collision would
-//!   hand one kernel's ELF to another's guest, so the hash must be collision-resistant; SHA-256
-//!   is (and sha2 is already built for xz's check, with the CPU's SHA instructions when it has
-//!   them: about 1.5 GB/s).
-//! - **Entry**: one file, `<dir>/<key in hex>.elf`: a 48-byte header (the magic `RXKCACHE`, the
-//!   content length as a little-endian u64, the content's SHA-256) and the content. One file, so
-//!   one rename publishes header and content together.
-//! - **Writes** go to a temporary file in the same directory (`.tmp-<key>-<pid>-<n>`, created
-//!   exclusively) that is renamed over the entry: readers see the old entry, the new one or
-//!   none, never half of one. Two processes storing the same key both write whole entries of the
-//!   same content; the last rename wins. Nothing is fsynced: an entry torn by a crash fails the
-//!   check below and is rewritten.
-//! - **Reads** check everything before trusting an entry: the magic, that the file is exactly
-//!   header + length bytes, that the length is within the caller's limit (checked before the
-//!   content is read), and the content's SHA-256. An entry that fails is removed and reported
-//!   ([`Lookup::Corrupt`]); the caller unpacks the kernel again and stores a fresh entry.
-//! - **Size**: after each store, entries are removed oldest first (by modification time, which a
-//!   hit refreshes) until the cache is within its bound; temporary files older than an hour
-//!   (left by a crashed writer) are removed too. A reader that opened an entry before another
-//!   process evicted it still reads it whole (the file lives until closed).
-//!
-//! The cache directory is trusted as much as the kernel files are: whoever can write it can
-//! choose what guests boot, as whoever can write `/boot` can. Create it root-owned.
+//! A content-addressed cache of unpacked kernels ([`KernelCache`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -152,7 +127,33 @@ pub enum CacheError {
     },
 }
 
-/// A directory of unpacked kernels, addressed by the SHA-256 of the kernel file.
+/// A directory of unpacked kernels, addressed by the SHA-256 of the kernel file, so that a
+/// second create of the same kernel skips decompression (xl has none: every `xl create` unpacks
+/// the kernel again).
+///
+/// - **Key**: the SHA-256 of the kernel file as given (the compressed bytes). A collision would
+///   hand one kernel's ELF to another's guest, so the hash must be collision-resistant; SHA-256
+///   is (and sha2 is already built for xz's check, with the CPU's SHA instructions when it has
+///   them: about 1.5 GB/s).
+/// - **Entry**: one file, `<dir>/<key in hex>.elf`: a 48-byte header (the magic `RXKCACHE`, the
+///   content length as a little-endian u64, the content's SHA-256) and the content. One file, so
+///   one rename publishes header and content together.
+/// - **Writes** go to a temporary file in the same directory (`.tmp-<key>-<pid>-<n>`, created
+///   exclusively) that is renamed over the entry: readers see the old entry, the new one or
+///   none, never half of one. Two processes storing the same key both write whole entries of the
+///   same content; the last rename wins. Nothing is fsynced: an entry torn by a crash fails the
+///   check below and is rewritten.
+/// - **Reads** check everything before trusting an entry: the magic, that the file is exactly
+///   header + length bytes, that the length is within the caller's limit (checked before the
+///   content is read), and the content's SHA-256. An entry that fails is removed and reported
+///   ([`Lookup::Corrupt`]); the caller unpacks the kernel again and stores a fresh entry.
+/// - **Size**: after each store, entries are removed oldest first (by modification time, which a
+///   hit refreshes) until the cache is within its bound; temporary files older than an hour
+///   (left by a crashed writer) are removed too. A reader that opened an entry before another
+///   process evicted it still reads it whole (the file lives until closed).
+///
+/// The cache directory is trusted as much as the kernel files are: whoever can write it can
+/// choose what guests boot, as whoever can write `/boot` can. Create it root-owned.
 #[derive(Clone, Debug)]
 pub struct KernelCache {
     dir: PathBuf,

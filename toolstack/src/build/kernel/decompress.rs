@@ -1,24 +1,4 @@
-//! Unpacking compressed kernels, bounded.
-//!
-//! The compression is read from the magic number at the start of the data (for a bzImage, at the
-//! payload offset its header gives), never by scanning. Every decoder writes into one buffer
-//! whose size is fixed before decoding starts: the size field when there is one (Linux appends
-//! the unpacked size, little-endian, to every payload; gzip's own trailer is that field), checked
-//! against [`ImageLimits::max_decompressed`] before anything is allocated, else the limit
-//! itself. Decoding stops at that size plus one byte, so a size field that lies costs no more
-//! than the size it claims, and a bomb no more than the limit. The decoders' history windows
-//! (the xz dictionary, the zstd window) are bounded by [`ImageLimits::max_window`] before they are
-//! allocated.
-//!
-//! | compression | magic | decoder | notes |
-//! |---|---|---|---|
-//! | gzip | `1f 8b` | flate2 (miniz_oxide) | one member; its CRC-32 is checked |
-//! | xz | `fd 37 7a 58 5a 00` | lzma-rust2 | any filter chain xz allows, BCJ-x86 + LZMA2 as Linux uses; the block checks are verified |
-//! | zstd | `28 b5 2f fd` | ruzstd | one frame; its content checksum, when present, is verified |
-//! | lz4 | `02 21 4c 18` | lz4_flex blocks | Linux's `lz4 -l` legacy frame: chunks of at most 8 MiB unpacked, each a u32 size and a block |
-//!
-//! bzip2, lzma and lzo, which Xen's loader also knows, are recognised and refused by name: no
-//! kernel this project boots uses them, and each would be a crate for a dead format.
+//! Unpacking compressed kernels, bounded ([`decompress`]).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -111,6 +91,26 @@ impl Compression {
 }
 
 /// Unpacks `data`, compressed with `compression`, within `limits`.
+///
+/// The compression is read from the magic number at the start of the data (for a bzImage, at the
+/// payload offset its header gives), never by scanning. Every decoder writes into one buffer
+/// whose size is fixed before decoding starts: the size field when there is one (Linux appends
+/// the unpacked size, little-endian, to every payload; gzip's own trailer is that field), checked
+/// against [`ImageLimits::max_decompressed`] before anything is allocated, else the limit
+/// itself. Decoding stops at that size plus one byte, so a size field that lies costs no more
+/// than the size it claims, and a bomb no more than the limit. The decoders' history windows
+/// (the xz dictionary, the zstd window) are bounded by [`ImageLimits::max_window`] before they are
+/// allocated.
+///
+/// | compression | magic | decoder | notes |
+/// |---|---|---|---|
+/// | gzip | `1f 8b` | flate2 (miniz_oxide) | one member; its CRC-32 is checked |
+/// | xz | `fd 37 7a 58 5a 00` | lzma-rust2 | any filter chain xz allows, BCJ-x86 + LZMA2 as Linux uses; the block checks are verified |
+/// | zstd | `28 b5 2f fd` | ruzstd | one frame; its content checksum, when present, is verified |
+/// | lz4 | `02 21 4c 18` | lz4_flex blocks | Linux's `lz4 -l` legacy frame: chunks of at most 8 MiB unpacked, each a u32 size and a block |
+///
+/// bzip2, lzma and lzo, which Xen's loader also knows, are recognised and refused by name: no
+/// kernel this project boots uses them, and each would be a crate for a dead format.
 ///
 /// `declared` is the unpacked size the data's container states (a bzImage payload's last four
 /// bytes), when it states one; `data` is then the compressed stream followed by those four bytes,

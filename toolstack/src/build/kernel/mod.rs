@@ -12,9 +12,9 @@
 //! - [`KernelImage::load_file`] / [`KernelImage::load`]: identify the file, unpack it (or take
 //!   it from the [`KernelCache`]), parse the ELF image. The format is read from fixed places:
 //!   ELF magic at 0, `"HdrS"` at 0x202 (then the payload's magic at the offset the header
-//!   gives), or a compression magic at 0. Nothing is found by scanning.
-//! - [`ElfKernel`]: the loadable segments, the physical range, the [`XenNotes`]
-//!   ([`elf`](self) and [`notes`](self) module notes).
+//!   gives), or a compression magic at 0. Nothing is found by scanning. [`decompress`] says
+//!   how each compression is unpacked.
+//! - [`ElfKernel`]: the loadable segments, checked, the physical range, and the [`XenNotes`].
 //! - [`ElfKernel::layout`]: where the kernel goes and where it is entered, for a
 //!   [`GuestKind::Pv`] or [`GuestKind::Pvh`] guest, with libelf's checks.
 //! - [`Initrd`] and [`CommandLine`]: the other inputs.
@@ -133,28 +133,13 @@ enum Source<'a> {
     },
 }
 
-/// Identifies a kernel file: where its ELF image is, and how it is packed.
+/// Identifies a kernel file: where its ELF image is, and how it is packed. In Xen's order: a
+/// compressed file is unpacked before any loader looks at it (`xc_dom_kernel_file`), then the
+/// bzImage loader checks for "HdrS", then the ELF loader for its magic (which cannot be both).
 fn identify(input: &[u8]) -> Result<(ImageFormat, Source<'_>)> {
-    match decompress::detect(input) {
-        Magic::Elf => Ok((ImageFormat::Elf, Source::Elf(input))),
-        _ if bzimage::is_bzimage(input) => {
-            let (payload, data) = bzimage::payload(input)?;
-            let format = ImageFormat::BzImage {
-                header: payload.header,
-                payload_offset: payload.offset,
-                compression: payload.compression,
-            };
-            let source = match payload.compression {
-                None => Source::Elf(data),
-                Some(compression) => Source::Packed {
-                    compression,
-                    data,
-                    offset: payload.offset,
-                    declared: payload.declared,
-                },
-            };
-            Ok((format, source))
-        }
+    let magic = decompress::detect(input);
+    match magic {
+        Magic::Elf => return Ok((ImageFormat::Elf, Source::Elf(input))),
         Magic::Compressed(compression) => {
             // gzip's ISIZE is its unpacked size (mod 2^32, so a hint the limit still bounds);
             // the other formats, outside a bzImage, carry none.
@@ -165,24 +150,43 @@ fn identify(input: &[u8]) -> Result<(ImageFormat, Source<'_>)> {
                 }
                 _ => None,
             };
-            Ok((
-                ImageFormat::Compressed(compression),
-                Source::Packed {
-                    compression,
-                    data: input,
-                    offset: 0,
-                    declared,
-                },
-            ))
+            let source = Source::Packed {
+                compression,
+                data: input,
+                offset: 0,
+                declared,
+            };
+            return Ok((ImageFormat::Compressed(compression), source));
         }
-        Magic::Unsupported(compression) => Err(KernelError::UnsupportedCompression {
+        Magic::Unsupported(_) | Magic::Unknown => {}
+    }
+    if bzimage::is_bzimage(input) {
+        let (payload, data) = bzimage::payload(input)?;
+        let format = ImageFormat::BzImage {
+            header: payload.header,
+            payload_offset: payload.offset,
+            compression: payload.compression,
+        };
+        let source = match payload.compression {
+            None => Source::Elf(data),
+            Some(compression) => Source::Packed {
+                compression,
+                data,
+                offset: payload.offset,
+                declared: payload.declared,
+            },
+        };
+        return Ok((format, source));
+    }
+    Err(match magic {
+        Magic::Unsupported(compression) => KernelError::UnsupportedCompression {
             offset: 0,
             compression,
-        }),
-        Magic::Unknown => Err(KernelError::UnknownFormat {
+        },
+        _ => KernelError::UnknownFormat {
             magic: magic_of(input),
-        }),
-    }
+        },
+    })
 }
 
 /// Unpacks a kernel file to its ELF image, without parsing it: the image itself for an ELF

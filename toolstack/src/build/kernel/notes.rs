@@ -1,17 +1,4 @@
-//! The Xen ELF notes (`xen/include/public/elfnote.h`): what a kernel tells the domain builder
-//! about itself.
-//!
-//! Notes are read as libelf reads them (`libelf-dominfo.c`): from the `PT_NOTE` segments first,
-//! then, only if those hold no Xen note, from the `SHT_NOTE` sections. A note is a header of
-//! three 32-bit words (namesz, descsz, type), the name and the descriptor, each padded to four
-//! bytes; the owner is the name without its NUL, and only owner `"Xen"` is read. Numbers are 1, 2,
-//! 4 or 8 bytes; strings run to their first NUL or the end of the descriptor (Linux's FEATURES
-//! note has no NUL of its own). A later note of a type replaces an earlier one.
-//!
-//! Unlike libelf, a number of another size is an error here rather than a silent 0, and a note
-//! that runs past its segment is an error rather than the end of the walk. Notes of types this
-//! loader does not interpret (L1_MFN_VALID, PHYS32_RELOC, ...) are kept as they are in
-//! [`XenNotes::other`].
+//! The Xen ELF notes (`xen/include/public/elfnote.h`), typed ([`XenNotes`]).
 
 use std::fmt;
 
@@ -118,7 +105,20 @@ pub enum NoteSource {
     Sections,
 }
 
-/// The Xen notes of a kernel, typed. Each field is `None` when the kernel has no such note.
+/// The Xen notes of a kernel (`xen/include/public/elfnote.h`): what it tells the domain builder
+/// about itself, typed. Each field is `None` when the kernel has no such note.
+///
+/// Notes are read as libelf reads them (`libelf-dominfo.c`): from the `PT_NOTE` segments first,
+/// then, only if those hold no Xen note, from the `SHT_NOTE` sections. A note is a header of
+/// three 32-bit words (namesz, descsz, type), the name and the descriptor, each padded to four
+/// bytes; the owner is the name without its NUL, and only owner `"Xen"` is read. Numbers are 1, 2,
+/// 4 or 8 bytes; strings run to their first NUL or the end of the descriptor (Linux's FEATURES
+/// note has no NUL of its own). A later note of a type replaces an earlier one.
+///
+/// Unlike libelf, a number of another size is an error here rather than a silent 0, and a note
+/// that runs past its segment is an error rather than the end of the walk. Notes of types this
+/// loader does not interpret (L1_MFN_VALID, PHYS32_RELOC, ...) are kept as they are in
+/// [`XenNotes::other`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct XenNotes {
