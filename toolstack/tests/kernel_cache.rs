@@ -290,7 +290,7 @@ fn concurrent_process_child() {
     // A cache that holds one kernel: every store evicts the other, so stores, evictions and
     // reads of the same files interleave across the processes.
     let cache = KernelCache::new(&dir).with_max_bytes(expect.len() as u64 * 3 / 2);
-    for _ in 0..8 {
+    for _ in 0..40 {
         let loaded = load(&bz, &cache);
         assert!(
             !matches!(
@@ -308,13 +308,17 @@ fn concurrent_process_child() {
 fn processes_sharing_a_cache_never_see_a_torn_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
+    // Both kernels unpack to the same ELF, written before any child starts.
+    fs::write(
+        cache_dir.with_extension("expect"),
+        ElfBuilder::debian_like().bytes(),
+    )
+    .unwrap();
     let mut children = Vec::new();
     for (i, codec) in ["xz", "zstd", "xz", "zstd"].iter().enumerate() {
-        let (bz, elf) = debian_like_bzimage(codec);
+        let (bz, _) = debian_like_bzimage(codec);
         let kernel = dir.path().join(format!("vmlinuz-{i}"));
         fs::write(&kernel, &bz).unwrap();
-        // Both kernels unpack to the same ELF.
-        fs::write(cache_dir.with_extension("expect"), &elf).unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "concurrent_process_child", "--nocapture"])
             .env("RXEN_CACHE_CHILD_KERNEL", &kernel)
