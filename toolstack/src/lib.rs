@@ -13,6 +13,8 @@
 //! - [`host`]: the machine: real Xen through privcmd, or the simulated host of [`sim`] (a
 //!   hypervisor model in a state file, our xenstored as a daemon, a simulated backend driver
 //!   and stub hotplug scripts), chosen at run time.
+//! - [`build`]: building a guest: kernel images ([`build::kernel`]: ELF and bzImage parsing,
+//!   the Xen notes, bounded decompression, a cache of unpacked kernels), and the builders.
 //! - [`create`]: domain creation with Xen's memory claims, rolled back whole on failure.
 //! - [`memory`]: memory target and maximum with libxl's semantics, under the userdata lock.
 //! - [`xenbus`]: the split-driver vocabulary: device kinds, device names and their
@@ -33,6 +35,7 @@
 // name both; they are built once per failed operation, far from any hot path.
 #![allow(clippy::result_large_err)]
 
+pub mod build;
 pub mod config;
 pub mod create;
 pub mod device;

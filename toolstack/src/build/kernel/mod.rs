@@ -1,0 +1,452 @@
+//! Kernel images as a library: what libxenguest's `xg_dom_bzimageloader.c`,
+//! `xg_dom_elfloader.c` and libelf do before a builder touches guest memory.
+//!
+//! ```text
+//! kernel file ──► ELF (vmlinux)                                  ─┐
+//!             ──► bzImage: setup header ─► payload ─► unpack ─────┼─► ElfKernel: segments,
+//!             ──► gzip/xz/zstd/lz4 file (kernel=vmlinux.gz) ─► unpack     Xen notes ─► layout
+//!                            ▲                │                          (PV or PVH)
+//!                            └── KernelCache ◄┘ (by SHA-256 of the file)
+//! ```
+//!
+//! - [`KernelImage::load_file`] / [`KernelImage::load`]: identify the file, unpack it (or take
+//!   it from the [`KernelCache`]), parse the ELF image. The format is read from fixed places:
+//!   ELF magic at 0, `"HdrS"` at 0x202 (then the payload's magic at the offset the header
+//!   gives), or a compression magic at 0. Nothing is found by scanning. [`decompress`] says
+//!   how each compression is unpacked.
+//! - [`ElfKernel`]: the loadable segments, checked, the physical range, and the [`XenNotes`].
+//! - [`ElfKernel::layout`]: where the kernel goes and where it is entered, for a
+//!   [`GuestKind::Pv`] or [`GuestKind::Pvh`] guest, with libelf's checks.
+//! - [`Initrd`] and [`CommandLine`]: the other inputs.
+//!
+//! # Bounds
+//!
+//! Every input is hostile until checked. A corrupt image gets a [`KernelError`] naming the
+//! offset, field and value at fault; nothing panics, nothing loops without consuming input, and
+//! memory is bounded by [`ImageLimits`], each limit checked *before* the allocation it bounds:
+//!
+//! | limit | default | bounds |
+//! |---|---|---|
+//! | `max_image` | 512 MiB | the kernel file read into memory |
+//! | `max_decompressed` | 512 MiB | the unpacked ELF image; a size field above it is refused unread, and decoding stops at the size field (or, without one, at the limit) plus one byte |
+//! | `max_window` | 128 MiB | a decoder's history: the xz dictionary (Linux uses 32 MiB), the zstd window (Linux's `zstd -22 --ultra` declares 128 MiB) |
+//! | `max_initrd` | 1 GiB | the initrd read into memory (libxenguest's `XC_DOM_DECOMPRESS_MAX`) |
+//! | `max_kernel_span` | 1 GiB | `pend - pstart`: the guest memory the kernel occupies |
+//!
+//! So loading a compressed kernel holds at most `max_image + max_decompressed + max_window`
+//! bytes (plus the decoders' small fixed state), and an ELF file `max_image`. The note walk is
+//! bounded by libelf's 65536 notes.
+
+mod bzimage;
+mod cache;
+mod decompress;
+mod elf;
+mod error;
+mod inputs;
+mod layout;
+mod notes;
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use bzimage::{BzImageHeader, MIN_PROTOCOL};
+pub use cache::{CacheError, CacheKey, Corruption, KernelCache, Lookup};
+pub use decompress::{decompress, Compression};
+pub use elf::{ElfClass, ElfKernel, LoadSegment};
+pub use error::{DecodeError, KernelError, Result};
+pub use inputs::{CommandLine, Initrd};
+pub use layout::{GuestKind, KernelLayout};
+pub use notes::{NoteSource, OtherNote, XenFeatures, XenNotes, MAX_NOTES};
+
+use decompress::Magic;
+use error::magic_of;
+
+const MIB: u64 = 1 << 20;
+
+/// The bounds a kernel load stays within (see the module notes for what each bounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// The most bytes the kernel file may have.
+    pub max_image: u64,
+    /// The most bytes a compressed kernel may unpack to.
+    pub max_decompressed: u64,
+    /// The largest history window (xz dictionary, zstd window) a decoder may allocate.
+    pub max_window: u64,
+    /// The most bytes the initrd may have.
+    pub max_initrd: u64,
+    /// The most guest-physical memory the kernel's loadable segments may span.
+    pub max_kernel_span: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_image: 512 * MIB,
+            max_decompressed: 512 * MIB,
+            max_window: 128 * MIB,
+            max_initrd: 1024 * MIB,
+            max_kernel_span: 1024 * MIB,
+        }
+    }
+}
+
+/// What the kernel file was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// An ELF image (vmlinux).
+    Elf,
+    /// An x86 bzImage.
+    BzImage {
+        /// Its setup header.
+        header: BzImageHeader,
+        /// Where its payload starts in the file.
+        payload_offset: u64,
+        /// The payload's compression; `None` for an uncompressed ELF payload.
+        compression: Option<Compression>,
+    },
+    /// A compressed ELF image (a `vmlinux.gz`, say).
+    Compressed(Compression),
+}
+
+impl ImageFormat {
+    /// The compression to undo, if any.
+    pub fn compression(&self) -> Option<Compression> {
+        match *self {
+            ImageFormat::Elf => None,
+            ImageFormat::BzImage { compression, .. } => compression,
+            ImageFormat::Compressed(c) => Some(c),
+        }
+    }
+}
+
+/// Where the ELF image is in a kernel file, and what must be done to get it.
+enum Source<'a> {
+    /// These bytes are the ELF image.
+    Elf(&'a [u8]),
+    /// These bytes, found at this offset, unpack to the ELF image.
+    Packed {
+        compression: Compression,
+        data: &'a [u8],
+        offset: u64,
+        declared: Option<u64>,
+    },
+}
+
+/// Identifies a kernel file: where its ELF image is, and how it is packed. In Xen's order: a
+/// compressed file is unpacked before any loader looks at it (`xc_dom_kernel_file`), then the
+/// bzImage loader checks for "HdrS", then the ELF loader for its magic (which cannot be both).
+fn identify(input: &[u8]) -> Result<(ImageFormat, Source<'_>)> {
+    let magic = decompress::detect(input);
+    match magic {
+        Magic::Elf => return Ok((ImageFormat::Elf, Source::Elf(input))),
+        Magic::Compressed(compression) => {
+            // gzip's ISIZE is its unpacked size (mod 2^32, so a hint the limit still bounds);
+            // the other formats, outside a bzImage, carry none.
+            let declared = match compression {
+                Compression::Gzip if input.len() >= 18 => {
+                    let t = &input[input.len() - 4..];
+                    Some(u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]])))
+                }
+                _ => None,
+            };
+            let source = Source::Packed {
+                compression,
+                data: input,
+                offset: 0,
+                declared,
+            };
+            return Ok((ImageFormat::Compressed(compression), source));
+        }
+        Magic::Unsupported(_) | Magic::Unknown => {}
+    }
+    if bzimage::is_bzimage(input) {
+        let (payload, data) = bzimage::payload(input)?;
+        let format = ImageFormat::BzImage {
+            header: payload.header,
+            payload_offset: payload.offset,
+            compression: payload.compression,
+        };
+        let source = match payload.compression {
+            None => Source::Elf(data),
+            Some(compression) => Source::Packed {
+                compression,
+                data,
+                offset: payload.offset,
+                declared: payload.declared,
+            },
+        };
+        return Ok((format, source));
+    }
+    Err(match magic {
+        Magic::Unsupported(compression) => KernelError::UnsupportedCompression {
+            offset: 0,
+            compression,
+        },
+        _ => KernelError::UnknownFormat {
+            magic: magic_of(input),
+        },
+    })
+}
+
+/// Unpacks a kernel file to its ELF image, without parsing it: the image itself for an ELF
+/// file, the payload of a bzImage, the unpacked data of a compressed file.
+///
+/// # Errors
+///
+/// [`KernelError::ImageTooLarge`], the bzImage header and payload errors, the decoders' errors
+/// ([`decompress`]), and [`KernelError::UnpackedNotElf`] when the result is not ELF.
+pub fn unpack<'a>(input: &'a [u8], limits: &ImageLimits) -> Result<(ImageFormat, Cow<'a, [u8]>)> {
+    check_image_size(input, limits)?;
+    let (format, source) = identify(input)?;
+    let elf = match source {
+        Source::Elf(bytes) => Cow::Borrowed(bytes),
+        Source::Packed {
+            compression,
+            data,
+            offset,
+            declared,
+        } => Cow::Owned(unpack_packed(compression, data, offset, declared, limits)?),
+    };
+    Ok((format, elf))
+}
+
+fn check_image_size(input: &[u8], limits: &ImageLimits) -> Result<()> {
+    let size = input.len() as u64;
+    if size > limits.max_image {
+        return Err(KernelError::ImageTooLarge {
+            size,
+            limit: limits.max_image,
+        });
+    }
+    Ok(())
+}
+
+fn unpack_packed(
+    compression: Compression,
+    data: &[u8],
+    offset: u64,
+    declared: Option<u64>,
+    limits: &ImageLimits,
+) -> Result<Vec<u8>> {
+    let elf = decompress::decompress_at(compression, data, offset, declared, limits)?;
+    if !elf.starts_with(decompress::ELF_MAGIC) {
+        return Err(KernelError::UnpackedNotElf {
+            compression,
+            magic: magic_of(&elf),
+        });
+    }
+    Ok(elf)
+}
+
+/// What the kernel cache did for one load.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CacheOutcome {
+    /// The kernel was not compressed: nothing to cache.
+    NotPacked,
+    /// No cache was given.
+    Off,
+    /// The unpacked kernel came from the cache.
+    Hit,
+    /// The kernel was unpacked and stored.
+    Stored,
+    /// A corrupt entry was found and removed; the kernel was unpacked and stored again.
+    Replaced(Corruption),
+    /// The kernel was unpacked, but storing it failed (the load itself succeeded).
+    StoreFailed(CacheError),
+}
+
+/// Where the time of one load went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadTimings {
+    /// Reading the kernel file.
+    pub read: Duration,
+    /// Hashing it for the cache key.
+    pub hash: Duration,
+    /// Looking it up in the cache (reading and checking a hit).
+    pub cache_lookup: Duration,
+    /// Unpacking it.
+    pub decompress: Duration,
+    /// Parsing the ELF image.
+    pub parse: Duration,
+    /// Storing it in the cache.
+    pub cache_store: Duration,
+}
+
+/// A kernel, loaded: its ELF image, parsed and checked.
+#[derive(Clone, Debug)]
+pub struct KernelImage {
+    format: ImageFormat,
+    bytes: Vec<u8>,
+    elf: ElfKernel,
+}
+
+/// The result of a load: the kernel, what the cache did, and where the time went.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The kernel.
+    pub image: KernelImage,
+    /// What the cache did.
+    pub cache: CacheOutcome,
+    /// Where the time went.
+    pub timings: LoadTimings,
+}
+
+impl KernelImage {
+    /// Reads and loads a kernel file (see [`KernelImage::load`]).
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Read`], [`KernelError::ImageTooLarge`] (checked before reading), and
+    /// those of [`KernelImage::load`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::path::Path;
+    /// use toolstack::build::kernel::{GuestKind, ImageLimits, KernelCache, KernelImage};
+    ///
+    /// let cache = KernelCache::new(KernelCache::DEFAULT_DIR);
+    /// let loaded = KernelImage::load_file(
+    ///     Path::new("/boot/vmlinuz-6.1.0-57-amd64"),
+    ///     &ImageLimits::default(),
+    ///     Some(&cache),
+    /// )?;
+    /// let layout = loaded.image.layout(GuestKind::Pv)?;
+    /// println!("entry {:#x}, {:?}", layout.entry, loaded.cache);
+    /// # Ok::<(), toolstack::build::kernel::KernelError>(())
+    /// ```
+    pub fn load_file(
+        path: &Path,
+        limits: &ImageLimits,
+        cache: Option<&KernelCache>,
+    ) -> Result<Loaded> {
+        let started = Instant::now();
+        let input = inputs::read_bounded(path, limits.max_image, |size, limit| {
+            KernelError::ImageTooLarge { size, limit }
+        })?;
+        let read = started.elapsed();
+        let mut loaded = Self::load(input, limits, cache)?;
+        loaded.timings.read = read;
+        Ok(loaded)
+    }
+
+    /// Loads a kernel from its file's bytes: identifies the format, unpacks the ELF image (from
+    /// `cache` when it holds this file's, storing it there otherwise), and parses it.
+    ///
+    /// Only an image that parses is stored, so the cache holds no garbage; a failure to store
+    /// is reported in [`Loaded::cache`], not as an error.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`unpack`] and of [`ElfKernel::parse`].
+    pub fn load(
+        input: Vec<u8>,
+        limits: &ImageLimits,
+        cache: Option<&KernelCache>,
+    ) -> Result<Loaded> {
+        check_image_size(&input, limits)?;
+        let mut timings = LoadTimings::default();
+        let (format, source) = identify(&input)?;
+        // The key to store the unpacked image under, once it has parsed.
+        let mut store_as = None;
+        let (unpacked, mut outcome) = match source {
+            Source::Elf(bytes) if bytes.len() == input.len() => (None, CacheOutcome::NotPacked),
+            Source::Elf(bytes) => (Some(bytes.to_vec()), CacheOutcome::NotPacked),
+            Source::Packed {
+                compression,
+                data,
+                offset,
+                declared,
+            } => {
+                let mut unpack = || {
+                    let started = Instant::now();
+                    let elf = unpack_packed(compression, data, offset, declared, limits);
+                    timings.decompress = started.elapsed();
+                    elf
+                };
+                match cache {
+                    None => (Some(unpack()?), CacheOutcome::Off),
+                    Some(cache) => {
+                        let started = Instant::now();
+                        let key = CacheKey::of(&input);
+                        let hashed = Instant::now();
+                        let found = cache.lookup(&key, limits.max_decompressed);
+                        let looked_up = Instant::now();
+                        let unpacked = match found {
+                            Lookup::Hit(elf) => (Some(elf), CacheOutcome::Hit),
+                            Lookup::Miss => (Some(unpack()?), CacheOutcome::Stored),
+                            Lookup::Corrupt(c) => (Some(unpack()?), CacheOutcome::Replaced(c)),
+                        };
+                        if !matches!(unpacked.1, CacheOutcome::Hit) {
+                            store_as = Some((cache, key));
+                        }
+                        timings.hash = hashed - started;
+                        timings.cache_lookup = looked_up - hashed;
+                        unpacked
+                    }
+                }
+            }
+        };
+        let bytes = unpacked.unwrap_or(input);
+        let started = Instant::now();
+        let elf = ElfKernel::parse(&bytes, limits)?;
+        timings.parse = started.elapsed();
+        if let Some((cache, key)) = store_as {
+            let started = Instant::now();
+            if let Err(e) = cache.store(&key, &bytes) {
+                outcome = CacheOutcome::StoreFailed(e);
+            }
+            timings.cache_store = started.elapsed();
+        }
+        Ok(Loaded {
+            image: KernelImage { format, bytes, elf },
+            cache: outcome,
+            timings,
+        })
+    }
+
+    /// What the kernel file was.
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    /// The ELF image's bytes.
+    pub fn elf_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The parsed ELF image.
+    pub fn elf(&self) -> &ElfKernel {
+        &self.elf
+    }
+
+    /// The Xen notes.
+    pub fn notes(&self) -> &XenNotes {
+        self.elf.notes()
+    }
+
+    /// The loadable segments with their file bytes (`filesz` of them; the rest up to `memsz`
+    /// is zero in the guest).
+    pub fn segments(&self) -> impl Iterator<Item = (&LoadSegment, &[u8])> {
+        self.elf.segments().iter().map(|s| {
+            // Checked at parse time to be inside these bytes.
+            let data = usize::try_from(s.offset())
+                .ok()
+                .zip(usize::try_from(s.offset() + s.filesz()).ok())
+                .and_then(|(start, end)| self.bytes.get(start..end))
+                .unwrap_or(&[]);
+            (s, data)
+        })
+    }
+
+    /// Where the kernel goes, for a guest of `kind` (see [`ElfKernel::layout`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ElfKernel::layout`].
+    pub fn layout(&self, kind: GuestKind) -> Result<KernelLayout> {
+        self.elf.layout(kind)
+    }
+}

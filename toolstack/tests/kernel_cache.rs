@@ -1,0 +1,356 @@
+//! The cache of unpacked kernels: a second load skips decompression; a corrupt entry is never
+//! trusted, but removed and rewritten; the size stays bounded; concurrent processes share it.
+
+mod kernel_fixture;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use kernel_fixture::*;
+use toolstack::build::kernel::{
+    CacheError, CacheKey, CacheOutcome, Corruption, ImageLimits, KernelCache, KernelImage, Lookup,
+};
+
+fn load(input: &[u8], cache: &KernelCache) -> toolstack::build::kernel::Loaded {
+    KernelImage::load(input.to_vec(), &ImageLimits::default(), Some(cache)).unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_second_load_of_the_same_kernel_comes_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels"));
+    let (bz, elf) = debian_like_bzimage("xz");
+
+    let first = load(&bz, &cache);
+    assert!(
+        matches!(first.cache, CacheOutcome::Stored),
+        "{:?}",
+        first.cache
+    );
+    assert!(first.timings.decompress > Duration::ZERO);
+    let key = CacheKey::of(&bz);
+    assert_eq!(
+        entries(cache.dir()),
+        vec![format!("{}.elf", key.to_hex())],
+        "one entry, named by the SHA-256 of the file, and no temporary file left"
+    );
+
+    let second = load(&bz, &cache);
+    assert!(
+        matches!(second.cache, CacheOutcome::Hit),
+        "{:?}",
+        second.cache
+    );
+    assert_eq!(second.timings.decompress, Duration::ZERO);
+    assert_eq!(second.image.elf_bytes(), &elf[..]);
+    assert_eq!(second.image.format(), first.image.format());
+    assert_eq!(second.image.elf(), first.image.elf());
+
+    // Another kernel is another entry.
+    let (other, _) = debian_like_bzimage("gzip");
+    assert!(matches!(load(&other, &cache).cache, CacheOutcome::Stored));
+    assert_eq!(entries(cache.dir()).len(), 2);
+}
+
+#[test]
+fn an_uncompressed_kernel_is_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let elf = ElfBuilder::debian_like().bytes();
+    assert!(matches!(load(&elf, &cache).cache, CacheOutcome::NotPacked));
+    let bz = bzimage(&elf, BzParams::default());
+    assert!(matches!(load(&bz, &cache).cache, CacheOutcome::NotPacked));
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn without_a_cache_nothing_is_stored() {
+    let (bz, _) = debian_like_bzimage("zstd");
+    let loaded = KernelImage::load(bz, &ImageLimits::default(), None).unwrap();
+    assert!(matches!(loaded.cache, CacheOutcome::Off));
+}
+
+/// Stores the default kernel, breaks its entry with `damage`, and checks that the next load
+/// ignores it (reporting `expect`), unpacks again, and leaves a good entry.
+fn corrupt_entry_is_replaced(damage: impl Fn(&mut Vec<u8>), expect: impl Fn(&Corruption) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let (bz, elf) = debian_like_bzimage("xz");
+    load(&bz, &cache);
+    let path = cache.entry_path(&CacheKey::of(&bz));
+    let mut bytes = fs::read(&path).unwrap();
+    damage(&mut bytes);
+    fs::write(&path, &bytes).unwrap();
+
+    let again = load(&bz, &cache);
+    match &again.cache {
+        CacheOutcome::Replaced(c) => assert!(expect(c), "{c:?}"),
+        other => panic!("the corrupt entry was not replaced: {other:?}"),
+    }
+    assert_eq!(
+        again.image.elf_bytes(),
+        &elf[..],
+        "unpacked again, not read from the entry"
+    );
+    let third = load(&bz, &cache);
+    assert!(
+        matches!(third.cache, CacheOutcome::Hit),
+        "{:?}",
+        third.cache
+    );
+    assert_eq!(third.image.elf_bytes(), &elf[..]);
+}
+
+#[test]
+fn an_entry_whose_content_changed_is_replaced() {
+    corrupt_entry_is_replaced(
+        |b| {
+            let n = b.len();
+            b[n / 2] ^= 1;
+        },
+        |c| *c == Corruption::HashMismatch,
+    );
+}
+
+#[test]
+fn a_truncated_entry_is_replaced() {
+    corrupt_entry_is_replaced(
+        |b| {
+            let n = b.len();
+            b.truncate(n - 100);
+        },
+        |c| matches!(c, Corruption::LengthMismatch { stated, actual } if stated - actual == 100),
+    );
+    corrupt_entry_is_replaced(|b| b.truncate(10), |c| *c == Corruption::BadHeader);
+    corrupt_entry_is_replaced(|b| b.clear(), |c| *c == Corruption::BadHeader);
+}
+
+#[test]
+fn an_entry_with_a_bad_magic_is_replaced() {
+    corrupt_entry_is_replaced(|b| b[0] = b'X', |c| *c == Corruption::BadHeader);
+}
+
+#[test]
+fn an_entry_that_claims_more_than_the_limit_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let key = CacheKey::of(b"some kernel");
+    cache.store(&key, &[7u8; 4096]).unwrap();
+    assert!(matches!(cache.lookup(&key, 8192), Lookup::Hit(v) if v == vec![7u8; 4096]));
+    match cache.lookup(&key, 1000) {
+        Lookup::Corrupt(Corruption::TooLarge {
+            stated: 4096,
+            limit: 1000,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(cache.lookup(&key, 8192), Lookup::Miss),
+        "it was removed"
+    );
+}
+
+#[test]
+fn a_kernel_that_does_not_parse_is_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let mut elf = ElfBuilder::debian_like().bytes();
+    set_phdr(&mut elf, 0, PhField::Memsz, 1);
+    let bz = bzimage(&payload("xz", &elf), BzParams::default());
+    KernelImage::load(bz, &ImageLimits::default(), Some(&cache)).unwrap_err();
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn a_store_that_fails_does_not_fail_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // The cache directory's place is taken by a file.
+    let blocked = dir.path().join("kernels");
+    fs::write(&blocked, b"not a directory").unwrap();
+    let cache = KernelCache::new(&blocked);
+    let (bz, elf) = debian_like_bzimage("lz4");
+    let loaded = load(&bz, &cache);
+    assert!(
+        matches!(
+            loaded.cache,
+            CacheOutcome::StoreFailed(CacheError::CreateDir { .. })
+        ),
+        "{:?}",
+        loaded.cache
+    );
+    assert_eq!(loaded.image.elf_bytes(), &elf[..]);
+
+    // A kernel bigger than the whole cache is not stored.
+    let small = KernelCache::new(dir.path().join("small")).with_max_bytes(1000);
+    let loaded = load(&bz, &small);
+    assert!(
+        matches!(
+            loaded.cache,
+            CacheOutcome::StoreFailed(CacheError::EntryTooLarge { max: 1000, .. })
+        ),
+        "{:?}",
+        loaded.cache
+    );
+    assert!(entries(small.dir()).is_empty());
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - age).unwrap();
+}
+
+#[test]
+fn the_oldest_entries_go_when_the_cache_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two 1000-byte entries (each 48 bytes of header more), not three.
+    let cache = KernelCache::new(dir.path()).with_max_bytes(2200);
+    let keys: Vec<CacheKey> = (0..4u8).map(|i| CacheKey::of(&[i])).collect();
+    cache.store(&keys[0], &[0; 1000]).unwrap();
+    set_age(&cache.entry_path(&keys[0]), Duration::from_secs(300));
+    cache.store(&keys[1], &[1; 1000]).unwrap();
+    set_age(&cache.entry_path(&keys[1]), Duration::from_secs(200));
+
+    // A hit makes an entry young again: key 0 is now the newest of the two.
+    assert!(matches!(cache.lookup(&keys[0], 1 << 20), Lookup::Hit(_)));
+
+    cache.store(&keys[2], &[2; 1000]).unwrap();
+    assert!(
+        matches!(cache.lookup(&keys[1], 1 << 20), Lookup::Miss),
+        "the oldest went"
+    );
+    assert!(matches!(cache.lookup(&keys[0], 1 << 20), Lookup::Hit(_)));
+    assert!(matches!(cache.lookup(&keys[2], 1 << 20), Lookup::Hit(_)));
+    let total: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(total <= 2200, "{total}");
+}
+
+#[test]
+fn stale_temporary_files_are_cleaned_up_and_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let stale = dir.path().join(".tmp-crashed-writer");
+    let fresh = dir.path().join(".tmp-writer-at-work");
+    fs::write(&stale, b"half an entry").unwrap();
+    fs::write(&fresh, b"half an entry").unwrap();
+    set_age(&stale, Duration::from_secs(2 * 3600));
+    cache.store(&CacheKey::of(b"k"), b"content").unwrap();
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+}
+
+#[test]
+fn threads_loading_one_kernel_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let (bz, elf) = debian_like_bzimage("xz");
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| load(&bz, &cache).image.elf_bytes().to_vec()))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), elf);
+        }
+    });
+    assert_eq!(
+        entries(dir.path()),
+        vec![format!("{}.elf", CacheKey::of(&bz).to_hex())]
+    );
+    assert!(matches!(load(&bz, &cache).cache, CacheOutcome::Hit));
+}
+
+/// The child side of the next test: loads the kernel named by the environment through the
+/// cache named by it, many times, checking each result.
+#[test]
+fn concurrent_process_child() {
+    let (Some(kernel), Some(dir)) = (
+        std::env::var_os("RXEN_CACHE_CHILD_KERNEL"),
+        std::env::var_os("RXEN_CACHE_CHILD_DIR"),
+    ) else {
+        return;
+    };
+    let bz = fs::read(kernel).unwrap();
+    let expect = fs::read(Path::new(&dir).with_extension("expect")).unwrap();
+    // A cache that holds one kernel: every store evicts the other, so stores, evictions and
+    // reads of the same files interleave across the processes.
+    let cache = KernelCache::new(&dir).with_max_bytes(expect.len() as u64 * 3 / 2);
+    for _ in 0..40 {
+        let loaded = load(&bz, &cache);
+        assert!(
+            !matches!(
+                loaded.cache,
+                CacheOutcome::Replaced(_) | CacheOutcome::StoreFailed(_)
+            ),
+            "{:?}",
+            loaded.cache
+        );
+        assert!(loaded.image.elf_bytes() == expect);
+    }
+}
+
+#[test]
+fn processes_sharing_a_cache_never_see_a_torn_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    // Both kernels unpack to the same ELF, written before any child starts.
+    fs::write(
+        cache_dir.with_extension("expect"),
+        ElfBuilder::debian_like().bytes(),
+    )
+    .unwrap();
+    let mut children = Vec::new();
+    for (i, codec) in ["xz", "zstd", "xz", "zstd"].iter().enumerate() {
+        let (bz, _) = debian_like_bzimage(codec);
+        let kernel = dir.path().join(format!("vmlinuz-{i}"));
+        fs::write(&kernel, &bz).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "concurrent_process_child", "--nocapture"])
+            .env("RXEN_CACHE_CHILD_KERNEL", &kernel)
+            .env("RXEN_CACHE_CHILD_DIR", &cache_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The children ran (they stored), and the bound held: one entry fits, not two.
+    assert_eq!(
+        entries(&cache_dir)
+            .iter()
+            .filter(|n| n.ends_with(".elf"))
+            .count(),
+        1,
+        "{:?}",
+        entries(&cache_dir)
+    );
+    assert!(
+        entries(&cache_dir).iter().all(|n| !n.starts_with(".tmp-")),
+        "{:?}",
+        entries(&cache_dir)
+    );
+}
