@@ -28,6 +28,7 @@ pub mod backend;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_support;
+pub mod build;
 mod buffer;
 mod ctrl;
 mod domain;
@@ -35,6 +36,7 @@ mod error;
 pub mod evtchn;
 pub mod foreign;
 mod host;
+pub mod hvm_context;
 mod ids;
 pub mod interface;
 mod memory;
@@ -44,6 +46,7 @@ pub mod volatile;
 pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};
 pub use backend::MemorySource;
+pub use build::{HvmParam, TscInfo, TscMode};
 pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out};
 pub use ctrl::XenCtrl;
 pub use domain::{CreateDomain, DomainInfo};
