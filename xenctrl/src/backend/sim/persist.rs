@@ -31,13 +31,14 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::build::{SimBuild, SimVcpu};
 use super::evtchn::{SimEventChannels, SimPort, SimPortState};
 use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
 use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
-use crate::abi::XenDomctlCreatedomain;
+use crate::abi::{E820Entry, VcpuGuestContext, XenDomctlCreatedomain, XenDomctlTscInfo};
 
-const MAGIC: &[u8; 8] = b"RXENSIM2";
+const MAGIC: &[u8; 8] = b"RXENSIM3";
 const HEADER_LEN: usize = 24;
 
 /// What identifies one version of the file's contents.
@@ -392,8 +393,108 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
             }
             e.u8(u8::from(k.released));
         }
+        encode_build(&mut e, &d.build);
     }
     e.0
+}
+
+/// What a builder set on a domain (see `sim/build.rs`).
+fn encode_build(e: &mut Enc, b: &SimBuild) {
+    e.u8(u8::from(b.pv32));
+    e.len(b.vcpus.len());
+    for (&id, v) in &b.vcpus {
+        e.u32(id);
+        e.u8(u8::from(v.initialised) | (u8::from(v.online) << 1));
+        match &v.context {
+            Some(c) => {
+                e.u8(1);
+                e.0.extend_from_slice(c.as_bytes());
+            }
+            None => e.u8(0),
+        }
+    }
+    e.len(b.hypercall_pages.len());
+    for &f in &b.hypercall_pages {
+        e.u64(f);
+    }
+    e.0.extend_from_slice(b.tsc.as_bytes());
+    e.len(b.hvm_params.len());
+    for (&i, &v) in &b.hvm_params {
+        e.u32(i);
+        e.u64(v);
+    }
+    e.len(b.hvm_records.len());
+    for (&(t, i), data) in &b.hvm_records {
+        e.u16(t);
+        e.u16(i);
+        e.len(data.len());
+        e.0.extend_from_slice(data);
+    }
+    e.u64(b.paging_pool_pages);
+    e.len(b.pinned.len());
+    for (&mfn, &level) in &b.pinned {
+        e.u64(mfn);
+        e.u32(level);
+    }
+    e.len(b.memory_map.len());
+    for m in &b.memory_map {
+        e.0.extend_from_slice(m.as_bytes());
+    }
+}
+
+fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
+    let mut b = SimBuild::new(false, 0);
+    b.pv32 = d.u8()? != 0;
+    let ctx_len = std::mem::size_of::<VcpuGuestContext>();
+    for _ in 0..d.len(6)? {
+        let id = d.u32()?;
+        let bits = d.u8()?;
+        if bits > 3 {
+            return Err(bad("vcpu state bits"));
+        }
+        let context = match d.u8()? {
+            0 => None,
+            1 => Some(Box::new(
+                VcpuGuestContext::read_from_bytes(d.take(ctx_len)?)
+                    .map_err(|_| bad("vcpu context"))?,
+            )),
+            _ => return Err(bad("vcpu context tag")),
+        };
+        let v = SimVcpu {
+            context,
+            initialised: bits & 1 != 0,
+            online: bits & 2 != 0,
+        };
+        if b.vcpus.insert(id, v).is_some() {
+            return Err(bad("vcpu listed twice"));
+        }
+    }
+    for _ in 0..d.len(8)? {
+        b.hypercall_pages.push(d.u64()?);
+    }
+    b.tsc = XenDomctlTscInfo::read_from_bytes(d.take(std::mem::size_of::<XenDomctlTscInfo>())?)
+        .map_err(|_| bad("tsc info"))?;
+    for _ in 0..d.len(12)? {
+        let i = d.u32()?;
+        b.hvm_params.insert(i, d.u64()?);
+    }
+    for _ in 0..d.len(12)? {
+        let t = d.u16()?;
+        let i = d.u16()?;
+        let n = d.len(1)?;
+        b.hvm_records.insert((t, i), d.take(n)?.to_vec());
+    }
+    b.paging_pool_pages = d.u64()?;
+    for _ in 0..d.len(12)? {
+        let mfn = d.u64()?;
+        b.pinned.insert(mfn, d.u32()?);
+    }
+    let entry = std::mem::size_of::<E820Entry>();
+    for _ in 0..d.len(entry)? {
+        b.memory_map
+            .push(E820Entry::read_from_bytes(d.take(entry)?).map_err(|_| bad("e820 entry"))?);
+    }
+    Ok(b)
 }
 
 /// A domain's ports: `valid`, then each port in use as (port, kind, what it is bound to, the
@@ -540,6 +641,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
             let released = d.u8()? != 0;
             grants.kernel.insert(r, SimKernelGrant { page, released });
         }
+        let build = decode_build(&mut d)?;
         s.domains.insert(
             domid,
             SimDomain {
@@ -556,6 +658,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 evtchn,
                 grant_frames,
                 grants,
+                build,
             },
         );
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use super::build::SimBuild;
 use super::evtchn::{EvtchnEvent, SimEventChannels};
 use super::gnttab::SimGrantTable;
 use super::SimConfig;
@@ -84,10 +85,14 @@ pub struct SimDomain {
     /// What Xen and the domain's kernel know of its grants beyond the entries themselves
     /// (see [`super::gnttab`]).
     pub grants: SimGrantTable,
+    /// What a domain builder set: vCPU contexts, HVM parameters and records, pinned page
+    /// tables, the memory map... (see [`super::build`]).
+    pub build: SimBuild,
 }
 
 impl SimDomain {
-    fn is_hvm(&self) -> bool {
+    /// Whether it is an HVM (or PVH) domain.
+    pub fn is_hvm(&self) -> bool {
         self.config.flags & XEN_DOMCTL_CDF_hvm != 0
     }
 
@@ -212,6 +217,7 @@ impl SimState {
             evtchn: SimEventChannels::default(),
             grant_frames: Vec::new(),
             grants: SimGrantTable::default(),
+            build: SimBuild::new(false, s.cpu_khz),
         };
         s.domains.insert(SIM_DOM0, dom0);
         s
@@ -300,6 +306,7 @@ impl SimState {
         if config.max_maptrack_frames < 0 {
             config.max_maptrack_frames = MAX_MAPTRACK_FRAMES;
         }
+        let build = SimBuild::new(config.flags & XEN_DOMCTL_CDF_hvm != 0, self.cpu_khz);
         self.domains.insert(
             domid,
             SimDomain {
@@ -316,6 +323,7 @@ impl SimState {
                 evtchn: SimEventChannels::default(),
                 grant_frames: Vec::new(),
                 grants: SimGrantTable::default(),
+                build,
             },
         );
         Ok(domid)
