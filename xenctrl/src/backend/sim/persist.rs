@@ -761,6 +761,62 @@ mod tests {
         assert_eq!(s2.outstanding_claims, s.outstanding_claims);
     }
 
+    /// What builders set on a PV and an HVM domain survives the file: vCPU contexts, pins,
+    /// the memory map, TSC, HVM parameters and records, the paging pool.
+    #[test]
+    fn a_builders_settings_round_trip() {
+        use crate::abi::{VcpuGuestContext, VGCF_in_kernel, VGCF_online};
+        let config = SimConfig::default();
+        let mut s = SimState::new(&config);
+        let pv = s.create_domain(0, &SimState::pv_config(1)).expect("pv");
+        s.set_max_mem(pv, 1024).expect("max_mem");
+        s.max_vcpus(pv, 1).expect("vcpus");
+        let l4 = s.populate_extent(pv, 0, 0).expect("populate");
+        s.pin_table(pv, 4, l4).expect("pin");
+        let mut c = VcpuGuestContext::zeroed();
+        c.flags = VGCF_in_kernel | VGCF_online;
+        c.user_regs.rip = 0xffff_ffff_8100_0000;
+        c.ctrlreg[3] = VcpuGuestContext::pfn_to_cr3(l4);
+        s.set_vcpu_context(pv, 0, Some(&c)).expect("context");
+        s.hypercall_init(pv, l4).expect("hypercall page");
+        s.set_memory_map(pv, vec![E820Entry::new(0, 1 << 20, crate::abi::E820_RAM)])
+            .expect("map");
+        s.set_tsc_info(
+            pv,
+            &XenDomctlTscInfo {
+                tsc_mode: 2,
+                ..Default::default()
+            },
+        )
+        .expect("tsc");
+        let mut hvm_config = SimState::pv_config(2);
+        hvm_config.flags = crate::abi::XEN_DOMCTL_CDF_hvm | crate::abi::XEN_DOMCTL_CDF_hap;
+        hvm_config.arch.emulation_flags = crate::abi::XEN_X86_EMU_LAPIC;
+        let hvm = s.create_domain(0, &hvm_config).expect("hvm");
+        s.max_vcpus(hvm, 2).expect("vcpus");
+        s.set_hvm_param(hvm, crate::abi::HVM_PARAM_STORE_PFN, 0xfeffc)
+            .expect("param");
+        s.set_paging_mempool_size(hvm, 8 << 20).expect("pool");
+        let blob = s.hvm_context(hvm).expect("context");
+        s.set_hvm_context(hvm, &blob).expect("load");
+        let body = encode(&config, &s);
+        let (_, s2) = decode(&body).expect("decode");
+        assert_eq!(encode(&config, &s2), body);
+        for d in [pv, hvm] {
+            assert_eq!(s2.domains[&d].build, s.domains[&d].build, "d{d}");
+        }
+        let b = &s2.domains[&pv].build;
+        assert_eq!(b.pinned.get(&l4), Some(&4));
+        assert_eq!(b.vcpus[&0].context.as_deref(), Some(&c));
+        assert_eq!(b.tsc.tsc_mode, 2);
+        assert_eq!(s2.domains[&hvm].build.hvm_param(crate::abi::HVM_PARAM_STORE_PFN), 0xfeffc);
+        assert_eq!(s2.domains[&hvm].build.paging_pool_pages, 2048);
+        // And every cut of it is an error, not a panic.
+        for cut in (0..body.len()).step_by(97) {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn truncated_or_corrupt_state_is_an_error_not_a_panic() {
         let config = SimConfig::default();
