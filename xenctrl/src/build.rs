@@ -6,11 +6,11 @@
 //! context blobs are bounced through pool buffers too.
 
 use crate::abi::{
-    E820Entry, MmuextOp, VcpuGuestContext, XenDomctl, XenDomctlAddressSize,
-    XenDomctlGetAddressSize, XenDomctlGetHvmcontext, XenDomctlGetPagingMempool,
-    XenDomctlGetTscInfo, XenDomctlGetVcpucontext, XenDomctlHypercallInit,
-    XenDomctlPagingMempool, XenDomctlSetHvmcontext, XenDomctlSetVcpucontext, XenDomctlTscInfo,
-    XenForeignMemoryMap, XenHvmParam, HVMOP_get_param, HVMOP_set_param, XENMEM_set_memory_map,
+    E820Entry, HVMOP_get_param, HVMOP_set_param, MmuextOp, VcpuGuestContext, XENMEM_set_memory_map,
+    XenDomctl, XenDomctlAddressSize, XenDomctlGetAddressSize, XenDomctlGetHvmcontext,
+    XenDomctlGetPagingMempool, XenDomctlGetTscInfo, XenDomctlGetVcpucontext,
+    XenDomctlHypercallInit, XenDomctlPagingMempool, XenDomctlSetHvmcontext,
+    XenDomctlSetVcpucontext, XenDomctlTscInfo, XenForeignMemoryMap, XenHvmParam,
 };
 use crate::ctrl::XenCtrl;
 use crate::error::{Error, Op, Result};
@@ -143,7 +143,10 @@ impl XenCtrl {
         let mut op = self
             .pool()
             .alloc::<XenDomctl<XenDomctlSetVcpucontext<'_>>>()?;
-        op.set(domid, XenDomctlSetVcpucontext::new(vcpu, buf.guest_handle()));
+        op.set(
+            domid,
+            XenDomctlSetVcpucontext::new(vcpu, buf.guest_handle()),
+        );
         self.domctl(&mut op)
             .map_err(|e| e.with_op(Op::SetVcpuContext))?;
         Ok(())
@@ -161,7 +164,10 @@ impl XenCtrl {
             let mut op = self
                 .pool()
                 .alloc::<XenDomctl<XenDomctlGetVcpucontext<'_>>>()?;
-            op.set(domid, XenDomctlGetVcpucontext::new(vcpu, buf.guest_handle()));
+            op.set(
+                domid,
+                XenDomctlGetVcpucontext::new(vcpu, buf.guest_handle()),
+            );
             self.domctl(&mut op)
                 .map_err(|e| e.with_op(Op::GetVcpuContext))?;
         }
@@ -200,7 +206,8 @@ impl XenCtrl {
                 elapsed_nsec: info.elapsed_nsec,
             },
         );
-        self.domctl(&mut op).map_err(|e| e.with_op(Op::SetTscInfo))?;
+        self.domctl(&mut op)
+            .map_err(|e| e.with_op(Op::SetTscInfo))?;
         Ok(())
     }
 
@@ -212,7 +219,8 @@ impl XenCtrl {
     pub fn tsc_info(&self, domid: DomId) -> Result<TscInfo> {
         let mut op = self.pool().alloc::<XenDomctl<XenDomctlGetTscInfo>>()?;
         op.set(domid, XenDomctlGetTscInfo::default());
-        self.domctl(&mut op).map_err(|e| e.with_op(Op::GetTscInfo))?;
+        self.domctl(&mut op)
+            .map_err(|e| e.with_op(Op::GetTscInfo))?;
         Ok(TscInfo {
             mode: TscMode(op.u.tsc_mode),
             gtsc_khz: op.u.gtsc_khz,
@@ -321,7 +329,9 @@ impl XenCtrl {
     ///
     /// [`Error::Xen`]: `ESRCH` for no such domain, `EOPNOTSUPP` for a PV domain.
     pub fn paging_mempool_size(&self, domid: DomId) -> Result<u64> {
-        let mut op = self.pool().alloc::<XenDomctl<XenDomctlGetPagingMempool>>()?;
+        let mut op = self
+            .pool()
+            .alloc::<XenDomctl<XenDomctlGetPagingMempool>>()?;
         op.set(domid, XenDomctlGetPagingMempool::default());
         self.domctl(&mut op)
             .map_err(|e| e.with_op(Op::GetPagingMempoolSize))?;

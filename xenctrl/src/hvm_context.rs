@@ -73,7 +73,7 @@ pub enum HvmRecord {
         /// The vCPU (the record's instance).
         vcpu: u16,
         /// Its MSRs.
-        mtrr: HvmHwMtrr,
+        mtrr: Box<HvmHwMtrr>,
     },
     /// Any other record, undecoded.
     Other {
@@ -245,8 +245,10 @@ impl HvmContext {
                 },
                 HVM_SAVE_CODE_MTRR => HvmRecord::Mtrr {
                     vcpu: desc.instance,
-                    mtrr: HvmHwMtrr::read_from_bytes(data)
-                        .map_err(|_| bad_len(core::mem::size_of::<HvmHwMtrr>()))?,
+                    mtrr: Box::new(
+                        HvmHwMtrr::read_from_bytes(data)
+                            .map_err(|_| bad_len(core::mem::size_of::<HvmHwMtrr>()))?,
+                    ),
                 },
                 typecode => HvmRecord::Other {
                     typecode,
@@ -295,7 +297,7 @@ impl HvmContext {
     /// The MTRR record of `vcpu`, if there is one.
     pub fn mtrr(&self, vcpu: u16) -> Option<&HvmHwMtrr> {
         self.records.iter().find_map(|r| match r {
-            HvmRecord::Mtrr { vcpu: v, mtrr } if *v == vcpu => Some(mtrr),
+            HvmRecord::Mtrr { vcpu: v, mtrr } if *v == vcpu => Some(&**mtrr),
             _ => None,
         })
     }
@@ -321,10 +323,10 @@ mod tests {
                 }),
                 HvmRecord::Mtrr {
                     vcpu: 1,
-                    mtrr: HvmHwMtrr {
+                    mtrr: Box::new(HvmHwMtrr {
                         msr_mtrr_def_type: 0x806,
                         ..Default::default()
-                    },
+                    }),
                 },
                 HvmRecord::Other {
                     typecode: 5,

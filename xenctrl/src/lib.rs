@@ -28,8 +28,8 @@ pub mod backend;
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench_support;
-pub mod build;
 mod buffer;
+pub mod build;
 mod ctrl;
 mod domain;
 mod error;
@@ -46,8 +46,8 @@ pub mod volatile;
 pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};
 pub use backend::MemorySource;
-pub use build::{HvmParam, TscInfo, TscMode};
 pub use buffer::{Bounce, Direction, GuestHandle, HypercallBuffer, In, InOut, Out};
+pub use build::{HvmParam, TscInfo, TscMode};
 pub use ctrl::XenCtrl;
 pub use domain::{CreateDomain, DomainInfo};
 pub use error::{Errno, Error, FdProblem, FileKind, Op, Result};

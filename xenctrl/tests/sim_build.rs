@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use xenctrl::abi::*;
-use zerocopy::IntoBytes;
 use xenctrl::hvm_context::{HvmContext, HvmRecord};
 use xenctrl::{CreateDomain, Errno, HvmParam, SimConfig, SimHypervisor, TscInfo, TscMode, XenCtrl};
+use zerocopy::IntoBytes;
 
 fn pv_context(l4: u64) -> VcpuGuestContext {
     let mut c = VcpuGuestContext::zeroed();
@@ -41,7 +41,6 @@ fn a_pv_build_is_recorded() {
     xc.hypercall_init(d, frames[1]).unwrap();
     sim.with_state(|s| {
         let b = &s.domain(d).unwrap().build;
-        assert!(!b.pv32);
         assert_eq!(b.pinned.get(&frames[2]), Some(&4));
         assert_eq!(b.vcpus[&0].context.as_deref(), Some(&ctx));
         assert!(b.vcpus[&0].online);

@@ -24,13 +24,13 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::state::{SimState, SIM_DOM0};
 use crate::abi::{
-    DomId, E820Entry, HvmHwCpu, HvmHwMtrr, HvmSaveDescriptor, HvmSaveHeader, VcpuGuestContext,
+    DomId, E820Entry, HvmHwCpu, HvmHwMtrr, HvmSaveDescriptor, HvmSaveHeader, SHUTDOWN_reboot,
+    VGCF_i387_valid, VGCF_in_kernel, VGCF_online, VcpuGuestContext, XEN_ALTP2M_limited,
     XenDomctlTscInfo, HVM_FILE_MAGIC, HVM_FILE_VERSION, HVM_NR_PARAMS, HVM_PARAM_ACPI_S_STATE,
     HVM_PARAM_ALTP2M, HVM_PARAM_BUFIOREQ_PFN, HVM_PARAM_DM_DOMAIN, HVM_PARAM_IOREQ_PFN,
     HVM_PARAM_IOREQ_SERVER_PFN, HVM_PARAM_MCA_CAP, HVM_PARAM_NESTEDHVM,
     HVM_PARAM_NR_IOREQ_SERVER_PAGES, HVM_PARAM_PAE_ENABLED, HVM_PARAM_TIMER_MODE,
     HVM_PARAM_TRIPLE_FAULT_REASON, HVM_PARAM_VIRIDIAN, HVM_PARAM_X87_FIP_WIDTH, SHUTDOWN_MAX,
-    SHUTDOWN_reboot, VGCF_i387_valid, VGCF_in_kernel, VGCF_online, XEN_ALTP2M_limited,
 };
 use crate::hvm_context::{HVM_SAVE_CODE_CPU, HVM_SAVE_CODE_HEADER, HVM_SAVE_CODE_MTRR};
 
@@ -64,8 +64,6 @@ pub struct SimVcpu {
 /// What a domain builder set on one domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimBuild {
-    /// A PV domain switched to 32 bits (`XEN_DOMCTL_set_address_size` 32).
-    pub pv32: bool,
     /// vCPUs given a state, by id.
     pub vcpus: BTreeMap<u32, SimVcpu>,
     /// Frames `XEN_DOMCTL_hypercall_init` filled, in order.
@@ -90,7 +88,6 @@ impl SimBuild {
     /// pool `hap_enable` allocates for an HVM domain.
     pub(crate) fn new(hvm: bool, cpu_khz: u32) -> Self {
         SimBuild {
-            pv32: false,
             vcpus: BTreeMap::new(),
             hypercall_pages: Vec::new(),
             tsc: XenDomctlTscInfo {
@@ -133,6 +130,18 @@ impl SimBuild {
     }
 }
 
+/// The records Xen 4.17 saves for every HVM domain: (type code, one per vCPU, length).
+const DEFAULT_HVM_RECORDS: [(u16, bool, usize); 8] = [
+    (5, true, 24),   // LAPIC
+    (6, true, 1024), // LAPIC_REGS
+    (7, false, 16),  // PCI_IRQ
+    (8, false, 8),   // ISA_IRQ
+    (9, false, 8),   // PCI_LINK
+    (HVM_SAVE_CODE_MTRR, true, core::mem::size_of::<HvmHwMtrr>()),
+    (18, true, 32), // VMCE_VCPU
+    (19, true, 8),  // TSC_ADJUST
+];
+
 /// x86-64 canonical address (48-bit virtual addresses).
 fn canonical(addr: u64) -> bool {
     let top = addr >> 47;
@@ -164,20 +173,18 @@ impl SimState {
     ///
     /// # Errors
     ///
-    /// `ESRCH`; `EOPNOTSUPP` (HVM); `EINVAL` (not 32 or 64); `EACCES` (32 with memory).
-    pub fn set_address_size(&mut self, domid: DomId, bits: u32) -> Result<(), Errno> {
-        let d = self.domain_mut(domid)?;
+    /// `ESRCH`; `EOPNOTSUPP` (HVM, or 32 bits: the host runs no 32-bit PV guests); `EINVAL`
+    /// (not 32 or 64).
+    pub fn set_address_size(&self, domid: DomId, bits: u32) -> Result<(), Errno> {
+        let d = self.domain(domid)?;
         if d.is_hvm() {
             return Err(Errno::EOPNOTSUPP);
         }
         match bits {
-            64 if !d.build.pv32 => Ok(()),
-            32 if d.build.pv32 => Ok(()),
-            32 if d.tot_pages != 0 => Err(Errno::EACCES),
-            32 => {
-                d.build.pv32 = true;
-                Ok(())
-            }
+            64 => Ok(()),
+            // `switch_compat`: Debian's Xen 4.17 (as the test VM runs it) has 32-bit PV
+            // guests turned off (`opt_pv32`), and so has the simulated host.
+            32 => Err(Errno::EOPNOTSUPP),
             _ => Err(Errno::EINVAL),
         }
     }
@@ -192,7 +199,7 @@ impl SimState {
         if d.is_hvm() {
             return Err(Errno::EOPNOTSUPP);
         }
-        Ok(if d.build.pv32 { 32 } else { 64 })
+        Ok(64)
     }
 
     /// `XEN_DOMCTL_setvcpucontext` with a context (`None`: a null handle, which resets the
@@ -257,7 +264,10 @@ impl SimState {
                 }
             }
             let owned = |f: &u64| d.physmap.contains_key(f);
-            if !c.gdt_frames[..gdt_frames as usize].iter().all(owned) || !owned(&cr3) {
+            let gdt = c
+                .gdt_frames
+                .get(..usize::try_from(gdt_frames).unwrap_or(usize::MAX));
+            if !gdt.is_some_and(|g| g.iter().all(owned)) || !owned(&cr3) {
                 return Err(Errno::EINVAL);
             }
         }
@@ -408,10 +418,21 @@ impl SimState {
         } else {
             0
         };
-        for v in 0..u16::try_from(vcpus).unwrap_or(u16::MAX) {
-            records
-                .entry((HVM_SAVE_CODE_MTRR, v))
-                .or_insert_with(|| default_mtrr().as_bytes().to_vec());
+        // What Xen 4.17 saves for a new PVH domain besides HEADER (seen on real Xen): the
+        // local APIC and its registers, MTRRs, machine-check and TSC-adjust state per vCPU,
+        // and the PCI/ISA interrupt routing once. Unloaded ones read as zeroes here, but
+        // for the MTRRs' power-on values.
+        for (typecode, per_vcpu, len) in DEFAULT_HVM_RECORDS {
+            let instances = if per_vcpu { vcpus } else { 1 };
+            for i in 0..u16::try_from(instances).unwrap_or(u16::MAX) {
+                records.entry((typecode, i)).or_insert_with(|| {
+                    if typecode == HVM_SAVE_CODE_MTRR {
+                        default_mtrr().as_bytes().to_vec()
+                    } else {
+                        vec![0; len]
+                    }
+                });
+            }
         }
         let header = HvmSaveHeader {
             magic: HVM_FILE_MAGIC,
@@ -665,11 +686,14 @@ impl SimState {
         }
         if level == 0 {
             d.build.pinned.remove(&mfn).map(drop).ok_or(Errno::EINVAL)
-        } else if d.build.pinned.contains_key(&mfn) {
-            Err(Errno::EINVAL)
         } else {
-            d.build.pinned.insert(mfn, level);
-            Ok(())
+            match d.build.pinned.entry(mfn) {
+                std::collections::btree_map::Entry::Occupied(_) => Err(Errno::EINVAL),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(level);
+                    Ok(())
+                }
+            }
         }
     }
 

@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
-use self::dispatch::{Interface, VersionInfo};
 pub use self::build::{SimBuild, SimVcpu};
+use self::dispatch::{Interface, VersionInfo};
 pub use self::evtchn::{SimEventChannels, SimPort, SimPortState};
 pub(crate) use self::foreign::SimWindow;
 pub use self::gnttab::{

@@ -400,7 +400,6 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
 
 /// What a builder set on a domain (see `sim/build.rs`).
 fn encode_build(e: &mut Enc, b: &SimBuild) {
-    e.u8(u8::from(b.pv32));
     e.len(b.vcpus.len());
     for (&id, v) in &b.vcpus {
         e.u32(id);
@@ -444,7 +443,6 @@ fn encode_build(e: &mut Enc, b: &SimBuild) {
 
 fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
     let mut b = SimBuild::new(false, 0);
-    b.pv32 = d.u8()? != 0;
     let ctx_len = std::mem::size_of::<VcpuGuestContext>();
     for _ in 0..d.len(6)? {
         let id = d.u32()?;
@@ -765,7 +763,7 @@ mod tests {
     /// the memory map, TSC, HVM parameters and records, the paging pool.
     #[test]
     fn a_builders_settings_round_trip() {
-        use crate::abi::{VcpuGuestContext, VGCF_in_kernel, VGCF_online};
+        use crate::abi::{VGCF_in_kernel, VGCF_online, VcpuGuestContext};
         let config = SimConfig::default();
         let mut s = SimState::new(&config);
         let pv = s.create_domain(0, &SimState::pv_config(1)).expect("pv");
@@ -809,7 +807,12 @@ mod tests {
         assert_eq!(b.pinned.get(&l4), Some(&4));
         assert_eq!(b.vcpus[&0].context.as_deref(), Some(&c));
         assert_eq!(b.tsc.tsc_mode, 2);
-        assert_eq!(s2.domains[&hvm].build.hvm_param(crate::abi::HVM_PARAM_STORE_PFN), 0xfeffc);
+        assert_eq!(
+            s2.domains[&hvm]
+                .build
+                .hvm_param(crate::abi::HVM_PARAM_STORE_PFN),
+            0xfeffc
+        );
         assert_eq!(s2.domains[&hvm].build.paging_pool_pages, 2048);
         // And every cut of it is an error, not a panic.
         for cut in (0..body.len()).step_by(97) {
