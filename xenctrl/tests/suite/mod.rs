@@ -1713,6 +1713,22 @@ pub fn pv_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
     let (d, frames) = pv_with_vcpu(xc, 8);
     let (other, theirs) = populated(xc, 1);
 
+    // The shared-info page, by the machine frame getdomaininfo names, maps like guest memory.
+    let shinfo = xc.domain_info(d.id).unwrap().shared_info_frame;
+    assert!(
+        shinfo != 0 && !frames.contains(&shinfo),
+        "shared_info_frame {shinfo:#x}"
+    );
+    let m = xc
+        .map_foreign::<ReadOnly>(DomainId::new(d.id), &[shinfo])
+        .unwrap();
+    assert_eq!(
+        m.slice().read::<u64>(0).unwrap(),
+        0,
+        "a new shared-info page"
+    );
+    drop(m);
+
     assert_eq!(xc.address_size(d.id).unwrap(), 64);
     xc.set_address_size(d.id, 64).unwrap();
     assert_errno(xc.set_address_size(d.id, 48), Errno::EINVAL, "48 bits");
@@ -1879,6 +1895,11 @@ pub fn pvh_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
     let Some(d) = pvh_with_vcpus(xc, 2) else {
         return;
     };
+    assert_eq!(
+        xc.domain_info(d.id).unwrap().shared_info_frame,
+        u64::MAX,
+        "an HVM guest has not mapped its shared-info page yet"
+    );
     assert_eq!(
         xc.paging_mempool_size(d.id).unwrap(),
         1 << 20,

@@ -61,9 +61,14 @@ pub struct SimVcpu {
     pub online: bool,
 }
 
-/// What a domain builder set on one domain.
+/// What a domain builder set on one domain, and the shared-info frame it reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimBuild {
+    /// The machine frame of the domain's shared-info page (from Xen's heap, like the grant
+    /// frames; `getdomaininfo` reports it, and a PV domain's builder maps it by this frame).
+    /// For an HVM domain, which maps it at a guest frame of its choosing, `getdomaininfo`
+    /// reports all ones until it does.
+    pub shared_info_frame: u64,
     /// vCPUs given a state, by id.
     pub vcpus: BTreeMap<u32, SimVcpu>,
     /// Frames `XEN_DOMCTL_hypercall_init` filled, in order.
@@ -86,8 +91,9 @@ pub struct SimBuild {
 impl SimBuild {
     /// A new domain's: `tsc_set_info(TSC_MODE_DEFAULT, 0, 0, 0)` at creation, and the HAP
     /// pool `hap_enable` allocates for an HVM domain.
-    pub(crate) fn new(hvm: bool, cpu_khz: u32) -> Self {
+    pub(crate) fn new(hvm: bool, cpu_khz: u32, shared_info_frame: u64) -> Self {
         SimBuild {
+            shared_info_frame,
             vcpus: BTreeMap::new(),
             hypercall_pages: Vec::new(),
             tsc: XenDomctlTscInfo {

@@ -400,6 +400,7 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
 
 /// What a builder set on a domain (see `sim/build.rs`).
 fn encode_build(e: &mut Enc, b: &SimBuild) {
+    e.u64(b.shared_info_frame);
     e.len(b.vcpus.len());
     for (&id, v) in &b.vcpus {
         e.u32(id);
@@ -442,7 +443,8 @@ fn encode_build(e: &mut Enc, b: &SimBuild) {
 }
 
 fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
-    let mut b = SimBuild::new(false, 0);
+    let mut b = SimBuild::new(false, 0, 0);
+    b.shared_info_frame = d.u64()?;
     let ctx_len = std::mem::size_of::<VcpuGuestContext>();
     for _ in 0..d.len(6)? {
         let id = d.u32()?;
