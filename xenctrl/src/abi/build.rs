@@ -19,15 +19,15 @@ abi_consts! {
     /// The constants of this module, for the conformance test.
     table consts;
 
-    /// Set a vCPU's state ([`XenDomctlVcpucontext`]).
+    /// Set a vCPU's state ([`XenDomctlSetVcpucontext`], [`XenDomctlGetVcpucontext`]).
     XEN_DOMCTL_setvcpucontext: u32 = 12;
-    /// Read a vCPU's state ([`XenDomctlVcpucontext`]).
+    /// Read a vCPU's state ([`XenDomctlSetVcpucontext`], [`XenDomctlGetVcpucontext`]).
     XEN_DOMCTL_getvcpucontext: u32 = 13;
     /// Write the hypercall trampolines into a guest frame ([`XenDomctlHypercallInit`]).
     XEN_DOMCTL_hypercall_init: u32 = 22;
-    /// Read an HVM domain's saved state ([`XenDomctlHvmcontext`]).
+    /// Read an HVM domain's saved state ([`XenDomctlGetHvmcontext`], [`XenDomctlSetHvmcontext`]).
     XEN_DOMCTL_gethvmcontext: u32 = 33;
-    /// Load an HVM domain's state ([`XenDomctlHvmcontext`]).
+    /// Load an HVM domain's state ([`XenDomctlGetHvmcontext`], [`XenDomctlSetHvmcontext`]).
     XEN_DOMCTL_sethvmcontext: u32 = 34;
     /// Set a PV domain's address size ([`XenDomctlAddressSize`]).
     XEN_DOMCTL_set_address_size: u32 = 35;

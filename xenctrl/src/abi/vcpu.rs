@@ -3,7 +3,8 @@
 //! a 64-bit tool sees them). The same layout in every Xen from 4.17 to 4.22.
 //!
 //! `XEN_DOMCTL_setvcpucontext` / `getvcpucontext` carry a guest handle to one of these, so it
-//! lives in a pool buffer: see [`XenDomctlVcpucontext`](super::XenDomctlVcpucontext).
+//! lives in a pool buffer: see
+//! [`XenDomctlSetVcpucontext`](super::XenDomctlSetVcpucontext).
 
 #![allow(non_upper_case_globals)]
 
