@@ -257,7 +257,15 @@ macro_rules! hvmcontext_payload {
             ///
             /// `size` is the length of the buffer the handle came from. Holds a guest handle,
             /// so no zerocopy trait builds it from bytes; decode untrusted bytes with
-            /// [`XenDomctlSetHvmcontextView`].
+            /// [`XenDomctlSetHvmcontextView`]. The size cannot be set apart from the buffer:
+            ///
+            /// ```compile_fail,E0616
+            /// use xenctrl::abi::*;
+            /// let pool = xenctrl::BufferPool::anonymous();
+            /// let mut buf = pool.alloc_slice::<u8>(16).unwrap();
+            /// let mut op = XenDomctlSetHvmcontext::new(buf.guest_handle());
+            /// op.size = 1 << 20;
+            /// ```
             #[derive(Debug, KnownLayout, Immutable)]
             c("struct xen_domctl_hvmcontext")
             pub struct $name<'h> {
@@ -345,6 +353,15 @@ abi_struct! {
     /// so the fields are private and the only constructors are [`MmuextOp::pin`] and
     /// [`MmuextOp::unpin`]; no zerocopy trait builds one from bytes. Decode untrusted bytes
     /// with [`MmuextOpView`].
+    ///
+    /// ```compile_fail,E0451
+    /// let _ = xenctrl::abi::MmuextOp { cmd: 8, pad: [0; 4], arg1: 1, arg2: 0xdead_0000 };
+    /// ```
+    ///
+    /// ```compile_fail,E0599
+    /// use zerocopy::TryFromBytes;
+    /// let _ = xenctrl::abi::MmuextOp::try_read_from_bytes(&[0u8; 24]);
+    /// ```
     #[derive(Debug, KnownLayout, Immutable)]
     c("struct mmuext_op")
     pub struct MmuextOp {
