@@ -446,6 +446,74 @@ impl XenCtrl {
         }
     }
 
+    /// `hvm_op` with a plain pool buffer as its argument (`HVMOP_set_param`,
+    /// `HVMOP_get_param`).
+    pub(crate) fn hvm_op(
+        &self,
+        what: Op,
+        domid: DomId,
+        cmd: u64,
+        arg: &mut HypercallBuffer<'_, crate::abi::XenHvmParam>,
+    ) -> Result<u64> {
+        self.check_pool(arg, what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call; the argument
+        // holds no guest handle.
+        unsafe {
+            self.raw(
+                what,
+                Some(domid),
+                crate::abi::__HYPERVISOR_hvm_op,
+                [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
+    /// `mmuext_op` of one operation (count 1, no `pdone`) on `foreigndom`'s frames. The
+    /// operation can only be a pin or an unpin ([`MmuextOp`](crate::abi::MmuextOp)'s
+    /// constructors), which reach no guest memory beyond the argument.
+    pub(crate) fn mmuext_op(
+        &self,
+        what: Op,
+        foreigndom: DomId,
+        op: &mut HypercallBuffer<'_, crate::abi::MmuextOp>,
+    ) -> Result<u64> {
+        self.check_pool(op, what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call; the count is
+        // 1, the size of the buffer, and `pdone` is null.
+        unsafe {
+            self.raw(
+                what,
+                Some(foreigndom),
+                crate::abi::__HYPERVISOR_mmuext_op,
+                [op.addr(), 1, 0, u64::from(foreigndom), 0],
+            )
+        }
+    }
+
+    /// A `memory_op` sub-op whose argument is one handle-bearing pool buffer
+    /// (`XENMEM_set_memory_map`).
+    pub(crate) fn memory_handle_op<T: GuestRanges>(
+        &self,
+        what: Op,
+        domid: DomId,
+        cmd: u64,
+        arg: &mut HypercallBuffer<'_, T>,
+    ) -> Result<u64> {
+        self.check_pool(arg, what)?;
+        self.check_handles(|f| arg.guest_ranges(f), what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call; the guest
+        // handles inside it lie in this pool (checked above) and borrow their buffers for as
+        // long as `arg` lives.
+        unsafe {
+            self.raw(
+                what,
+                Some(domid),
+                __HYPERVISOR_memory_op,
+                [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
     /// Check that every range a payload's guest handles let Xen reach lies in this handle's pool.
     #[inline]
     fn check_handles(&self, ranges: impl FnOnce(&mut dyn FnMut(u64, u64)), op: Op) -> Result<()> {

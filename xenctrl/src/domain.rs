@@ -128,6 +128,9 @@ pub struct DomainInfo {
     pub handle: [u8; 16],
     /// Its CPU pool.
     pub cpupool: u32,
+    /// The frame of its shared-info page: a machine frame for a PV domain (what its builder
+    /// maps it by), the guest frame it chose for an HVM domain.
+    pub shared_info_frame: u64,
 }
 
 impl DomainInfo {
@@ -146,6 +149,7 @@ impl DomainInfo {
             ssidref: i.ssidref,
             handle: i.handle,
             cpupool: i.cpupool,
+            shared_info_frame: i.shared_info_frame,
         }
     }
 

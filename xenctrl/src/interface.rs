@@ -38,8 +38,9 @@
 //! (Offsets checked by compiling against the 4.18.0, 4.19.0 and 4.21.0 public headers; the
 //! conformance test checks 4.17 on every run.)
 //!
-//! Other payloads (`getdomaininfo`, `max_mem`, `max_vcpus`, `physinfo`, `getdomaininfolist`) have
-//! the same layout in all of them.
+//! Other payloads (`getdomaininfo`, `max_mem`, `max_vcpus`, `physinfo`, `getdomaininfolist`, and
+//! a builder's: `address_size`, `vcpucontext`, `hypercall_init`, `tsc_info`, `hvmcontext`,
+//! `paging_mempool`) have the same layout in all of them.
 
 use nix::errno::Errno;
 

@@ -31,6 +31,10 @@ const HEADERS: &[&str] = &[
     "xen/sched.h",
     "xen/domctl.h",
     "xen/sysctl.h",
+    "xen/hvm/hvm_op.h",
+    "xen/hvm/params.h",
+    "xen/hvm/save.h",
+    "xenctrl.h",
 ];
 
 /// A C expression and the key its value is printed under.

@@ -187,7 +187,7 @@ pub(crate) use abi_struct;
 
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
-    use super::{domctl, evtchn, grant_table, memory, sysctl, version, xen};
+    use super::{build, domctl, evtchn, grant_table, hvm, memory, sysctl, vcpu, version, xen};
     [
         xen::consts(),
         version::consts(),
@@ -196,6 +196,9 @@ pub fn constants() -> Vec<ConstInfo> {
         memory::consts(),
         evtchn::consts(),
         grant_table::consts(),
+        build::consts(),
+        vcpu::consts(),
+        hvm::consts(),
     ]
     .concat()
 }
@@ -240,5 +243,42 @@ pub fn structs() -> Vec<StructLayout> {
         XenSysctl::<XenSysctlGetdomaininfolist>::LAYOUT,
         XenDomctlView::LAYOUT,
         XenSysctlView::LAYOUT,
+        CpuUserRegs::LAYOUT,
+        TrapInfo::LAYOUT,
+        VcpuGuestContext::LAYOUT,
+        XenDomctlAddressSize::LAYOUT,
+        XenDomctlGetAddressSize::LAYOUT,
+        XenDomctlHypercallInit::LAYOUT,
+        XenDomctlTscInfo::LAYOUT,
+        XenDomctlGetTscInfo::LAYOUT,
+        XenDomctlPagingMempool::LAYOUT,
+        XenDomctlGetPagingMempool::LAYOUT,
+        XenDomctlSetVcpucontext::LAYOUT,
+        XenDomctlGetVcpucontext::LAYOUT,
+        XenDomctlSetVcpucontextView::LAYOUT,
+        XenDomctlGetHvmcontext::LAYOUT,
+        XenDomctlSetHvmcontext::LAYOUT,
+        XenDomctlSetHvmcontextView::LAYOUT,
+        MmuextOp::LAYOUT,
+        MmuextOpView::LAYOUT,
+        E820Entry::LAYOUT,
+        XenForeignMemoryMap::LAYOUT,
+        XenForeignMemoryMapView::LAYOUT,
+        XenHvmParam::LAYOUT,
+        HvmSaveDescriptor::LAYOUT,
+        HvmSaveHeader::LAYOUT,
+        HvmHwCpu::LAYOUT,
+        HvmHwMtrr::LAYOUT,
+        XenDomctl::<XenDomctlAddressSize>::LAYOUT,
+        XenDomctl::<XenDomctlGetAddressSize>::LAYOUT,
+        XenDomctl::<XenDomctlHypercallInit>::LAYOUT,
+        XenDomctl::<XenDomctlTscInfo>::LAYOUT,
+        XenDomctl::<XenDomctlGetTscInfo>::LAYOUT,
+        XenDomctl::<XenDomctlPagingMempool>::LAYOUT,
+        XenDomctl::<XenDomctlGetPagingMempool>::LAYOUT,
+        XenDomctl::<XenDomctlSetVcpucontext>::LAYOUT,
+        XenDomctl::<XenDomctlGetVcpucontext>::LAYOUT,
+        XenDomctl::<XenDomctlGetHvmcontext>::LAYOUT,
+        XenDomctl::<XenDomctlSetHvmcontext>::LAYOUT,
     ]
 }

@@ -2,7 +2,8 @@
 //!
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
 //! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`]
-//! holds the typed `domctl`/`sysctl` envelopes. Everything is re-exported here.
+//! holds the typed `domctl`/`sysctl` envelopes. A domain builder's calls are in [`build`] (with
+//! the x86-64 vCPU state in [`vcpu`]) and [`hvm`]. Everything is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.
@@ -19,17 +20,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod domctl;
 pub mod envelope;
 pub mod evtchn;
 pub mod grant_table;
 pub mod handle;
+pub mod hvm;
 pub mod layout;
 pub mod memory;
 pub mod sysctl;
+pub mod vcpu;
 pub mod version;
 pub mod xen;
 
+pub use build::*;
 pub use domctl::*;
 pub use envelope::{
     DomctlPayload, SysctlPayload, XenDomctl, XenDomctlView, XenSysctl, XenSysctlView,
@@ -37,7 +42,9 @@ pub use envelope::{
 pub use evtchn::*;
 pub use grant_table::*;
 pub use handle::{PoolData, XenGuestHandle};
+pub use hvm::*;
 pub use memory::*;
 pub use sysctl::*;
+pub use vcpu::*;
 pub use version::*;
 pub use xen::*;

@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use xenctrl::abi::*;
 use xenctrl::evtchn::{ChannelState, EventChannels, Port, Virq};
+use xenctrl::hvm_context::{HvmContext, HvmRecord, X86_CR0_ET, X86_CR0_PE};
 use xenctrl::interface::ProbeCall;
 use xenctrl::volatile::{ReadOnly, ReadWrite};
 use xenctrl::{
-    pages_to_mib, BufferPool, CreateDomain, DomId, DomainId, Errno, Error, GrantFrames,
-    HypercallBuffer, PageError, Resource, XenCtrl,
+    pages_to_mib, BufferPool, CreateDomain, DomId, DomainId, Errno, Error, GrantFrames, HvmParam,
+    HypercallBuffer, PageError, Resource, TscInfo, TscMode, XenCtrl,
 };
 
 /// What the other side of the hypercall interface says about the host, found without
@@ -159,6 +160,12 @@ macro_rules! suite_tests {
             foreign_maps_of_a_vanished_domain_fail_with_esrch,
             a_foreign_mapping_keeps_a_destroyed_domain_until_dropped,
             an_hvm_guest_is_mapped_by_guest_frame,
+            pv_build_calls_and_their_errors,
+            pv_vcpu_context_round_trips_on_a_pinned_l4,
+            pvh_build_calls_and_their_errors,
+            pvh_hvm_context_loads_and_reads_back,
+            build_calls_on_a_vanished_domain_are_esrch,
+            pvh_populates_2m_and_1g_extents,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -1649,4 +1656,544 @@ pub fn an_hvm_guest_is_mapped_by_guest_frame(xc: &XenCtrl, w: &dyn Witness) {
         .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 0, 1)
         .unwrap();
     assert_eq!(table.slice().read::<u64>(0).unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a domain builder asks of Xen.
+
+/// A PV domain with one vCPU created and `pages` pages at guest frames `0..pages`, and their
+/// machine frames.
+fn pv_with_vcpu(xc: &XenCtrl, pages: u64) -> (Dom<'_>, Vec<u64>) {
+    let (d, frames) = populated(xc, pages);
+    xc.set_max_vcpus(d.id, 1).unwrap();
+    (d, frames)
+}
+
+/// A PVH guest's vCPUs, or `None` where the host cannot run HVM guests.
+fn pvh_with_vcpus(xc: &XenCtrl, vcpus: u32) -> Option<Dom<'_>> {
+    let p = xc.physinfo().unwrap();
+    if !(p.hvm() && p.hap()) {
+        eprintln!("skipped: the host has no HVM with HAP");
+        return None;
+    }
+    let d = Dom::create(xc, &CreateDomain::pvh(vcpus));
+    xc.set_max_vcpus(d.id, vcpus).unwrap();
+    Some(d)
+}
+
+/// A first PV vCPU context as libxenguest writes one: kernel mode, online, flat selectors,
+/// CR3 at `l4`.
+fn pv_context(l4: u64) -> VcpuGuestContext {
+    let mut c = VcpuGuestContext::zeroed();
+    c.flags = VGCF_in_kernel | VGCF_online;
+    c.user_regs.rip = 0xffff_ffff_8100_0000;
+    c.user_regs.rsp = 0xffff_ffff_8200_0000;
+    c.user_regs.rsi = 0xffff_ffff_8180_0000;
+    c.user_regs.rflags = 0x200;
+    c.user_regs.cs = FLAT_KERNEL_CS64;
+    for sel in [
+        &mut c.user_regs.ss,
+        &mut c.user_regs.ds,
+        &mut c.user_regs.es,
+        &mut c.user_regs.fs,
+        &mut c.user_regs.gs,
+    ] {
+        *sel = FLAT_KERNEL_SS64;
+    }
+    c.kernel_ss = u64::from(FLAT_KERNEL_SS64);
+    c.kernel_sp = c.user_regs.rsp;
+    c.ctrlreg[3] = VcpuGuestContext::pfn_to_cr3(l4);
+    c
+}
+
+/// A PV domain: address size 64 (and nothing else), the TSC mode, the memory map (and its
+/// limit), pinning its L4 on its behalf (twice is refused, a frame of another domain too,
+/// unpinning what is not pinned too), the hypercall page; the HVM-only calls are refused.
+pub fn pv_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let (d, frames) = pv_with_vcpu(xc, 8);
+    let (other, theirs) = populated(xc, 1);
+
+    // The shared-info page, by the machine frame getdomaininfo names, maps like guest memory.
+    let shinfo = xc.domain_info(d.id).unwrap().shared_info_frame;
+    assert!(
+        shinfo != 0 && !frames.contains(&shinfo),
+        "shared_info_frame {shinfo:#x}"
+    );
+    let m = xc
+        .map_foreign::<ReadOnly>(DomainId::new(d.id), &[shinfo])
+        .unwrap();
+    assert_eq!(
+        m.slice().read::<u64>(0).unwrap(),
+        0,
+        "a new shared-info page"
+    );
+    drop(m);
+
+    assert_eq!(xc.address_size(d.id).unwrap(), 64);
+    xc.set_address_size(d.id, 64).unwrap();
+    assert_errno(xc.set_address_size(d.id, 48), Errno::EINVAL, "48 bits");
+    // 32 bits: EOPNOTSUPP where the host runs no 32-bit PV guests (Debian's Xen 4.17 in the
+    // test VM, and the simulator), else EACCES since the domain has memory.
+    let err = xc.set_address_size(d.id, 32).expect_err("32 bits");
+    assert!(
+        matches!(err.errno(), Some(Errno::EOPNOTSUPP | Errno::EACCES)),
+        "32 bits: {err}"
+    );
+    assert_eq!(xc.address_size(d.id).unwrap(), 64);
+
+    xc.set_tsc_info(d.id, &TscInfo::new(TscMode::NEVER_EMULATE))
+        .unwrap();
+    let tsc = xc.tsc_info(d.id).unwrap();
+    assert_eq!(tsc.mode, TscMode::NEVER_EMULATE);
+    assert_eq!(tsc.incarnation, 1, "Xen keeps one more than it is given");
+    assert_errno(
+        xc.set_tsc_info(d.id, &TscInfo::new(TscMode(7))),
+        Errno::EINVAL,
+        "an unknown TSC mode",
+    );
+    assert_errno(
+        xc.set_tsc_info(0, &TscInfo::new(TscMode::DEFAULT)),
+        Errno::EINVAL,
+        "dom0's own TSC",
+    );
+
+    let ram = [E820Entry::new(0, 8 << 12, E820_RAM)];
+    xc.set_memory_map(d.id, &ram).unwrap();
+    let too_many = vec![E820Entry::new(0, 4096, E820_RAM); xenctrl::build::XEN_E820MAX + 1];
+    assert_errno(
+        xc.set_memory_map(d.id, &too_many),
+        Errno::EINVAL,
+        "more than E820MAX entries",
+    );
+
+    xc.pin_l4_table(d.id, frames[0]).unwrap();
+    assert_errno(
+        xc.pin_l4_table(d.id, frames[0]),
+        Errno::EINVAL,
+        "pinning a pinned frame",
+    );
+    assert_errno(
+        xc.pin_l4_table(d.id, theirs[0]),
+        Errno::EINVAL,
+        "pinning another domain's frame",
+    );
+    assert_errno(
+        xc.unpin_table(d.id, frames[1]),
+        Errno::EINVAL,
+        "unpinning a frame not pinned",
+    );
+    xc.unpin_table(d.id, frames[0]).unwrap();
+    xc.pin_l4_table(d.id, frames[0]).unwrap();
+    assert_errno(
+        xc.pin_table(d.id, 5, frames[2]),
+        Errno::EINVAL,
+        "a fifth level",
+    );
+
+    xc.hypercall_init(d.id, frames[1]).unwrap();
+    assert_errno(
+        xc.hypercall_init(d.id, theirs[0]),
+        Errno::EINVAL,
+        "a hypercall page the domain does not own",
+    );
+
+    assert_errno(
+        xc.paging_mempool_size(d.id),
+        Errno::EOPNOTSUPP,
+        "PV: no paging pool",
+    );
+    assert_errno(
+        xc.set_paging_mempool_size(d.id, 1 << 20),
+        Errno::EOPNOTSUPP,
+        "PV: no paging pool",
+    );
+    assert_errno(
+        xc.hvm_param(d.id, HvmParam::STORE_PFN),
+        Errno::EINVAL,
+        "PV: no HVM parameters",
+    );
+    assert_errno(
+        xc.set_hvm_param(d.id, HvmParam::TIMER_MODE, 1),
+        Errno::EINVAL,
+        "PV: no HVM parameters",
+    );
+    assert_errno(xc.hvm_context(d.id), Errno::EINVAL, "PV: no HVM context");
+    assert_errno(
+        xc.set_hvm_context_bytes(d.id, &[0; 64]),
+        Errno::EINVAL,
+        "PV: no HVM context",
+    );
+    drop(other);
+}
+
+/// A PV vCPU's context: none before it is set (`ENODATA`), then what was set (CR3 naming the
+/// pinned L4); refused for a vCPU that does not exist, a non-canonical entry point, a CR3 the
+/// domain does not own, a first context outside kernel mode, and new page tables for a vCPU
+/// already set up.
+pub fn pv_vcpu_context_round_trips_on_a_pinned_l4(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let (d, frames) = pv_with_vcpu(xc, 8);
+    let (other, theirs) = populated(xc, 1);
+    xc.set_address_size(d.id, 64).unwrap();
+    xc.pin_l4_table(d.id, frames[0]).unwrap();
+    assert_errno(
+        xc.vcpu_context(d.id, 0),
+        Errno::ENODATA,
+        "a vCPU never given a state",
+    );
+    let good = pv_context(frames[0]);
+    assert_errno(
+        xc.set_vcpu_context(d.id, 1, &good),
+        Errno::EINVAL,
+        "a vCPU beyond max_vcpus",
+    );
+    let mut bad = good;
+    bad.user_regs.rip = 0x0000_8000_0000_0000;
+    assert_errno(
+        xc.set_vcpu_context(d.id, 0, &bad),
+        Errno::EINVAL,
+        "a non-canonical rip",
+    );
+    let mut bad = good;
+    bad.flags = VGCF_online;
+    assert_errno(
+        xc.set_vcpu_context(d.id, 0, &bad),
+        Errno::EINVAL,
+        "a first context outside kernel mode without a user CR3",
+    );
+    assert_errno(
+        xc.set_vcpu_context(d.id, 0, &pv_context(theirs[0])),
+        Errno::EINVAL,
+        "CR3 in another domain's frame",
+    );
+    xc.set_vcpu_context(d.id, 0, &good).unwrap();
+    let got = xc.vcpu_context(d.id, 0).unwrap();
+    assert_eq!(got.user_regs.rip, good.user_regs.rip);
+    assert_eq!(got.user_regs.rsp, good.user_regs.rsp);
+    assert_eq!(got.user_regs.rsi, good.user_regs.rsi);
+    assert_eq!(got.ctrlreg[3], good.ctrlreg[3]);
+    assert_ne!(got.flags & VGCF_online, 0, "online: {:#x}", got.flags);
+    assert_errno(
+        xc.vcpu_context(d.id, 1),
+        Errno::EINVAL,
+        "reading a vCPU beyond max_vcpus",
+    );
+    xc.pin_l4_table(d.id, frames[1]).unwrap();
+    assert_errno(
+        xc.set_vcpu_context(d.id, 0, &pv_context(frames[1])),
+        Errno::EOPNOTSUPP,
+        "new page tables for a vCPU already set up",
+    );
+    drop(other);
+}
+
+/// A PVH domain: the paging pool (whole pages only), HVM parameters (the special pages, the
+/// timer mode, defaults, bad values, refused and out-of-range indices), the memory map and
+/// TSC mode; the PV-only calls are refused.
+pub fn pvh_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let Some(d) = pvh_with_vcpus(xc, 2) else {
+        return;
+    };
+    assert_eq!(
+        xc.domain_info(d.id).unwrap().shared_info_frame,
+        u64::MAX,
+        "an HVM guest has not mapped its shared-info page yet"
+    );
+    assert_eq!(
+        xc.paging_mempool_size(d.id).unwrap(),
+        1 << 20,
+        "a new HAP domain's pool: 256 pages"
+    );
+    xc.set_paging_mempool_size(d.id, 4 << 20).unwrap();
+    assert_eq!(xc.paging_mempool_size(d.id).unwrap(), 4 << 20);
+    assert_errno(
+        xc.set_paging_mempool_size(d.id, (4 << 20) + 1),
+        Errno::EINVAL,
+        "a pool of part of a page",
+    );
+
+    for (p, v) in [
+        (HvmParam::TIMER_MODE, HVMPTM_no_delay_for_missed_ticks),
+        (HvmParam::STORE_PFN, 0xfeffc),
+        (HvmParam::CONSOLE_PFN, 0xfefff),
+        (HvmParam::STORE_EVTCHN, 1),
+        (HvmParam::CONSOLE_EVTCHN, 2),
+        (HvmParam::ALTP2M, XEN_ALTP2M_disabled),
+    ] {
+        xc.set_hvm_param(d.id, p, v).unwrap();
+        assert_eq!(xc.hvm_param(d.id, p).unwrap(), v, "{p:?}");
+    }
+    assert_eq!(
+        xc.hvm_param(d.id, HvmParam::TRIPLE_FAULT_REASON).unwrap(),
+        u64::from(SHUTDOWN_reboot),
+        "a triple fault reboots by default"
+    );
+    assert_errno(
+        xc.set_hvm_param(d.id, HvmParam::TIMER_MODE, 4),
+        Errno::EINVAL,
+        "timer mode 4",
+    );
+    assert_errno(
+        xc.set_hvm_param(d.id, HvmParam::ALTP2M, 4),
+        Errno::EINVAL,
+        "altp2m mode 4",
+    );
+    assert_errno(
+        xc.hvm_param(d.id, HvmParam(HVM_NR_PARAMS)),
+        Errno::EINVAL,
+        "an index past the last",
+    );
+    assert_errno(
+        xc.set_hvm_param(d.id, HvmParam::NESTEDHVM, 1),
+        Errno::EINVAL,
+        "a parameter the toolstack may not set",
+    );
+
+    xc.set_tsc_info(d.id, &TscInfo::new(TscMode::NEVER_EMULATE))
+        .unwrap();
+    assert_eq!(xc.tsc_info(d.id).unwrap().mode, TscMode::NEVER_EMULATE);
+    let ram = [
+        E820Entry::new(0, 0xfeff8000, E820_RAM),
+        E820Entry::new(0xfeff8000, 0x8000, E820_RESERVED),
+    ];
+    xc.set_memory_map(d.id, &ram).unwrap();
+
+    assert_errno(
+        xc.address_size(d.id),
+        Errno::EOPNOTSUPP,
+        "HVM: no address size",
+    );
+    assert_errno(
+        xc.set_address_size(d.id, 64),
+        Errno::EOPNOTSUPP,
+        "HVM: no address size",
+    );
+    assert_errno(
+        xc.pin_l4_table(d.id, 0x1000),
+        Errno::EINVAL,
+        "HVM: no page-table pinning",
+    );
+    assert_errno(
+        xc.vcpu_context(d.id, 0),
+        Errno::ENODATA,
+        "a vCPU never given a state",
+    );
+}
+
+/// A CPU record for a PVH vCPU entering 32-bit flat protected mode at `rip`, as libxenguest
+/// writes it.
+fn pvh_cpu(rip: u64, start_info: u64) -> HvmHwCpu {
+    let mut cpu = HvmHwCpu::zeroed();
+    cpu.cr0 = X86_CR0_PE | X86_CR0_ET;
+    cpu.rip = rip;
+    cpu.rbx = start_info;
+    cpu.rflags = 2;
+    cpu.cs_limit = !0;
+    cpu.cs_arbytes = 0xc9b;
+    for (limit, ar) in [
+        (&mut cpu.ds_limit, &mut cpu.ds_arbytes),
+        (&mut cpu.es_limit, &mut cpu.es_arbytes),
+        (&mut cpu.ss_limit, &mut cpu.ss_arbytes),
+        (&mut cpu.fs_limit, &mut cpu.fs_arbytes),
+        (&mut cpu.gs_limit, &mut cpu.gs_arbytes),
+    ] {
+        *limit = !0;
+        *ar = 0xc93;
+    }
+    cpu.tr_arbytes = 0x8b;
+    cpu.tr_limit = 0x67;
+    cpu
+}
+
+/// A PVH domain's context: Xen's starts with a HEADER; a builder's HEADER + CPU (vCPU 0) +
+/// MTRRs loads and reads back (the entry point, the write-back default); a bad magic, a
+/// record for a vCPU that does not exist, a blob without END, and a PV domain are refused.
+pub fn pvh_hvm_context_loads_and_reads_back(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let Some(d) = pvh_with_vcpus(xc, 2) else {
+        return;
+    };
+    let ctx = xc.hvm_context(d.id).unwrap();
+    let header = *ctx.header().expect("a HEADER first");
+    assert_eq!(header.magic, HVM_FILE_MAGIC);
+    assert_eq!(header.version, HVM_FILE_VERSION);
+    let kinds: Vec<(u16, u16)> = ctx
+        .records
+        .iter()
+        .map(|r| (r.descriptor().typecode, r.descriptor().instance))
+        .collect();
+    // Seen on Xen 4.17: HEADER; LAPIC and LAPIC_REGS per vCPU; PCI_IRQ, ISA_IRQ and
+    // PCI_LINK once; MTRR, VMCE_VCPU and TSC_ADJUST per vCPU; no CPU record for a vCPU that
+    // is down.
+    assert_eq!(
+        kinds,
+        [
+            (1, 0),
+            (5, 0),
+            (5, 1),
+            (6, 0),
+            (6, 1),
+            (7, 0),
+            (8, 0),
+            (9, 0),
+            (14, 0),
+            (14, 1),
+            (18, 0),
+            (18, 1),
+            (19, 0),
+            (19, 1)
+        ],
+        "a new PVH domain's context records"
+    );
+
+    let wb = HvmHwMtrr {
+        msr_mtrr_def_type: 0x806, // enabled, write-back
+        ..ctx.mtrr(0).copied().unwrap_or_default()
+    };
+    let built = HvmContext {
+        records: vec![
+            HvmRecord::Header(header),
+            HvmRecord::Cpu {
+                vcpu: 0,
+                cpu: Box::new(pvh_cpu(0x100_0850, 0x1000)),
+            },
+            HvmRecord::Mtrr {
+                vcpu: 0,
+                mtrr: Box::new(wb),
+            },
+            HvmRecord::Mtrr {
+                vcpu: 1,
+                mtrr: Box::new(wb),
+            },
+        ],
+    };
+    xc.set_hvm_context(d.id, &built).unwrap();
+    let back = xc.hvm_context(d.id).unwrap();
+    let cpu = back.cpu(0).expect("vCPU 0's CPU record");
+    assert_eq!((cpu.rip, cpu.rbx), (0x100_0850, 0x1000));
+    assert_eq!(back.mtrr(1).unwrap().msr_mtrr_def_type, 0x806);
+    assert_eq!(xc.vcpu_context(d.id, 0).unwrap().user_regs.rip, 0x100_0850);
+    assert_errno(
+        xc.vcpu_context(d.id, 1),
+        Errno::ENODATA,
+        "vCPU 1 had no CPU record",
+    );
+
+    let mut bad_magic = built.clone();
+    bad_magic.records[0] = HvmRecord::Header(HvmSaveHeader {
+        magic: 0x1234,
+        ..header
+    });
+    assert_errno(
+        xc.set_hvm_context(d.id, &bad_magic),
+        Errno::EINVAL,
+        "a bad magic",
+    );
+    let mut no_vcpu = built.clone();
+    no_vcpu.records.push(HvmRecord::Mtrr {
+        vcpu: 7,
+        mtrr: Box::new(wb),
+    });
+    assert_errno(
+        xc.set_hvm_context(d.id, &no_vcpu),
+        Errno::EINVAL,
+        "an MTRR record for vCPU 7 of 2",
+    );
+    let bytes = built.encode();
+    assert_errno(
+        xc.set_hvm_context_bytes(d.id, &bytes[..bytes.len() - 8]),
+        Errno::ENODATA,
+        "no END record",
+    );
+    let (pv, _) = populated(xc, 1);
+    assert_errno(
+        xc.set_hvm_context(pv.id, &built),
+        Errno::EINVAL,
+        "a PV domain",
+    );
+}
+
+/// Every builder call on a domain that does not exist is `ESRCH`.
+pub fn build_calls_on_a_vanished_domain_are_esrch(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let id = unused_domid(xc).get();
+    let ctx = VcpuGuestContext::zeroed();
+    assert_errno(
+        xc.set_address_size(id, 64),
+        Errno::ESRCH,
+        "set_address_size",
+    );
+    assert_errno(xc.address_size(id), Errno::ESRCH, "address_size");
+    assert_errno(
+        xc.set_vcpu_context(id, 0, &ctx),
+        Errno::ESRCH,
+        "setvcpucontext",
+    );
+    assert_errno(xc.vcpu_context(id, 0), Errno::ESRCH, "getvcpucontext");
+    assert_errno(xc.hypercall_init(id, 0), Errno::ESRCH, "hypercall_init");
+    assert_errno(
+        xc.set_tsc_info(id, &TscInfo::new(TscMode::DEFAULT)),
+        Errno::ESRCH,
+        "settscinfo",
+    );
+    assert_errno(xc.tsc_info(id), Errno::ESRCH, "gettscinfo");
+    assert_errno(xc.hvm_context(id), Errno::ESRCH, "gethvmcontext");
+    assert_errno(
+        xc.set_hvm_context_bytes(id, &[0; 64]),
+        Errno::ESRCH,
+        "sethvmcontext",
+    );
+    assert_errno(
+        xc.set_paging_mempool_size(id, 1 << 20),
+        Errno::ESRCH,
+        "set_paging_mempool_size",
+    );
+    assert_errno(
+        xc.paging_mempool_size(id),
+        Errno::ESRCH,
+        "get_paging_mempool_size",
+    );
+    assert_errno(
+        xc.set_hvm_param(id, HvmParam::TIMER_MODE, 1),
+        Errno::ESRCH,
+        "HVMOP_set_param",
+    );
+    assert_errno(
+        xc.hvm_param(id, HvmParam::STORE_PFN),
+        Errno::ESRCH,
+        "HVMOP_get_param",
+    );
+    assert_errno(xc.pin_l4_table(id, 0), Errno::ESRCH, "MMUEXT_PIN_L4_TABLE");
+    assert_errno(xc.unpin_table(id, 0), Errno::ESRCH, "MMUEXT_UNPIN_TABLE");
+    assert_errno(
+        xc.set_memory_map(id, &[E820Entry::new(0, 4096, E820_RAM)]),
+        Errno::ESRCH,
+        "XENMEM_set_memory_map",
+    );
+}
+
+/// A PVH builder's 2 MiB extents (order 9) populate; 1 GiB ones (order 18) populate nothing
+/// on a default Xen 4.17, whose `memop-max-order` lets the control domain ask for order 12 at
+/// most (beyond populate-on-demand), so a builder falls back to 2 MiB, as libxenguest does.
+pub fn pvh_populates_2m_and_1g_extents(xc: &XenCtrl, w: &dyn Witness) {
+    let _ = w;
+    let Some(d) = pvh_with_vcpus(xc, 1) else {
+        return;
+    };
+    xc.set_max_mem(d.id, (1 << 20) + (4 << 10)).unwrap();
+    let mut two_m = [0x200];
+    assert_eq!(
+        xc.populate_physmap(d.id, 9, 0, &mut two_m).unwrap(),
+        1,
+        "2 MiB"
+    );
+    let mut one_g = [0x40000];
+    let done = xc.populate_physmap(d.id, 18, 0, &mut one_g).unwrap();
+    eprintln!("1 GiB extents populated: {done}");
+    assert_eq!(
+        xc.current_reservation(d.id).unwrap(),
+        512 + (done as u64) * (1 << 18)
+    );
 }

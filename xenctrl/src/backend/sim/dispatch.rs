@@ -133,6 +133,8 @@ pub(crate) fn dispatch(
         __HYPERVISOR_sysctl => sysctl(state, iface, mem, args[0]),
         __HYPERVISOR_memory_op => memory_op(state, mem, args[0], args[1]),
         __HYPERVISOR_event_channel_op => event_channel_op(state, mem, args[0], args[1]),
+        __HYPERVISOR_hvm_op => hvm_op(state, mem, args[0], args[1]),
+        __HYPERVISOR_mmuext_op => mmuext_op(state, mem, args),
         __HYPERVISOR_grant_table_op => {
             super::foreign::grant_table_op(state, mem, args[0], args[1], args[2])
         }
@@ -204,6 +206,17 @@ fn domctl(
             let m: XenDomctlMaxVcpus = payload(op.union_bytes());
             state.max_vcpus(domid, m.max)?;
         }
+        XEN_DOMCTL_set_address_size
+        | XEN_DOMCTL_get_address_size
+        | XEN_DOMCTL_setvcpucontext
+        | XEN_DOMCTL_getvcpucontext
+        | XEN_DOMCTL_hypercall_init
+        | XEN_DOMCTL_settscinfo
+        | XEN_DOMCTL_gettscinfo
+        | XEN_DOMCTL_gethvmcontext
+        | XEN_DOMCTL_sethvmcontext
+        | XEN_DOMCTL_set_paging_mempool_size
+        | XEN_DOMCTL_get_paging_mempool_size => return build_domctl(state, mem, addr, op),
         _ => {
             // Xen looks the domain up before it looks at the sub-op.
             state.domain(domid)?;
@@ -292,6 +305,7 @@ fn memory_op(
         XENMEM_current_reservation | XENMEM_maximum_reservation => {
             reservation_query(state, mem, cmd, arg)
         }
+        XENMEM_set_memory_map => set_memory_map(state, mem, arg),
         _ => Err(Errno::ENOSYS),
     }
 }
@@ -421,4 +435,175 @@ fn evtchn_status(state: &SimState, mem: &dyn GuestMemory, arg: u64) -> Result<u6
     }
     mem.write(arg, s.as_bytes())?;
     Ok(0)
+}
+
+/// The domctls of a domain builder (`sim/build.rs` holds the model). Xen looks the domain up
+/// first, so a missing one is `ESRCH` whatever the payload.
+fn build_domctl(
+    state: &mut SimState,
+    mem: &dyn GuestMemory,
+    addr: u64,
+    mut op: XenDomctlView,
+) -> Result<u64, Errno> {
+    let domid = op.domain;
+    state.domain(domid)?;
+    match op.cmd {
+        XEN_DOMCTL_set_address_size => {
+            let a: XenDomctlAddressSize = payload(op.union_bytes());
+            state.set_address_size(domid, a.size)?;
+        }
+        XEN_DOMCTL_get_address_size => {
+            let size = state.address_size(domid)?;
+            set_payload(op.union_bytes_mut(), &XenDomctlAddressSize { size });
+            mem.write(addr, op.as_bytes())?;
+        }
+        XEN_DOMCTL_setvcpucontext => {
+            let v: XenDomctlSetVcpucontextView = payload(op.union_bytes());
+            if v.ctxt == 0 {
+                state.set_vcpu_context(domid, v.vcpu, None)?;
+            } else {
+                let c: VcpuGuestContext = read(mem, v.ctxt)?;
+                state.set_vcpu_context(domid, v.vcpu, Some(&c))?;
+            }
+        }
+        XEN_DOMCTL_getvcpucontext => {
+            let v: XenDomctlSetVcpucontextView = payload(op.union_bytes());
+            let c = state.vcpu_context(domid, v.vcpu)?;
+            mem.write(v.ctxt, c.as_bytes())?;
+            mem.write(addr, op.as_bytes())?;
+        }
+        XEN_DOMCTL_hypercall_init => {
+            let h: XenDomctlHypercallInit = payload(op.union_bytes());
+            state.hypercall_init(domid, h.gmfn)?;
+        }
+        XEN_DOMCTL_settscinfo => {
+            let t: XenDomctlTscInfo = payload(op.union_bytes());
+            state.set_tsc_info(domid, &t)?;
+        }
+        XEN_DOMCTL_gettscinfo => {
+            let t = state.tsc_info(domid)?;
+            set_payload(op.union_bytes_mut(), &t);
+            mem.write(addr, op.as_bytes())?;
+        }
+        XEN_DOMCTL_gethvmcontext => {
+            let mut h: XenDomctlSetHvmcontextView = payload(op.union_bytes());
+            let blob = state.hvm_context(domid)?;
+            let need = u32::try_from(blob.len()).map_err(|_| Errno::ENOMEM)?;
+            let result = if h.buffer == 0 {
+                Ok(())
+            } else if h.size < need {
+                Err(Errno::ENOSPC)
+            } else {
+                mem.write(h.buffer, &blob)
+            };
+            // Xen copies the size back whatever happened.
+            h.size = need;
+            set_payload(op.union_bytes_mut(), &h);
+            mem.write(addr, op.as_bytes())?;
+            result?;
+        }
+        XEN_DOMCTL_sethvmcontext => {
+            let h: XenDomctlSetHvmcontextView = payload(op.union_bytes());
+            // Xen checks the domain before it copies the blob.
+            let d = state.domain(domid)?;
+            if domid == SIM_DOM0 || !d.is_hvm() {
+                return Err(Errno::EINVAL);
+            }
+            let len = u64::from(h.size);
+            if !mem.check(h.buffer, len) {
+                return Err(Errno::EFAULT);
+            }
+            let mut blob = vec![0u8; usize::try_from(len).map_err(|_| Errno::ENOMEM)?];
+            mem.read(h.buffer, &mut blob)?;
+            state.set_hvm_context(domid, &blob)?;
+        }
+        XEN_DOMCTL_set_paging_mempool_size => {
+            let p: XenDomctlPagingMempool = payload(op.union_bytes());
+            state.set_paging_mempool_size(domid, p.size)?;
+        }
+        _ => {
+            let size = state.paging_mempool_size(domid)?;
+            set_payload(op.union_bytes_mut(), &XenDomctlPagingMempool { size });
+            mem.write(addr, op.as_bytes())?;
+        }
+    }
+    Ok(0)
+}
+
+/// `hvm_op`: `HVMOP_set_param` and `HVMOP_get_param`.
+fn hvm_op(state: &mut SimState, mem: &dyn GuestMemory, cmd: u64, arg: u64) -> Result<u64, Errno> {
+    match cmd {
+        HVMOP_set_param => {
+            let p: XenHvmParam = read(mem, arg)?;
+            state.set_hvm_param(p.domid, p.index, p.value).map(|()| 0)
+        }
+        HVMOP_get_param => {
+            let mut p: XenHvmParam = read(mem, arg)?;
+            p.value = state.hvm_param(p.domid, p.index)?;
+            mem.write(arg, p.as_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOSYS),
+    }
+}
+
+/// `mmuext_op(ops, count, pdone, foreigndom)`: pins and unpins on the page-table owner's
+/// behalf; `pdone` (if not null) gets the number done.
+fn mmuext_op(state: &mut SimState, mem: &dyn GuestMemory, args: [u64; 5]) -> Result<u64, Errno> {
+    let [ops, count, pdone, foreigndom, _] = args;
+    let count = count & u64::from(u32::MAX);
+    let entry = core::mem::size_of::<MmuextOpView>() as u64;
+    if !mem.check(ops, count.saturating_mul(entry)) {
+        return Err(Errno::EFAULT);
+    }
+    let owner = state.pg_owner(u16::try_from(foreigndom & 0xffff).unwrap_or(DOMID_SELF))?;
+    let mut done = 0u64;
+    let mut rc = Ok(0);
+    while done < count {
+        let op: MmuextOpView = match read(mem, ops.wrapping_add(done.wrapping_mul(entry))) {
+            Ok(op) => op,
+            Err(e) => {
+                rc = Err(e);
+                break;
+            }
+        };
+        let r = match op.cmd {
+            MMUEXT_PIN_L1_TABLE..=MMUEXT_PIN_L4_TABLE => {
+                state.pin_table(owner, op.cmd - MMUEXT_PIN_L1_TABLE + 1, op.arg1)
+            }
+            MMUEXT_UNPIN_TABLE => state.pin_table(owner, 0, op.arg1),
+            // TLB and cache flushes, LDT and base-pointer changes act on the caller's own
+            // vCPUs, which the simulated toolstack does not have.
+            5..=20 => Err(Errno::EOPNOTSUPP),
+            _ => Err(Errno::ENOSYS),
+        };
+        if let Err(e) = r {
+            rc = Err(e);
+            break;
+        }
+        done += 1;
+    }
+    if pdone != 0 {
+        let done32 = u32::try_from(done).unwrap_or(u32::MAX);
+        mem.write(pdone, &done32.to_ne_bytes())?;
+    }
+    rc
+}
+
+/// `XENMEM_set_memory_map`.
+fn set_memory_map(state: &mut SimState, mem: &dyn GuestMemory, arg: u64) -> Result<u64, Errno> {
+    let m: XenForeignMemoryMapView = read(mem, arg)?;
+    if m.nr_entries > SimState::e820_max() {
+        return Err(Errno::EINVAL);
+    }
+    state.domain(SimState::resolve(m.domid))?;
+    let entry = core::mem::size_of::<E820Entry>();
+    let n = usize::try_from(m.nr_entries).map_err(|_| Errno::EINVAL)?;
+    let mut bytes = vec![0u8; n * entry];
+    mem.read(m.buffer, &mut bytes)?;
+    let map = bytes
+        .chunks_exact(entry)
+        .filter_map(|c| E820Entry::read_from_bytes(c).ok())
+        .collect();
+    state.set_memory_map(m.domid, map).map(|()| 0)
 }

@@ -101,8 +101,9 @@ impl SimState {
             // `get_page_from_gfn` found nothing.
             return Err(Errno::EINVAL);
         }
-        // PV: `gfn` is a machine frame. The grant frames are shared with the domain.
-        if d.grant_frames.contains(&gfn) {
+        // PV: `gfn` is a machine frame. The grant frames and the shared-info page are shared
+        // with the domain.
+        if d.grant_frames.contains(&gfn) || d.build.shared_info_frame == gfn {
             return Ok(gfn);
         }
         if gfn < self.total_pages.max(self.next_mfn) {

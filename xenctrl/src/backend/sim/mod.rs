@@ -21,6 +21,7 @@
 //! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
+pub mod build;
 mod dispatch;
 pub mod evtchn;
 pub(crate) mod evtchn_dev;
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
+pub use self::build::{SimBuild, SimVcpu};
 use self::dispatch::{Interface, VersionInfo};
 pub use self::evtchn::{SimEventChannels, SimPort, SimPortState};
 pub(crate) use self::foreign::SimWindow;

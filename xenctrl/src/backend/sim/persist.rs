@@ -31,13 +31,14 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::build::{SimBuild, SimVcpu};
 use super::evtchn::{SimEventChannels, SimPort, SimPortState};
 use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
 use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
-use crate::abi::XenDomctlCreatedomain;
+use crate::abi::{E820Entry, VcpuGuestContext, XenDomctlCreatedomain, XenDomctlTscInfo};
 
-const MAGIC: &[u8; 8] = b"RXENSIM2";
+const MAGIC: &[u8; 8] = b"RXENSIM3";
 const HEADER_LEN: usize = 24;
 
 /// What identifies one version of the file's contents.
@@ -392,8 +393,108 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
             }
             e.u8(u8::from(k.released));
         }
+        encode_build(&mut e, &d.build);
     }
     e.0
+}
+
+/// What a builder set on a domain (see `sim/build.rs`).
+fn encode_build(e: &mut Enc, b: &SimBuild) {
+    e.u64(b.shared_info_frame);
+    e.len(b.vcpus.len());
+    for (&id, v) in &b.vcpus {
+        e.u32(id);
+        e.u8(u8::from(v.initialised) | (u8::from(v.online) << 1));
+        match &v.context {
+            Some(c) => {
+                e.u8(1);
+                e.0.extend_from_slice(c.as_bytes());
+            }
+            None => e.u8(0),
+        }
+    }
+    e.len(b.hypercall_pages.len());
+    for &f in &b.hypercall_pages {
+        e.u64(f);
+    }
+    e.0.extend_from_slice(b.tsc.as_bytes());
+    e.len(b.hvm_params.len());
+    for (&i, &v) in &b.hvm_params {
+        e.u32(i);
+        e.u64(v);
+    }
+    e.len(b.hvm_records.len());
+    for (&(t, i), data) in &b.hvm_records {
+        e.u16(t);
+        e.u16(i);
+        e.len(data.len());
+        e.0.extend_from_slice(data);
+    }
+    e.u64(b.paging_pool_pages);
+    e.len(b.pinned.len());
+    for (&mfn, &level) in &b.pinned {
+        e.u64(mfn);
+        e.u32(level);
+    }
+    e.len(b.memory_map.len());
+    for m in &b.memory_map {
+        e.0.extend_from_slice(m.as_bytes());
+    }
+}
+
+fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
+    let mut b = SimBuild::new(false, 0, 0);
+    b.shared_info_frame = d.u64()?;
+    let ctx_len = std::mem::size_of::<VcpuGuestContext>();
+    for _ in 0..d.len(6)? {
+        let id = d.u32()?;
+        let bits = d.u8()?;
+        if bits > 3 {
+            return Err(bad("vcpu state bits"));
+        }
+        let context = match d.u8()? {
+            0 => None,
+            1 => Some(Box::new(
+                VcpuGuestContext::read_from_bytes(d.take(ctx_len)?)
+                    .map_err(|_| bad("vcpu context"))?,
+            )),
+            _ => return Err(bad("vcpu context tag")),
+        };
+        let v = SimVcpu {
+            context,
+            initialised: bits & 1 != 0,
+            online: bits & 2 != 0,
+        };
+        if b.vcpus.insert(id, v).is_some() {
+            return Err(bad("vcpu listed twice"));
+        }
+    }
+    for _ in 0..d.len(8)? {
+        b.hypercall_pages.push(d.u64()?);
+    }
+    b.tsc = XenDomctlTscInfo::read_from_bytes(d.take(std::mem::size_of::<XenDomctlTscInfo>())?)
+        .map_err(|_| bad("tsc info"))?;
+    for _ in 0..d.len(12)? {
+        let i = d.u32()?;
+        b.hvm_params.insert(i, d.u64()?);
+    }
+    for _ in 0..d.len(12)? {
+        let t = d.u16()?;
+        let i = d.u16()?;
+        let n = d.len(1)?;
+        b.hvm_records.insert((t, i), d.take(n)?.to_vec());
+    }
+    b.paging_pool_pages = d.u64()?;
+    for _ in 0..d.len(12)? {
+        let mfn = d.u64()?;
+        b.pinned.insert(mfn, d.u32()?);
+    }
+    let entry = std::mem::size_of::<E820Entry>();
+    for _ in 0..d.len(entry)? {
+        b.memory_map
+            .push(E820Entry::read_from_bytes(d.take(entry)?).map_err(|_| bad("e820 entry"))?);
+    }
+    Ok(b)
 }
 
 /// A domain's ports: `valid`, then each port in use as (port, kind, what it is bound to, the
@@ -540,6 +641,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
             let released = d.u8()? != 0;
             grants.kernel.insert(r, SimKernelGrant { page, released });
         }
+        let build = decode_build(&mut d)?;
         s.domains.insert(
             domid,
             SimDomain {
@@ -556,6 +658,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 evtchn,
                 grant_frames,
                 grants,
+                build,
             },
         );
     }
@@ -656,6 +759,67 @@ mod tests {
         assert_eq!(d2.grants, s.domains[&d].grants);
         assert_eq!(d2.state, SimDomainState::Shutdown(2));
         assert_eq!(s2.outstanding_claims, s.outstanding_claims);
+    }
+
+    /// What builders set on a PV and an HVM domain survives the file: vCPU contexts, pins,
+    /// the memory map, TSC, HVM parameters and records, the paging pool.
+    #[test]
+    fn a_builders_settings_round_trip() {
+        use crate::abi::{VGCF_in_kernel, VGCF_online, VcpuGuestContext};
+        let config = SimConfig::default();
+        let mut s = SimState::new(&config);
+        let pv = s.create_domain(0, &SimState::pv_config(1)).expect("pv");
+        s.set_max_mem(pv, 1024).expect("max_mem");
+        s.max_vcpus(pv, 1).expect("vcpus");
+        let l4 = s.populate_extent(pv, 0, 0).expect("populate");
+        s.pin_table(pv, 4, l4).expect("pin");
+        let mut c = VcpuGuestContext::zeroed();
+        c.flags = VGCF_in_kernel | VGCF_online;
+        c.user_regs.rip = 0xffff_ffff_8100_0000;
+        c.ctrlreg[3] = VcpuGuestContext::pfn_to_cr3(l4);
+        s.set_vcpu_context(pv, 0, Some(&c)).expect("context");
+        s.hypercall_init(pv, l4).expect("hypercall page");
+        s.set_memory_map(pv, vec![E820Entry::new(0, 1 << 20, crate::abi::E820_RAM)])
+            .expect("map");
+        s.set_tsc_info(
+            pv,
+            &XenDomctlTscInfo {
+                tsc_mode: 2,
+                ..Default::default()
+            },
+        )
+        .expect("tsc");
+        let mut hvm_config = SimState::pv_config(2);
+        hvm_config.flags = crate::abi::XEN_DOMCTL_CDF_hvm | crate::abi::XEN_DOMCTL_CDF_hap;
+        hvm_config.arch.emulation_flags = crate::abi::XEN_X86_EMU_LAPIC;
+        let hvm = s.create_domain(0, &hvm_config).expect("hvm");
+        s.max_vcpus(hvm, 2).expect("vcpus");
+        s.set_hvm_param(hvm, crate::abi::HVM_PARAM_STORE_PFN, 0xfeffc)
+            .expect("param");
+        s.set_paging_mempool_size(hvm, 8 << 20).expect("pool");
+        let blob = s.hvm_context(hvm).expect("context");
+        s.set_hvm_context(hvm, &blob).expect("load");
+        let body = encode(&config, &s);
+        let (_, s2) = decode(&body).expect("decode");
+        assert_eq!(encode(&config, &s2), body);
+        for d in [pv, hvm] {
+            assert_eq!(s2.domains[&d].build, s.domains[&d].build, "d{d}");
+        }
+        let b = &s2.domains[&pv].build;
+        assert_eq!(b.pinned.get(&l4), Some(&4));
+        assert_eq!(b.vcpus[&0].context.as_deref(), Some(&c));
+        assert_eq!(b.tsc.tsc_mode, 2);
+        assert_eq!(
+            s2.domains[&hvm]
+                .build
+                .hvm_param(crate::abi::HVM_PARAM_STORE_PFN),
+            0xfeffc
+        );
+        assert_eq!(s2.domains[&hvm].build.paging_pool_pages, 2048);
+        // And every cut of it is an error, not a panic.
+        for cut in (0..body.len()).step_by(97) {
+            assert!(decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use super::build::SimBuild;
 use super::evtchn::{EvtchnEvent, SimEventChannels};
 use super::gnttab::SimGrantTable;
 use super::SimConfig;
@@ -84,10 +85,14 @@ pub struct SimDomain {
     /// What Xen and the domain's kernel know of its grants beyond the entries themselves
     /// (see [`super::gnttab`]).
     pub grants: SimGrantTable,
+    /// What a domain builder set: vCPU contexts, HVM parameters and records, pinned page
+    /// tables, the memory map... (see [`super::build`]).
+    pub build: SimBuild,
 }
 
 impl SimDomain {
-    fn is_hvm(&self) -> bool {
+    /// Whether it is an HVM (or PVH) domain.
+    pub fn is_hvm(&self) -> bool {
         self.config.flags & XEN_DOMCTL_CDF_hvm != 0
     }
 
@@ -126,7 +131,11 @@ impl SimDomain {
             tot_pages: self.tot_pages,
             max_pages: self.max_pages,
             outstanding_pages: self.outstanding_pages,
-            shared_info_frame: 0,
+            shared_info_frame: if self.is_hvm() {
+                u64::MAX
+            } else {
+                self.build.shared_info_frame
+            },
             nr_online_vcpus: vcpus,
             max_vcpu_id: vcpus.checked_sub(1).unwrap_or(XEN_INVALID_MAX_VCPU_ID),
             ssidref: self.config.ssidref,
@@ -212,6 +221,7 @@ impl SimState {
             evtchn: SimEventChannels::default(),
             grant_frames: Vec::new(),
             grants: SimGrantTable::default(),
+            build: SimBuild::new(false, s.cpu_khz, 0),
         };
         s.domains.insert(SIM_DOM0, dom0);
         s
@@ -300,6 +310,13 @@ impl SimState {
         if config.max_maptrack_frames < 0 {
             config.max_maptrack_frames = MAX_MAPTRACK_FRAMES;
         }
+        let shared_info = self.next_mfn;
+        self.next_mfn += 1;
+        let build = SimBuild::new(
+            config.flags & XEN_DOMCTL_CDF_hvm != 0,
+            self.cpu_khz,
+            shared_info,
+        );
         self.domains.insert(
             domid,
             SimDomain {
@@ -316,6 +333,7 @@ impl SimState {
                 evtchn: SimEventChannels::default(),
                 grant_frames: Vec::new(),
                 grants: SimGrantTable::default(),
+                build,
             },
         );
         Ok(domid)
