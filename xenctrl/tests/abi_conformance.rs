@@ -31,6 +31,7 @@ const HEADERS: &[&str] = &[
     "xen/sched.h",
     "xen/domctl.h",
     "xen/sysctl.h",
+    "xen/arch-x86/hvm/start_info.h",
 ];
 
 /// A C expression and the key its value is printed under.

@@ -187,7 +187,7 @@ pub(crate) use abi_struct;
 
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
-    use super::{domctl, evtchn, grant_table, memory, sysctl, version, xen};
+    use super::{domctl, evtchn, grant_table, memory, start_info, sysctl, version, xen};
     [
         xen::consts(),
         version::consts(),
@@ -196,6 +196,7 @@ pub fn constants() -> Vec<ConstInfo> {
         memory::consts(),
         evtchn::consts(),
         grant_table::consts(),
+        start_info::consts(),
     ]
     .concat()
 }
@@ -240,5 +241,9 @@ pub fn structs() -> Vec<StructLayout> {
         XenSysctl::<XenSysctlGetdomaininfolist>::LAYOUT,
         XenDomctlView::LAYOUT,
         XenSysctlView::LAYOUT,
+        StartInfo::LAYOUT,
+        HvmStartInfo::LAYOUT,
+        HvmModlistEntry::LAYOUT,
+        HvmMemmapTableEntry::LAYOUT,
     ]
 }

@@ -1,7 +1,7 @@
 //! The Xen 4.17 public ABI: `#[repr(C)]` structs and constants. No `unsafe` here (forbidden).
 //!
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
-//! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`]
+//! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`], and [`start_info`] (what a booting guest finds in its memory); [`envelope`]
 //! holds the typed `domctl`/`sysctl` envelopes. Everything is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
@@ -26,6 +26,7 @@ pub mod grant_table;
 pub mod handle;
 pub mod layout;
 pub mod memory;
+pub mod start_info;
 pub mod sysctl;
 pub mod version;
 pub mod xen;
@@ -38,6 +39,7 @@ pub use evtchn::*;
 pub use grant_table::*;
 pub use handle::{PoolData, XenGuestHandle};
 pub use memory::*;
+pub use start_info::*;
 pub use sysctl::*;
 pub use version::*;
 pub use xen::*;
