@@ -10,12 +10,14 @@ use super::kernel::{ElfKernel, Initrd, KernelError};
 
 /// Bytes in a guest page.
 pub const PAGE_SIZE: u64 = 4096;
+/// [`PAGE_SIZE`] as a buffer length.
+pub const PAGE_BYTES: usize = 4096;
 /// `log2(PAGE_SIZE)`.
 pub const PAGE_SHIFT: u32 = 12;
 
 /// Pages needed for `bytes` (rounded up), without overflow.
 pub fn pages_for(bytes: u64) -> u64 {
-    bytes / PAGE_SIZE + u64::from(bytes % PAGE_SIZE != 0)
+    bytes.div_ceil(PAGE_SIZE)
 }
 
 /// A run of guest frames.

@@ -32,7 +32,9 @@ use xenctrl::x86::{PageTable, Pte, PteFlags};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::kernel::{CommandLine, ElfKernel, GuestKind, Initrd, KernelLayout};
-use super::plan::{kernel_loads, pages_for, Load, LoadSource, PlanError, Region, PAGE_SIZE};
+use super::plan::{
+    kernel_loads, pages_for, Load, LoadSource, PlanError, Region, PAGE_BYTES, PAGE_SIZE,
+};
 use tables::Mapping;
 
 /// The guest type libxenguest writes into `start_info.magic`.
@@ -576,7 +578,7 @@ impl PvLayout {
 
         // The p2m list: one u64 per page, the rest of its last frame zero.
         for (i, chunk) in p2m.chunks(512).enumerate() {
-            let mut bytes = vec![0u8; PAGE_SIZE as usize];
+            let mut bytes = vec![0u8; PAGE_BYTES];
             for (dst, m) in bytes.chunks_exact_mut(8).zip(chunk) {
                 dst.copy_from_slice(&m.to_le_bytes());
             }
@@ -621,7 +623,7 @@ impl PvLayout {
         let cmd = self.cmdline.as_str().as_bytes();
         let n = cmd.len().min(MAX_GUEST_CMDLINE - 1);
         si.cmd_line[..n].copy_from_slice(&cmd[..n]);
-        let mut bytes = vec![0u8; PAGE_SIZE as usize];
+        let mut bytes = vec![0u8; PAGE_BYTES];
         bytes[..size_of::<StartInfo>()].copy_from_slice(si.as_bytes());
         pages.push(PageContents {
             pfn: self.start_info_pfn,

@@ -187,8 +187,7 @@ pub(super) fn render(
                     })?;
                     let per = ENTRIES_PER_TABLE as u64;
                     let table = lt.pfn + p / per;
-                    // p % 512 < 512.
-                    let slot = (p % per) as usize;
+                    let slot = usize::try_from(p % per).unwrap_or(ENTRIES_PER_TABLE);
                     if let Some(t) = out.get_mut(&table) {
                         t.set(slot, pte);
                     }
