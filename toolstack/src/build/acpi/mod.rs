@@ -44,6 +44,8 @@ pub const MAX_VCPUS: u32 = 128;
 
 /// The header's size.
 pub const HEADER_LEN: usize = 36;
+/// The bytes libxl hands over for the RSDP (its ACPI module 0), and reserves in the e820.
+pub const RSDP_MODULE_LEN: u64 = 64;
 /// The RSDP's size (ACPI 2.0).
 pub const RSDP_LEN: usize = 36;
 /// The FADT's size (revision 5).

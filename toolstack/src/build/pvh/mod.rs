@@ -572,7 +572,7 @@ fn memory_map(lowmem_end: u64, highmem_end: u64, acpi: &AcpiTables) -> Vec<E820E
     let rsdp_page = acpi.rsdp_address & !(PAGE_SIZE - 1);
     let rsdp_entry = E820Entry {
         addr: rsdp_page,
-        size: acpi.rsdp_address - rsdp_page + acpi.rsdp.len() as u64,
+        size: acpi.rsdp_address - rsdp_page + acpi::RSDP_MODULE_LEN,
         kind: E820Type::Acpi,
     };
     if rsdp_page < lowmem_end {
