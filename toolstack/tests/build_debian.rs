@@ -30,7 +30,11 @@ fn kernel() -> Option<KernelImage> {
         return None;
     };
     let path = PathBuf::from(path);
-    assert!(path.is_file(), "{VAR}={} is set, but there is no such file", path.display());
+    assert!(
+        path.is_file(),
+        "{VAR}={} is set, but there is no such file",
+        path.display()
+    );
     Some(
         KernelImage::load_file(&path, &ImageLimits::default(), None)
             .unwrap()
@@ -67,7 +71,10 @@ fn debian_12_kernel_plans_for_128_mib_pv_and_pvh_guests() {
         pv.p2m().pages
     );
     assert_eq!(start, 16 * MIB);
-    assert!((60 * MIB..=80 * MIB).contains(&end), "kernel ends at {end:#x}");
+    assert!(
+        (60 * MIB..=80 * MIB).contains(&end),
+        "kernel ends at {end:#x}"
+    );
     assert_eq!(pv.virt_base(), 0xffff_ffff_8000_0000);
     assert!(pv.p2m_at_init_p2m(), "Debian's kernel has INIT_P2M");
     assert_eq!(pv.p2m().va, 0x80_0000_0000);
@@ -125,7 +132,10 @@ fn debian_12_kernel_does_not_fit_64_mib() {
     let pages = 64 * MIB / PAGE_SIZE;
     let pv = PvLayout::new(image.elf(), pages, 1, None, &cmd);
     assert!(
-        matches!(pv, Err(PlanError::NoRoom { .. } | PlanError::MappingPastMemory { .. })),
+        matches!(
+            pv,
+            Err(PlanError::NoRoom { .. } | PlanError::MappingPastMemory { .. })
+        ),
         "{:?}",
         pv.err()
     );

@@ -45,7 +45,9 @@ impl FrameSource for Machine {
 
 /// A p2m that scatters frames: pfn i -> a machine frame far from i, in reverse order.
 fn fake_p2m(pages: u64) -> Vec<u64> {
-    (0..pages).map(|pfn| 0x40_0000 + (pages - 1 - pfn) * 3).collect()
+    (0..pages)
+        .map(|pfn| 0x40_0000 + (pages - 1 - pfn) * 3)
+        .collect()
 }
 
 /// What the executor would do: copy the loads and write the pages, by mfn.
@@ -68,7 +70,9 @@ fn apply(
 }
 
 fn write_load(m: &mut Machine, l: &Load, p2m: &[u64], elf: &[u8], initrd: Option<&Initrd>) {
-    let bytes = l.bytes(elf, initrd).expect("the load's bytes are in its source");
+    let bytes = l
+        .bytes(elf, initrd)
+        .expect("the load's bytes are in its source");
     for (i, b) in bytes.iter().enumerate() {
         let addr = l.dest + i as u64;
         let mfn = p2m[(addr / PAGE_SIZE) as usize];
@@ -142,10 +146,19 @@ fn notes_without(kinds: &[u32], extra: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn debian_like_kernel_is_laid_out_in_libxenguests_order() {
-    let c = build(ElfBuilder::debian_like().bytes(), PAGES_128M, Some(5000), "console=hvc0");
+    let c = build(
+        ElfBuilder::debian_like().bytes(),
+        PAGES_128M,
+        Some(5000),
+        "console=hvc0",
+    );
     let l = &c.layout;
     let kpfn = PSTART / PAGE_SIZE;
-    assert_eq!(l.kernel().pfn, kpfn, "pfn 0 is VIRT_BASE, the kernel at its offset");
+    assert_eq!(
+        l.kernel().pfn,
+        kpfn,
+        "pfn 0 is VIRT_BASE, the kernel at its offset"
+    );
     assert_eq!(l.kernel().pages, 8);
     assert_eq!(l.kernel().va, VIRT_BASE + PSTART);
     assert_eq!(l.start_info_pfn(), kpfn + 8);
@@ -255,8 +268,15 @@ fn start_info_is_where_rsi_points_and_says_what_the_plan_did() {
     assert_eq!(si.nr_pt_frames, 13);
     assert_eq!(si.mfn_list, INIT_P2M);
     let initrd = l.initrd().unwrap();
-    assert_eq!(si.mod_start, initrd.segment.pfn, "a pfn, with SIF_MOD_START_PFN");
-    assert_eq!(si.mod_len, 2 * PAGE_SIZE, "whole pages, as libxenguest says");
+    assert_eq!(
+        si.mod_start, initrd.segment.pfn,
+        "a pfn, with SIF_MOD_START_PFN"
+    );
+    assert_eq!(
+        si.mod_len,
+        2 * PAGE_SIZE,
+        "whole pages, as libxenguest says"
+    );
     assert_eq!(si.first_p2m_pfn, l.p2m().pfn);
     assert_eq!(si.nr_p2m_frames, 67);
     let cmd = b"console=hvc0 root=/dev/xvda\0";
@@ -278,7 +298,12 @@ fn the_p2m_is_mapped_at_init_p2m_and_holds_the_p2m() {
         assert_eq!(t.frame, c.p2m[(c.layout.p2m().pfn + i) as usize]);
         assert!(t.flags.contains(PteFlags::RW));
     }
-    assert!(walk(&c.machine, c.image.pin_l4_mfn, INIT_P2M + list_pages * PAGE_SIZE).is_err());
+    assert!(walk(
+        &c.machine,
+        c.image.pin_l4_mfn,
+        INIT_P2M + list_pages * PAGE_SIZE
+    )
+    .is_err());
     // Its contents: entry pfn holds p2m[pfn].
     let t = walk(&c.machine, c.image.pin_l4_mfn, INIT_P2M + 8 * 1000).unwrap();
     let b = c.machine.read(t.frame, t.offset, 8);
@@ -287,7 +312,12 @@ fn the_p2m_is_mapped_at_init_p2m_and_holds_the_p2m() {
 
 #[test]
 fn page_tables_are_read_only_and_map_only_the_guests_frames() {
-    let c = build(ElfBuilder::debian_like().bytes(), PAGES_128M, Some(5000), "");
+    let c = build(
+        ElfBuilder::debian_like().bytes(),
+        PAGES_128M,
+        Some(5000),
+        "",
+    );
     let mappings = Mapping::enumerate(&c.machine, c.image.pin_l4_mfn, 1 << 20).unwrap();
     let owned: BTreeSet<u64> = c.p2m.iter().copied().collect();
     let table_mfns: BTreeSet<u64> = c
@@ -300,24 +330,41 @@ fn page_tables_are_read_only_and_map_only_the_guests_frames() {
     assert_eq!(table_mfns.len(), 13 + 3);
     let mut ro_tables = 0;
     for m in &mappings {
-        assert!(owned.contains(&m.frame), "{m:?} maps a frame the guest does not own");
+        assert!(
+            owned.contains(&m.frame),
+            "{m:?} maps a frame the guest does not own"
+        );
         if table_mfns.contains(&m.frame) {
-            assert!(!m.flags.contains(PteFlags::RW), "{m:?}: a page table mapped writable");
+            assert!(
+                !m.flags.contains(PteFlags::RW),
+                "{m:?}: a page table mapped writable"
+            );
             ro_tables += 1;
         } else {
             assert!(m.flags.contains(PteFlags::RW), "{m:?}");
         }
     }
-    assert_eq!(ro_tables, 13, "the bootstrap tables are inside the bootstrap mapping");
+    assert_eq!(
+        ro_tables, 13,
+        "the bootstrap tables are inside the bootstrap mapping"
+    );
     // The bootstrap mapping maps pfn i at VIRT_BASE + i pages, all of it; the p2m the rest.
     let boot_pages = (c.layout.mapping_end() - VIRT_BASE) / PAGE_SIZE;
-    assert_eq!(mappings.len() as u64, boot_pages + PAGES_128M * 8 / PAGE_SIZE);
+    assert_eq!(
+        mappings.len() as u64,
+        boot_pages + PAGES_128M * 8 / PAGE_SIZE
+    );
     for (i, m) in mappings.iter().filter(|m| m.va >= VIRT_BASE).enumerate() {
         assert_eq!(m.va, VIRT_BASE + i as u64 * PAGE_SIZE);
         assert_eq!(m.frame, c.p2m[i]);
     }
     // Every table entry points at a frame the guest owns, too.
-    for pfn in c.layout.page_table_pfns().iter().flat_map(|r| r.start..r.end()) {
+    for pfn in c
+        .layout
+        .page_table_pfns()
+        .iter()
+        .flat_map(|r| r.start..r.end())
+    {
         let mfn = c.p2m[pfn as usize];
         for i in 0..512 {
             let e = c.machine.entry(mfn, i).unwrap();
@@ -338,7 +385,11 @@ fn without_init_p2m_and_mod_start_pfn_everything_is_in_the_bootstrap_area() {
     let kpfn = PSTART / PAGE_SIZE;
     let initrd = l.initrd().unwrap();
     assert!(!initrd.unmapped);
-    assert_eq!(initrd.segment.pfn, kpfn + 8, "the initrd right after the kernel");
+    assert_eq!(
+        initrd.segment.pfn,
+        kpfn + 8,
+        "the initrd right after the kernel"
+    );
     assert_eq!(initrd.segment.pages, 4);
     assert!(!l.p2m_at_init_p2m());
     assert_eq!(l.p2m().pfn, kpfn + 12, "then the p2m");
@@ -352,7 +403,10 @@ fn without_init_p2m_and_mod_start_pfn_everything_is_in_the_bootstrap_area() {
     assert_eq!((si.first_p2m_pfn, si.nr_p2m_frames), (0, 0));
     // The initrd and the p2m are reachable through the bootstrap mapping.
     let t = walk(&c.machine, c.image.pin_l4_mfn, si.mod_start).unwrap();
-    assert_eq!(c.machine.read(t.frame, 0, 64), c.initrd.as_ref().unwrap().as_bytes()[..64]);
+    assert_eq!(
+        c.machine.read(t.frame, 0, 64),
+        c.initrd.as_ref().unwrap().as_bytes()[..64]
+    );
     let t = walk(&c.machine, c.image.pin_l4_mfn, si.mfn_list + 8 * 7).unwrap();
     let b = c.machine.read(t.frame, t.offset, 8);
     assert_eq!(u64::from_le_bytes(b.try_into().unwrap()), c.p2m[7]);
@@ -424,7 +478,14 @@ fn a_kernel_that_does_not_fit_is_refused_with_the_numbers() {
     // 16 MiB + 8 pages holds the kernel but not the bootstrap mapping.
     let err = layout_err(&debian_kernel(), 4096 + 8, 1, None);
     assert!(
-        matches!(err, PlanError::NoRoom { region: Region::StartInfo, total: 4104, .. }),
+        matches!(
+            err,
+            PlanError::NoRoom {
+                region: Region::StartInfo,
+                total: 4104,
+                ..
+            }
+        ),
         "{err}"
     );
     let err = layout_err(&debian_kernel(), 4096 + 200, 1, None);
@@ -461,7 +522,10 @@ fn an_initrd_too_large_is_refused_with_the_numbers() {
 #[test]
 fn vcpu_and_memory_bounds_are_errors() {
     let k = debian_kernel();
-    assert!(matches!(layout_err(&k, PAGES_128M, 0, None), PlanError::NoVcpus));
+    assert!(matches!(
+        layout_err(&k, PAGES_128M, 0, None),
+        PlanError::NoVcpus
+    ));
     assert!(matches!(
         layout_err(&k, PAGES_128M, 8193, None),
         PlanError::TooManyVcpus {
@@ -471,9 +535,15 @@ fn vcpu_and_memory_bounds_are_errors() {
     ));
     assert!(matches!(
         layout_err(&k, u64::MAX, 1, None),
-        PlanError::MemoryTooLarge { pages: u64::MAX, .. }
+        PlanError::MemoryTooLarge {
+            pages: u64::MAX,
+            ..
+        }
     ));
-    assert!(matches!(layout_err(&k, 0, 1, None), PlanError::NoRoom { total: 0, .. }));
+    assert!(matches!(
+        layout_err(&k, 0, 1, None),
+        PlanError::NoRoom { total: 0, .. }
+    ));
 }
 
 #[test]

@@ -118,9 +118,15 @@ fn sums_to_zero(b: &[u8]) -> bool {
 /// A table at `addr`: its signature and bytes, its checksum checked.
 fn table(g: &Guest, addr: u64) -> ([u8; 4], Vec<u8>) {
     let len = g.u32(addr + 4) as usize;
-    assert!((36..65536).contains(&len), "table at {addr:#x}: length {len}");
+    assert!(
+        (36..65536).contains(&len),
+        "table at {addr:#x}: length {len}"
+    );
     let bytes = g.read(addr, len);
-    assert!(sums_to_zero(&bytes), "table at {addr:#x} has a bad checksum");
+    assert!(
+        sums_to_zero(&bytes),
+        "table at {addr:#x} has a bad checksum"
+    );
     (bytes[..4].try_into().unwrap(), bytes)
 }
 
@@ -208,7 +214,10 @@ fn regions_follow_libxenguests_order() {
     assert_eq!(initrd.start, l.start_info().end());
     assert_eq!(initrd.count, 3);
     let order: Vec<_> = l.segments().iter().map(|s| s.region).collect();
-    assert_eq!(order, vec![Region::Kernel, Region::StartInfo, Region::Initrd]);
+    assert_eq!(
+        order,
+        vec![Region::Kernel, Region::StartInfo, Region::Initrd]
+    );
 
     // Without it: the initrd comes before the start info.
     let k = kernel_with(Some(debian_notes_without_mod_start_pfn()));
@@ -259,7 +268,10 @@ fn boot_vcpu_is_flat_32_bit_protected_mode() {
     let v = c.image.vcpu;
     assert_eq!(v.cr0, 0x11, "PE | ET");
     assert_eq!((v.cs.base, v.cs.limit, v.cs.arbytes), (0, u32::MAX, 0xc9b));
-    assert_eq!((v.data.base, v.data.limit, v.data.arbytes), (0, u32::MAX, 0xc93));
+    assert_eq!(
+        (v.data.base, v.data.limit, v.data.arbytes),
+        (0, u32::MAX, 0xc93)
+    );
     assert_eq!((v.tr.base, v.tr.limit, v.tr.arbytes), (0, 0x67, 0x8b));
     assert_eq!((v.dr6, v.dr7), (0xffff_0ff0, 0x400));
     assert_eq!(c.image.mtrr_def_type, 0x806, "write-back, enabled");
@@ -296,7 +308,10 @@ fn acpi_tables_parse_back_with_one_lapic_per_vcpu() {
         let si = start_info(&c);
         let t = acpi_tables(&c.guest, si.rsdp_paddr);
         let (_, madt) = &t[b"APIC"];
-        assert_eq!(u32::from_le_bytes(madt[36..40].try_into().unwrap()), 0xfee0_0000);
+        assert_eq!(
+            u32::from_le_bytes(madt[36..40].try_into().unwrap()),
+            0xfee0_0000
+        );
         let mut lapics = Vec::new();
         let mut at = 44;
         while at < madt.len() {
@@ -328,9 +343,11 @@ fn acpi_tables_parse_back_with_one_lapic_per_vcpu() {
         // Every table is inside the ACPI area the e820 reserves.
         for (addr, bytes) in t.values() {
             let end = addr + bytes.len() as u64;
-            assert!(c.layout.e820().iter().any(|e| e.kind == E820Type::Acpi
-                && e.addr <= *addr
-                && end <= e.end()));
+            assert!(c
+                .layout
+                .e820()
+                .iter()
+                .any(|e| e.kind == E820Type::Acpi && e.addr <= *addr && end <= e.end()));
         }
     }
 }
@@ -350,10 +367,7 @@ fn e820_is_sorted_disjoint_and_covers_the_memory() {
             .sum();
         // All memory is RAM (the RSDP is in the hole for this kernel).
         assert_eq!(ram, mem, "{mem:#x}");
-        let special = e
-            .iter()
-            .find(|x| x.kind == E820Type::Reserved)
-            .unwrap();
+        let special = e.iter().find(|x| x.kind == E820Type::Reserved).unwrap();
         assert_eq!((special.addr, special.size), (0xfeff8000, 0x8000));
         // Everything the plan puts in RAM is inside a RAM entry.
         let l = &c.layout;
@@ -389,11 +403,7 @@ fn a_big_guest_has_ram_above_4_gib() {
 /// Debian's notes with SUPPORTED_FEATURES lacking linux_rsdp_unrestricted (bit 15): an older
 /// Linux, for which libxl puts the RSDP where the BIOS search finds it.
 fn restricted_rsdp_kernel() -> ElfKernel {
-    let notes = [
-        notes_without(&[17]),
-        xen(17, &0x0801u32.to_le_bytes()),
-    ]
-    .concat();
+    let notes = [notes_without(&[17]), xen(17, &0x0801u32.to_le_bytes())].concat();
     kernel_with(Some(notes))
 }
 
@@ -406,12 +416,24 @@ fn an_older_linux_gets_its_rsdp_below_1_mib() {
     acpi_tables(&c.guest, si.rsdp_paddr);
     // Low RAM is split around the RSDP's page, which is ACPI.
     let e = c.layout.e820();
-    assert_eq!((e[0].addr, e[0].size, e[0].kind), (0, 0xff000, E820Type::Ram));
-    assert_eq!((e[1].addr, e[1].size, e[1].kind), (0xff000, 0x1000, E820Type::Acpi));
-    assert_eq!((e[2].addr, e[2].end(), e[2].kind), (0x100000, 128 * MIB, E820Type::Ram));
+    assert_eq!(
+        (e[0].addr, e[0].size, e[0].kind),
+        (0, 0xff000, E820Type::Ram)
+    );
+    assert_eq!(
+        (e[1].addr, e[1].size, e[1].kind),
+        (0xff000, 0x1000, E820Type::Acpi)
+    );
+    assert_eq!(
+        (e[2].addr, e[2].end(), e[2].kind),
+        (0x100000, 128 * MIB, E820Type::Ram)
+    );
     // RAM, ACPI in the hole, special pages: the RSDP's page is RAM already.
     let pop: u64 = c.layout.populate().iter().map(|r| r.count).sum();
-    assert_eq!(pop, 128 * MIB / PAGE_SIZE + 1 + c.layout.acpi().table_pages() + 8);
+    assert_eq!(
+        pop,
+        128 * MIB / PAGE_SIZE + 1 + c.layout.acpi().table_pages() + 8
+    );
 }
 
 #[test]
@@ -421,7 +443,11 @@ fn an_rsdp_unrestricted_kernel_gets_its_rsdp_after_the_tables() {
     let expect = acpi::TABLES_ADDRESS + c.layout.acpi().table_pages() * PAGE_SIZE;
     assert_eq!(si.rsdp_paddr, expect);
     acpi_tables(&c.guest, si.rsdp_paddr);
-    assert!(c.layout.populate().iter().any(|r| r.contains(expect / PAGE_SIZE)));
+    assert!(c
+        .layout
+        .populate()
+        .iter()
+        .any(|r| r.contains(expect / PAGE_SIZE)));
     // Low RAM is then one entry.
     assert_eq!(c.layout.e820()[0].size, 128 * MIB);
 }
@@ -429,8 +455,18 @@ fn an_rsdp_unrestricted_kernel_gets_its_rsdp_after_the_tables() {
 // -- errors -----------------------------------------------------------------------------------
 
 fn err(kernel: &ElfKernel, mem: u64, vcpus: u32, initrd: Option<&Initrd>) -> PlanError {
-    match PvhLayout::new(kernel, mem / PAGE_SIZE, vcpus, initrd, &CommandLine::default()) {
-        Ok(l) => panic!("accepted: kernel {:?}, start info {:?}", l.kernel(), l.start_info()),
+    match PvhLayout::new(
+        kernel,
+        mem / PAGE_SIZE,
+        vcpus,
+        initrd,
+        &CommandLine::default(),
+    ) {
+        Ok(l) => panic!(
+            "accepted: kernel {:?}, start info {:?}",
+            l.kernel(),
+            l.start_info()
+        ),
         Err(e) => e,
     }
 }
@@ -439,9 +475,7 @@ fn err(kernel: &ElfKernel, mem: u64, vcpus: u32, initrd: Option<&Initrd>) -> Pla
 fn a_kernel_that_does_not_fit_in_ram_is_refused() {
     let e = err(&kernel_with(None), 16 * MIB, 1, None);
     match e {
-        PlanError::SegmentOutsideRam {
-            start, ram_end, ..
-        } => {
+        PlanError::SegmentOutsideRam { start, ram_end, .. } => {
             assert_eq!(start, PSTART);
             assert_eq!(ram_end, 16 * MIB);
         }
@@ -454,7 +488,14 @@ fn an_initrd_too_large_is_refused() {
     let initrd = Initrd::from_bytes(vec![1; (20 * MIB) as usize], &ImageLimits::default()).unwrap();
     let e = err(&kernel_with(None), 32 * MIB, 1, Some(&initrd));
     assert!(
-        matches!(e, PlanError::NoRoom { region: Region::Initrd, need: 5120, .. }),
+        matches!(
+            e,
+            PlanError::NoRoom {
+                region: Region::Initrd,
+                need: 5120,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("5120 pages"), "{e}");

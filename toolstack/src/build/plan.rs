@@ -270,7 +270,9 @@ pub enum PlanError {
         what: &'static str,
     },
     /// HYPERCALL_PAGE is outside the kernel.
-    #[error("HYPERCALL_PAGE {va:#x} is outside the kernel ({kstart:#x}..{kend:#x}) or not page aligned")]
+    #[error(
+        "HYPERCALL_PAGE {va:#x} is outside the kernel ({kstart:#x}..{kend:#x}) or not page aligned"
+    )]
     HypercallPageOutsideKernel {
         /// The note's value.
         va: u64,

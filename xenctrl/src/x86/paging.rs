@@ -423,11 +423,9 @@ fn visit(
     for index in 0..ENTRIES_PER_TABLE {
         // index < 512 and base has zeros below the table's span.
         let va = sign_extend(base | ((index as u64) << level.shift()));
-        let raw = frames.entry(frame, index).ok_or(WalkError::MissingFrame {
-            va,
-            level,
-            frame,
-        })?;
+        let raw = frames
+            .entry(frame, index)
+            .ok_or(WalkError::MissingFrame { va, level, frame })?;
         let pte = Pte(raw);
         if !pte.is_present() {
             continue;
@@ -496,7 +494,10 @@ mod tests {
         l3.set(Level::L3.index(va), pte(3, TABLE));
         let mut l2 = PageTable::new();
         l2.set(0, pte(4, TABLE));
-        l2.set(1, pte(0x200, PteFlags::PRESENT | PteFlags::PSE | PteFlags::NX));
+        l2.set(
+            1,
+            pte(0x200, PteFlags::PRESENT | PteFlags::PSE | PteFlags::NX),
+        );
         let mut l1 = PageTable::new();
         l1.set(0, pte(100, PteFlags::PRESENT | PteFlags::RW));
         l1.set(5, pte(105, PteFlags::PRESENT));

@@ -185,7 +185,7 @@ fn rsdp(rsdt: u64, xsdt: u64) -> Vec<u8> {
     r.push(0); // checksum over the first 20 bytes
     r.extend_from_slice(b"Xen\0\0\0");
     r.push(2); // revision: ACPI 2.0
-    // The tables are in the MMIO hole, below 4 GiB.
+               // The tables are in the MMIO hole, below 4 GiB.
     r.extend_from_slice(&(rsdt as u32).to_le_bytes());
     r.extend_from_slice(&(RSDP_LEN as u32).to_le_bytes());
     r.extend_from_slice(&xsdt.to_le_bytes());
@@ -241,7 +241,11 @@ fn madt(vcpus: u32) -> Vec<u8> {
 fn pkg_length(content: usize) -> Vec<u8> {
     for n in 1..=4usize {
         let total = content + n;
-        let fits = if n == 1 { total < 64 } else { total < 1 << (4 + 8 * (n - 1)) };
+        let fits = if n == 1 {
+            total < 64
+        } else {
+            total < 1 << (4 + 8 * (n - 1))
+        };
         if fits {
             if n == 1 {
                 return vec![total as u8];
@@ -336,7 +340,10 @@ mod tests {
         assert_eq!(aml_name_int(b"_UID", 1)[5..], [0x01]);
         assert_eq!(aml_name_int(b"_UID", 127)[5..], [0x0a, 127]);
         assert_eq!(aml_name_int(b"_UID", 300)[5..], [0x0b, 0x2c, 0x01]);
-        assert_eq!(aml_name_int(b"_UID", 70000)[5..], [0x0c, 0x70, 0x11, 0x01, 0x00]);
+        assert_eq!(
+            aml_name_int(b"_UID", 70000)[5..],
+            [0x0c, 0x70, 0x11, 0x01, 0x00]
+        );
     }
 
     #[test]
@@ -359,7 +366,10 @@ mod tests {
         assert!(matches!(AcpiTables::build(0, 0), Err(PlanError::NoVcpus)));
         assert!(matches!(
             AcpiTables::build(129, 0),
-            Err(PlanError::TooManyVcpus { vcpus: 129, max: 128 })
+            Err(PlanError::TooManyVcpus {
+                vcpus: 129,
+                max: 128
+            })
         ));
         let t = AcpiTables::build(128, 0).unwrap();
         assert!(t.table_pages() <= MAX_TABLE_PAGES);

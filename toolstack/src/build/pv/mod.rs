@@ -25,9 +25,7 @@
 
 mod tables;
 
-use xenctrl::abi::{
-    StartInfo, MAX_GUEST_CMDLINE, SIF_MOD_START_PFN, SIF_VIRT_P2M_4TOOLS,
-};
+use xenctrl::abi::{StartInfo, MAX_GUEST_CMDLINE, SIF_MOD_START_PFN, SIF_VIRT_P2M_4TOOLS};
 use xenctrl::x86::{PageTable, Pte, PteFlags};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -309,9 +307,7 @@ impl PvLayout {
         }
 
         // INIT_P2M is used only below VIRT_BASE and page aligned (xc_dom_build_image).
-        let p2m_base = kl
-            .p2m_base
-            .filter(|&b| b < virt_base && b % PAGE_SIZE == 0);
+        let p2m_base = kl.p2m_base.filter(|&b| b < virt_base && b % PAGE_SIZE == 0);
         let p2m_bytes = total_pages * 8; // total_pages <= MAX_PAGES: no overflow.
         let p2m_pages = pages_for(p2m_bytes);
         let p2m_place = match p2m_base {

@@ -257,10 +257,7 @@ impl PvhLayout {
 
         // ACPI first (libxl loads it before the image is built); the RSDP goes low for Linux.
         let linux = kernel.notes().guest_os.as_deref() == Some("linux");
-        let unrestricted = kernel
-            .notes()
-            .supported
-            .contains(LINUX_RSDP_UNRESTRICTED);
+        let unrestricted = kernel.notes().supported.contains(LINUX_RSDP_UNRESTRICTED);
         let tables = AcpiTables::build(vcpus, 0)?;
         let rsdp_at = acpi::rsdp_address(linux && !unrestricted, tables.table_pages());
         let acpi = AcpiTables {
@@ -302,7 +299,11 @@ impl PvhLayout {
         let mut next = kernel_pfns.end();
         let mut take = |region: Region, pages: u64| -> Result<PfnRange, PlanError> {
             let free = ram_pages.saturating_sub(next);
-            let clashes = PfnRange { start: next, count: pages }.overlaps(&rsdp_page)
+            let clashes = PfnRange {
+                start: next,
+                count: pages,
+            }
+            .overlaps(&rsdp_page)
                 && acpi.rsdp_address < lowmem_end;
             if pages > free || clashes {
                 return Err(PlanError::NoRoom {
