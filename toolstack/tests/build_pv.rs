@@ -624,3 +624,26 @@ fn render_checks_its_inputs() {
         Err(PlanError::SharedInfoMfnTooLarge { .. })
     ));
 }
+
+#[test]
+fn a_mapping_reaching_the_top_of_the_address_space_is_an_error() {
+    // VIRT_BASE in the last 4 MiB, the kernel at it (PADDR_OFFSET = its physical start): the
+    // bootstrap mapping would end at 2^64.
+    let top = 0xffff_ffff_ffc0_0000u64;
+    let elf = ElfBuilder::debian_like()
+        .with_notes(notes_without(
+            &[1, 3, 4],
+            &[
+                xen(3, &top.to_le_bytes()),
+                xen(4, &PSTART.to_le_bytes()),
+                xen(1, &(top + 0x51c0).to_le_bytes()),
+            ],
+        ))
+        .bytes();
+    let kernel = ElfKernel::parse(&elf, &ImageLimits::default()).unwrap();
+    let err = layout_err(&kernel, PAGES_128M, 1, None);
+    assert!(
+        matches!(err, PlanError::AddressOverflow { what } if what.contains("mapping")),
+        "{err}"
+    );
+}

@@ -349,8 +349,11 @@ impl PvLayout {
         })?;
         let page_tables = alloc.take(Region::PageTables, map0.tables)?;
         let boot_stack_pfn = alloc.take(Region::BootStack, 1)?.pfn;
-        let mapping_end = try_end.wrapping_add(1); // try_end < 2^64 - 1: va() checked it.
-        alloc.pad_to(Region::Padding, (mapping_end.wrapping_sub(virt_base)) >> 12)?;
+        // A mapping reaching the very top of the address space has no end address to give.
+        let mapping_end = try_end.checked_add(1).ok_or(PlanError::AddressOverflow {
+            what: "the bootstrap mapping's end",
+        })?;
+        alloc.pad_to(Region::Padding, (mapping_end - virt_base) >> 12)?;
         let mut mappings = vec![map0];
 
         if let (Some(len), true) = (initrd_len, unmapped_initrd) {
