@@ -9,6 +9,6 @@
 pub mod paging;
 
 pub use paging::{
-    canonical, walk, FrameSource, Level, Mapping, PageSize, PageTable, Pte, PteFlags, Translation,
-    WalkError, ENTRIES_PER_TABLE, PAGE_SHIFT, PAGE_SIZE,
+    canonical, walk, FrameSource, Level, MapError, Mapping, PageSize, PageTable, PageTables, Pte,
+    PteFlags, Translation, WalkError, ENTRIES_PER_TABLE, PAGE_SHIFT, PAGE_SIZE,
 };

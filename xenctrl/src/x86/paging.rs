@@ -459,6 +459,155 @@ fn visit(
     Ok(())
 }
 
+/// Why a page could not be mapped into [`PageTables`].
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum MapError {
+    /// The address is not canonical.
+    #[error("virtual address {va:#x} is not canonical (bits 48-63 must copy bit 47)")]
+    NonCanonical {
+        /// The address.
+        va: u64,
+    },
+    /// A frame does not fit an entry (bits 12-51).
+    #[error("frame {frame:#x} does not fit a page-table entry")]
+    FrameTooLarge {
+        /// The frame.
+        frame: u64,
+    },
+    /// The frame allocator gave no frame for a new table.
+    #[error("no frame left for a {level:?} table (mapping {va:#x})")]
+    OutOfFrames {
+        /// The address being mapped.
+        va: u64,
+        /// The level of the table that was needed.
+        level: Level,
+    },
+    /// The frame allocator gave a frame that already holds a table.
+    #[error("frame {frame:#x} was handed out twice for page tables")]
+    FrameInUse {
+        /// The frame.
+        frame: u64,
+    },
+    /// A large page maps the range already.
+    #[error("{va:#x} is inside a large page mapped by the {level:?} table")]
+    LargePageInTheWay {
+        /// The address being mapped.
+        va: u64,
+        /// The level holding the large page.
+        level: Level,
+    },
+    /// An entry on the way points at a table this set does not hold.
+    #[error("entry {index} of the {level:?} table at {frame:#x} points at a table this set does not hold")]
+    ForeignTable {
+        /// The table's frame.
+        frame: u64,
+        /// Its level.
+        level: Level,
+        /// The entry.
+        index: usize,
+    },
+}
+
+/// Page tables under construction, held in memory and keyed by frame: a root L4 and the
+/// tables below it. It is a [`FrameSource`], so what it builds can be walked at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageTables {
+    root: u64,
+    tables: std::collections::BTreeMap<u64, PageTable>,
+}
+
+impl PageTables {
+    /// An empty L4 in frame `root`.
+    pub fn new(root: u64) -> PageTables {
+        let mut tables = std::collections::BTreeMap::new();
+        tables.insert(root, PageTable::new());
+        PageTables { root, tables }
+    }
+    /// The L4's frame.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+    /// Every table, by frame.
+    pub fn tables(&self) -> impl Iterator<Item = (u64, &PageTable)> {
+        self.tables.iter().map(|(&f, t)| (f, t))
+    }
+    /// How many table frames (the L4 included).
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+    /// Never: there is always an L4.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Maps the 4 KiB page at `va` to `frame` with the leaf entry's `leaf` flags. A missing
+    /// table gets a frame from `alloc` and is linked with `table` flags; a present leaf is
+    /// replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::NonCanonical`], [`MapError::FrameTooLarge`], [`MapError::OutOfFrames`],
+    /// [`MapError::FrameInUse`], [`MapError::LargePageInTheWay`], [`MapError::ForeignTable`].
+    pub fn map_4k(
+        &mut self,
+        va: u64,
+        frame: u64,
+        leaf: PteFlags,
+        table: PteFlags,
+        alloc: &mut impl FnMut() -> Option<u64>,
+    ) -> Result<(), MapError> {
+        if !canonical(va) {
+            return Err(MapError::NonCanonical { va });
+        }
+        let leaf_pte = Pte::new(frame, leaf).ok_or(MapError::FrameTooLarge { frame })?;
+        let mut at = self.root;
+        for level in [Level::L4, Level::L3, Level::L2] {
+            let index = level.index(va);
+            let pte = self
+                .tables
+                .get(&at)
+                .and_then(|t| t.get(index))
+                .unwrap_or_default();
+            let next = if pte.is_present() {
+                if pte.flags().contains(PteFlags::PSE) {
+                    return Err(MapError::LargePageInTheWay { va, level });
+                }
+                if !self.tables.contains_key(&pte.frame()) {
+                    return Err(MapError::ForeignTable {
+                        frame: at,
+                        level,
+                        index,
+                    });
+                }
+                pte.frame()
+            } else {
+                let below = level.below().unwrap_or(Level::L1);
+                let new = alloc().ok_or(MapError::OutOfFrames { va, level: below })?;
+                if self.tables.contains_key(&new) {
+                    return Err(MapError::FrameInUse { frame: new });
+                }
+                let link = Pte::new(new, table).ok_or(MapError::FrameTooLarge { frame: new })?;
+                self.tables.insert(new, PageTable::new());
+                if let Some(t) = self.tables.get_mut(&at) {
+                    t.set(index, link);
+                }
+                new
+            };
+            at = next;
+        }
+        if let Some(t) = self.tables.get_mut(&at) {
+            t.set(Level::L1.index(va), leaf_pte);
+        }
+        Ok(())
+    }
+}
+
+impl FrameSource for PageTables {
+    fn entry(&self, frame: u64, index: usize) -> Option<u64> {
+        self.tables.get(&frame)?.get(index).map(|p| p.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -648,5 +797,105 @@ mod tests {
         let (m, va) = sample();
         let f = |frame: u64, index: usize| m.entry(frame, index);
         assert_eq!(walk(&f, 1, va).unwrap().frame, 100);
+    }
+
+    #[test]
+    fn built_tables_walk_back_to_what_was_mapped() {
+        let seed = fastrand::u64(..);
+        eprintln!("seed {seed}");
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut pt = PageTables::new(1);
+        let mut next = 2u64;
+        let mut alloc = || {
+            next += 1;
+            Some(next)
+        };
+        let mut want = std::collections::BTreeMap::new();
+        for _ in 0..2000 {
+            // Clustered addresses in both halves, so tables are shared and split.
+            let slot = rng.u64(0..4) * (1 << 39) + rng.u64(0..64) * (1 << 21);
+            let low = slot + rng.u64(0..512) * PAGE_SIZE;
+            let va = if rng.bool() {
+                sign_extend(low | (1 << 47))
+            } else {
+                low
+            };
+            let frame = rng.u64(1_000_000..2_000_000);
+            let rw = rng.bool();
+            let leaf = if rw {
+                PteFlags::PRESENT | PteFlags::RW
+            } else {
+                PteFlags::PRESENT
+            };
+            pt.map_4k(va, frame, leaf, TABLE, &mut alloc).unwrap();
+            want.insert(va, (frame, rw));
+        }
+        for (&va, &(frame, rw)) in &want {
+            let t = walk(&pt, pt.root(), va + 5).unwrap();
+            assert_eq!((t.frame, t.offset), (frame, 5), "seed {seed}: {va:#x}");
+            assert_eq!(t.flags.contains(PteFlags::RW), rw, "seed {seed}");
+        }
+        let all = Mapping::enumerate(&pt, pt.root(), 10_000).unwrap();
+        let got: Vec<_> = all.iter().map(|m| (m.va, m.frame)).collect();
+        // In address order (the BTreeMap's), each page once.
+        let expect: Vec<_> = want.iter().map(|(&va, &(f, _))| (va, f)).collect();
+        assert_eq!(got, expect, "seed {seed}");
+    }
+
+    #[test]
+    fn map_errors() {
+        let mut pt = PageTables::new(1);
+        let mut none = || None;
+        assert_eq!(
+            pt.map_4k(0x1000, 5, PteFlags::PRESENT, TABLE, &mut none),
+            Err(MapError::OutOfFrames {
+                va: 0x1000,
+                level: Level::L3
+            })
+        );
+        let mut same = || Some(1);
+        assert_eq!(
+            pt.map_4k(0x1000, 5, PteFlags::PRESENT, TABLE, &mut same),
+            Err(MapError::FrameInUse { frame: 1 })
+        );
+        let mut n = 10;
+        let mut alloc = || {
+            n += 1;
+            Some(n)
+        };
+        assert_eq!(
+            pt.map_4k(1 << 47, 5, PteFlags::PRESENT, TABLE, &mut alloc),
+            Err(MapError::NonCanonical { va: 1 << 47 })
+        );
+        assert_eq!(
+            pt.map_4k(0, 1 << 40, PteFlags::PRESENT, TABLE, &mut alloc),
+            Err(MapError::FrameTooLarge { frame: 1 << 40 })
+        );
+        pt.map_4k(0, 5, PteFlags::PRESENT, TABLE, &mut alloc)
+            .unwrap();
+        assert_eq!(pt.len(), 4);
+        // A 2 MiB page in the L2 blocks 4 KiB mappings inside it.
+        let l2 = walk(&pt, 1, 0).unwrap().tables[2];
+        pt.tables
+            .get_mut(&l2)
+            .unwrap()
+            .set(1, pte(0x200, PteFlags::PRESENT | PteFlags::PSE));
+        assert_eq!(
+            pt.map_4k(0x20_1000, 5, PteFlags::PRESENT, TABLE, &mut alloc),
+            Err(MapError::LargePageInTheWay {
+                va: 0x20_1000,
+                level: Level::L2
+            })
+        );
+        // An entry pointing at a table the set does not hold.
+        pt.tables.get_mut(&l2).unwrap().set(2, pte(0x999, TABLE));
+        assert!(matches!(
+            pt.map_4k(0x40_0000, 5, PteFlags::PRESENT, TABLE, &mut alloc),
+            Err(MapError::ForeignTable {
+                level: Level::L2,
+                index: 2,
+                ..
+            })
+        ));
     }
 }
