@@ -647,3 +647,50 @@ fn a_mapping_reaching_the_top_of_the_address_space_is_an_error() {
         "{err}"
     );
 }
+
+/// A kernel whose VIRT_BASE is `virt_base`, loaded right at it (PADDR_OFFSET = its physical
+/// start).
+fn kernel_at(virt_base: u64) -> Vec<u8> {
+    ElfBuilder::debian_like()
+        .with_notes(notes_without(
+            &[1, 3, 4],
+            &[
+                xen(3, &virt_base.to_le_bytes()),
+                xen(4, &PSTART.to_le_bytes()),
+                xen(1, &(virt_base + 0x51c0).to_le_bytes()),
+            ],
+        ))
+        .bytes()
+}
+
+#[test]
+fn mappings_across_1_gib_and_512_gib_boundaries_get_a_table_each_side() {
+    // 256 KiB below a 1 GiB boundary: two L2s, one L3. 256 KiB below a 512 GiB boundary: two L3s
+    // too (the L4 has two entries).
+    for (virt_base, l3s, l2s) in [
+        (0xffff_ffff_bffc_0000u64, 1u64, 2u64),
+        (0xffff_ff7f_fffc_0000, 2, 2),
+    ] {
+        let c = build(kernel_at(virt_base), PAGES_128M, Some(5000), "");
+        let l = &c.layout;
+        let span = l.mapping_end() - virt_base;
+        // L1s: every 2 MiB slot the span touches.
+        let first = virt_base & !((2 << 20) - 1);
+        let l1s = (l.mapping_end() - 1 - first) / (2 << 20) + 1;
+        assert_eq!(
+            l.page_tables().pages,
+            1 + l3s + l2s + l1s,
+            "{virt_base:#x}: {span:#x} mapped"
+        );
+        // Every page of the bootstrap area walks to its frame; the tables are read-only.
+        let tables: BTreeSet<u64> =
+            (l.page_tables().pfn..l.page_tables().pfn + l.page_tables().pages).collect();
+        for pfn in 0..span / PAGE_SIZE {
+            let t = walk(&c.machine, c.image.pin_l4_mfn, virt_base + pfn * PAGE_SIZE).unwrap();
+            assert_eq!(t.frame, c.p2m[pfn as usize], "{virt_base:#x} + page {pfn}");
+            assert_eq!(t.flags.contains(PteFlags::RW), !tables.contains(&pfn));
+        }
+        let t = walk(&c.machine, c.image.pin_l4_mfn, c.image.vcpu.rip).unwrap();
+        assert_eq!(t.frame, c.p2m[5], "ENTRY is 0x51c0 into the kernel");
+    }
+}

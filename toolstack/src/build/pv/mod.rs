@@ -604,7 +604,7 @@ impl PvLayout {
         si.console_mfn = console_mfn;
         si.console_evtchn = boot.console_evtchn;
         si.pt_base = self.page_tables.va;
-        si.nr_pt_frames = self.mappings[0].tables;
+        si.nr_pt_frames = self.mappings.first().map_or(0, |m| m.tables);
         si.mfn_list = self.p2m.va;
         if self.p2m_at_init_p2m {
             si.first_p2m_pfn = self.p2m.pfn;
