@@ -21,6 +21,9 @@
 //! Other domains' memory is mapped by [`XenCtrl::map_foreign`] and [`XenCtrl::map_resource`]
 //! ([`foreign`]), and reached only through [`volatile`] access.
 //!
+//! [`x86`] holds pure architecture facts (4-level paging and a page-table walker) shared by
+//! domain builders, the simulator and introspection tools.
+//!
 //! `DESIGN.md` in the crate says how each part is held and tested.
 
 pub mod abi;
@@ -42,6 +45,7 @@ pub mod interface;
 mod memory;
 mod pool;
 pub mod volatile;
+pub mod x86;
 
 pub use backend::privcmd::OpenOptions;
 pub use backend::sim::{SimConfig, SimHypervisor};

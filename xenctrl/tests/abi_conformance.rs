@@ -35,6 +35,7 @@ const HEADERS: &[&str] = &[
     "xen/hvm/params.h",
     "xen/hvm/save.h",
     "xenctrl.h",
+    "xen/arch-x86/hvm/start_info.h",
 ];
 
 /// A C expression and the key its value is printed under.

@@ -4,6 +4,17 @@
 //!   kernel's address range, decompression under stated limits, a content-addressed cache of
 //!   decompressed kernels, and the initrd and command-line inputs.
 //!
-//! The PV and PVH builders, which put a parsed kernel into a domain's memory, sit beside it.
+//! - [`plan`]: what the build plans share (loads, regions, [`plan::PlanError`]).
+//! - [`pv`]: the PV x86-64 build plan: frames, virtual addresses, page tables, start_info and
+//!   the boot vCPU, as data.
+//! - [`pvh`]: the PVH build plan: the kernel at its physical addresses, hvm_start_info, the
+//!   memory map, the special pages, HVM parameters and the boot vCPU, as data.
+//! - [`acpi`]: the ACPI tables a PVH guest gets (RSDP, XSDT, RSDT, FADT, MADT, DSDT).
+//!
+//! The executors, which apply a plan to a domain's memory, sit beside them.
 
+pub mod acpi;
 pub mod kernel;
+pub mod plan;
+pub mod pv;
+pub mod pvh;

@@ -187,7 +187,9 @@ pub(crate) use abi_struct;
 
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
-    use super::{build, domctl, evtchn, grant_table, hvm, memory, sysctl, vcpu, version, xen};
+    use super::{
+        build, domctl, evtchn, grant_table, hvm, memory, start_info, sysctl, vcpu, version, xen,
+    };
     [
         xen::consts(),
         version::consts(),
@@ -199,6 +201,7 @@ pub fn constants() -> Vec<ConstInfo> {
         build::consts(),
         vcpu::consts(),
         hvm::consts(),
+        start_info::consts(),
     ]
     .concat()
 }
@@ -280,5 +283,9 @@ pub fn structs() -> Vec<StructLayout> {
         XenDomctl::<XenDomctlGetVcpucontext>::LAYOUT,
         XenDomctl::<XenDomctlGetHvmcontext>::LAYOUT,
         XenDomctl::<XenDomctlSetHvmcontext>::LAYOUT,
+        StartInfo::LAYOUT,
+        HvmStartInfo::LAYOUT,
+        HvmModlistEntry::LAYOUT,
+        HvmMemmapTableEntry::LAYOUT,
     ]
 }

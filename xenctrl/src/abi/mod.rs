@@ -3,7 +3,8 @@
 //! One module per area, mirroring Xen's public headers: [`xen`] (hypercall numbers, domain ids),
 //! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`]
 //! holds the typed `domctl`/`sysctl` envelopes. A domain builder's calls are in [`build`] (with
-//! the x86-64 vCPU state in [`vcpu`]) and [`hvm`]. Everything is re-exported here.
+//! the x86-64 vCPU state in [`vcpu`]) and [`hvm`]; [`start_info`] is what a booting guest finds
+//! in its memory. Everything is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.
@@ -29,6 +30,7 @@ pub mod handle;
 pub mod hvm;
 pub mod layout;
 pub mod memory;
+pub mod start_info;
 pub mod sysctl;
 pub mod vcpu;
 pub mod version;
@@ -44,6 +46,7 @@ pub use grant_table::*;
 pub use handle::{PoolData, XenGuestHandle};
 pub use hvm::*;
 pub use memory::*;
+pub use start_info::*;
 pub use sysctl::*;
 pub use vcpu::*;
 pub use version::*;
