@@ -86,6 +86,13 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// The operation was refused before Xen: it names the control domain (dom0), on which Xen
+    /// would act on the whole host (a remote shutdown of dom0 shuts the host down).
+    #[error("domain 0: {op} refused: it would act on the whole host")]
+    HostDomain {
+        /// The operation.
+        op: Op,
+    },
     /// No window of address space could be made for a foreign mapping: the `mmap` of
     /// `/dev/xen/privcmd` (or the simulator's stand-in) failed, usually for want of memory or
     /// address space. Nothing was mapped.
@@ -384,6 +391,7 @@ pub enum Op {
     Domctl,
     Sysctl,
     MemoryOp,
+    RemoteShutdown,
 }
 
 impl fmt::Display for Op {
@@ -432,6 +440,7 @@ impl fmt::Display for Op {
             Op::Domctl => "domctl",
             Op::Sysctl => "sysctl",
             Op::MemoryOp => "memory_op",
+            Op::RemoteShutdown => "sched_op remote_shutdown",
         };
         f.write_str(s)
     }

@@ -39,6 +39,7 @@ mod ids;
 pub mod interface;
 mod memory;
 mod pool;
+mod sched;
 pub mod volatile;
 
 pub use backend::privcmd::OpenOptions;

@@ -11,6 +11,10 @@ mod suite;
 use std::sync::Arc;
 
 use suite::{Seen, Witness};
+use xenctrl::abi::{
+    ShutdownReason, XEN_DOMINF_blocked, XEN_DOMINF_dying, XEN_DOMINF_paused, XEN_DOMINF_running,
+    XEN_DOMINF_shutdown,
+};
 use xenctrl::evtchn::EventChannels;
 use xenctrl::{pages_to_mib, DomId, DomainId, SimConfig, SimHypervisor, XenCtrl};
 
@@ -36,6 +40,29 @@ impl Witness for Model {
 
     fn outstanding_claims_mib(&self) -> u64 {
         pages_to_mib(self.0.with_state(|s| s.outstanding_claims))
+    }
+
+    fn state(&self, domid: DomId) -> Option<String> {
+        self.0.with_state(|s| {
+            let d = s.domain(domid).ok()?;
+            let i = d.info();
+            let has = |f: u32| i.flags & f != 0;
+            let crashed = i.shutdown_reason() == Some(ShutdownReason::CRASH);
+            let letters = [
+                (has(XEN_DOMINF_running), 'r'),
+                (has(XEN_DOMINF_blocked), 'b'),
+                (has(XEN_DOMINF_paused), 'p'),
+                (has(XEN_DOMINF_shutdown) && !crashed, 's'),
+                (crashed, 'c'),
+                (has(XEN_DOMINF_dying), 'd'),
+            ];
+            Some(
+                letters
+                    .iter()
+                    .map(|&(on, c)| if on { c } else { '-' })
+                    .collect(),
+            )
+        })
     }
 
     fn event_channels(&self) -> EventChannels {

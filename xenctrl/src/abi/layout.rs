@@ -187,7 +187,7 @@ pub(crate) use abi_struct;
 
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
-    use super::{domctl, evtchn, grant_table, memory, sysctl, version, xen};
+    use super::{domctl, evtchn, grant_table, memory, sched, sysctl, version, xen};
     [
         xen::consts(),
         version::consts(),
@@ -196,6 +196,7 @@ pub fn constants() -> Vec<ConstInfo> {
         memory::consts(),
         evtchn::consts(),
         grant_table::consts(),
+        sched::consts(),
     ]
     .concat()
 }
@@ -229,6 +230,7 @@ pub fn structs() -> Vec<StructLayout> {
         EvtchnClose::LAYOUT,
         EvtchnStatus::LAYOUT,
         EvtchnReset::LAYOUT,
+        SchedRemoteShutdown::LAYOUT,
         XenDomctl::<XenDomctlCreatedomain>::LAYOUT,
         XenDomctl::<XenDomctlGetdomaininfo>::LAYOUT,
         XenDomctl::<XenDomctlMaxMem>::LAYOUT,

@@ -38,6 +38,9 @@ pub trait Witness {
     fn outstanding_claims_mib(&self) -> u64;
     /// A fresh `/dev/xen/evtchn` handle in dom0 on the same host.
     fn event_channels(&self) -> EventChannels;
+    /// The domain's six state letters as the other side shows them (`xl list`'s `State`), or
+    /// `None` if it does not list the domain.
+    fn state(&self, domid: DomId) -> Option<String>;
 }
 
 /// One domain as a [`Witness`] sees it: the columns of `xl list` the suite compares.
@@ -159,6 +162,8 @@ macro_rules! suite_tests {
             foreign_maps_of_a_vanished_domain_fail_with_esrch,
             a_foreign_mapping_keeps_a_destroyed_domain_until_dropped,
             an_hvm_guest_is_mapped_by_guest_frame,
+            remote_shutdown_keeps_the_first_reason,
+            remote_shutdown_refuses_dom0_and_missing_domains,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -1649,4 +1654,85 @@ pub fn an_hvm_guest_is_mapped_by_guest_frame(xc: &XenCtrl, w: &dyn Witness) {
         .map_resource::<ReadWrite>(domain, Resource::GRANT_TABLE, 0, 1)
         .unwrap();
     assert_eq!(table.slice().read::<u64>(0).unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler: a toolstack shutting a domain down (what a guest does itself with
+// `SCHEDOP_shutdown`).
+
+/// `SCHEDOP_remote_shutdown` shuts an empty domain down as a guest's own shutdown would: Xen
+/// reports it shut down with the reason (both sides: `s`, or `c` for a crash), keeps the first
+/// reason when asked again, and destroy still removes it.
+pub fn remote_shutdown_keeps_the_first_reason(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    xc.set_max_vcpus(d.id, 1).unwrap();
+    assert_eq!(xc.domain_info(d.id).unwrap().shutdown_reason(), None);
+    xc.remote_shutdown(d.id, ShutdownReason::REBOOT).unwrap();
+    let info = xc.domain_info(d.id).unwrap();
+    assert_eq!(
+        info.shutdown_reason(),
+        Some(ShutdownReason::REBOOT),
+        "state {}",
+        info.state_string()
+    );
+    assert_eq!(&info.state_string()[3..5], "s-", "{}", info.state_string());
+    let seen = w.state(d.id).expect("the other side lists it");
+    assert_eq!(&seen[3..5], "s-", "the other side's state {seen}");
+    // A second request changes nothing: Xen keeps the first reason.
+    xc.remote_shutdown(d.id, ShutdownReason::CRASH).unwrap();
+    assert_eq!(
+        xc.domain_info(d.id).unwrap().shutdown_reason(),
+        Some(ShutdownReason::REBOOT)
+    );
+
+    // A crash shows as `c`, not `s`, on both sides; a domain without vCPUs shuts down too.
+    let c = Dom::pv(xc);
+    xc.remote_shutdown(c.id, ShutdownReason::CRASH).unwrap();
+    let info = xc.domain_info(c.id).unwrap();
+    assert_eq!(info.shutdown_reason(), Some(ShutdownReason::CRASH));
+    assert_eq!(&info.state_string()[3..5], "-c", "{}", info.state_string());
+    let seen = w.state(c.id).expect("the other side lists it");
+    assert_eq!(&seen[3..5], "-c", "the other side's state {seen}");
+
+    // Only the reason's low byte counts (Xen's `domain_shutdown` takes a u8).
+    let p = Dom::pv(xc);
+    xc.remote_shutdown(p.id, ShutdownReason(0x100 | 4)).unwrap();
+    assert_eq!(
+        xc.domain_info(p.id).unwrap().shutdown_reason(),
+        Some(ShutdownReason::WATCHDOG)
+    );
+
+    // Destroy removes a shut-down domain.
+    let ids = [d.id, c.id, p.id];
+    drop((d, c, p));
+    eventually("the shut-down domains leave the list", || {
+        let now = domain_ids(xc);
+        ids.iter()
+            .all(|id| !now.contains(id) && w.domain(*id).is_none())
+    });
+}
+
+/// dom0 is refused before Xen is asked (Xen would shut the host down); a missing domain is
+/// Xen's `ESRCH`, naming the domain.
+pub fn remote_shutdown_refuses_dom0_and_missing_domains(xc: &XenCtrl, w: &dyn Witness) {
+    let err = xc.remote_shutdown(0, ShutdownReason::POWEROFF).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::HostDomain {
+                op: xenctrl::Op::RemoteShutdown
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(w.domain(0).is_some(), "dom0 is still there");
+    let gone = unused_domid(xc).get();
+    let err = xc
+        .remote_shutdown(gone, ShutdownReason::POWEROFF)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Xen { domid: Some(d), source: Errno::ESRCH, .. } if d == gone),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&gone.to_string()), "{err}");
 }
