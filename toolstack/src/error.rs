@@ -216,6 +216,66 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The guest has no PV control interface (an HVM guest), so it cannot be asked to shut
+    /// down or reboot; Xen can be told to shut it down instead (`-F`).
+    #[error(
+        "{domain}: no PV control interface, so the guest cannot be asked to {request}: \
+         use -F to have Xen shut it down"
+    )]
+    NoPvControl {
+        /// The domain.
+        domain: DomainRef,
+        /// `poweroff` or `reboot`.
+        request: &'static str,
+    },
+    /// The guest did not acknowledge a shutdown or reboot request (it has no kernel running,
+    /// or ignores `control/shutdown`).
+    #[error(
+        "{domain}: the guest did not acknowledge the {request} request within {secs} s \
+         (is a kernel running? `rxl destroy` stops it without its help)"
+    )]
+    NotAcknowledged {
+        /// The domain.
+        domain: DomainRef,
+        /// `poweroff` or `reboot`.
+        request: &'static str,
+        /// How long we waited.
+        secs: u64,
+    },
+    /// Another monitor already watches the domain (its lock file is held).
+    #[error("{domain}: another monitor already watches it (it holds {})", lock.display())]
+    MonitorRunning {
+        /// The domain.
+        domain: DomainRef,
+        /// The monitor's lock file.
+        lock: PathBuf,
+    },
+    /// The domain shut down, and the action its config names for that is not supported; the
+    /// domain is left as it is (shut down) for the user to deal with.
+    #[error(
+        "{domain}: shut down ({reason}), and its action {action:?} is not supported: \
+         the domain is left shut down (destroy it, or use `rxl create` again)"
+    )]
+    ActionUnsupported {
+        /// The domain.
+        domain: DomainRef,
+        /// The shutdown reason.
+        reason: String,
+        /// The config's action.
+        action: &'static str,
+    },
+    /// A restart record (the monitor's, see [`crate::lifecycle`]) could not be written, locked
+    /// or read.
+    #[error("restart record {}: {what}", path.display())]
+    RestartRecord {
+        /// The record, or its directory.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The stored domain config could not be read or written.
     #[error("{domain}: stored domain config")]
     Stored {

@@ -47,20 +47,30 @@ impl Witness for Model {
             let d = s.domain(domid).ok()?;
             let i = d.info();
             let has = |f: u32| i.flags & f != 0;
-            let crashed = i.shutdown_reason() == Some(ShutdownReason::CRASH);
-            let letters = [
-                (has(XEN_DOMINF_running), 'r'),
-                (has(XEN_DOMINF_blocked), 'b'),
-                (has(XEN_DOMINF_paused), 'p'),
-                (has(XEN_DOMINF_shutdown) && !crashed, 's'),
-                (crashed, 'c'),
-                (has(XEN_DOMINF_dying), 'd'),
-            ];
+            // xl 4.17's letters: the fifth is the reason's, from "-rscwS".
+            let reason = i
+                .shutdown_reason()
+                .map_or('-', |ShutdownReason(r)| match r {
+                    0 => '-',
+                    1 => 'r',
+                    2 => 's',
+                    3 => 'c',
+                    4 => 'w',
+                    5 => 'S',
+                    _ => '?',
+                });
+            let flag = |f: u32, c: char| if has(f) { c } else { '-' };
             Some(
-                letters
-                    .iter()
-                    .map(|&(on, c)| if on { c } else { '-' })
-                    .collect(),
+                [
+                    flag(XEN_DOMINF_running, 'r'),
+                    flag(XEN_DOMINF_blocked, 'b'),
+                    flag(XEN_DOMINF_paused, 'p'),
+                    flag(XEN_DOMINF_shutdown, 's'),
+                    reason,
+                    flag(XEN_DOMINF_dying, 'd'),
+                ]
+                .iter()
+                .collect(),
             )
         })
     }

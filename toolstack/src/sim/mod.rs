@@ -32,6 +32,7 @@ use crate::error::Error;
 
 pub mod backend;
 mod daemon;
+mod domains;
 mod host;
 pub mod hotplug;
 

@@ -1661,8 +1661,9 @@ pub fn an_hvm_guest_is_mapped_by_guest_frame(xc: &XenCtrl, w: &dyn Witness) {
 // `SCHEDOP_shutdown`).
 
 /// `SCHEDOP_remote_shutdown` shuts an empty domain down as a guest's own shutdown would: Xen
-/// reports it shut down with the reason (both sides: `s`, or `c` for a crash), keeps the first
-/// reason when asked again, and destroy still removes it.
+/// reports it shut down with the reason (both sides: `s` and the reason's letter, `sr` for a
+/// reboot, `sc` for a crash, as xl 4.17 prints them), keeps the first reason when asked
+/// again, and destroy still removes it.
 pub fn remote_shutdown_keeps_the_first_reason(xc: &XenCtrl, w: &dyn Witness) {
     let d = Dom::pv(xc);
     xc.set_max_vcpus(d.id, 1).unwrap();
@@ -1675,9 +1676,9 @@ pub fn remote_shutdown_keeps_the_first_reason(xc: &XenCtrl, w: &dyn Witness) {
         "state {}",
         info.state_string()
     );
-    assert_eq!(&info.state_string()[3..5], "s-", "{}", info.state_string());
+    assert_eq!(&info.state_string()[3..5], "sr", "{}", info.state_string());
     let seen = w.state(d.id).expect("the other side lists it");
-    assert_eq!(&seen[3..5], "s-", "the other side's state {seen}");
+    assert_eq!(&seen[3..5], "sr", "the other side's state {seen}");
     // A second request changes nothing: Xen keeps the first reason.
     xc.remote_shutdown(d.id, ShutdownReason::CRASH).unwrap();
     assert_eq!(
@@ -1685,14 +1686,14 @@ pub fn remote_shutdown_keeps_the_first_reason(xc: &XenCtrl, w: &dyn Witness) {
         Some(ShutdownReason::REBOOT)
     );
 
-    // A crash shows as `c`, not `s`, on both sides; a domain without vCPUs shuts down too.
+    // A crash shows as `sc` on both sides; a domain without vCPUs shuts down too.
     let c = Dom::pv(xc);
     xc.remote_shutdown(c.id, ShutdownReason::CRASH).unwrap();
     let info = xc.domain_info(c.id).unwrap();
     assert_eq!(info.shutdown_reason(), Some(ShutdownReason::CRASH));
-    assert_eq!(&info.state_string()[3..5], "-c", "{}", info.state_string());
+    assert_eq!(&info.state_string()[3..5], "sc", "{}", info.state_string());
     let seen = w.state(c.id).expect("the other side lists it");
-    assert_eq!(&seen[3..5], "-c", "the other side's state {seen}");
+    assert_eq!(&seen[3..5], "sc", "the other side's state {seen}");
 
     // Only the reason's low byte counts (Xen's `domain_shutdown` takes a u8).
     let p = Dom::pv(xc);

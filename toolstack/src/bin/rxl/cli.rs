@@ -39,6 +39,13 @@ pub(crate) enum Command {
         /// Print nothing but errors.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Stay in the foreground as the domain's monitor until it is gone (as `xl create
+        /// -F`); without it, a monitor runs detached, logging to the host's log directory.
+        #[arg(short = 'F', conflicts_with = "no_monitor")]
+        foreground: bool,
+        /// Start no monitor: nothing acts on the domain's shutdown (as `xl create -e`).
+        #[arg(short = 'e')]
+        no_monitor: bool,
         /// The config file.
         config: PathBuf,
         /// `KEY=VALUE` lines applied after the file, as xl does.
@@ -245,10 +252,44 @@ pub(crate) enum Command {
     },
     /// Complete or undo the device work and destroys that a dead process left half done: of
     /// these domain ids, or (with none given) of every domain that exists or left anything
-    /// behind, after rolling back every creation that died.
+    /// behind, after rolling back every creation that died and finishing every restart whose
+    /// monitor died.
     Recover {
         /// The domain ids (they may no longer exist).
         domids: Vec<u16>,
+    },
+    /// Ask a guest to power off through the PV control protocol (`control/shutdown`), as
+    /// `xl shutdown` does; its monitor then applies `on_poweroff`.
+    Shutdown {
+        /// Wait until the domain has shut down or is gone.
+        #[arg(short = 'w')]
+        wait: bool,
+        /// For a guest without PV control (HVM), have Xen shut it down
+        /// (SCHEDOP_remote_shutdown) instead of refusing.
+        #[arg(short = 'F')]
+        force: bool,
+        /// The domain (id or name).
+        domain: String,
+    },
+    /// Ask a guest to reboot through the PV control protocol, as `xl reboot` does; its
+    /// monitor then applies `on_reboot`.
+    Reboot {
+        /// Wait until the domain has shut down or is gone.
+        #[arg(short = 'w')]
+        wait: bool,
+        /// For a guest without PV control (HVM), have Xen shut it down with reason reboot
+        /// instead of refusing.
+        #[arg(short = 'F')]
+        force: bool,
+        /// The domain (id or name).
+        domain: String,
+    },
+    /// Watch a domain in the foreground and apply its config's on_poweroff / on_reboot /
+    /// on_crash / on_watchdog actions when it shuts down, until it is gone (what `rxl create`
+    /// runs, detached). One monitor per domain: a second one stops at once.
+    Monitor {
+        /// The domain (id or name).
+        domain: String,
     },
     /// Stop the simulated host (its xenstored); it boots afresh, empty, at the next command.
     SimStop,
