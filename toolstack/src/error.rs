@@ -231,7 +231,7 @@ pub enum Error {
     /// The guest did not acknowledge a shutdown or reboot request (it has no kernel running,
     /// or ignores `control/shutdown`).
     #[error(
-        "{domain}: the guest did not acknowledge the {request} request within {secs} s \
+        "{domain}: the guest did not acknowledge the {request} request within {timeout:?} \
          (is a kernel running? `rxl destroy` stops it without its help)"
     )]
     NotAcknowledged {
@@ -240,7 +240,7 @@ pub enum Error {
         /// `poweroff` or `reboot`.
         request: &'static str,
         /// How long we waited.
-        secs: u64,
+        timeout: std::time::Duration,
     },
     /// Another monitor already watches the domain (its lock file is held).
     #[error("{domain}: another monitor already watches it (it holds {})", lock.display())]

@@ -191,7 +191,7 @@ pub fn request(
             return Err(Error::NotAcknowledged {
                 domain: who,
                 request: req.as_str(),
-                secs: opts.ack_timeout.as_secs(),
+                timeout: opts.ack_timeout,
             });
         }
     }

@@ -137,8 +137,15 @@ pub fn run(
     report: &mut dyn FnMut(Event),
 ) -> Result<Ended> {
     let mut domid = domid;
+    let mut first = true;
     loop {
-        let uuid = host.domain_info(domid)?.handle;
+        let uuid = match host.domain_info(domid) {
+            Ok(info) => info.handle,
+            // A restart's new domain, destroyed before we looked: it is gone.
+            Err(Error::NoSuchDomain(_)) if !first => return Ok(Ended::Gone(domid)),
+            Err(e) => return Err(e),
+        };
+        first = false;
         let path = lock_path(host, domid, Uuid::from_bytes(uuid));
         let lock_err = |e: crate::lock::file::FileLockError| {
             Error::Lock(crate::lock::Error::File {
@@ -153,7 +160,7 @@ pub fn run(
                 source,
             })
         })?;
-        let Some(lock) = FileLock::try_acquire(&path).map_err(lock_err)? else {
+        let Some(lock) = FileLock::try_acquire_creating(&path).map_err(lock_err)? else {
             return Err(Error::MonitorRunning {
                 domain: domain_ref(host, domid),
                 lock: path,
