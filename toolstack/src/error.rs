@@ -242,6 +242,30 @@ pub enum Error {
         /// How long we waited.
         timeout: std::time::Duration,
     },
+    /// The console's backend did not publish its pty in time.
+    #[error(
+        "{domain}: its console has no pty yet ({node} is empty after {timeout:?}): is its \
+         console backend (xenconsoled) running, and has the domain a console?"
+    )]
+    ConsoleNotReady {
+        /// The domain.
+        domain: DomainRef,
+        /// The `tty` node waited for.
+        node: String,
+        /// How long.
+        timeout: std::time::Duration,
+    },
+    /// The console could not be opened or used.
+    #[error("{domain}: {what}")]
+    Console {
+        /// The domain.
+        domain: DomainRef,
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another monitor already watches the domain (its lock file is held).
     #[error("{domain}: another monitor already watches it (it holds {})", lock.display())]
     MonitorRunning {

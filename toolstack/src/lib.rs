@@ -23,6 +23,7 @@
 //!   that every other module may use).
 //! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, backend waits,
 //!   hotplug scripts, the stored config's records, attach, detach, list, check and recover.
+//! - [`console`]: attaching to a guest's console (`rxl console`).
 //! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
 //! - [`lifecycle`]: shutdown and reboot requests (the PV control protocol), waiting for a
 //!   domain to shut down, and the per-domain monitor that applies `on_poweroff`,
@@ -40,6 +41,7 @@
 
 pub mod build;
 pub mod config;
+pub mod console;
 pub mod create;
 pub mod device;
 pub mod domain;

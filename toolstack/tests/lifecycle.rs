@@ -448,3 +448,67 @@ fn a_restart_survives_the_monitors_death_at_every_step() {
         }
     }
 }
+
+/// `rxl console` without a terminal: it waits for the console's pty (the simulated
+/// xenconsoled serves one once the ring is published, as a builder does), sends its stdin,
+/// shows what comes back (the simulated console echoes), and ends when the domain is
+/// destroyed and the pty closes.
+#[test]
+fn console_copies_both_ways_and_ends_with_the_domain() {
+    use std::io::{Read, Write};
+    let host = SimHost::new(4096, 1024);
+    let domid = create_unmonitored(&host, "con", "");
+    let mut child = host
+        .command(&["console", "con"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn console");
+    // Published after the console started waiting for it.
+    xs(&host)
+        .write(&format!("/local/domain/{domid}/console/ring-ref"), "1234")
+        .expect("ring-ref");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"hello, console\n").expect("write");
+    drop(stdin);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("hello, console") {
+        let n = stdout.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "the console ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    host.ok(&["destroy", "con"]);
+    let out = wait(child, "rxl console");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn console_errors_are_clear() {
+    let host = SimHost::new(4096, 1024);
+    create_unmonitored(&host, "mute", "");
+    // No ring published: the simulated xenconsoled serves no pty.
+    let out = host.rxl(&["console", "--timeout", "0.3", "mute"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "its console has no pty yet (/local/domain/1/console/tty is empty after 300ms)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = host.rxl(&["console", "nosuch"]);
+    assert!(
+        stderr(&out).contains("no such domain: nosuch"),
+        "{}",
+        stderr(&out)
+    );
+    let out = host.rxl(&["console", "-t", "bogus", "mute"]);
+    assert!(!out.status.success());
+}

@@ -24,7 +24,7 @@ const RXL: &str = "/rxen/bin/rxl";
 const STUCK: Duration = Duration::from_secs(120);
 
 fn rxl(args: &[&str]) -> std::process::Output {
-    // spawns: rxl
+    // spawns: own
     Command::new(RXL).args(args).output().expect("run rxl")
 }
 
@@ -63,7 +63,9 @@ fn create(name: &str, actions: &str) -> u16 {
     )
     .expect("cfg");
     rxl_ok(&["create", "-p", "-e", &path]);
-    rxl_row(name).expect("listed")["domid"].as_u64().expect("domid") as u16
+    rxl_row(name).expect("listed")["domid"]
+        .as_u64()
+        .expect("domid") as u16
 }
 
 /// The builder's last step for a domain with no kernel: grant entry 1 (GTF_permit_access for
@@ -94,7 +96,7 @@ fn introduce(host: &Host, domid: u16) {
 
 /// `rxl monitor NAME`, once it watches.
 fn monitor(name: &str) -> (Child, BufReader<std::process::ChildStderr>) {
-    // spawns: rxl monitor
+    // spawns: own
     let mut child = Command::new(RXL)
         .args(["monitor", name])
         .stdin(Stdio::null())
@@ -104,7 +106,10 @@ fn monitor(name: &str) -> (Child, BufReader<std::process::ChildStderr>) {
     let mut err = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     err.read_line(&mut line).expect("read");
-    assert!(line.starts_with("Waiting for domain"), "monitor said {line:?}");
+    assert!(
+        line.starts_with("Waiting for domain"),
+        "monitor said {line:?}"
+    );
     (child, err)
 }
 
@@ -142,14 +147,21 @@ fn the_monitor_restarts_destroys_and_preserves_as_configured() {
     host.xc
         .remote_shutdown(old, ShutdownReason::REBOOT)
         .expect("shut down");
-    until(&host, "the restart", || {
-        matches!(xl_row("t-lc-reboot"), Some((d, _)) if d != old)
-    });
+    until(
+        &host,
+        "the restart",
+        || matches!(xl_row("t-lc-reboot"), Some((d, _)) if d != old),
+    );
     let (new, state) = xl_row("t-lc-reboot").expect("xl lists the new domain");
     assert_ne!(new, old);
-    assert!(!state.contains('s'), "the new domain is not shut down: {state}");
     assert!(
-        !run("xl", &["list"]).lines().any(|l| l.split_whitespace().nth(1) == Some(&old.to_string())),
+        !state.contains('s'),
+        "the new domain is not shut down: {state}"
+    );
+    assert!(
+        !run("xl", &["list"])
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&old.to_string())),
         "the old domain is gone"
     );
     assert_eq!(rxl_row("t-lc-reboot").expect("listed")["domid"], new);
@@ -185,7 +197,11 @@ fn the_monitor_restarts_destroys_and_preserves_as_configured() {
     let (_, xl_state) = xl_row("t-lc-crash").expect("xl still lists it");
     let ours = rxl_row("t-lc-crash").expect("rxl still lists it");
     println!("FACT xl list state of a crashed, preserved domain: {xl_state}");
-    assert_eq!(ours["state"], xl_state.as_str(), "rxl list and xl list agree");
+    assert_eq!(
+        ours["state"],
+        xl_state.as_str(),
+        "rxl list and xl list agree"
+    );
     assert_eq!(&xl_state[3..5], "sc", "{xl_state}");
     assert_eq!(ours["shutdown_reason"], "crash");
     rxl_ok(&["destroy", "t-lc-crash"]);
@@ -195,21 +211,32 @@ fn the_monitor_restarts_destroys_and_preserves_as_configured() {
 #[test]
 fn rxl_shutdown_w_powers_off_a_guest_xl_booted() {
     let host = host();
-    run("xl", &["create", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-guest\""]);
+    run(
+        "xl",
+        &["create", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-guest\""],
+    );
     let (domid, _) = xl_row("t-lc-guest").expect("xl lists its guest");
     // The guest's kernel has its shutdown watch once it advertises the feature.
     let feature = format!("/local/domain/{domid}/control/feature-poweroff");
-    until(&host, "the guest's PV control", || xs_read(&feature).is_some());
+    until(&host, "the guest's PV control", || {
+        xs_read(&feature).is_some()
+    });
     let t = Instant::now();
     let out = rxl(&["shutdown", "-w", "t-lc-guest"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    println!("TIMING rxl shutdown -w: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "TIMING rxl shutdown -w: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("Domain {domid} has been shut down, reason code 0 (poweroff)"))
-            || err.contains(&format!("Domain {domid} has been destroyed")),
+        err.contains(&format!(
+            "Domain {domid} has been shut down, reason code 0 (poweroff)"
+        )) || err.contains(&format!("Domain {domid} has been destroyed")),
         "{err}"
     );
     // xl's own monitor (xl create's) destroys it on poweroff.
-    until(&host, "xl's monitor destroys the guest", || xl_row("t-lc-guest").is_none());
+    until(&host, "xl's monitor destroys the guest", || {
+        xl_row("t-lc-guest").is_none()
+    });
 }

@@ -31,6 +31,7 @@ use xenctrl::SimConfig;
 use crate::error::Error;
 
 pub mod backend;
+mod console;
 mod daemon;
 mod domains;
 mod host;

@@ -284,6 +284,21 @@ pub(crate) enum Command {
         /// The domain (id or name).
         domain: String,
     },
+    /// Attach to a domain's console, as `xl console` does: Ctrl-] detaches. Without a
+    /// terminal on stdin, stdin is sent until its end and the console shown until it closes.
+    Console {
+        /// The console type.
+        #[arg(short = 't', value_enum, default_value_t = ConsoleKind::Pv)]
+        kind: ConsoleKind,
+        /// The console number (0: the primary PV console).
+        #[arg(short = 'n', default_value_t = 0)]
+        num: u32,
+        /// How long to wait for the console's pty to appear, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// The domain (id or name).
+        domain: String,
+    },
     /// Watch a domain in the foreground and apply its config's on_poweroff / on_reboot /
     /// on_crash / on_watchdog actions when it shuts down, until it is gone (what `rxl create`
     /// runs, detached). One monitor per domain: a second one stops at once.
@@ -329,4 +344,13 @@ mod tests {
         assert!(parse_mem_kib("m").is_err());
         assert!(parse_mem_kib("99999999999999999999g").is_err());
     }
+}
+
+/// `rxl console -t`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConsoleKind {
+    /// A PV console.
+    Pv,
+    /// An emulated serial port.
+    Serial,
 }

@@ -1,6 +1,7 @@
 //! What each `rxl` subcommand does, on top of the toolstack library.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 
 use toolstack::config::{DiskSpec, VifSpec};
 use toolstack::create::Step;
@@ -11,7 +12,7 @@ use toolstack::lock::{level, Locked};
 use toolstack::memory::{self, Target};
 use toolstack::{Error, Host};
 
-use crate::cli::{parse_mem_kib, Cli, Command};
+use crate::cli::{parse_mem_kib, Cli, Command, ConsoleKind};
 use crate::print::{device_list, info, list, xenstore_ls};
 use crate::{open_host, AnyResult};
 
@@ -55,6 +56,12 @@ pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult
             force,
             domain: d,
         } => shutdown(&host, d, Request::Reboot, *wait, *force),
+        Command::Console {
+            kind,
+            num,
+            timeout,
+            domain: d,
+        } => console(&host, d, *kind, *num, *timeout),
         Command::Monitor { domain: d } => {
             let domid = domain::resolve(&host, d)?;
             monitor(&host, root, domid)
@@ -359,6 +366,36 @@ fn shutdown(host: &Host, spec: &str, req: Request, wait: bool, force: bool) -> A
             ),
             _ => eprintln!("Domain {domid} has been destroyed"),
         }
+    }
+    Ok(())
+}
+
+/// `rxl console`.
+fn console(host: &Host, spec: &str, kind: ConsoleKind, num: u32, timeout: f64) -> AnyResult {
+    use std::io::IsTerminal;
+    use toolstack::console::{self, ConsoleType};
+    let domid = domain::resolve(host, spec)?;
+    let kind = match kind {
+        ConsoleKind::Pv => ConsoleType::Pv,
+        ConsoleKind::Serial => ConsoleType::Serial,
+    };
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .map_err(|_| format!("--timeout {timeout}: not a number of seconds"))?;
+    let node = console::tty_node(domid, kind, num);
+    let tty_path = console::wait_tty(host, domid, &node, timeout)?;
+    let mut tty = console::open_tty(host, domid, &tty_path)?;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let _raw = if interactive {
+        Some(console::Terminal::raw(stdin.as_fd())?)
+    } else {
+        None
+    };
+    let mut out = std::io::stdout().lock();
+    let ended = console::copy(&mut tty, Some(stdin.lock()), &mut out, interactive)?;
+    drop(_raw);
+    if ended == console::Ended::Detached {
+        eprintln!();
     }
     Ok(())
 }
