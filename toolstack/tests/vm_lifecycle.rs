@@ -240,3 +240,65 @@ fn rxl_shutdown_w_powers_off_a_guest_xl_booted() {
         xl_row("t-lc-guest").is_none()
     });
 }
+
+/// Waits for a child with a bound, killing it (and failing) if it is stuck.
+fn wait_bounded(child: Child, what: &str) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(STUCK) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            run("kill", &["-9", &pid.to_string()]);
+            panic!("{what} (pid {pid}) is stuck");
+        }
+    }
+}
+
+#[test]
+fn rxl_console_shows_a_guest_xl_booted_and_ends_with_it() {
+    run("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-con\""]);
+    // spawns: own
+    let mut child = Command::new(RXL)
+        .args(["console", "t-lc-con"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rxl console");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut stdout, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&seen).contains("rxen-guest: up") {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+        seen
+    });
+    // xenconsoled keeps what the guest writes until the console is read: no race here.
+    let t = Instant::now();
+    run("xl", &["unpause", "t-lc-con"]);
+    let up = rx.recv_timeout(STUCK * 2).is_ok();
+    println!("TIMING unpause to the console marker through rxl console: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    run("xl", &["destroy", "t-lc-con"]);
+    let out = wait_bounded(child, "rxl console after xl destroy");
+    let seen = reader.join().expect("reader");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(up, "no marker on the console; it showed: {text}");
+    assert!(
+        out.status.success(),
+        "rxl console: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
