@@ -63,9 +63,10 @@ fn create(name: &str, actions: &str) -> u16 {
     )
     .expect("cfg");
     rxl_ok(&["create", "-p", "-e", &path]);
-    rxl_row(name).expect("listed")["domid"]
+    let domid = rxl_row(name).expect("listed")["domid"]
         .as_u64()
-        .expect("domid") as u16
+        .expect("domid");
+    u16::try_from(domid).expect("a domid")
 }
 
 /// The builder's last step for a domain with no kernel: grant entry 1 (GTF_permit_access for
@@ -259,7 +260,15 @@ fn wait_bounded(child: Child, what: &str) -> std::process::Output {
 
 #[test]
 fn rxl_console_shows_a_guest_xl_booted_and_ends_with_it() {
-    run("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-con\""]);
+    run(
+        "xl",
+        &[
+            "create",
+            "-p",
+            "/etc/xen/rxen-guest.cfg",
+            "name=\"t-lc-con\"",
+        ],
+    );
     // spawns: own
     let mut child = Command::new(RXL)
         .args(["console", "t-lc-con"])
@@ -290,7 +299,10 @@ fn rxl_console_shows_a_guest_xl_booted_and_ends_with_it() {
     let t = Instant::now();
     run("xl", &["unpause", "t-lc-con"]);
     let up = rx.recv_timeout(STUCK * 2).is_ok();
-    println!("TIMING unpause to the console marker through rxl console: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "TIMING unpause to the console marker through rxl console: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     run("xl", &["destroy", "t-lc-con"]);
     let out = wait_bounded(child, "rxl console after xl destroy");
     let seen = reader.join().expect("reader");
