@@ -51,8 +51,13 @@ pub struct DomainSummary {
     pub name: String,
     /// Its UUID (Xen's handle).
     pub uuid: String,
-    /// xl's six state letters.
+    /// xl's six state letters (4.17's: `r b p s`, the shutdown reason's letter from
+    /// `-rscwS`, `d`).
     pub state: String,
+    /// Why the domain shut down (`poweroff`, `reboot`, `suspend`, `crash`, `watchdog`,
+    /// `soft_reset`), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_reason: Option<String>,
     /// vCPUs online.
     pub vcpus: u32,
     /// `memory/target` in KiB, if present.
@@ -115,6 +120,7 @@ fn summarize_all(host: &Host, infos: &[DomainInfo]) -> Result<Vec<DomainSummary>
                 name: v[0].clone().unwrap_or_else(|| "(null)".to_owned()),
                 uuid: uuid_string(&info.handle),
                 state: info.state_string(),
+                shutdown_reason: info.shutdown_reason().map(crate::lifecycle::reason_name),
                 vcpus: info.nr_online_vcpus,
                 target_kib: kib(1)?,
                 static_max_kib: kib(2)?,

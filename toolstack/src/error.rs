@@ -216,6 +216,90 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The guest has no PV control interface (an HVM guest), so it cannot be asked to shut
+    /// down or reboot; Xen can be told to shut it down instead (`-F`).
+    #[error(
+        "{domain}: no PV control interface, so the guest cannot be asked to {request}: \
+         use -F to have Xen shut it down"
+    )]
+    NoPvControl {
+        /// The domain.
+        domain: DomainRef,
+        /// `poweroff` or `reboot`.
+        request: &'static str,
+    },
+    /// The guest did not acknowledge a shutdown or reboot request (it has no kernel running,
+    /// or ignores `control/shutdown`).
+    #[error(
+        "{domain}: the guest did not acknowledge the {request} request within {timeout:?} \
+         (is a kernel running? `rxl destroy` stops it without its help)"
+    )]
+    NotAcknowledged {
+        /// The domain.
+        domain: DomainRef,
+        /// `poweroff` or `reboot`.
+        request: &'static str,
+        /// How long we waited.
+        timeout: std::time::Duration,
+    },
+    /// The console's backend did not publish its pty in time.
+    #[error(
+        "{domain}: its console has no pty yet ({node} is empty after {timeout:?}): is its \
+         console backend (xenconsoled) running, and has the domain a console?"
+    )]
+    ConsoleNotReady {
+        /// The domain.
+        domain: DomainRef,
+        /// The `tty` node waited for.
+        node: String,
+        /// How long.
+        timeout: std::time::Duration,
+    },
+    /// The console could not be opened or used.
+    #[error("{domain}: {what}")]
+    Console {
+        /// The domain.
+        domain: DomainRef,
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another monitor already watches the domain (its lock file is held).
+    #[error("{domain}: another monitor already watches it (it holds {})", lock.display())]
+    MonitorRunning {
+        /// The domain.
+        domain: DomainRef,
+        /// The monitor's lock file.
+        lock: PathBuf,
+    },
+    /// The domain shut down, and the action its config names for that is not supported; the
+    /// domain is left as it is (shut down) for the user to deal with.
+    #[error(
+        "{domain}: shut down ({reason}), and its action {action:?} is not supported: \
+         the domain is left shut down (destroy it, or use `rxl create` again)"
+    )]
+    ActionUnsupported {
+        /// The domain.
+        domain: DomainRef,
+        /// The shutdown reason.
+        reason: String,
+        /// The config's action.
+        action: &'static str,
+    },
+    /// A restart record (the monitor's, see [`crate::lifecycle`]) could not be written, locked
+    /// or read.
+    #[error("restart record {}: {what}", path.display())]
+    RestartRecord {
+        /// The record, or its directory.
+        path: PathBuf,
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The stored domain config could not be read or written.
     #[error("{domain}: stored domain config")]
     Stored {

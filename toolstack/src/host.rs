@@ -22,6 +22,9 @@ use crate::sim::{self, SimOptions};
 /// libxl's per-domain userdata directory (`XEN_LIB_DIR`).
 pub const LIBXL_DIR: &str = "/var/lib/xen";
 
+/// Where Xen's tools log (`XEN_LOG_DIR`; xl's monitors write `xl-NAME.log` there).
+pub const XEN_LOG_DIR: &str = "/var/log/xen";
+
 /// Where Xen's tools install the hotplug scripts (libxl's `XEN_SCRIPT_DIR`).
 pub const XEN_SCRIPT_DIR: &str = "/etc/xen/scripts";
 
@@ -78,6 +81,8 @@ pub struct Host {
     pub hotplug_scripts: PathBuf,
     /// The per-process ctx lock.
     pub ctx: CtxLock<Ctx>,
+    /// Where detached monitors log ([`XEN_LOG_DIR`], or the simulated host's `log/`).
+    pub log_dir: PathBuf,
     kind: HostKind,
     booted: bool,
 }
@@ -122,6 +127,7 @@ impl Host {
                 xs,
                 hotplug_scripts: PathBuf::from(XEN_SCRIPT_DIR),
                 ctx: CtxLock::new(Ctx::default()),
+                log_dir: PathBuf::from(XEN_LOG_DIR),
                 kind: HostKind::Xen,
                 booted: false,
             });
@@ -144,6 +150,7 @@ impl Host {
             xs,
             hotplug_scripts: paths.hotplug_scripts_dir(),
             ctx: CtxLock::new(Ctx::default()),
+            log_dir: dir.join("log"),
             kind: HostKind::Simulated(dir),
             booted,
         })
@@ -152,6 +159,17 @@ impl Host {
     /// Which machine this is.
     pub fn kind(&self) -> &HostKind {
         &self.kind
+    }
+
+    /// The options a child `rxl` process needs to reach this same host (a detached monitor):
+    /// none for real Xen, `--simulate --sim-dir DIR` for a simulated one.
+    pub fn child_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.kind {
+            HostKind::Xen => Vec::new(),
+            HostKind::Simulated(dir) => {
+                vec!["--simulate".into(), "--sim-dir".into(), dir.clone().into()]
+            }
+        }
     }
 
     /// Whether opening this host booted it (a simulated host that was not running).

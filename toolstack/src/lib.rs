@@ -23,7 +23,11 @@
 //!   that every other module may use).
 //! - [`device`]: virtual devices (vbd, vif, console, vkb): the xenstore layout, backend waits,
 //!   hotplug scripts, the stored config's records, attach, detach, list, check and recover.
+//! - [`console`]: attaching to a guest's console (`rxl console`).
 //! - [`domain`]: listing, lookup by name, pause, unpause, destroy.
+//! - [`lifecycle`]: shutdown and reboot requests (the PV control protocol), waiting for a
+//!   domain to shut down, and the per-domain monitor that applies `on_poweroff`,
+//!   `on_reboot`, `on_crash` and `on_watchdog`.
 //! - [`hooks`]: test hooks that let a test interleave processes deterministically; they exist
 //!   only with the `test-hooks` cargo feature, which the crate's own tests turn on and a shipped
 //!   build never does.
@@ -37,12 +41,14 @@
 
 pub mod build;
 pub mod config;
+pub mod console;
 pub mod create;
 pub mod device;
 pub mod domain;
 mod error;
 pub mod hooks;
 pub mod host;
+pub mod lifecycle;
 pub mod lock;
 pub mod memory;
 pub mod paths;

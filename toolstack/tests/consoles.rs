@@ -11,7 +11,7 @@ use common::{device_error, stderr, within, SimHost};
 use toolstack::config::VifSpec;
 use toolstack::device::{self, DeviceError, DeviceKind, DeviceRef, Goal};
 use toolstack::lock::Locked;
-use toolstack::sim::backend::{behaviour_path, sim_tty, Behaviour};
+use toolstack::sim::backend::{behaviour_path, Behaviour};
 use xenstore::perms::{Access, Permissions};
 
 fn xs(host: &SimHost) -> xenstore::Client {
@@ -50,18 +50,18 @@ fn fails_with(out: &std::process::Output, needle: &str) {
     assert!(e.contains(needle), "expected {needle:?} in: {e}");
 }
 
-/// Waits, with a watch, until `path` reads `want` (bounded; panics with what it read).
-fn wait_for(host: &SimHost, path: &str, want: &str) {
+/// Waits until `path` holds something, and returns it.
+fn wait_for_tty(host: &SimHost, path: &str) -> String {
     let client = xs(host);
     let watch = client.watch(path).expect("watch");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let now = client.read_string(path).ok();
-        if now.as_deref() == Some(want) {
-            return;
+        let now = client.read_string(path).unwrap_or_default();
+        if !now.is_empty() {
+            return now;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "{path} is {now:?}, not {want:?}");
+        assert!(!left.is_zero(), "{path} stays empty");
         watch.next_event_timeout(left).expect("watch event");
     }
 }
@@ -134,13 +134,15 @@ fn creation_writes_the_primary_console_as_libxl_does() {
     xs(&host)
         .write(&format!("{fe}/ring-ref"), "1234")
         .expect("ring-ref");
-    wait_for(&host, &format!("{fe}/tty"), &sim_tty(d));
+    let tty = wait_for_tty(&host, &format!("{fe}/tty"));
+    assert!(tty.starts_with("/dev/pts/"), "a real pty: {tty}");
+    assert!(std::path::Path::new(&tty).exists(), "{tty}");
     assert_eq!(
         read(&host, &format!("{be}/state")).as_deref(),
         Some("1"),
         "xenconsoled does not move the backend's state"
     );
-    assert_eq!(console_list(&host, "con")[0]["tty"], sim_tty(d).as_str());
+    assert_eq!(console_list(&host, "con")[0]["tty"], tty.as_str());
     assert_eq!(violations(&host, d), "[]");
 
     // The primary console is not detached; it goes with the domain.

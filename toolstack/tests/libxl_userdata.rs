@@ -75,7 +75,7 @@ fn creation_writes_libxl_json_that_matches_the_config() {
              disk = [ '{full},raw,xvda,rw', 'vdev=xvdc,cdrom,target={cd}' ]\n\
              vif = [ 'bridge=xenbr0,mac=00:16:3E:01:02:03' ]\n\
              on_poweroff = \"preserve\"\non_reboot = \"rename-restart\"\n\
-             on_crash = \"coredump-destroy\"\n"
+             on_crash = \"coredump-destroy\"\non_watchdog = \"restart\"\n"
         ),
     )
     .expect("cfg");
@@ -140,6 +140,7 @@ fn creation_writes_libxl_json_that_matches_the_config() {
     assert_eq!(j["on_poweroff"], "preserve");
     assert_eq!(j["on_reboot"], "restart_rename");
     assert_eq!(j["on_crash"], "coredump_destroy");
+    assert_eq!(j["on_watchdog"], "restart");
     host.ok(&["destroy", "full"]);
 }
 

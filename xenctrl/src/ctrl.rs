@@ -403,6 +403,26 @@ impl XenCtrl {
         unsafe { self.raw(what, None, __HYPERVISOR_xen_version, [cmd, addr, 0, 0, 0]) }
     }
 
+    /// `sched_op` with a pool buffer as its argument.
+    pub(crate) fn sched_op<T>(
+        &self,
+        what: Op,
+        domid: Option<DomId>,
+        cmd: u64,
+        arg: &mut HypercallBuffer<'_, T>,
+    ) -> Result<u64> {
+        self.check_pool(arg, what)?;
+        // SAFETY: a live buffer of this pool, exclusively borrowed for the call.
+        unsafe {
+            self.raw(
+                what,
+                domid,
+                crate::abi::__HYPERVISOR_sched_op,
+                [cmd, arg.addr(), 0, 0, 0],
+            )
+        }
+    }
+
     /// `event_channel_op` with a pool buffer as its argument.
     pub(crate) fn evtchn_op<T>(
         &self,

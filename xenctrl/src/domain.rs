@@ -191,20 +191,29 @@ impl DomainInfo {
         raw.shutdown_reason()
     }
 
-    /// The state column of `xl list`: six letters `r b p s c d` or `-`.
+    /// The state column of `xl list` (4.17's `list_domains`): running `r`, blocked `b`,
+    /// paused `p`, shut down `s`, then the shutdown reason's letter from `-rscwS` (poweroff
+    /// `-`, reboot `r`, suspend `s`, crash `c`, watchdog `w`, soft reset `S`, `?` beyond;
+    /// `-` when not shut down), and dying `d`. A crashed domain is `---sc-`.
     pub fn state_string(&self) -> String {
-        let shutdown = self.has(XEN_DOMINF_shutdown);
-        let crashed = shutdown && self.shutdown_reason() == Some(ShutdownReason::CRASH);
+        const REASON_LETTERS: &[u8] = b"-rscwS";
+        let reason = match self.shutdown_reason() {
+            None => '-',
+            Some(ShutdownReason(r)) => usize::try_from(r)
+                .ok()
+                .and_then(|r| REASON_LETTERS.get(r))
+                .map_or('?', |&l| char::from(l)),
+        };
+        let flag = |on: bool, c: char| if on { c } else { '-' };
         [
-            (self.running(), 'r'),
-            (self.blocked(), 'b'),
-            (self.paused(), 'p'),
-            (shutdown && !crashed, 's'),
-            (crashed, 'c'),
-            (self.dying(), 'd'),
+            flag(self.running(), 'r'),
+            flag(self.blocked(), 'b'),
+            flag(self.paused(), 'p'),
+            flag(self.has(XEN_DOMINF_shutdown), 's'),
+            reason,
+            flag(self.dying(), 'd'),
         ]
         .iter()
-        .map(|&(on, c)| if on { c } else { '-' })
         .collect()
     }
 
@@ -386,8 +395,14 @@ mod tests {
         info.flags = XEN_DOMINF_paused | XEN_DOMINF_blocked;
         assert_eq!(info.state_string(), "-bp---");
         info.flags = XEN_DOMINF_shutdown | (3 << 16) | XEN_DOMINF_dying;
-        assert_eq!(info.state_string(), "----cd");
+        assert_eq!(info.state_string(), "---scd");
         info.flags = XEN_DOMINF_shutdown;
         assert_eq!(info.state_string(), "---s--");
+        for (code, letters) in [(1, "---sr-"), (2, "---ss-"), (4, "---sw-"), (5, "---sS-")] {
+            info.flags = XEN_DOMINF_shutdown | (code << 16);
+            assert_eq!(info.state_string(), letters);
+        }
+        info.flags = XEN_DOMINF_shutdown | (9 << 16);
+        assert_eq!(info.state_string(), "---s?-");
     }
 }

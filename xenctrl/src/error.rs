@@ -86,6 +86,13 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// The operation was refused before Xen: it names the control domain (dom0), on which Xen
+    /// would act on the whole host (a remote shutdown of dom0 shuts the host down).
+    #[error("domain 0: {op} refused: it would act on the whole host")]
+    HostDomain {
+        /// The operation.
+        op: Op,
+    },
     /// No window of address space could be made for a foreign mapping: the `mmap` of
     /// `/dev/xen/privcmd` (or the simulator's stand-in) failed, usually for want of memory or
     /// address space. Nothing was mapped.
@@ -400,6 +407,7 @@ pub enum Op {
     PinTable,
     UnpinTable,
     SetMemoryMap,
+    RemoteShutdown,
 }
 
 impl fmt::Display for Op {
@@ -464,6 +472,7 @@ impl fmt::Display for Op {
             Op::PinTable => "mmuext_op pin table",
             Op::UnpinTable => "mmuext_op unpin table",
             Op::SetMemoryMap => "memory_op set_memory_map",
+            Op::RemoteShutdown => "sched_op remote_shutdown",
         };
         f.write_str(s)
     }

@@ -44,6 +44,7 @@ mod ids;
 pub mod interface;
 mod memory;
 mod pool;
+mod sched;
 pub mod volatile;
 pub mod x86;
 

@@ -11,6 +11,10 @@ mod suite;
 use std::sync::Arc;
 
 use suite::{Seen, Witness};
+use xenctrl::abi::{
+    ShutdownReason, XEN_DOMINF_blocked, XEN_DOMINF_dying, XEN_DOMINF_paused, XEN_DOMINF_running,
+    XEN_DOMINF_shutdown,
+};
 use xenctrl::evtchn::EventChannels;
 use xenctrl::{pages_to_mib, DomId, DomainId, SimConfig, SimHypervisor, XenCtrl};
 
@@ -36,6 +40,39 @@ impl Witness for Model {
 
     fn outstanding_claims_mib(&self) -> u64 {
         pages_to_mib(self.0.with_state(|s| s.outstanding_claims))
+    }
+
+    fn state(&self, domid: DomId) -> Option<String> {
+        self.0.with_state(|s| {
+            let d = s.domain(domid).ok()?;
+            let i = d.info();
+            let has = |f: u32| i.flags & f != 0;
+            // xl 4.17's letters: the fifth is the reason's, from "-rscwS".
+            let reason = i
+                .shutdown_reason()
+                .map_or('-', |ShutdownReason(r)| match r {
+                    0 => '-',
+                    1 => 'r',
+                    2 => 's',
+                    3 => 'c',
+                    4 => 'w',
+                    5 => 'S',
+                    _ => '?',
+                });
+            let flag = |f: u32, c: char| if has(f) { c } else { '-' };
+            Some(
+                [
+                    flag(XEN_DOMINF_running, 'r'),
+                    flag(XEN_DOMINF_blocked, 'b'),
+                    flag(XEN_DOMINF_paused, 'p'),
+                    flag(XEN_DOMINF_shutdown, 's'),
+                    reason,
+                    flag(XEN_DOMINF_dying, 'd'),
+                ]
+                .iter()
+                .collect(),
+            )
+        })
     }
 
     fn event_channels(&self) -> EventChannels {

@@ -106,6 +106,10 @@ impl Witness for Xl {
     fn event_channels(&self) -> EventChannels {
         EventChannels::open().expect("open /dev/xen/evtchn in dom0")
     }
+
+    fn state(&self, domid: DomId) -> Option<String> {
+        xl_list_row(domid).map(|row| row.state)
+    }
 }
 
 /// Run a suite function on real Xen, then check that it left the host's domains as it found

@@ -18,7 +18,7 @@
 //! - `nics`: `devid`, `mac`, `ip`, `bridge`, `ifname`, `script`, `model`, `nictype`,
 //!   `backend_domid`/`backend_domname`, `gatewaydev`, `mtu`;
 //! - `vkbs`: `devid`, `backend_type`, `unique_id`, `backend_domid`/`backend_domname`;
-//! - `on_poweroff`, `on_reboot`, `on_crash`.
+//! - `on_poweroff`, `on_reboot`, `on_crash`, `on_watchdog`.
 //!
 //! libxl writes the document at creation and rewrites it when a device is added or removed,
 //! all under the domain's userdata lock; `libxl_set_memory_target` and
@@ -57,6 +57,8 @@ pub struct LibxlDomainConfig {
     pub on_reboot: &'static str,
     /// As `on_poweroff`.
     pub on_crash: &'static str,
+    /// As `on_poweroff`.
+    pub on_watchdog: &'static str,
 }
 
 /// `libxl_domain_create_info`.
@@ -357,6 +359,7 @@ impl LibxlDomainConfig {
             on_poweroff: action_name(config.on_poweroff),
             on_reboot: action_name(config.on_reboot),
             on_crash: action_name(config.on_crash),
+            on_watchdog: action_name(config.on_watchdog),
         }
     }
 

@@ -95,6 +95,11 @@ impl Action {
         Action::SoftReset,
     ];
 
+    /// [`Action::Destroy`], the default of `on_poweroff`, `on_crash` and `on_watchdog`.
+    pub fn destroy() -> Action {
+        Action::Destroy
+    }
+
     /// The xl.cfg spelling, e.g. `rename-restart`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -515,6 +520,10 @@ pub struct DomainConfig {
     pub on_reboot: Action,
     /// What to do on crash (default: destroy).
     pub on_crash: Action,
+    /// What to do when the guest's watchdog fired (default: destroy; absent from configs
+    /// stored before it was parsed).
+    #[serde(default = "Action::destroy")]
+    pub on_watchdog: Action,
     /// xl.cfg keys this toolstack does not interpret, kept as written (xl ignores unknown keys;
     /// so do we, but we keep them so the config renders back whole).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -603,6 +612,7 @@ impl DomainConfig {
             on_poweroff: Action::Destroy,
             on_reboot: Action::Restart,
             on_crash: Action::Destroy,
+            on_watchdog: Action::Destroy,
             unknown: BTreeMap::new(),
         }
     }

@@ -59,6 +59,7 @@ vif = [ "mac=00:16:3e:01:02:03, bridge=xenbr0" ]
 on_poweroff = "destroy"
 on_reboot = "restart"
 on_crash = "coredump-restart"
+on_watchdog = "preserve"
 device_model_version = "qemu-xen"
 "#;
 
@@ -89,6 +90,7 @@ fn parses_every_supported_key() {
     assert_eq!(c.on_poweroff, Action::Destroy);
     assert_eq!(c.on_reboot, Action::Restart);
     assert_eq!(c.on_crash, Action::CoredumpRestart);
+    assert_eq!(c.on_watchdog, Action::Preserve);
     assert_eq!(
         c.unknown.get("device_model_version"),
         Some(&CfgValue::String("qemu-xen".into()))
@@ -96,7 +98,7 @@ fn parses_every_supported_key() {
     assert_eq!(warnings.len(), 1);
     assert_eq!(
         warnings[0].to_string(),
-        "guest.cfg:17:24: warning: unknown key \"device_model_version\" is not used (kept as \
+        "guest.cfg:18:24: warning: unknown key \"device_model_version\" is not used (kept as \
          written)"
     );
 }
@@ -112,8 +114,13 @@ fn defaults_are_xls() {
         (32 * 1024, 32 * 1024, 1)
     );
     assert_eq!(
-        (c.on_poweroff, c.on_reboot, c.on_crash),
-        (Action::Destroy, Action::Restart, Action::Destroy)
+        (c.on_poweroff, c.on_reboot, c.on_crash, c.on_watchdog),
+        (
+            Action::Destroy,
+            Action::Restart,
+            Action::Destroy,
+            Action::Destroy
+        )
     );
     // maxmem follows memory unless given.
     let (c, _) = parse_dom("name='m'\nmemory=300\n").unwrap();
@@ -567,6 +574,7 @@ fn random_config(rng: &mut Rng) -> DomainConfig {
     c.on_poweroff = *rng.pick(&Action::ALL);
     c.on_reboot = *rng.pick(&Action::ALL);
     c.on_crash = *rng.pick(&Action::ALL);
+    c.on_watchdog = *rng.pick(&Action::ALL);
     if rng.below(2) == 0 {
         c.unknown.insert(
             "device_model_args".into(),

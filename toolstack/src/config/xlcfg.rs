@@ -33,7 +33,8 @@
 //! `name` (required), `type` (`pv`, the default, or `pvh`; the deprecated `builder="generic"`
 //! means pv), `memory` and `maxmem` (MiB; memory defaults to 32, maxmem to memory), `vcpus`
 //! (default 1), `uuid`, `kernel`, `ramdisk`, `extra`, `disk` and `vif` (lists of specs, see
-//! [`DiskSpec`] and [`VifSpec`]), `on_poweroff`, `on_reboot`, `on_crash` (see [`Action`]).
+//! [`DiskSpec`] and [`VifSpec`]), `on_poweroff`, `on_reboot`, `on_crash`,
+//! `on_watchdog` (see [`Action`]).
 //! Other keys are kept in [`DomainConfig::unknown`] and reported as [`Warning`]s, as xl ignores
 //! them.
 //!
@@ -400,6 +401,7 @@ impl XlConfig {
             ("on_poweroff", &mut cfg.on_poweroff),
             ("on_reboot", &mut cfg.on_reboot),
             ("on_crash", &mut cfg.on_crash),
+            ("on_watchdog", &mut cfg.on_watchdog),
         ] {
             if let Some(s) = self.get(key) {
                 let v = self.string(key, s)?;
@@ -523,7 +525,7 @@ impl XlConfig {
 }
 
 /// The keys [`XlConfig::to_domain_config`] interprets.
-pub const KNOWN_KEYS: [&str; 17] = [
+pub const KNOWN_KEYS: [&str; 18] = [
     "name",
     "type",
     "builder",
@@ -541,6 +543,7 @@ pub const KNOWN_KEYS: [&str; 17] = [
     "on_poweroff",
     "on_reboot",
     "on_crash",
+    "on_watchdog",
 ];
 
 fn atom_text(v: &CfgValue) -> &str {
@@ -665,6 +668,7 @@ pub fn render(config: &DomainConfig) -> String {
     line("on_poweroff", quote(config.on_poweroff.as_str()));
     line("on_reboot", quote(config.on_reboot.as_str()));
     line("on_crash", quote(config.on_crash.as_str()));
+    line("on_watchdog", quote(config.on_watchdog.as_str()));
     for (k, v) in &config.unknown {
         if is_key(k) && !KNOWN_KEYS.contains(&k.as_str()) {
             line(k, render_value(v));

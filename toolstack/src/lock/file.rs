@@ -169,6 +169,60 @@ impl FileLock {
         }
     }
 
+    /// Takes the lock on `path` (creating the file as [`acquire`](Self::acquire) does) unless
+    /// someone holds it: `None` then, at once. A file released (unlinked) meanwhile is not an
+    /// answer: the path is opened afresh, as in [`acquire`](Self::acquire).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub fn try_acquire_creating(path: impl Into<PathBuf>) -> Result<Option<Self>, FileLockError> {
+        let path = path.into();
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|source| FileLockError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            let locked = loop {
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(l) => break l,
+                    Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+                    Err((f, Errno::EINTR)) => file = f,
+                    Err((_, errno)) => {
+                        return Err(FileLockError::Flock {
+                            path,
+                            source: io::Error::from(errno),
+                        })
+                    }
+                }
+            };
+            let held = file_id(&locked).map_err(|source| FileLockError::Stat {
+                path: path.clone(),
+                source,
+            })?;
+            match std::fs::metadata(&path) {
+                Ok(m) if (m.dev(), m.ino()) == held => {
+                    return Ok(Some(FileLock {
+                        path,
+                        file: Some(locked),
+                        id: held,
+                    }))
+                }
+                // Released and unlinked while we opened it: open the path afresh.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(FileLockError::Stat { path, source }),
+            }
+        }
+    }
+
     /// Takes the lock at `path` only if that needs no waiting: `None` if someone holds it, the
     /// file does not exist, or it was released (unlinked) meanwhile. Never creates the file.
     ///

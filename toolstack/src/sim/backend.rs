@@ -26,8 +26,10 @@
 //!
 //! The primary console (console 0) is xenconsoled's, which knows no XenbusState: once its
 //! frontend has both `ring-ref` and `port` (what the domain builder writes), the simulated
-//! xenconsoled "opens a pty" and writes its name into the frontend's `tty` ([`sim_tty`]), as
-//! xenconsoled does, and leaves the backend's `state` alone, as xenconsoled does. (`stall`
+//! xenconsoled opens a pty and writes its slave's name into the frontend's `tty`, as
+//! xenconsoled does (`super::console`: the guest behind it echoes what it is sent until the
+//! builder's stand-in guest writes its console ring), and leaves the backend's `state` alone,
+//! as xenconsoled does. (`stall`
 //! and `fail` keep it from writing, `vanish` removes its backend.)
 
 use std::collections::BTreeSet;
@@ -84,11 +86,6 @@ impl Behaviour {
     }
 }
 
-/// The pty name the simulated xenconsoled writes in the primary console's `tty`.
-pub fn sim_tty(domid: DomId) -> String {
-    format!("/dev/pts/rxen-sim-{domid}")
-}
-
 /// The message the simulated hotplug script leaves in `hotplug-error` when told to fail (and a
 /// console's backend in its `error` node).
 pub const HOTPLUG_ERROR: &str = "simulated hotplug script failure";
@@ -141,6 +138,7 @@ pub fn run(xs: &xenstore::Client, backend: DomId) -> xenstore::Result<()> {
         for dev in devices {
             drive(xs, backend, dev)?;
         }
+        super::console::reap(xs)?;
     }
 }
 
@@ -220,7 +218,16 @@ fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Res
                 {
                     return Ok(false);
                 }
-                t.write(&format!("{fe}/tty"), sim_tty(dev.domid))?;
+                match super::console::tty(dev.domid) {
+                    Ok(tty) => t.write(&format!("{fe}/tty"), tty)?,
+                    Err(e) => {
+                        eprintln!(
+                            "rxen-sim-xenstored: domain {}: no pty for its console: {e}",
+                            dev.domid
+                        );
+                        return Ok(false);
+                    }
+                }
                 return Ok(true);
             }
             // QEMU's console backend runs no hotplug script: told to fail, it gives up.

@@ -184,6 +184,15 @@ fn run_daemon(dir: &Path) -> io::Result<()> {
                 eprintln!("rxen-sim-xenstored: the simulated backend driver stopped: {e}");
             }
         })?;
+    // xenstored's ear on Xen: VIRQ_DOM_EXC, for @releaseDomain (see `domains`).
+    let (ctl, hypervisor) = (server.controller(), paths.hypervisor());
+    std::thread::Builder::new()
+        .name("dom-exc".into())
+        .spawn(move || {
+            if let Err(e) = super::domains::run(&hypervisor, &ctl) {
+                eprintln!("rxen-sim-xenstored: the VIRQ_DOM_EXC watcher stopped: {e}");
+            }
+        })?;
     eprintln!(
         "rxen-sim-xenstored: pid {} serving {}",
         std::process::id(),

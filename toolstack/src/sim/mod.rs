@@ -31,7 +31,9 @@ use xenctrl::SimConfig;
 use crate::error::Error;
 
 pub mod backend;
+mod console;
 mod daemon;
+mod domains;
 mod host;
 pub mod hotplug;
 

@@ -188,7 +188,8 @@ pub(crate) use abi_struct;
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
     use super::{
-        build, domctl, evtchn, grant_table, hvm, memory, start_info, sysctl, vcpu, version, xen,
+        build, domctl, evtchn, grant_table, hvm, memory, sched, start_info, sysctl, vcpu, version,
+        xen,
     };
     [
         xen::consts(),
@@ -202,6 +203,7 @@ pub fn constants() -> Vec<ConstInfo> {
         vcpu::consts(),
         hvm::consts(),
         start_info::consts(),
+        sched::consts(),
     ]
     .concat()
 }
@@ -235,6 +237,7 @@ pub fn structs() -> Vec<StructLayout> {
         EvtchnClose::LAYOUT,
         EvtchnStatus::LAYOUT,
         EvtchnReset::LAYOUT,
+        SchedRemoteShutdown::LAYOUT,
         XenDomctl::<XenDomctlCreatedomain>::LAYOUT,
         XenDomctl::<XenDomctlGetdomaininfo>::LAYOUT,
         XenDomctl::<XenDomctlMaxMem>::LAYOUT,

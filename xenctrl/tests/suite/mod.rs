@@ -39,6 +39,9 @@ pub trait Witness {
     fn outstanding_claims_mib(&self) -> u64;
     /// A fresh `/dev/xen/evtchn` handle in dom0 on the same host.
     fn event_channels(&self) -> EventChannels;
+    /// The domain's six state letters as the other side shows them (`xl list`'s `State`), or
+    /// `None` if it does not list the domain.
+    fn state(&self, domid: DomId) -> Option<String>;
 }
 
 /// One domain as a [`Witness`] sees it: the columns of `xl list` the suite compares.
@@ -166,6 +169,8 @@ macro_rules! suite_tests {
             pvh_hvm_context_loads_and_reads_back,
             build_calls_on_a_vanished_domain_are_esrch,
             pvh_populates_2m_and_1g_extents,
+            remote_shutdown_keeps_the_first_reason,
+            remote_shutdown_refuses_dom0_and_missing_domains,
         );
     };
     (@each $run:path; $($name:ident),* $(,)?) => {
@@ -2196,4 +2201,86 @@ pub fn pvh_populates_2m_and_1g_extents(xc: &XenCtrl, w: &dyn Witness) {
         xc.current_reservation(d.id).unwrap(),
         512 + (done as u64) * (1 << 18)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduler: a toolstack shutting a domain down (what a guest does itself with
+// `SCHEDOP_shutdown`).
+
+/// `SCHEDOP_remote_shutdown` shuts an empty domain down as a guest's own shutdown would: Xen
+/// reports it shut down with the reason (both sides: `s` and the reason's letter, `sr` for a
+/// reboot, `sc` for a crash, as xl 4.17 prints them), keeps the first reason when asked
+/// again, and destroy still removes it.
+pub fn remote_shutdown_keeps_the_first_reason(xc: &XenCtrl, w: &dyn Witness) {
+    let d = Dom::pv(xc);
+    xc.set_max_vcpus(d.id, 1).unwrap();
+    assert_eq!(xc.domain_info(d.id).unwrap().shutdown_reason(), None);
+    xc.remote_shutdown(d.id, ShutdownReason::REBOOT).unwrap();
+    let info = xc.domain_info(d.id).unwrap();
+    assert_eq!(
+        info.shutdown_reason(),
+        Some(ShutdownReason::REBOOT),
+        "state {}",
+        info.state_string()
+    );
+    assert_eq!(&info.state_string()[3..5], "sr", "{}", info.state_string());
+    let seen = w.state(d.id).expect("the other side lists it");
+    assert_eq!(&seen[3..5], "sr", "the other side's state {seen}");
+    // A second request changes nothing: Xen keeps the first reason.
+    xc.remote_shutdown(d.id, ShutdownReason::CRASH).unwrap();
+    assert_eq!(
+        xc.domain_info(d.id).unwrap().shutdown_reason(),
+        Some(ShutdownReason::REBOOT)
+    );
+
+    // A crash shows as `sc` on both sides; a domain without vCPUs shuts down too.
+    let c = Dom::pv(xc);
+    xc.remote_shutdown(c.id, ShutdownReason::CRASH).unwrap();
+    let info = xc.domain_info(c.id).unwrap();
+    assert_eq!(info.shutdown_reason(), Some(ShutdownReason::CRASH));
+    assert_eq!(&info.state_string()[3..5], "sc", "{}", info.state_string());
+    let seen = w.state(c.id).expect("the other side lists it");
+    assert_eq!(&seen[3..5], "sc", "the other side's state {seen}");
+
+    // Only the reason's low byte counts (Xen's `domain_shutdown` takes a u8).
+    let p = Dom::pv(xc);
+    xc.remote_shutdown(p.id, ShutdownReason(0x100 | 4)).unwrap();
+    assert_eq!(
+        xc.domain_info(p.id).unwrap().shutdown_reason(),
+        Some(ShutdownReason::WATCHDOG)
+    );
+
+    // Destroy removes a shut-down domain.
+    let ids = [d.id, c.id, p.id];
+    drop((d, c, p));
+    eventually("the shut-down domains leave the list", || {
+        let now = domain_ids(xc);
+        ids.iter()
+            .all(|id| !now.contains(id) && w.domain(*id).is_none())
+    });
+}
+
+/// dom0 is refused before Xen is asked (Xen would shut the host down); a missing domain is
+/// Xen's `ESRCH`, naming the domain.
+pub fn remote_shutdown_refuses_dom0_and_missing_domains(xc: &XenCtrl, w: &dyn Witness) {
+    let err = xc.remote_shutdown(0, ShutdownReason::POWEROFF).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::HostDomain {
+                op: xenctrl::Op::RemoteShutdown
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(w.domain(0).is_some(), "dom0 is still there");
+    let gone = unused_domid(xc).get();
+    let err = xc
+        .remote_shutdown(gone, ShutdownReason::POWEROFF)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Xen { domid: Some(d), source: Errno::ESRCH, .. } if d == gone),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&gone.to_string()), "{err}");
 }

@@ -39,6 +39,13 @@ pub(crate) enum Command {
         /// Print nothing but errors.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Stay in the foreground as the domain's monitor until it is gone (as `xl create
+        /// -F`); without it, a monitor runs detached, logging to the host's log directory.
+        #[arg(short = 'F', conflicts_with = "no_monitor")]
+        foreground: bool,
+        /// Start no monitor: nothing acts on the domain's shutdown (as `xl create -e`).
+        #[arg(short = 'e')]
+        no_monitor: bool,
         /// The config file.
         config: PathBuf,
         /// `KEY=VALUE` lines applied after the file, as xl does.
@@ -245,10 +252,59 @@ pub(crate) enum Command {
     },
     /// Complete or undo the device work and destroys that a dead process left half done: of
     /// these domain ids, or (with none given) of every domain that exists or left anything
-    /// behind, after rolling back every creation that died.
+    /// behind, after rolling back every creation that died and finishing every restart whose
+    /// monitor died.
     Recover {
         /// The domain ids (they may no longer exist).
         domids: Vec<u16>,
+    },
+    /// Ask a guest to power off through the PV control protocol (`control/shutdown`), as
+    /// `xl shutdown` does; its monitor then applies `on_poweroff`.
+    Shutdown {
+        /// Wait until the domain has shut down or is gone.
+        #[arg(short = 'w')]
+        wait: bool,
+        /// For a guest without PV control (HVM), have Xen shut it down
+        /// (SCHEDOP_remote_shutdown) instead of refusing.
+        #[arg(short = 'F')]
+        force: bool,
+        /// The domain (id or name).
+        domain: String,
+    },
+    /// Ask a guest to reboot through the PV control protocol, as `xl reboot` does; its
+    /// monitor then applies `on_reboot`.
+    Reboot {
+        /// Wait until the domain has shut down or is gone.
+        #[arg(short = 'w')]
+        wait: bool,
+        /// For a guest without PV control (HVM), have Xen shut it down with reason reboot
+        /// instead of refusing.
+        #[arg(short = 'F')]
+        force: bool,
+        /// The domain (id or name).
+        domain: String,
+    },
+    /// Attach to a domain's console, as `xl console` does: Ctrl-] detaches. Without a
+    /// terminal on stdin, stdin is sent until its end and the console shown until it closes.
+    Console {
+        /// The console type.
+        #[arg(short = 't', value_enum, default_value_t = ConsoleKind::Pv)]
+        kind: ConsoleKind,
+        /// The console number (0: the primary PV console).
+        #[arg(short = 'n', default_value_t = 0)]
+        num: u32,
+        /// How long to wait for the console's pty to appear, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// The domain (id or name).
+        domain: String,
+    },
+    /// Watch a domain in the foreground and apply its config's on_poweroff / on_reboot /
+    /// on_crash / on_watchdog actions when it shuts down, until it is gone (what `rxl create`
+    /// runs, detached). One monitor per domain: a second one stops at once.
+    Monitor {
+        /// The domain (id or name).
+        domain: String,
     },
     /// Stop the simulated host (its xenstored); it boots afresh, empty, at the next command.
     SimStop,
@@ -288,4 +344,13 @@ mod tests {
         assert!(parse_mem_kib("m").is_err());
         assert!(parse_mem_kib("99999999999999999999g").is_err());
     }
+}
+
+/// `rxl console -t`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConsoleKind {
+    /// A PV console.
+    Pv,
+    /// An emulated serial port.
+    Serial,
 }

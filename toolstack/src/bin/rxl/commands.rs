@@ -1,16 +1,18 @@
 //! What each `rxl` subcommand does, on top of the toolstack library.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 
 use toolstack::config::{DiskSpec, VifSpec};
 use toolstack::create::Step;
 use toolstack::device::{self, DeviceKind, DeviceRef};
 use toolstack::domain::{self};
+use toolstack::lifecycle::{self, Request};
 use toolstack::lock::{level, Locked};
 use toolstack::memory::{self, Target};
 use toolstack::{Error, Host};
 
-use crate::cli::{parse_mem_kib, Cli, Command};
+use crate::cli::{parse_mem_kib, Cli, Command, ConsoleKind};
 use crate::print::{device_list, info, list, xenstore_ls};
 use crate::{open_host, AnyResult};
 
@@ -30,9 +32,40 @@ pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult
         Command::Create {
             paused,
             quiet,
+            foreground,
+            no_monitor,
             config,
             overrides,
-        } => create(&host, root, config, overrides, *paused, *quiet),
+        } => {
+            let domid = create(&host, root, config, overrides, *paused, *quiet)?;
+            if *foreground {
+                monitor(&host, root, domid)
+            } else if *no_monitor {
+                Ok(())
+            } else {
+                spawn_monitor(&host, domid)
+            }
+        }
+        Command::Shutdown {
+            wait,
+            force,
+            domain: d,
+        } => shutdown(&host, d, Request::Poweroff, *wait, *force),
+        Command::Reboot {
+            wait,
+            force,
+            domain: d,
+        } => shutdown(&host, d, Request::Reboot, *wait, *force),
+        Command::Console {
+            kind,
+            num,
+            timeout,
+            domain: d,
+        } => console(&host, d, *kind, *num, *timeout),
+        Command::Monitor { domain: d } => {
+            let domid = domain::resolve(&host, d)?;
+            monitor(&host, root, domid)
+        }
         Command::List {
             long,
             json,
@@ -191,6 +224,7 @@ pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult
                 // Creations first: their domains are rolled back whole, leaving nothing for
                 // the device pass.
                 done = toolstack::create::recover_interrupted(&host, root)?;
+                done.extend(toolstack::lifecycle::recover_restarts(&host, root)?);
                 done.extend(device::recover_all(&host, root)?);
             }
             for &d in domids {
@@ -245,7 +279,7 @@ pub(crate) fn create(
     overrides: &[String],
     paused: bool,
     quiet: bool,
-) -> AnyResult {
+) -> AnyResult<u16> {
     if !quiet {
         eprintln!("Parsing config from {}", path.display());
     }
@@ -301,6 +335,132 @@ pub(crate) fn create(
             );
         }
     }
+    Ok(created.domid)
+}
+
+/// `rxl shutdown` / `rxl reboot`.
+fn shutdown(host: &Host, spec: &str, req: Request, wait: bool, force: bool) -> AnyResult {
+    let domid = domain::resolve(host, spec)?;
+    let what = match req {
+        Request::Poweroff => "Shutting down",
+        Request::Reboot => "Rebooting",
+    };
+    eprintln!("{what} domain {domid}");
+    let opts = lifecycle::RequestOptions {
+        force,
+        ..lifecycle::RequestOptions::default()
+    };
+    if lifecycle::request(host, domid, req, &opts)? == lifecycle::Delivered::Forced {
+        eprintln!(
+            "PV control interface not available: Xen shut domain {domid} down ({})",
+            req.as_str()
+        );
+    }
+    if wait {
+        eprintln!("Waiting for 1 domains");
+        match lifecycle::wait_shutdown_or_gone(host, domid)? {
+            lifecycle::Life::ShutDown(r) => eprintln!(
+                "Domain {domid} has been shut down, reason code {} ({})",
+                r.0,
+                lifecycle::reason_name(r)
+            ),
+            _ => eprintln!("Domain {domid} has been destroyed"),
+        }
+    }
+    Ok(())
+}
+
+/// `rxl console`.
+fn console(host: &Host, spec: &str, kind: ConsoleKind, num: u32, timeout: f64) -> AnyResult {
+    use std::io::IsTerminal;
+    use toolstack::console::{self, ConsoleType};
+    let domid = domain::resolve(host, spec)?;
+    let kind = match kind {
+        ConsoleKind::Pv => ConsoleType::Pv,
+        ConsoleKind::Serial => ConsoleType::Serial,
+    };
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .map_err(|_| format!("--timeout {timeout}: not a number of seconds"))?;
+    let node = console::tty_node(domid, kind, num);
+    let tty_path = console::wait_tty(host, domid, &node, timeout)?;
+    let mut tty = console::open_tty(host, domid, &tty_path)?;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let _raw = if interactive {
+        Some(console::Terminal::raw(stdin.as_fd())?)
+    } else {
+        None
+    };
+    let mut out = std::io::stdout().lock();
+    let ended = console::copy(&mut tty, Some(stdin.lock()), &mut out, interactive)?;
+    drop(_raw);
+    if ended == console::Ended::Detached {
+        eprintln!();
+    }
+    Ok(())
+}
+
+/// Runs the monitor of `domid` in this process, reporting on stderr.
+fn monitor(host: &Host, root: &mut Locked<'_, level::Unlocked>, domid: u16) -> AnyResult {
+    use toolstack::lifecycle::monitor::{self, Ended, Event};
+    let mut report = |e: Event| match e {
+        Event::Watching(d) => {
+            eprintln!("Waiting for domain {d} to die [pid {}]", std::process::id())
+        }
+        Event::ShutDown {
+            domid,
+            reason,
+            action,
+        } => eprintln!(
+            "Domain {domid} has shut down, reason code {} ({}): action {action}",
+            reason.0,
+            lifecycle::reason_name(reason)
+        ),
+        Event::Restarted { old, new } => {
+            eprintln!("Domain {old} restarted as domain {new}")
+        }
+    };
+    match monitor::run(host, root, domid, &mut report)? {
+        Ended::Gone(d) => eprintln!("Domain {d} has been destroyed."),
+        Ended::Destroyed(d) => eprintln!("Domain {d} destroyed. Done."),
+        Ended::Preserved(d, r) => eprintln!(
+            "Domain {d} preserved, shut down ({}). Done.",
+            lifecycle::reason_name(r)
+        ),
+        Ended::Suspended(d) => eprintln!("Domain {d} has suspended. Done."),
+    }
+    Ok(())
+}
+
+/// Starts the monitor of `domid` as a detached `rxl monitor` process (its own process group,
+/// stdin closed), logging to `rxl-NAME.log` in the host's log directory.
+fn spawn_monitor(host: &Host, domid: u16) -> AnyResult {
+    use std::os::unix::process::CommandExt;
+    let name = host
+        .xs
+        .read_string(&format!("{}/name", domain::dom_path(domid)))
+        .unwrap_or_else(|_| domid.to_string());
+    std::fs::create_dir_all(&host.log_dir)?;
+    let log_path = host.log_dir.join(format!("rxl-{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open the monitor's log {}: {e}", log_path.display()))?;
+    let exe = std::env::current_exe()?;
+    // spawns: own (a detached monitor; it exits when the domain is gone)
+    let child = std::process::Command::new(exe)
+        .args(host.child_args())
+        .arg("monitor")
+        .arg(domid.to_string())
+        // A test's hook socket is for the process it drives, not for this one.
+        .env_remove("RXEN_TEST_HOOK_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?;
+    drop(child);
     Ok(())
 }
 

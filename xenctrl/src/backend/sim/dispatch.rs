@@ -138,6 +138,7 @@ pub(crate) fn dispatch(
         __HYPERVISOR_grant_table_op => {
             super::foreign::grant_table_op(state, mem, args[0], args[1], args[2])
         }
+        __HYPERVISOR_sched_op => super::sched::sched_op(state, mem, args[0], args[1]),
         _ => Err(Errno::ENOSYS),
     }
 }

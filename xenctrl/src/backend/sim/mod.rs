@@ -30,6 +30,7 @@ pub mod gnttab;
 mod machine;
 mod memory;
 mod persist;
+mod sched;
 pub mod state;
 #[cfg(test)]
 mod tests;
