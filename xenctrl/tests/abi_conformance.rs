@@ -36,6 +36,8 @@ const HEADERS: &[&str] = &[
     "xen/hvm/save.h",
     "xenctrl.h",
     "xen/arch-x86/hvm/start_info.h",
+    "xen/io/console.h",
+    "xen/io/xs_wire.h",
 ];
 
 /// A C expression and the key its value is printed under.

@@ -188,8 +188,8 @@ pub(crate) use abi_struct;
 /// Every ABI constant this crate defines, across all areas.
 pub fn constants() -> Vec<ConstInfo> {
     use super::{
-        build, domctl, evtchn, grant_table, hvm, memory, sched, start_info, sysctl, vcpu, version,
-        xen,
+        build, domctl, evtchn, grant_table, hvm, io, memory, sched, start_info, sysctl, vcpu,
+        version, xen,
     };
     [
         xen::consts(),
@@ -204,6 +204,7 @@ pub fn constants() -> Vec<ConstInfo> {
         hvm::consts(),
         start_info::consts(),
         sched::consts(),
+        io::consts(),
     ]
     .concat()
 }
@@ -290,5 +291,8 @@ pub fn structs() -> Vec<StructLayout> {
         HvmStartInfo::LAYOUT,
         HvmModlistEntry::LAYOUT,
         HvmMemmapTableEntry::LAYOUT,
+        XenconsInterface::LAYOUT,
+        XenstoreDomainInterface::LAYOUT,
+        XsdSockmsg::LAYOUT,
     ]
 }

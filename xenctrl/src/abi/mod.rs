@@ -4,7 +4,8 @@
 //! [`version`], [`domctl`], [`sysctl`], [`memory`], [`evtchn`] and [`grant_table`]; [`envelope`]
 //! holds the typed `domctl`/`sysctl` envelopes. A domain builder's calls are in [`build`] (with
 //! the x86-64 vCPU state in [`vcpu`]) and [`hvm`]; [`start_info`] is what a booting guest finds
-//! in its memory. Everything is re-exported here.
+//! in its memory, [`io`] the console and xenstore rings it shares with its backends. Everything
+//! is re-exported here.
 //!
 //! - Structs are `#[repr(C)]` with explicit padding fields and a size assertion; those without a
 //!   guest handle derive zerocopy's `FromBytes, IntoBytes, KnownLayout, Immutable`.
@@ -28,6 +29,7 @@ pub mod evtchn;
 pub mod grant_table;
 pub mod handle;
 pub mod hvm;
+pub mod io;
 pub mod layout;
 pub mod memory;
 pub mod sched;
@@ -46,6 +48,7 @@ pub use evtchn::*;
 pub use grant_table::*;
 pub use handle::{PoolData, XenGuestHandle};
 pub use hvm::*;
+pub use io::*;
 pub use memory::*;
 pub use sched::*;
 pub use start_info::*;
