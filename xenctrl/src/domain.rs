@@ -340,6 +340,37 @@ impl XenCtrl {
         self.simple_domctl(Op::UnpauseDomain, domid, XenDomctlUnpausedomain {})
     }
 
+    /// What the simulated host found when `domid` first ran after a builder started its vCPU
+    /// (the first unpause after a PV vCPU context or an HVM context was set): whether its
+    /// boot passed the structural checks and the stand-in guest booted, or which check
+    /// failed and crashed it. `None` before that, for a domain never given a vCPU state, and
+    /// always on real Xen, where the guest's own kernel runs (and its console says how it
+    /// went).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`] with `ESRCH` when the simulated host has no such domain, `EIO` when its
+    /// state file cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use xenctrl::{CreateDomain, XenCtrl};
+    ///
+    /// let xc = XenCtrl::simulated(Default::default())?;
+    /// let d = xc.create_domain(&CreateDomain::pv(1))?;
+    /// xc.set_max_vcpus(d, 1)?;
+    /// xc.unpause_domain(d)?; // no vCPU context: it just runs, nothing is checked
+    /// assert_eq!(xc.sim_boot_report(d)?, None);
+    /// # Ok::<(), xenctrl::Error>(())
+    /// ```
+    pub fn sim_boot_report(&self, domid: DomId) -> Result<Option<crate::backend::sim::BootReport>> {
+        self.pool()
+            .backend()
+            .boot_report(domid)
+            .map_err(|e| Error::xen(Op::SimBootReport, Some(domid), e))
+    }
+
     /// Destroy a domain, waiting out Xen's preemption (`EAGAIN`/`ERESTART`).
     ///
     /// # Errors

@@ -408,6 +408,7 @@ pub enum Op {
     UnpinTable,
     SetMemoryMap,
     RemoteShutdown,
+    SimBootReport,
 }
 
 impl fmt::Display for Op {
@@ -473,6 +474,7 @@ impl fmt::Display for Op {
             Op::UnpinTable => "mmuext_op unpin table",
             Op::SetMemoryMap => "memory_op set_memory_map",
             Op::RemoteShutdown => "sched_op remote_shutdown",
+            Op::SimBootReport => "the simulated host's boot report",
         };
         f.write_str(s)
     }

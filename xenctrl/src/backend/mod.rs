@@ -283,6 +283,13 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug {
         drop(window);
     }
 
+    /// What the simulated host's boot checker found when `domid` first ran
+    /// ([`sim::BootReport`]); real Xen runs the guest's kernel instead, and has none.
+    fn boot_report(&self, domid: DomId) -> Result<Option<sim::BootReport>, Errno> {
+        let _ = domid;
+        Ok(None)
+    }
+
     #[cfg(any(test, feature = "bench-internals"))]
     /// Issue hypercall `op` so that it can reach only the `(address, length)` range `arena`
     /// (memory the caller holds exclusively), whatever addresses the arguments hold; `None`

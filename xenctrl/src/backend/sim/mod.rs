@@ -16,11 +16,14 @@
 //! [`state`] (the model, which never sees an address), `persist` (the model kept in a file and
 //! shared by processes: [`SimHypervisor::persistent`]), `machine` (the contents of machine
 //! frames), [`gnttab`] (grant tables with the semantics of Linux's gntdev and gntalloc, which
-//! `xengnttab` runs on).
+//! `xengnttab` runs on), `boot` (the structural boot checker that runs when a built domain is
+//! first unpaused: [`SimHypervisor::boot_report`]) and `standin` (the stand-in guest that
+//! then prints a console line and connects its xenstore ring).
 //!
 //! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
+mod boot;
 pub mod build;
 mod dispatch;
 pub mod evtchn;
@@ -31,6 +34,7 @@ mod machine;
 mod memory;
 mod persist;
 mod sched;
+mod standin;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -42,6 +46,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 
+pub use self::boot::{BootCheck, BootFailure, BootKind, BootOutcome, BootReport, PV_GUEST_TYPE};
 pub use self::build::{SimBuild, SimVcpu};
 use self::dispatch::{Interface, VersionInfo};
 pub use self::evtchn::{SimEventChannels, SimPort, SimPortState};
@@ -55,6 +60,9 @@ pub use self::machine::SimMapping;
 #[cfg(any(test, feature = "bench-internals"))]
 use self::memory::Confined;
 use self::memory::{ChunkRegistry, GuestMemory};
+pub use self::standin::{
+    STANDIN_CONSOLE_PREFIX, STANDIN_XENSTORE_PATH, STANDIN_XENSTORE_REQ_ID, STANDIN_XENSTORE_VALUE,
+};
 pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
 use super::{anon, Backend, ChunkMapping, ForeignWindow, MemorySource, ResourceId};
 use crate::abi::{DomId, XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
@@ -301,6 +309,7 @@ impl SimHypervisor {
         let shared = self.persist.is_some();
         let f = |s: &mut SimState| {
             let r = f(s);
+            self.run_boots(s);
             self.evtchn_users.deliver(s, shared);
             r
         };
@@ -326,6 +335,70 @@ impl SimHypervisor {
             let _ = self.machine.scrub(mfn, count);
         }
         Ok(r)
+    }
+
+    /// Boot every domain that is about to run its first instructions (see [`boot`]): check
+    /// it, then run the stand-in guest or crash the domain, and keep the report. Part of the
+    /// step that unpaused it, so a persistent host saves the outcome with that step.
+    fn run_boots(&self, s: &mut SimState) {
+        if s.crashed.is_some() {
+            return;
+        }
+        let due: Vec<DomId> = s
+            .domains
+            .values()
+            .filter(|d| boot::about_to_boot(d))
+            .map(|d| d.domid)
+            .collect();
+        for domid in due {
+            let Some(d) = s.domains.get(&domid) else {
+                continue;
+            };
+            let kind = if d.is_hvm() {
+                BootKind::Pvh
+            } else {
+                BootKind::Pv
+            };
+            let outcome = match boot::check(d, &self.machine) {
+                Ok(booted) => {
+                    let console_line = standin::console_line(d, &booted);
+                    // The guest writing its own pages: only the host's memory file failing
+                    // could stop it, and then the backends see no line, as with a hung guest.
+                    let _ =
+                        standin::write_console(&self.machine, booted.console.mfn, &console_line);
+                    let _ = standin::write_xenstore_request(&self.machine, booted.store.mfn);
+                    // EVTCHNOP_send from the guest: a port its backend has not bound yet drops
+                    // the event, as Xen does (the backend looks at the ring when it binds).
+                    let _ = s.evtchn_send(domid, booted.console.port);
+                    let _ = s.evtchn_send(domid, booted.store.port);
+                    BootOutcome::Booted { console_line }
+                }
+                Err(failure) => {
+                    let _ = s.shutdown(domid, crate::abi::SHUTDOWN_crash);
+                    BootOutcome::Crashed(failure)
+                }
+            };
+            if let Some(d) = s.domains.get_mut(&domid) {
+                d.boot = Some(BootReport { kind, outcome });
+            }
+        }
+    }
+
+    /// What the boot checker found when `domain` first ran after a builder started its vCPU
+    /// (see [`BootReport`]); `None` until then, and for a domain never given a vCPU state.
+    ///
+    /// A failed boot crashes the domain (`SHUTDOWN_crash`, as Xen does when a guest faults
+    /// at boot) and names the check; a good one has printed the stand-in guest's console line
+    /// into the console ring and queued its `XS_WRITE` of [`STANDIN_XENSTORE_PATH`] on the
+    /// xenstore ring, and notified both event channels.
+    ///
+    /// # Errors
+    ///
+    /// `ESRCH` for no such domain, `EIO` when a persistent host's state file cannot be read
+    /// (or the simulated Xen has crashed).
+    pub fn boot_report(&self, domain: crate::DomainId) -> Result<Option<BootReport>, Errno> {
+        self.query(|s| s.domain(domain.get()).map(|d| d.boot.clone()))
+            .unwrap_or(Err(Errno::EIO))
     }
 
     /// The contents of the host's machine frames.
@@ -472,6 +545,10 @@ impl Backend for SimHypervisor {
 
     fn release_window(&self, window: ForeignWindow) {
         self.sim_release_window(window);
+    }
+
+    fn boot_report(&self, domid: DomId) -> Result<Option<BootReport>, Errno> {
+        self.boot_report(crate::DomainId::new(domid))
     }
 
     #[cfg(any(test, feature = "bench-internals"))]

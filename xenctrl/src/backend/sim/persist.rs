@@ -19,7 +19,9 @@
 //! Format (native endian, this module's private business): an [`Header`] of magic, a boot nonce
 //! (fresh whenever the host is (re)created, so a generation is never reused) and a generation,
 //! then the host's [`SimConfig`] and the model. A guest's physmap is stored as runs of
-//! contiguous frames.
+//! contiguous frames. The magic's last digit is the format's version: a file of another
+//! version is refused ("bad magic"), so a host must be created afresh after an upgrade
+//! (4: each domain's boot report).
 
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -31,6 +33,7 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::boot::{BootCheck, BootFailure, BootKind, BootOutcome, BootReport};
 use super::build::{SimBuild, SimVcpu};
 use super::evtchn::{SimEventChannels, SimPort, SimPortState};
 use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
@@ -38,7 +41,7 @@ use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
 use crate::abi::{E820Entry, VcpuGuestContext, XenDomctlCreatedomain, XenDomctlTscInfo};
 
-const MAGIC: &[u8; 8] = b"RXENSIM3";
+const MAGIC: &[u8; 8] = b"RXENSIM4";
 const HEADER_LEN: usize = 24;
 
 /// What identifies one version of the file's contents.
@@ -394,8 +397,61 @@ fn encode(config: &SimConfig, s: &SimState) -> Vec<u8> {
             e.u8(u8::from(k.released));
         }
         encode_build(&mut e, &d.build);
+        encode_boot(&mut e, d.boot.as_ref());
     }
     e.0
+}
+
+/// A domain's boot report: absent (0), booted (1, the console line) or crashed (2, the
+/// check's code and the problem).
+fn encode_boot(e: &mut Enc, report: Option<&BootReport>) {
+    let Some(r) = report else {
+        e.u8(0);
+        return;
+    };
+    let kind = match r.kind {
+        BootKind::Pv => 0,
+        BootKind::Pvh => 1,
+    };
+    match &r.outcome {
+        BootOutcome::Booted { console_line } => {
+            e.u8(1);
+            e.u8(kind);
+            e.str(console_line);
+        }
+        BootOutcome::Crashed(f) => {
+            e.u8(2);
+            e.u8(kind);
+            e.u8(f.check.code());
+            e.str(&f.problem);
+        }
+    }
+}
+
+fn decode_boot(d: &mut Dec<'_>) -> io::Result<Option<BootReport>> {
+    let tag = d.u8()?;
+    if tag == 0 {
+        return Ok(None);
+    }
+    let kind = match d.u8()? {
+        0 => BootKind::Pv,
+        1 => BootKind::Pvh,
+        _ => return Err(bad("boot report kind")),
+    };
+    let outcome = match tag {
+        1 => BootOutcome::Booted {
+            console_line: d.str()?,
+        },
+        2 => {
+            let check = BootCheck::from_code(d.u8()?).ok_or_else(|| bad("boot check"))?;
+            BootOutcome::Crashed(BootFailure {
+                check,
+                problem: d.str()?,
+            })
+        }
+        _ => return Err(bad("boot report tag")),
+    };
+    Ok(Some(BootReport { kind, outcome }))
 }
 
 /// What a builder set on a domain (see `sim/build.rs`).
@@ -642,6 +698,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
             grants.kernel.insert(r, SimKernelGrant { page, released });
         }
         let build = decode_build(&mut d)?;
+        let boot = decode_boot(&mut d)?;
         s.domains.insert(
             domid,
             SimDomain {
@@ -659,6 +716,7 @@ fn decode(body: &[u8]) -> io::Result<(SimConfig, SimState)> {
                 grant_frames,
                 grants,
                 build,
+                boot,
             },
         );
     }

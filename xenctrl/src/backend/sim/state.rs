@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use super::boot::BootReport;
 use super::build::SimBuild;
 use super::evtchn::{EvtchnEvent, SimEventChannels};
 use super::gnttab::SimGrantTable;
@@ -88,6 +89,9 @@ pub struct SimDomain {
     /// What a domain builder set: vCPU contexts, HVM parameters and records, pinned page
     /// tables, the memory map... (see [`super::build`]).
     pub build: SimBuild,
+    /// What the boot checker found when the domain first ran with a vCPU a builder started
+    /// (see [`super::boot`]); `None` until then.
+    pub boot: Option<BootReport>,
 }
 
 impl SimDomain {
@@ -222,6 +226,7 @@ impl SimState {
             grant_frames: Vec::new(),
             grants: SimGrantTable::default(),
             build: SimBuild::new(false, s.cpu_khz, 0),
+            boot: None,
         };
         s.domains.insert(SIM_DOM0, dom0);
         s
@@ -334,6 +339,7 @@ impl SimState {
                 grant_frames: Vec::new(),
                 grants: SimGrantTable::default(),
                 build,
+                boot: None,
             },
         );
         Ok(domid)
