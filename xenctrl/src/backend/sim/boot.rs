@@ -61,7 +61,6 @@ use crate::abi::{
     HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, MAX_GUEST_CMDLINE,
     SIF_MOD_START_PFN, XEN_HVM_START_MAGIC_VALUE,
 };
-use crate::hvm_context::HVM_SAVE_CODE_CPU;
 use crate::x86::{walk, FrameSource, Mapping, PteFlags, Translation, WalkError, ENTRIES_PER_TABLE};
 
 const PAGE: u64 = crate::PAGE_SIZE as u64;
@@ -1048,7 +1047,6 @@ fn check_pvh(g: &Guest<'_>) -> Result<Checked, BootFailure> {
              (XEN_DOMCTL_sethvmcontext)",
         ));
     };
-    debug_assert!(d.build.hvm_records.contains_key(&(HVM_SAVE_CODE_CPU, 0)));
     check_pvh_cpu(&cpu)?;
 
     let rip = cpu.rip;
@@ -1202,4 +1200,37 @@ fn check_pvh(g: &Guest<'_>) -> Result<Checked, BootFailure> {
         console,
         store,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_codes_round_trip_and_are_distinct() {
+        let codes: BTreeSet<u8> = BootCheck::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(codes.len(), BootCheck::ALL.len());
+        for c in BootCheck::ALL {
+            assert_eq!(BootCheck::from_code(c.code()), Some(c));
+        }
+        assert_eq!(
+            BootCheck::from_code(u8::try_from(BootCheck::ALL.len()).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn walk_errors_read_as_sentences() {
+        let e = WalkError::NotPresent {
+            va: 0xffff_ffff_8100_0000,
+            level: crate::x86::Level::L2,
+            frame: 0x1234,
+            index: 8,
+        };
+        assert_eq!(
+            describe_walk("rip", 0xffff_ffff_8100_0000, e),
+            "rip 0xffffffff81000000 is not mapped: the L2 entry for it is not present (entry 8 \
+             of the L2 table at mfn 0x1234)"
+        );
+    }
 }

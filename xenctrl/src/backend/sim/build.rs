@@ -10,7 +10,8 @@
 //! - pinning checks that the frame is the domain's and not pinned already; it does not
 //!   validate the page as a page table (nor refuse a frame mapped writable elsewhere, which
 //!   real Xen does);
-//! - a PV vCPU context's CR3 must be a frame the domain owns; the tables are not walked;
+//! - a PV vCPU context's CR3 must be a frame the domain owns; the tables are not walked here
+//!   (the boot checker, `boot.rs`, walks them when the domain first runs);
 //! - `hypercall_init` records the frame; it does not write trampolines into it;
 //! - HVM context records other than CPU and MTRR are stored as given, unvalidated; a CPU
 //!   record's control registers are not checked;

@@ -880,6 +880,41 @@ mod tests {
         }
     }
 
+    /// Boot reports, booted and crashed, survive the file; a corrupt one is an error.
+    #[test]
+    fn boot_reports_round_trip() {
+        let config = SimConfig::default();
+        let mut s = SimState::new(&config);
+        let a = s.create_domain(0, &SimState::pv_config(1)).expect("a");
+        let b = s.create_domain(0, &SimState::pv_config(1)).expect("b");
+        let c = s.create_domain(0, &SimState::pv_config(1)).expect("c");
+        let booted = BootReport {
+            kind: BootKind::Pvh,
+            outcome: BootOutcome::Booted {
+                console_line: "rxen-sim: Linux stand-in booted (pvh, 1 MiB, 1 vCPU)".into(),
+            },
+        };
+        let crashed = BootReport {
+            kind: BootKind::Pv,
+            outcome: BootOutcome::Crashed(BootFailure {
+                check: BootCheck::XenstoreGrant,
+                problem: "grant entry 1 (xenstore) is not seeded".into(),
+            }),
+        };
+        s.domains.get_mut(&a).expect("a").boot = Some(booted.clone());
+        s.domains.get_mut(&b).expect("b").boot = Some(crashed.clone());
+        let body = encode(&config, &s);
+        let (_, s2) = decode(&body).expect("decode");
+        assert_eq!(s2.domains[&a].boot, Some(booted));
+        assert_eq!(s2.domains[&b].boot, Some(crashed));
+        assert_eq!(s2.domains[&c].boot, None);
+        // The last domain's report tag, made unknown.
+        let mut bad = body.clone();
+        let at = bad.len() - 1;
+        bad[at] = 9;
+        assert!(decode(&bad).is_err());
+    }
+
     #[test]
     fn truncated_or_corrupt_state_is_an_error_not_a_panic() {
         let config = SimConfig::default();
