@@ -76,8 +76,13 @@ fn claims(profile: &InterfaceProfile) -> Vec<Claim> {
         out.push(Claim { key, expr, value });
     };
     // The envelope member holding each payload that changes, and its size.
-    let member_size =
-        |m: &str| profile.payloads.iter().find(|p| p.union_member == m).map(|p| p.size);
+    let member_size = |m: &str| {
+        profile
+            .payloads
+            .iter()
+            .find(|p| p.union_member == m)
+            .map(|p| p.size)
+    };
     for s in layout::structs() {
         let Some(cty) = s.c_type else { continue };
         let payload = profile.payload(cty);
@@ -312,12 +317,21 @@ fn recorded(release: &XenRelease) -> BTreeMap<String, u64> {
 
 /// Write the facts of `release` (profile `profile`) from the header set `dir/<tag>/include`
 /// (made by `scripts/abi-facts`, with `dir/<tag>/SOURCE` saying where it came from).
-fn write_facts(dir: &Path, profile: &InterfaceProfile, release: &XenRelease) -> BTreeMap<String, u64> {
+fn write_facts(
+    dir: &Path,
+    profile: &InterfaceProfile,
+    release: &XenRelease,
+) -> BTreeMap<String, u64> {
     let set = dir.join(release.tag);
     let source = std::fs::read_to_string(set.join("SOURCE"))
         .unwrap_or_else(|e| panic!("{}: {e}", set.join("SOURCE").display()));
     let c = claims(profile);
-    let values = c_values(&set.join("include"), release.tag, "made by scripts/abi-facts", &c);
+    let values = c_values(
+        &set.join("include"),
+        release.tag,
+        "made by scripts/abi-facts",
+        &c,
+    );
     let mut text = String::new();
     for l in source.lines() {
         writeln!(text, "# {l}").unwrap();
@@ -406,10 +420,7 @@ fn a_profile_that_claims_a_wrong_offset_or_version_is_caught() {
         e,
         ["offsetof struct xen_domctl_createdomain cpupool_id: ours 52, C 56"]
     );
-    let wrong_version = InterfaceProfile {
-        domctl: 0x18,
-        ..*p
-    };
+    let wrong_version = InterfaceProfile { domctl: 0x18, ..*p };
     let e = mismatches(&claims(&wrong_version), &facts);
     assert_eq!(e, ["const XEN_DOMCTL_INTERFACE_VERSION: ours 24, C 23"]);
 }

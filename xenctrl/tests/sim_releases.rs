@@ -65,7 +65,11 @@ fn createdomain_fields_land_where_each_release_reads_them() {
         let cfg = distinct();
         let d = create(&xc, any, cfg).unwrap_or_else(|e| panic!("{}: {e}", r.tag));
         let seen = sim.with_state(|s| s.domain(d).unwrap().config);
-        assert_eq!(seen, cfg, "{}: the simulated Xen read another config", r.tag);
+        assert_eq!(
+            seen, cfg,
+            "{}: the simulated Xen read another config",
+            r.tag
+        );
         // Fields the simulated host refuses when set: they must reach the fields it checks.
         for (what, bad) in [
             (
@@ -105,7 +109,10 @@ fn getdomaininfo_and_the_list_arrive_whole_in_each_release() {
     for r in interface::releases() {
         let (sim, xc) = host(r);
         let d = create(&xc, xc.interface().createdomain_any_id(), distinct()).unwrap();
-        let mut op = xc.pool().alloc::<XenDomctl<XenDomctlGetdomaininfo>>().unwrap();
+        let mut op = xc
+            .pool()
+            .alloc::<XenDomctl<XenDomctlGetdomaininfo>>()
+            .unwrap();
         op.set(d, XenDomctlGetdomaininfo::default());
         xc.domctl(&mut op).unwrap();
         let model = sim.with_state(|s| s.domain(d).unwrap().info());

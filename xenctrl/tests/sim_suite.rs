@@ -93,11 +93,7 @@ fn run(name: &str, test: fn(&XenCtrl, &dyn Witness)) {
 }
 
 /// Run one suite function on a fresh simulated host presenting `release`.
-fn run_on(
-    release: &xenctrl::interface::XenRelease,
-    name: &str,
-    test: fn(&XenCtrl, &dyn Witness),
-) {
+fn run_on(release: &xenctrl::interface::XenRelease, name: &str, test: fn(&XenCtrl, &dyn Witness)) {
     let sim = Arc::new(SimHypervisor::new(
         SimConfig {
             total_mib: 3072,
@@ -154,5 +150,8 @@ on_release! {
 fn every_known_release_runs_the_suite() {
     let covered = [(4, 17), (4, 18), (4, 19), (4, 20), (4, 21), (4, 22)];
     let known: Vec<(u16, u16)> = xenctrl::interface::releases().map(|r| r.version).collect();
-    assert_eq!(known, covered, "add a module to on_release! for each new release");
+    assert_eq!(
+        known, covered,
+        "add a module to on_release! for each new release"
+    );
 }

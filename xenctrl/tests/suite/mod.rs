@@ -260,12 +260,15 @@ pub fn physinfo_is_consistent(xc: &XenCtrl, w: &dyn Witness) {
 pub fn interface_probe_accepts_only_the_hosts_versions(xc: &XenCtrl, w: &dyn Witness) {
     let _ = w;
     let p = xc.interface();
-    assert_eq!(
-        xenctrl::interface::profile_for(p.domctl, p.sysctl),
-        Some(p)
-    );
+    assert_eq!(xenctrl::interface::profile_for(p.domctl, p.sysctl), Some(p));
     for v in 0x14..=0x19 {
-        let expect = |ours: u32| if v == ours { Ok(()) } else { Err(Errno::EACCES) };
+        let expect = |ours: u32| {
+            if v == ours {
+                Ok(())
+            } else {
+                Err(Errno::EACCES)
+            }
+        };
         assert_eq!(
             xc.probe(ProbeCall::DomctlGetdomaininfo(v)),
             expect(p.domctl),
@@ -1948,7 +1951,11 @@ pub fn pvh_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
     let altp2m_read_only = xc.interface().hvm_param_altp2m_read_only;
     let set = xc.set_hvm_param(d.id, HvmParam::ALTP2M, XEN_ALTP2M_disabled);
     if altp2m_read_only {
-        assert_errno(set, Errno::EEXIST, "HVM_PARAM_ALTP2M is read-only from 4.19");
+        assert_errno(
+            set,
+            Errno::EEXIST,
+            "HVM_PARAM_ALTP2M is read-only from 4.19",
+        );
     } else {
         set.unwrap();
     }

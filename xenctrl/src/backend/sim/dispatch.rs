@@ -84,17 +84,13 @@ fn domctl_payload(cmd: u32) -> Option<StructLayout> {
         XEN_DOMCTL_getdomaininfo => XenDomctlGetdomaininfo::LAYOUT,
         XEN_DOMCTL_max_mem => XenDomctlMaxMem::LAYOUT,
         XEN_DOMCTL_max_vcpus => XenDomctlMaxVcpus::LAYOUT,
-        XEN_DOMCTL_set_address_size | XEN_DOMCTL_get_address_size => {
-            XenDomctlAddressSize::LAYOUT
-        }
+        XEN_DOMCTL_set_address_size | XEN_DOMCTL_get_address_size => XenDomctlAddressSize::LAYOUT,
         XEN_DOMCTL_setvcpucontext | XEN_DOMCTL_getvcpucontext => {
             XenDomctlSetVcpucontextView::LAYOUT
         }
         XEN_DOMCTL_hypercall_init => XenDomctlHypercallInit::LAYOUT,
         XEN_DOMCTL_settscinfo | XEN_DOMCTL_gettscinfo => XenDomctlTscInfo::LAYOUT,
-        XEN_DOMCTL_gethvmcontext | XEN_DOMCTL_sethvmcontext => {
-            XenDomctlSetHvmcontextView::LAYOUT
-        }
+        XEN_DOMCTL_gethvmcontext | XEN_DOMCTL_sethvmcontext => XenDomctlSetHvmcontextView::LAYOUT,
         XEN_DOMCTL_set_paging_mempool_size | XEN_DOMCTL_get_paging_mempool_size => {
             XenDomctlPagingMempool::LAYOUT
         }
@@ -366,7 +362,10 @@ fn sysctl(
             let max = usize::try_from(list.max_domains).unwrap_or(usize::MAX);
             // The array's elements are in the release's layout too.
             let element = XenDomctlGetdomaininfo::LAYOUT;
-            let size = iface.layouts.as_ref().map_or(element.size, |l| l.size_of(&element));
+            let size = iface
+                .layouts
+                .as_ref()
+                .map_or(element.size, |l| l.size_of(&element));
             let mut theirs = vec![0u8; size];
             let mut n = 0u32;
             for info in state.domain_list(list.first_domain, max) {

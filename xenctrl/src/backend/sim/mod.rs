@@ -18,7 +18,9 @@
 //! frames), [`gnttab`] (grant tables with the semantics of Linux's gntdev and gntalloc, which
 //! `xengnttab` runs on).
 //!
-//! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
+//! Tests can present another Xen release ([`SimConfig::release`], laid out from that release's
+//! recorded header facts by `versions`) or interface version ([`SimConfig::presenting`]), make
+//! calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 pub mod build;

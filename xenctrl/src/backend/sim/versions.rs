@@ -118,7 +118,8 @@ impl ReleaseLayouts {
             Some(r) => {
                 ours[..s.size].fill(0);
                 for m in &r.moves {
-                    ours[m.ours..m.ours + m.size].copy_from_slice(&theirs[m.theirs..m.theirs + m.size]);
+                    ours[m.ours..m.ours + m.size]
+                        .copy_from_slice(&theirs[m.theirs..m.theirs + m.size]);
                 }
             }
         }
@@ -131,7 +132,8 @@ impl ReleaseLayouts {
             Some(r) => {
                 theirs[..r.size].fill(0);
                 for m in &r.moves {
-                    theirs[m.theirs..m.theirs + m.size].copy_from_slice(&ours[m.ours..m.ours + m.size]);
+                    theirs[m.theirs..m.theirs + m.size]
+                        .copy_from_slice(&ours[m.ours..m.ours + m.size]);
                 }
             }
         }
