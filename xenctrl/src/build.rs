@@ -43,7 +43,8 @@ impl HvmParam {
     pub const NESTEDHVM: Self = Self(crate::abi::HVM_PARAM_NESTEDHVM);
     /// What a triple fault does (`SHUTDOWN_*`).
     pub const TRIPLE_FAULT_REASON: Self = Self(crate::abi::HVM_PARAM_TRIPLE_FAULT_REASON);
-    /// Alternate p2m mode (`XEN_ALTP2M_*`).
+    /// Alternate p2m mode (`XEN_ALTP2M_*`). Read-only from Xen 4.19 (setting it is `EEXIST`):
+    /// see [`crate::interface::InterfaceProfile::hvm_param_altp2m_read_only`].
     pub const ALTP2M: Self = Self(crate::abi::HVM_PARAM_ALTP2M);
     /// x87 FIP width.
     pub const X87_FIP_WIDTH: Self = Self(crate::abi::HVM_PARAM_X87_FIP_WIDTH);

@@ -246,7 +246,10 @@ impl XenCtrl {
     /// # Ok::<(), xenctrl::Error>(())
     /// ```
     pub fn create_domain(&self, config: &CreateDomain) -> Result<DomId> {
-        let domid = config.domid.unwrap_or(0);
+        // "Any free id" is 0 up to Xen 4.21 and DOMID_ANY from 4.22, where 0 means domain 0.
+        let domid = config
+            .domid
+            .unwrap_or_else(|| self.interface().createdomain_any_id());
         let mut op = self.pool().alloc::<XenDomctl<XenDomctlCreatedomain>>()?;
         op.set(domid, config.to_abi());
         self.domctl(&mut op)

@@ -1,52 +1,78 @@
 //! Xen interface versions: which hypervisors this crate speaks to, and how their `domctl` and
-//! `sysctl` layouts differ.
+//! `sysctl` layouts and behaviours differ.
 //!
 //! # Supported versions
 //!
-//! | Xen         | domctl | sysctl | status                                                       |
-//! |-------------|--------|--------|--------------------------------------------------------------|
-//! | 4.17        | `0x15` | `0x15` | **supported**: the layout of [`crate::abi`], tested against real Xen |
-//! | 4.18        | `0x16` | `0x15` | known, refused at open                                        |
-//! | 4.19 – 4.20 | `0x17` | `0x15` | known, refused at open                                        |
-//! | 4.21        | `0x17` | `0x16` | known, refused at open                                        |
+//! One build speaks every Xen release from 4.17 to 4.22. The profile is chosen at open by
+//! [`probe`]:
+//!
+//! | Xen  | domctl | sysctl | profile     | evidence                                              |
+//! |------|--------|--------|-------------|-------------------------------------------------------|
+//! | 4.17 | `0x15` | `0x15` | 4.17        | real Xen (Debian 12) in every CI run; Debian 12's headers compiled |
+//! | 4.18 | `0x16` | `0x15` | 4.18        | facts recorded from the `RELEASE-4.18.0` headers      |
+//! | 4.19 | `0x17` | `0x15` | 4.19–4.20   | facts recorded from the `RELEASE-4.19.0` headers      |
+//! | 4.20 | `0x17` | `0x15` | 4.19–4.20   | Debian 13's headers compiled in every test run; facts from `RELEASE-4.20.0` |
+//! | 4.21 | `0x17` | `0x16` | 4.21        | facts recorded from the `RELEASE-4.21.0` headers      |
+//! | 4.22 | `0x18` | `0x16` | 4.22        | facts recorded from the `RELEASE-4.22.0` headers      |
 //!
 //! Xen checks the `interface_version` field of every `domctl` and `sysctl` and answers `EACCES`
-//! when it is not its own. Opening a handle probes both (newest first, see [`probe`]) and picks
-//! the matching [`InterfaceProfile`]; a hypervisor whose versions match no supported profile is
-//! refused with an error naming what it speaks and what this crate supports. `xen_version`,
-//! `memory_op` and `event_channel_op` are stable ABIs and are not versioned.
+//! when it is not its own. Opening a handle probes both (newest first) and picks the matching
+//! [`InterfaceProfile`]; a hypervisor whose versions match no profile (a Xen newer than 4.22,
+//! say) is refused with an error naming what it speaks and every version this crate knows.
+//! `xen_version`, `memory_op`, `event_channel_op`, `grant_table_op`, `hvm_op`, `mmuext_op`
+//! and `sched_op` are stable ABIs and are not versioned. 4.19 and 4.20 speak the same
+//! versions and lay out everything this crate uses identically (their recorded facts are
+//! equal), so one profile serves both.
 //!
 //! # Differences as data
 //!
 //! [`crate::abi`] declares the 4.17 layout. Each profile lists, as data, how the versioned
-//! payloads we use differ from it: fields that move ([`PayloadLayout::moved`]), fields that
-//! later versions add (left zero, i.e. the 4.17 behaviour) and behavioural changes such as
-//! `getdomaininfo` of a missing domain answering `ESRCH` from 4.18 on. Marshalling
-//! ([`InterfaceProfile::encode_domctl`] / [`InterfaceProfile::decode_domctl`]) applies that data
-//! to the typed envelope's union bytes, so supporting a newer Xen means adding a row here and
-//! testing it, not copying structs. The differences between 4.17 and 4.21 for what this crate
-//! uses are:
+//! payloads differ from it ([`PayloadLayout`]: fields that move, a new size; fields a version
+//! added are sent as zero, which is the 4.17 behaviour) and how the hypervisor behaves
+//! differently for what this crate does ([`InterfaceProfile::getdomaininfo_exact`],
+//! [`InterfaceProfile::domid_any`], ...). Marshalling ([`InterfaceProfile::encode_domctl`] /
+//! [`InterfaceProfile::decode_domctl`]) applies that data to the typed envelope's union bytes,
+//! so supporting a newer Xen means adding a row here, recording its facts and testing it, not
+//! copying structs. The differences between 4.17 and 4.22 for what this crate uses are:
 //!
 //! - 4.18 (domctl `0x16`): `XEN_DOMCTL_getdomaininfo` fails with `ESRCH` for a missing domain
-//!   instead of returning the next one (the reason for the bump);
+//!   instead of describing the next one up (the reason for the bump);
 //! - 4.19 (domctl `0x17`): `xen_domctl_createdomain` gains a 4-byte `altp2m_opts` after
 //!   `grant_opts`, moving `vmtrace_size`, `cpupool_id` and `arch` 4 bytes up (64 → 68 bytes);
-//! - 4.21 (sysctl `0x16`, domctl unchanged): the sysctl bump is for livepatch only; the same 4
-//!   bytes become `altp2m { u16 opts; u16 nr; }`, and `XEN_DOMCTL_CDF_trap_unmapped_accesses`
-//!   (bit 8) is added.
+//!   `HVM_PARAM_ALTP2M` becomes read-only (`EEXIST`), set through `altp2m_opts` instead;
+//! - 4.20: the same interface versions and layouts as 4.19;
+//! - 4.21 (sysctl `0x16`, domctl unchanged): the sysctl bump is for the cpufreq and livepatch
+//!   structs, which this crate does not use; `altp2m_opts` becomes `altp2m { u16 opts; u16
+//!   nr; }` (same bytes), `XEN_DOMCTL_CDF_trap_unmapped_accesses` (bit 8) and the stable
+//!   `XEN_DOMCTL_get_domain_state` are added, and the console ring (`struct
+//!   xencons_interface`) gains a `connection` byte that libxenguest's builder sets to
+//!   `XENCONSOLE_DISCONNECTED` (1) and xenconsoled clears;
+//! - 4.22 (domctl `0x18`): the bump is for an Arm-only field of `xen_arch_domainconfig`; x86
+//!   layouts equal 4.21's. `createdomain` of domain 0 now asks for exactly domain 0 (`EEXIST`):
+//!   "any free domain id" is spelt `DOMID_ANY` (`0x7FF5`), which every earlier version also
+//!   reads as "any" (they search for a free id for 0 and for every reserved id).
 //!
-//! (Offsets checked by compiling against the 4.18.0, 4.19.0 and 4.21.0 public headers; the
-//! conformance test checks 4.17 on every run.)
+//! `vcpu_guest_context`, `hvm_hw_cpu`, `start_info`, `hvm_start_info`, `getdomaininfo`,
+//! `physinfo` and every other struct and constant in [`crate::abi`] are the same in all six.
 //!
-//! Other payloads (`getdomaininfo`, `max_mem`, `max_vcpus`, `physinfo`, `getdomaininfolist`, and
-//! a builder's: `address_size`, `vcpucontext`, `hypercall_init`, `tsc_info`, `hvmcontext`,
-//! `paging_mempool`) have the same layout in all of them.
+//! # Where the facts come from
+//!
+//! Each [`XenRelease`] carries the facts recorded from the public headers at its release tag
+//! in `xen-project/xen` (`xen/include/public`, plus `struct e820entry` and the `E820_*` types
+//! from `tools/include/xenctrl.h`): the `sizeof`, `offsetof` and value of every struct, field
+//! and constant of [`crate::abi`] as a C compiler sees them there, written by
+//! `scripts/abi-facts` with the same probe program `tests/abi_conformance.rs` compiles. That
+//! test checks every profile's data against the facts of each of its releases, and compiles
+//! the probe against two real header sets in every run: the host's libxen-dev (Xen 4.17) and
+//! Debian 13's libxen-dev (Xen 4.20, fetched by `scripts/fetch-debian13`). The simulator lays
+//! out the hypercalls of the release it presents from these facts, not from the profile, so
+//! the end-to-end tests catch marshalling that disagrees with the headers.
 
 use nix::errno::Errno;
 
 use crate::abi::envelope::{Envelope, UNION_SIZE};
 use crate::abi::layout::AbiLayout;
-use crate::abi::{DomctlPayload, SysctlPayload, XenDomctl, XenSysctl};
+use crate::abi::{DomId, DomctlPayload, SysctlPayload, XenDomctl, XenSysctl};
 use crate::error::Error;
 
 /// A field of a 4.17 payload that sits elsewhere in another interface version.
@@ -63,6 +89,8 @@ pub struct MovedField {
 pub struct PayloadLayout {
     /// The payload's C type, e.g. `struct xen_domctl_createdomain`.
     pub c_type: &'static str,
+    /// The member of the envelope's union that holds it, e.g. `u.createdomain`.
+    pub union_member: &'static str,
     /// Its size in this version.
     pub size: usize,
     /// 4.17 fields at another offset. Fields not listed keep their offset; bytes no 4.17 field
@@ -70,28 +98,121 @@ pub struct PayloadLayout {
     pub moved: &'static [MovedField],
 }
 
+/// How far a release's support is proven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// The whole VM suite runs on this release under QEMU in every CI run, and a
+    /// distribution's headers for it are compiled against in every test run.
+    RealXen {
+        /// Where the hypervisor and headers come from, e.g. `Debian 12`.
+        distribution: &'static str,
+    },
+    /// A distribution's headers for this release are compiled against in every test run
+    /// (every struct, field and constant); the VM suite does not run on it yet.
+    DistributionHeaders {
+        /// Where the headers come from, e.g. `Debian 13`.
+        distribution: &'static str,
+    },
+    /// Checked against the facts recorded from the release tag's public headers.
+    TagHeaders,
+}
+
+/// One Xen release, with the header facts recorded from its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XenRelease {
+    /// `(major, minor)`, as `XENVER_version` reports it.
+    pub version: (u16, u16),
+    /// The tag in `xen-project/xen` the facts were recorded from, e.g. `RELEASE-4.19.0`.
+    pub tag: &'static str,
+    /// The commit that tag names.
+    pub commit: &'static str,
+    /// How far support for it is proven.
+    pub evidence: Evidence,
+}
+
+/// The facts recorded from a release tag: `key=value` lines (`sizeof <C type>`, `offsetof <C
+/// type> <member>`, `sizeof <C type> <member>`, `const <NAME>`), `#` comments first. A
+/// function rather than a field of [`XenRelease`], so that only programs that read them (the
+/// simulator, the tests) carry their 35 KiB each.
+fn facts_text(tag: &str) -> &'static str {
+    match tag {
+        "RELEASE-4.17.0" => include_str!("interface/facts/RELEASE-4.17.0.txt"),
+        "RELEASE-4.18.0" => include_str!("interface/facts/RELEASE-4.18.0.txt"),
+        "RELEASE-4.19.0" => include_str!("interface/facts/RELEASE-4.19.0.txt"),
+        "RELEASE-4.20.0" => include_str!("interface/facts/RELEASE-4.20.0.txt"),
+        "RELEASE-4.21.0" => include_str!("interface/facts/RELEASE-4.21.0.txt"),
+        "RELEASE-4.22.0" => include_str!("interface/facts/RELEASE-4.22.0.txt"),
+        _ => "",
+    }
+}
+
+impl XenRelease {
+    /// The recorded header facts, as `(key, value)` pairs (see the module documentation).
+    pub fn facts(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        facts_text(self.tag).lines().filter_map(|l| {
+            if l.starts_with('#') {
+                return None;
+            }
+            let (k, v) = l.rsplit_once('=')?;
+            Some((k, v.parse().ok()?))
+        })
+    }
+
+    /// One recorded fact, e.g. `fact("offsetof struct xen_domctl_createdomain arch")`.
+    pub fn fact(&self, key: &str) -> Option<u64> {
+        self.facts().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The recorded facts' header comment (which tag and commit, how they were made).
+    pub fn facts_header(&self) -> impl Iterator<Item = &'static str> {
+        facts_text(self.tag)
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+    }
+
+    /// `4.19`.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.version.0, self.version.1)
+    }
+}
+
 /// One `domctl`/`sysctl` interface generation of Xen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InterfaceProfile {
     /// The Xen releases that speak it, e.g. `4.19–4.20`.
     pub xen: &'static str,
+    /// Those releases, oldest first, each with its recorded header facts.
+    pub releases: &'static [XenRelease],
     /// `XEN_DOMCTL_INTERFACE_VERSION`.
     pub domctl: u32,
     /// `XEN_SYSCTL_INTERFACE_VERSION`.
     pub sysctl: u32,
-    /// Whether this crate opens a hypervisor speaking it.
-    pub supported: bool,
     /// `getdomaininfo` of a missing domain fails with `ESRCH` (4.18+) rather than describing
     /// the next domain up (4.17).
     pub getdomaininfo_exact: bool,
-    /// The highest `XEN_DOMCTL_CDF_*` flag.
+    /// `HVMOP_set_param` of `HVM_PARAM_ALTP2M` fails with `EEXIST` (4.19+): the altp2m mode is
+    /// fixed at creation by `createdomain`'s altp2m options, which this crate leaves 0
+    /// (disabled).
+    pub hvm_param_altp2m_read_only: bool,
+    /// `DOMID_ANY` (4.22+): the domain id that asks `createdomain` for any free id. Earlier
+    /// versions search for a free id when given 0 or any reserved id; 4.22 takes 0 as domain
+    /// 0 and refuses every reserved id but `DOMID_ANY`.
+    pub domid_any: Option<DomId>,
+    /// The offset of `connection` in the console ring (`struct xencons_interface`), which
+    /// 4.21 added: a domain builder writes `XENCONSOLE_DISCONNECTED` (1) there and xenconsoled
+    /// `XENCONSOLE_CONNECTED` (0) once it serves the ring.
+    pub console_connection: Option<usize>,
+    /// The highest `XEN_DOMCTL_CDF_*` flag (`XEN_DOMCTL_CDF_MAX`).
     pub cdf_max: u32,
     /// Payloads laid out differently from 4.17.
     pub payloads: &'static [PayloadLayout],
 }
 
+/// `xen_domctl_createdomain` from 4.19: 4 bytes of altp2m options after `grant_opts`.
 const CREATEDOMAIN_ALTP2M: PayloadLayout = PayloadLayout {
     c_type: "struct xen_domctl_createdomain",
+    union_member: "u.createdomain",
     size: 68,
     moved: &[
         MovedField {
@@ -109,32 +230,108 @@ const CREATEDOMAIN_ALTP2M: PayloadLayout = PayloadLayout {
     ],
 };
 
+/// The offset of `connection` in `struct xencons_interface` (4.21+).
+const CONSOLE_CONNECTION: usize = 3088;
+
+/// Xen 4.17.
+pub const RELEASE_4_17: XenRelease = XenRelease {
+    version: (4, 17),
+    tag: "RELEASE-4.17.0",
+    commit: "11560248ffda3f00f20bbdf3ae088af474f7f2a3",
+    evidence: Evidence::RealXen {
+        distribution: "Debian 12",
+    },
+};
+
+/// Xen 4.18.
+pub const RELEASE_4_18: XenRelease = XenRelease {
+    version: (4, 18),
+    tag: "RELEASE-4.18.0",
+    commit: "d75f1e9b74314cea91ce435730d4e3539ecca77d",
+    evidence: Evidence::TagHeaders,
+};
+
+/// Xen 4.19.
+pub const RELEASE_4_19: XenRelease = XenRelease {
+    version: (4, 19),
+    tag: "RELEASE-4.19.0",
+    commit: "026c9fa29716b0ff0f8b7c687908e71ba29cf239",
+    evidence: Evidence::TagHeaders,
+};
+
+/// Xen 4.20.
+pub const RELEASE_4_20: XenRelease = XenRelease {
+    version: (4, 20),
+    tag: "RELEASE-4.20.0",
+    commit: "3ad5d648cda5add395f49fc3704b2552aae734f7",
+    evidence: Evidence::DistributionHeaders {
+        distribution: "Debian 13",
+    },
+};
+
+/// Xen 4.21.
+pub const RELEASE_4_21: XenRelease = XenRelease {
+    version: (4, 21),
+    tag: "RELEASE-4.21.0",
+    commit: "06af9ef22996cecc2024a2e6523cec77a655581e",
+    evidence: Evidence::TagHeaders,
+};
+
+/// Xen 4.22.
+pub const RELEASE_4_22: XenRelease = XenRelease {
+    version: (4, 22),
+    tag: "RELEASE-4.22.0",
+    commit: "d45d5687f1441495f4ee20d5e9940066c5fa5beb",
+    evidence: Evidence::TagHeaders,
+};
+
 /// Every interface generation this crate knows, newest first.
 pub const PROFILES: &[InterfaceProfile] = &[
     InterfaceProfile {
+        xen: "4.22",
+        releases: &[RELEASE_4_22],
+        domctl: 0x18,
+        sysctl: 0x16,
+        getdomaininfo_exact: true,
+        hvm_param_altp2m_read_only: true,
+        domid_any: Some(0x7FF5),
+        console_connection: Some(CONSOLE_CONNECTION),
+        cdf_max: 1 << 8,
+        payloads: &[CREATEDOMAIN_ALTP2M],
+    },
+    InterfaceProfile {
         xen: "4.21",
+        releases: &[RELEASE_4_21],
         domctl: 0x17,
         sysctl: 0x16,
-        supported: false,
         getdomaininfo_exact: true,
+        hvm_param_altp2m_read_only: true,
+        domid_any: None,
+        console_connection: Some(CONSOLE_CONNECTION),
         cdf_max: 1 << 8,
         payloads: &[CREATEDOMAIN_ALTP2M],
     },
     InterfaceProfile {
         xen: "4.19–4.20",
+        releases: &[RELEASE_4_19, RELEASE_4_20],
         domctl: 0x17,
         sysctl: 0x15,
-        supported: false,
         getdomaininfo_exact: true,
+        hvm_param_altp2m_read_only: true,
+        domid_any: None,
+        console_connection: None,
         cdf_max: 1 << 7,
         payloads: &[CREATEDOMAIN_ALTP2M],
     },
     InterfaceProfile {
         xen: "4.18",
+        releases: &[RELEASE_4_18],
         domctl: 0x16,
         sysctl: 0x15,
-        supported: false,
         getdomaininfo_exact: true,
+        hvm_param_altp2m_read_only: false,
+        domid_any: None,
+        console_connection: None,
         cdf_max: 1 << 7,
         payloads: &[],
     },
@@ -144,26 +341,45 @@ pub const PROFILES: &[InterfaceProfile] = &[
 /// The profile [`crate::abi`] is laid out for.
 pub const XEN_4_17: InterfaceProfile = InterfaceProfile {
     xen: "4.17",
+    releases: &[RELEASE_4_17],
     domctl: crate::abi::XEN_DOMCTL_INTERFACE_VERSION,
     sysctl: crate::abi::XEN_SYSCTL_INTERFACE_VERSION,
-    supported: true,
     getdomaininfo_exact: false,
+    hvm_param_altp2m_read_only: false,
+    domid_any: None,
+    console_connection: None,
     cdf_max: crate::abi::XEN_DOMCTL_CDF_MAX,
     payloads: &[],
 };
 
-/// The profile for a `(domctl, sysctl)` version pair, supported or not.
+/// The profile for a `(domctl, sysctl)` version pair.
 pub fn profile_for(domctl: u32, sysctl: u32) -> Option<&'static InterfaceProfile> {
     PROFILES
         .iter()
         .find(|p| p.domctl == domctl && p.sysctl == sysctl)
 }
 
-/// The supported profiles, for messages: `Xen 4.17 (domctl 0x15, sysctl 0x15)`.
+/// Every release this crate knows, oldest first.
+pub fn releases() -> impl Iterator<Item = &'static XenRelease> {
+    PROFILES.iter().rev().flat_map(|p| p.releases.iter())
+}
+
+/// The release `major.minor` and its profile.
+pub fn release(major: u16, minor: u16) -> Option<(&'static InterfaceProfile, &'static XenRelease)> {
+    PROFILES.iter().find_map(|p| {
+        p.releases
+            .iter()
+            .find(|r| r.version == (major, minor))
+            .map(|r| (p, r))
+    })
+}
+
+/// Every known version, for messages: `Xen 4.17 (domctl 0x15, sysctl 0x15), ...`, oldest
+/// first.
 pub fn supported_summary() -> String {
     PROFILES
         .iter()
-        .filter(|p| p.supported)
+        .rev()
         .map(|p| {
             format!(
                 "Xen {} (domctl {:#x}, sysctl {:#x})",
@@ -192,13 +408,21 @@ impl InterfaceProfile {
         self.payloads.iter().find(|l| l.c_type == c_type)
     }
 
-    /// Raw union bytes of payload `L` in this profile's layout, brought to the 4.17 layout (the
-    /// simulator's decoder, when it presents this profile).
-    pub(crate) fn union_to_4_17<L: AbiLayout>(&self, bytes: &[u8; UNION_SIZE]) -> [u8; UNION_SIZE] {
-        match self.layout_of(L::LAYOUT.c_type) {
-            Some(layout) => Self::relayout::<L>(layout, bytes, false),
-            None => *bytes,
-        }
+    /// The layout of payload `c_type` in this profile, if it differs from 4.17.
+    pub fn payload(&self, c_type: &str) -> Option<&'static PayloadLayout> {
+        self.layout_of(Some(c_type))
+    }
+
+    /// The newest release speaking this profile.
+    pub fn newest_release(&self) -> &'static XenRelease {
+        // Every profile in `PROFILES` lists at least one release (a unit test checks).
+        self.releases.last().unwrap_or(&RELEASE_4_17)
+    }
+
+    /// The domain id that asks `createdomain` for any free id: `DOMID_ANY` where the version
+    /// defines it, else 0.
+    pub fn createdomain_any_id(&self) -> DomId {
+        self.domid_any.unwrap_or(0)
     }
 
     /// Map union bytes between the 4.17 layout of payload `L` and this profile's.
@@ -345,7 +569,8 @@ fn find_version(
 /// # Errors
 ///
 /// - [`Error::UnsupportedInterface`] naming what the hypervisor speaks (or that it answered
-///   `EACCES` to every known version) and what this crate supports;
+///   `EACCES` to every known version: a Xen newer than this crate) and every version this
+///   crate knows;
 /// - [`Error::Xen`] with the errno if a probe call fails otherwise (e.g. `EPERM` when not
 ///   privileged).
 pub fn probe(
@@ -360,37 +585,35 @@ pub fn probe(
     .map_err(fail)?;
     let sysctl =
         find_version(call, &candidates(|p| p.sysctl), ProbeCall::SysctlPhysinfo).map_err(fail)?;
-    let show =
-        |v: Option<u32>| v.map_or_else(|| "unknown (EACCES to all)".into(), |v| format!("{v:#x}"));
     let unsupported = |what: String| Error::UnsupportedInterface {
         what,
         supported: supported_summary(),
     };
+    let hex = |v: Vec<u32>| {
+        v.iter()
+            .map(|v| format!("{v:#x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (domctl, sysctl) {
-        (Some(d), Some(s)) => match profile_for(d, s) {
-            Some(p) if p.supported => Ok(p),
-            Some(p) => Err(unsupported(format!(
-                "the hypervisor speaks domctl {d:#x}, sysctl {s:#x} (Xen {})",
-                p.xen
-            ))),
-            None => Err(unsupported(format!(
+        (Some(d), Some(s)) => profile_for(d, s).ok_or_else(|| {
+            unsupported(format!(
                 "the hypervisor speaks domctl {d:#x}, sysctl {s:#x}, a combination no known Xen \
                  release uses"
-            ))),
-        },
+            ))
+        }),
         (d, s) => {
-            let hex = |v: Vec<u32>| {
-                v.iter()
-                    .map(|v| format!("{v:#x}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let show = |v: Option<u32>, all: Vec<u32>| {
+                v.map_or_else(
+                    || format!("unknown (EACCES to all of {})", hex(all)),
+                    |v| format!("{v:#x}"),
+                )
             };
             Err(unsupported(format!(
-                "the hypervisor speaks domctl {}, sysctl {} (tried domctl {}; sysctl {})",
-                show(d),
-                show(s),
-                hex(candidates(|p| p.domctl)),
-                hex(candidates(|p| p.sysctl))
+                "the hypervisor speaks domctl {}, sysctl {}: it is probably newer than Xen {}",
+                show(d, candidates(|p| p.domctl)),
+                show(s, candidates(|p| p.sysctl)),
+                PROFILES[0].newest_release().name(),
             )))
         }
     }
@@ -431,19 +654,32 @@ mod tests {
                 "{w:?}"
             );
         }
-        assert_eq!(PROFILES.iter().filter(|p| p.supported).count(), 1);
         assert_eq!(profile_for(0x15, 0x15), Some(&XEN_4_17));
+        let names: Vec<String> = releases().map(XenRelease::name).collect();
+        assert_eq!(names, ["4.17", "4.18", "4.19", "4.20", "4.21", "4.22"]);
+        for p in PROFILES {
+            assert!(!p.releases.is_empty(), "{}", p.xen);
+            for r in p.releases {
+                assert_eq!(release(r.version.0, r.version.1), Some((p, r)));
+                assert!(r.tag.starts_with(&format!("RELEASE-{}.", r.name())));
+                assert_eq!(r.commit.len(), 40);
+            }
+        }
     }
 
     #[test]
-    fn probe_accepts_4_17_trying_newer_versions_first() {
+    fn probe_picks_each_profile_trying_newer_versions_first() {
+        for p in PROFILES {
+            let mut log = Vec::new();
+            assert_eq!(probe(&mut fake(p.domctl, p.sysctl, &mut log)).unwrap(), p);
+        }
         let mut log = Vec::new();
-        let p = probe(&mut fake(0x15, 0x15, &mut log)).unwrap();
-        assert_eq!(p, &XEN_4_17);
+        probe(&mut fake(0x15, 0x15, &mut log)).unwrap();
         use ProbeCall::*;
         assert_eq!(
             log,
             [
+                DomctlGetdomaininfo(0x18),
                 DomctlGetdomaininfo(0x17),
                 DomctlGetdomaininfo(0x16),
                 DomctlGetdomaininfo(0x15),
@@ -454,25 +690,37 @@ mod tests {
     }
 
     #[test]
-    fn probe_refuses_4_19_naming_both_sides() {
+    fn probe_refuses_a_newer_xen_naming_every_known_version() {
         let mut log = Vec::new();
-        let err = probe(&mut fake(0x17, 0x15, &mut log))
+        let err = probe(&mut fake(0x19, 0x16, &mut log))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("domctl 0x17, sysctl 0x15 (Xen 4.19–4.20)"),
+            err.contains("domctl unknown (EACCES to all of 0x18, 0x17, 0x16, 0x15), sysctl 0x16"),
             "{err}"
         );
-        assert!(err.contains("Xen 4.17 (domctl 0x15, sysctl 0x15)"), "{err}");
+        assert!(err.contains("newer than Xen 4.22"), "{err}");
+        for p in PROFILES {
+            assert!(
+                err.contains(&format!(
+                    "Xen {} (domctl {:#x}, sysctl {:#x})",
+                    p.xen, p.domctl, p.sysctl
+                )),
+                "{err}"
+            );
+        }
     }
 
     #[test]
-    fn probe_refuses_an_unknown_version() {
+    fn probe_refuses_an_unknown_combination() {
         let mut log = Vec::new();
-        let err = probe(&mut fake(0x14, 0x15, &mut log))
+        let err = probe(&mut fake(0x18, 0x15, &mut log))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("domctl unknown (EACCES to all)"), "{err}");
+        assert!(
+            err.contains("domctl 0x18, sysctl 0x15, a combination no known Xen release uses"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -553,5 +801,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_release_has_facts_naming_its_tag() {
+        for r in releases() {
+            let header: Vec<_> = r.facts_header().collect();
+            assert!(
+                header
+                    .iter()
+                    .any(|l| l.contains(r.tag) && l.contains(r.commit)),
+                "{}: {header:?}",
+                r.tag
+            );
+            assert!(r.facts().count() > 800, "{}", r.tag);
+        }
+        assert_eq!(
+            RELEASE_4_19.fact("offsetof struct xen_domctl_createdomain arch"),
+            Some(60)
+        );
     }
 }

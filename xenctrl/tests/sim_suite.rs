@@ -5,6 +5,13 @@
 //! about 2 GiB free), whose model is the witness. Afterwards the runner checks the model's
 //! invariants and that the test destroyed every domain it made and left no claim behind, which
 //! real Xen could not tell us so directly.
+//!
+//! The whole list runs once per Xen release the crate knows: at the top level on 4.17, and in
+//! `xen_4_18` ... `xen_4_22` on a simulated host presenting that release
+//! (`SimConfig::release`): its version, the interface versions and payload layouts its
+//! recorded header facts name, and its profile's behaviour. The crate finds the profile by its
+//! probe and marshals with the profile's data, so data that disagrees with the headers fails
+//! here as it would on that Xen.
 
 mod suite;
 
@@ -82,12 +89,26 @@ impl Witness for Model {
 }
 
 fn run(name: &str, test: fn(&XenCtrl, &dyn Witness)) {
-    let sim = Arc::new(SimHypervisor::new(SimConfig {
-        total_mib: 3072,
-        dom0_mib: 1024,
-        ..SimConfig::default()
-    }));
+    run_on(&xenctrl::interface::RELEASE_4_17, name, test);
+}
+
+/// Run one suite function on a fresh simulated host presenting `release`.
+fn run_on(release: &xenctrl::interface::XenRelease, name: &str, test: fn(&XenCtrl, &dyn Witness)) {
+    let sim = Arc::new(SimHypervisor::new(
+        SimConfig {
+            total_mib: 3072,
+            dom0_mib: 1024,
+            ..SimConfig::default()
+        }
+        .release(release),
+    ));
     let xc = XenCtrl::on_simulator(Arc::clone(&sim)).expect("open the simulator");
+    let v = xc.version().expect("xen_version");
+    assert_eq!(
+        (v.major, v.minor),
+        release.version,
+        "{name}: the simulator presents another release"
+    );
     test(&xc, &Model(Arc::clone(&sim)));
     drop(xc);
     sim.with_state(|s| {
@@ -101,3 +122,36 @@ fn run(name: &str, test: fn(&XenCtrl, &dyn Witness)) {
 }
 
 suite::suite_tests!(run);
+
+/// The suite on each newer release, one module per release.
+macro_rules! on_release {
+    ($($module:ident => $release:ident),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            fn run(name: &str, test: fn(&XenCtrl, &dyn Witness)) {
+                run_on(&xenctrl::interface::$release, name, test);
+            }
+
+            suite::suite_tests!(run);
+        }
+    )*};
+}
+
+on_release! {
+    xen_4_18 => RELEASE_4_18,
+    xen_4_19 => RELEASE_4_19,
+    xen_4_20 => RELEASE_4_20,
+    xen_4_21 => RELEASE_4_21,
+    xen_4_22 => RELEASE_4_22,
+}
+
+#[test]
+fn every_known_release_runs_the_suite() {
+    let covered = [(4, 17), (4, 18), (4, 19), (4, 20), (4, 21), (4, 22)];
+    let known: Vec<(u16, u16)> = xenctrl::interface::releases().map(|r| r.version).collect();
+    assert_eq!(
+        known, covered,
+        "add a module to on_release! for each new release"
+    );
+}

@@ -4,8 +4,8 @@
 //! Each suite function takes a handle on the host under test and a [`Witness`]: what the other
 //! side says, found without this crate's hypercall path (`xl` on real Xen, the model's state on
 //! the simulator). Two runners generate one `#[test]` per suite function from the single list in
-//! [`suite_tests!`]: `tests/sim_suite.rs` on the simulator in `cargo test`, and
-//! `tests/vm_xenctrl.rs` on real Xen 4.17 in the VM. A suite function missing from the list does
+//! [`suite_tests!`]: `tests/sim_suite.rs` on the simulator in `cargo test` (once per Xen release
+//! the crate knows, 4.17 to 4.22), and `tests/vm_xenctrl.rs` on real Xen 4.17 in the VM. A suite function missing from the list does
 //! not build cleanly (it is dead code) and fails `every_suite_function_is_listed` in both runners.
 //!
 //! On real Xen the tests share one hypervisor and run one at a time, dom0 has real memory, domain
@@ -130,9 +130,9 @@ pub fn seed() -> u64 {
 macro_rules! suite_tests {
     ($run:path) => {
         $crate::suite::suite_tests!(@each $run;
-            version_is_xen_4_17,
+            version_is_a_release_of_the_probed_profile,
             physinfo_is_consistent,
-            interface_probe_accepts_only_4_17,
+            interface_probe_accepts_only_the_hosts_versions,
             dom0_is_listed_with_memory,
             domain_lifecycle,
             max_mem_and_max_vcpus,
@@ -217,12 +217,21 @@ pub fn check_listed(listed: &[&str]) {
 // ---------------------------------------------------------------------------------------------
 // The host.
 
-/// Xen 4.17 on x86-64 with 4 KiB pages.
-pub fn version_is_xen_4_17(xc: &XenCtrl, w: &dyn Witness) {
+/// A Xen release the probed interface profile names (4.17 on the test VM), on x86-64 with 4 KiB
+/// pages.
+pub fn version_is_a_release_of_the_probed_profile(xc: &XenCtrl, w: &dyn Witness) {
     let _ = w;
     let v = xc.version().unwrap();
-    assert_eq!((v.major, v.minor), (4, 17), "{v}");
-    assert!(v.to_string().starts_with("4.17."), "{v}");
+    let profile = xc.interface();
+    let release = profile
+        .releases
+        .iter()
+        .find(|r| r.version == (v.major, v.minor))
+        .unwrap_or_else(|| panic!("Xen {v} is not a release of the {} profile", profile.xen));
+    assert!(
+        v.to_string().starts_with(&format!("{}.", release.name())),
+        "{v}"
+    );
     assert!(v.extra.starts_with('.'), "extraversion {:?}", v.extra);
     assert_eq!(xc.page_size().unwrap(), 4096);
     let caps = xc.capabilities().unwrap();
@@ -247,21 +256,30 @@ pub fn physinfo_is_consistent(xc: &XenCtrl, w: &dyn Witness) {
     );
 }
 
-/// The probe settled on 4.17's interface versions; others are refused with `EACCES`.
-pub fn interface_probe_accepts_only_4_17(xc: &XenCtrl, w: &dyn Witness) {
+/// The probe settled on the host's interface versions; every other is refused with `EACCES`.
+pub fn interface_probe_accepts_only_the_hosts_versions(xc: &XenCtrl, w: &dyn Witness) {
     let _ = w;
-    assert_eq!(xc.interface().domctl, 0x15);
-    assert_eq!(xc.interface().sysctl, 0x15);
-    assert_eq!(xc.probe(ProbeCall::DomctlGetdomaininfo(0x15)), Ok(()));
-    assert_eq!(xc.probe(ProbeCall::SysctlPhysinfo(0x15)), Ok(()));
-    for wrong in [0x14, 0x16, 0x17] {
+    let p = xc.interface();
+    assert_eq!(xenctrl::interface::profile_for(p.domctl, p.sysctl), Some(p));
+    for v in 0x14..=0x19 {
+        let expect = |ours: u32| {
+            if v == ours {
+                Ok(())
+            } else {
+                Err(Errno::EACCES)
+            }
+        };
         assert_eq!(
-            xc.probe(ProbeCall::DomctlGetdomaininfo(wrong)),
-            Err(Errno::EACCES)
+            xc.probe(ProbeCall::DomctlGetdomaininfo(v)),
+            expect(p.domctl),
+            "domctl {v:#x} on Xen {}",
+            p.xen
         );
         assert_eq!(
-            xc.probe(ProbeCall::SysctlPhysinfo(wrong)),
-            Err(Errno::EACCES)
+            xc.probe(ProbeCall::SysctlPhysinfo(v)),
+            expect(p.sysctl),
+            "sysctl {v:#x} on Xen {}",
+            p.xen
         );
     }
 }
@@ -1925,11 +1943,26 @@ pub fn pvh_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
         (HvmParam::CONSOLE_PFN, 0xfefff),
         (HvmParam::STORE_EVTCHN, 1),
         (HvmParam::CONSOLE_EVTCHN, 2),
-        (HvmParam::ALTP2M, XEN_ALTP2M_disabled),
     ] {
         xc.set_hvm_param(d.id, p, v).unwrap();
         assert_eq!(xc.hvm_param(d.id, p).unwrap(), v, "{p:?}");
     }
+    // The altp2m mode: a parameter up to 4.18; from 4.19 fixed at creation (read-only).
+    let altp2m_read_only = xc.interface().hvm_param_altp2m_read_only;
+    let set = xc.set_hvm_param(d.id, HvmParam::ALTP2M, XEN_ALTP2M_disabled);
+    if altp2m_read_only {
+        assert_errno(
+            set,
+            Errno::EEXIST,
+            "HVM_PARAM_ALTP2M is read-only from 4.19",
+        );
+    } else {
+        set.unwrap();
+    }
+    assert_eq!(
+        xc.hvm_param(d.id, HvmParam::ALTP2M).unwrap(),
+        XEN_ALTP2M_disabled
+    );
     assert_eq!(
         xc.hvm_param(d.id, HvmParam::TRIPLE_FAULT_REASON).unwrap(),
         u64::from(SHUTDOWN_reboot),
@@ -1942,7 +1975,11 @@ pub fn pvh_build_calls_and_their_errors(xc: &XenCtrl, w: &dyn Witness) {
     );
     assert_errno(
         xc.set_hvm_param(d.id, HvmParam::ALTP2M, 4),
-        Errno::EINVAL,
+        if altp2m_read_only {
+            Errno::EEXIST
+        } else {
+            Errno::EINVAL
+        },
         "altp2m mode 4",
     );
     assert_errno(

@@ -9,15 +9,20 @@
 // The ABI constants keep their C spelling, and are matched on here.
 #![allow(non_upper_case_globals)]
 
+use std::sync::Arc;
+
 use nix::errno::Errno;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::memory::GuestMemory;
 use super::state::{SimState, CALLER_MAX_ORDER, MAX_ORDER, SIM_DOM0};
+use super::versions::ReleaseLayouts;
+use super::SimConfig;
+use crate::abi::layout::{AbiLayout, StructLayout};
 use crate::abi::*;
 
-/// What the dispatcher needs to know besides the model.
-#[derive(Clone, Copy, Debug)]
+/// What the dispatcher needs to know besides the model: the Xen release presented.
+#[derive(Clone, Debug)]
 pub(crate) struct Interface {
     /// The domctl interface version presented.
     pub domctl: u32,
@@ -25,8 +30,92 @@ pub(crate) struct Interface {
     pub sysctl: u32,
     /// `getdomaininfo` of a missing domain answers `ESRCH` (4.18+).
     pub getdomaininfo_exact: bool,
-    /// The known profile these versions belong to, whose layout differences the decoder undoes.
-    pub profile: Option<&'static crate::interface::InterfaceProfile>,
+    /// Setting `HVM_PARAM_ALTP2M` answers `EEXIST` (4.19+).
+    pub hvm_param_altp2m_read_only: bool,
+    /// `DOMID_ANY` (4.22+): `createdomain` takes 0 as domain 0 and refuses every other
+    /// reserved id.
+    pub domid_any: Option<DomId>,
+    /// How the presented release lays out the domctl and sysctl payloads, from its recorded
+    /// header facts (not from the profile the crate marshals with); `None` when as in
+    /// [`crate::abi`].
+    pub layouts: Option<Arc<ReleaseLayouts>>,
+}
+
+impl Interface {
+    /// The release `config` presents: behaviour from the profile of its interface versions,
+    /// layouts from the recorded facts of its release.
+    pub(crate) fn new(config: &SimConfig) -> Self {
+        let (domctl, sysctl) = (
+            config.domctl_interface_version,
+            config.sysctl_interface_version,
+        );
+        let profile = crate::interface::profile_for(domctl, sysctl);
+        Self {
+            domctl,
+            sysctl,
+            getdomaininfo_exact: profile.is_some_and(|p| p.getdomaininfo_exact),
+            hvm_param_altp2m_read_only: profile.is_some_and(|p| p.hvm_param_altp2m_read_only),
+            domid_any: profile.and_then(|p| p.domid_any),
+            layouts: ReleaseLayouts::of(config.version, domctl, sysctl),
+        }
+    }
+
+    /// Bring a union that holds payload `s` (if known) from the release's layout to ours.
+    fn union_in(&self, s: Option<StructLayout>, union: &mut [u8]) {
+        if let (Some(l), Some(s)) = (&self.layouts, s) {
+            let theirs = union.to_vec();
+            l.to_ours(&s, &theirs, union);
+        }
+    }
+
+    /// Bring a union that holds payload `s` (if known) from our layout to the release's.
+    fn union_out(&self, s: Option<StructLayout>, union: &mut [u8]) {
+        if let (Some(l), Some(s)) = (&self.layouts, s) {
+            let ours = union.to_vec();
+            l.to_theirs(&s, &ours, union);
+        }
+    }
+}
+
+/// The payload a domctl sub-op carries (for the views: their twin's layout).
+fn domctl_payload(cmd: u32) -> Option<StructLayout> {
+    Some(match cmd {
+        XEN_DOMCTL_createdomain => XenDomctlCreatedomain::LAYOUT,
+        XEN_DOMCTL_getdomaininfo => XenDomctlGetdomaininfo::LAYOUT,
+        XEN_DOMCTL_max_mem => XenDomctlMaxMem::LAYOUT,
+        XEN_DOMCTL_max_vcpus => XenDomctlMaxVcpus::LAYOUT,
+        XEN_DOMCTL_set_address_size | XEN_DOMCTL_get_address_size => XenDomctlAddressSize::LAYOUT,
+        XEN_DOMCTL_setvcpucontext | XEN_DOMCTL_getvcpucontext => {
+            XenDomctlSetVcpucontextView::LAYOUT
+        }
+        XEN_DOMCTL_hypercall_init => XenDomctlHypercallInit::LAYOUT,
+        XEN_DOMCTL_settscinfo | XEN_DOMCTL_gettscinfo => XenDomctlTscInfo::LAYOUT,
+        XEN_DOMCTL_gethvmcontext | XEN_DOMCTL_sethvmcontext => XenDomctlSetHvmcontextView::LAYOUT,
+        XEN_DOMCTL_set_paging_mempool_size | XEN_DOMCTL_get_paging_mempool_size => {
+            XenDomctlPagingMempool::LAYOUT
+        }
+        _ => return None,
+    })
+}
+
+/// The payload a sysctl sub-op carries.
+fn sysctl_payload(cmd: u32) -> Option<StructLayout> {
+    Some(match cmd {
+        XEN_SYSCTL_physinfo => XenSysctlPhysinfo::LAYOUT,
+        XEN_SYSCTL_getdomaininfolist => XenSysctlGetdomaininfolistView::LAYOUT,
+        _ => return None,
+    })
+}
+
+/// Copy a domctl back to the caller (Xen's `copyback`), its payload in the release's layout.
+fn put_domctl(
+    iface: &Interface,
+    mem: &dyn GuestMemory,
+    addr: u64,
+    mut op: XenDomctlView,
+) -> Result<(), Errno> {
+    iface.union_out(domctl_payload(op.cmd), op.union_bytes_mut());
+    mem.write(addr, op.as_bytes())
 }
 
 /// The `xen_version` answers.
@@ -133,7 +222,7 @@ pub(crate) fn dispatch(
         __HYPERVISOR_sysctl => sysctl(state, iface, mem, args[0]),
         __HYPERVISOR_memory_op => memory_op(state, mem, args[0], args[1]),
         __HYPERVISOR_event_channel_op => event_channel_op(state, mem, args[0], args[1]),
-        __HYPERVISOR_hvm_op => hvm_op(state, mem, args[0], args[1]),
+        __HYPERVISOR_hvm_op => hvm_op(state, iface, mem, args[0], args[1]),
         __HYPERVISOR_mmuext_op => mmuext_op(state, mem, args),
         __HYPERVISOR_grant_table_op => {
             super::foreign::grant_table_op(state, mem, args[0], args[1], args[2])
@@ -183,17 +272,13 @@ fn domctl(
     if op.interface_version != iface.domctl {
         return Err(Errno::EACCES);
     }
+    iface.union_in(domctl_payload(op.cmd), op.union_bytes_mut());
     let domid = op.domain;
     match op.cmd {
         XEN_DOMCTL_createdomain => {
-            let mut union = [0u8; 128];
-            union.copy_from_slice(op.union_bytes());
-            if let Some(p) = iface.profile {
-                union = p.union_to_4_17::<XenDomctlCreatedomain>(&union);
-            }
-            let config: XenDomctlCreatedomain = payload(&union);
-            op.domain = state.create_domain(domid, &config)?;
-            mem.write(addr, op.as_bytes())?;
+            let config: XenDomctlCreatedomain = payload(op.union_bytes());
+            op.domain = state.create_domain(createdomain_id(state, iface, domid)?, &config)?;
+            put_domctl(iface, mem, addr, op)?;
         }
         XEN_DOMCTL_getdomaininfo => return getdomaininfo(state, iface, mem, addr, op),
         XEN_DOMCTL_pausedomain => state.pause(domid)?,
@@ -217,7 +302,7 @@ fn domctl(
         | XEN_DOMCTL_gethvmcontext
         | XEN_DOMCTL_sethvmcontext
         | XEN_DOMCTL_set_paging_mempool_size
-        | XEN_DOMCTL_get_paging_mempool_size => return build_domctl(state, mem, addr, op),
+        | XEN_DOMCTL_get_paging_mempool_size => return build_domctl(state, iface, mem, addr, op),
         _ => {
             // Xen looks the domain up before it looks at the sub-op.
             state.domain(domid)?;
@@ -225,6 +310,18 @@ fn domctl(
         }
     }
     Ok(0)
+}
+
+/// The domain id `createdomain` hands the model, which searches for a free id when given 0 or
+/// a reserved id (4.17 to 4.21). From 4.22 only `DOMID_ANY` asks for any id: 0 is domain 0,
+/// which exists, and other reserved ids are refused (`domid_alloc`).
+fn createdomain_id(state: &SimState, iface: &Interface, domid: DomId) -> Result<DomId, Errno> {
+    match iface.domid_any {
+        Some(any) if domid == any => Ok(0),
+        Some(_) if domid == 0 && state.domain(0).is_ok() => Err(Errno::EEXIST),
+        Some(_) if domid >= DOMID_FIRST_RESERVED => Err(Errno::EEXIST),
+        _ => Ok(domid),
+    }
 }
 
 /// `XEN_DOMCTL_getdomaininfo`, whose decoded `op` is at `addr`.
@@ -238,7 +335,7 @@ fn getdomaininfo(
     let info = state.getdomaininfo(op.domain, iface.getdomaininfo_exact)?;
     op.domain = info.domain;
     set_payload(op.union_bytes_mut(), &info);
-    mem.write(addr, op.as_bytes())?;
+    put_domctl(iface, mem, addr, op)?;
     Ok(0)
 }
 
@@ -253,6 +350,8 @@ fn sysctl(
     if op.interface_version != iface.sysctl {
         return Err(Errno::EACCES);
     }
+    let layout = sysctl_payload(op.cmd);
+    iface.union_in(layout, op.union_bytes_mut());
     match op.cmd {
         XEN_SYSCTL_physinfo => {
             let info = state.physinfo();
@@ -261,14 +360,24 @@ fn sysctl(
         XEN_SYSCTL_getdomaininfolist => {
             let mut list: XenSysctlGetdomaininfolistView = payload(op.union_bytes());
             let max = usize::try_from(list.max_domains).unwrap_or(usize::MAX);
-            let entry = core::mem::size_of::<XenDomctlGetdomaininfo>() as u64;
+            // The array's elements are in the release's layout too.
+            let element = XenDomctlGetdomaininfo::LAYOUT;
+            let size = iface
+                .layouts
+                .as_ref()
+                .map_or(element.size, |l| l.size_of(&element));
+            let mut theirs = vec![0u8; size];
             let mut n = 0u32;
             for info in state.domain_list(list.first_domain, max) {
                 let at = u64::from(n)
-                    .checked_mul(entry)
+                    .checked_mul(size as u64)
                     .and_then(|off| list.buffer.checked_add(off))
                     .ok_or(Errno::EFAULT)?;
-                mem.write(at, info.as_bytes())?;
+                match &iface.layouts {
+                    Some(l) => l.to_theirs(&element, info.as_bytes(), &mut theirs),
+                    None => theirs.copy_from_slice(info.as_bytes()),
+                }
+                mem.write(at, &theirs)?;
                 n += 1;
             }
             list.num_domains = n;
@@ -276,6 +385,7 @@ fn sysctl(
         }
         _ => return Err(Errno::ENOSYS),
     }
+    iface.union_out(layout, op.union_bytes_mut());
     mem.write(addr, op.as_bytes())?;
     Ok(0)
 }
@@ -442,6 +552,7 @@ fn evtchn_status(state: &SimState, mem: &dyn GuestMemory, arg: u64) -> Result<u6
 /// first, so a missing one is `ESRCH` whatever the payload.
 fn build_domctl(
     state: &mut SimState,
+    iface: &Interface,
     mem: &dyn GuestMemory,
     addr: u64,
     mut op: XenDomctlView,
@@ -456,7 +567,7 @@ fn build_domctl(
         XEN_DOMCTL_get_address_size => {
             let size = state.address_size(domid)?;
             set_payload(op.union_bytes_mut(), &XenDomctlAddressSize { size });
-            mem.write(addr, op.as_bytes())?;
+            put_domctl(iface, mem, addr, op)?;
         }
         XEN_DOMCTL_setvcpucontext => {
             let v: XenDomctlSetVcpucontextView = payload(op.union_bytes());
@@ -471,7 +582,7 @@ fn build_domctl(
             let v: XenDomctlSetVcpucontextView = payload(op.union_bytes());
             let c = state.vcpu_context(domid, v.vcpu)?;
             mem.write(v.ctxt, c.as_bytes())?;
-            mem.write(addr, op.as_bytes())?;
+            put_domctl(iface, mem, addr, op)?;
         }
         XEN_DOMCTL_hypercall_init => {
             let h: XenDomctlHypercallInit = payload(op.union_bytes());
@@ -484,7 +595,7 @@ fn build_domctl(
         XEN_DOMCTL_gettscinfo => {
             let t = state.tsc_info(domid)?;
             set_payload(op.union_bytes_mut(), &t);
-            mem.write(addr, op.as_bytes())?;
+            put_domctl(iface, mem, addr, op)?;
         }
         XEN_DOMCTL_gethvmcontext => {
             let mut h: XenDomctlSetHvmcontextView = payload(op.union_bytes());
@@ -500,7 +611,7 @@ fn build_domctl(
             // Xen copies the size back whatever happened.
             h.size = need;
             set_payload(op.union_bytes_mut(), &h);
-            mem.write(addr, op.as_bytes())?;
+            put_domctl(iface, mem, addr, op)?;
             result?;
         }
         XEN_DOMCTL_sethvmcontext => {
@@ -525,17 +636,28 @@ fn build_domctl(
         _ => {
             let size = state.paging_mempool_size(domid)?;
             set_payload(op.union_bytes_mut(), &XenDomctlPagingMempool { size });
-            mem.write(addr, op.as_bytes())?;
+            put_domctl(iface, mem, addr, op)?;
         }
     }
     Ok(0)
 }
 
 /// `hvm_op`: `HVMOP_set_param` and `HVMOP_get_param`.
-fn hvm_op(state: &mut SimState, mem: &dyn GuestMemory, cmd: u64, arg: u64) -> Result<u64, Errno> {
+fn hvm_op(
+    state: &mut SimState,
+    iface: &Interface,
+    mem: &dyn GuestMemory,
+    cmd: u64,
+    arg: u64,
+) -> Result<u64, Errno> {
     match cmd {
         HVMOP_set_param => {
             let p: XenHvmParam = read(mem, arg)?;
+            if iface.hvm_param_altp2m_read_only && p.index == HVM_PARAM_ALTP2M {
+                // The domain checks first (ESRCH, EINVAL), then `hvm_allow_set_param`.
+                state.hvm_param(p.domid, p.index)?;
+                return Err(Errno::EEXIST);
+            }
             state.set_hvm_param(p.domid, p.index, p.value).map(|()| 0)
         }
         HVMOP_get_param => {

@@ -20,7 +20,9 @@
 //! first unpaused: [`SimHypervisor::boot_report`]) and `standin` (the stand-in guest that
 //! then prints a console line and connects its xenstore ring).
 //!
-//! Tests can present another interface version ([`SimConfig::presenting`]), make calls fail
+//! Tests can present another Xen release ([`SimConfig::release`], laid out from that release's
+//! recorded header facts by `versions`) or interface version ([`SimConfig::presenting`]), make
+//! calls fail
 //! ([`SimHypervisor::inject_fault`]) and drive the guest side ([`SimHypervisor::with_state`]).
 
 mod boot;
@@ -38,6 +40,7 @@ mod standin;
 pub mod state;
 #[cfg(test)]
 mod tests;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -66,7 +69,7 @@ pub use self::standin::{
 pub use self::state::{SimDomain, SimDomainState, SimState, SIM_DOM0};
 use super::{anon, Backend, ChunkMapping, ForeignWindow, MemorySource, ResourceId};
 use crate::abi::{DomId, XenCapabilitiesInfo, XenChangesetInfo, XenExtraversion};
-use crate::interface::InterfaceProfile;
+use crate::interface::{InterfaceProfile, XenRelease};
 
 /// What the simulated host looks like.
 #[derive(Clone, Debug)]
@@ -112,12 +115,29 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// The same host presenting another Xen's interface versions (e.g. to see the probe refuse
-    /// it). The decoder applies that profile's layout differences (as data, from
-    /// [`crate::interface`]) and behaviour (`getdomaininfo` lookups).
+    /// The same host presenting a profile's interface versions, as the newest release of the
+    /// profile (see [`SimConfig::release`]).
     pub fn presenting(mut self, profile: &InterfaceProfile) -> Self {
         self.domctl_interface_version = profile.domctl;
         self.sysctl_interface_version = profile.sysctl;
+        self.version = profile.newest_release().version;
+        self
+    }
+
+    /// The same host running another Xen release: its version, and the interface versions its
+    /// recorded header facts name ([`XenRelease::facts`]). The simulator lays out the domctl
+    /// and sysctl payloads as those facts say, and behaves as the release's profile says
+    /// (`getdomaininfo` lookups, `DOMID_ANY`, ...).
+    pub fn release(mut self, release: &XenRelease) -> Self {
+        let fact = |k: &str| {
+            release
+                .fact(k)
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0)
+        };
+        self.domctl_interface_version = fact("const XEN_DOMCTL_INTERFACE_VERSION");
+        self.sysctl_interface_version = fact("const XEN_SYSCTL_INTERFACE_VERSION");
+        self.version = release.version;
         self
     }
 }
@@ -174,20 +194,11 @@ pub struct SimHypervisor {
 impl SimHypervisor {
     /// A simulated host as `config` describes.
     pub fn new(config: SimConfig) -> Self {
-        let profile = crate::interface::profile_for(
-            config.domctl_interface_version,
-            config.sysctl_interface_version,
-        );
         Self {
             chunks: Arc::new(ChunkRegistry::default()),
             state: Mutex::new(SimState::new(&config)),
             faults: Mutex::new(Vec::new()),
-            iface: Interface {
-                domctl: config.domctl_interface_version,
-                sysctl: config.sysctl_interface_version,
-                getdomaininfo_exact: profile.is_some_and(|p| p.getdomaininfo_exact),
-                profile,
-            },
+            iface: Interface::new(&config),
             version: VersionInfo {
                 version: (u64::from(config.version.0) << 16) | u64::from(config.version.1),
                 extraversion: XenExtraversion {

@@ -238,8 +238,8 @@ fn interface_version_mismatch_is_eacces() {
 }
 
 #[test]
-fn probe_refuses_a_simulated_4_19_and_accepts_4_17() {
-    use crate::interface::{probe, ProbeCall};
+fn probe_finds_every_simulated_release_and_refuses_a_newer_one() {
+    use crate::interface::{probe, releases, ProbeCall};
     let run = |sim: &SimHypervisor| {
         let m = Mem::new(sim);
         probe(&mut |c| match c {
@@ -251,11 +251,26 @@ fn probe_refuses_a_simulated_4_19_and_accepts_4_17() {
         .map(|p| p.xen)
     };
     assert_eq!(run(&SimHypervisor::default()).unwrap(), "4.17");
-    let sim419 =
-        SimHypervisor::new(SimConfig::default().presenting(profile_for(0x17, 0x15).unwrap()));
-    let err = run(&sim419).unwrap_err().to_string();
+    for r in releases() {
+        let sim = SimHypervisor::new(SimConfig::default().release(r));
+        let xen = run(&sim).unwrap();
+        assert!(
+            xen.split('–').any(|v| v == r.name()) || xen.ends_with(&r.name()),
+            "{}: probed {xen}",
+            r.tag
+        );
+    }
+    let newer = SimHypervisor::new(SimConfig {
+        domctl_interface_version: 0x19,
+        version: (4, 23),
+        ..SimConfig::default().release(&crate::interface::RELEASE_4_22)
+    });
+    let err = run(&newer).unwrap_err().to_string();
     assert!(
-        err.contains("Xen 4.19–4.20") && err.contains("supports Xen 4.17"),
+        err.contains("domctl unknown (EACCES to all of 0x18, 0x17, 0x16, 0x15)")
+            && err.contains("newer than Xen 4.22")
+            && err.contains("Xen 4.17 (domctl 0x15, sysctl 0x15)")
+            && err.contains("Xen 4.22 (domctl 0x18, sysctl 0x16)"),
         "{err}"
     );
 }
