@@ -541,7 +541,14 @@ fn random_config(rng: &mut Rng) -> DomainConfig {
     if rng.below(2) == 0 {
         c.uuid = Some(Uuid::from_u64_pair(rng.next(), rng.next()));
     }
-    for slot in [&mut c.kernel, &mut c.ramdisk, &mut c.extra] {
+    c.tsc_mode = *rng.pick(&TscMode::ALL);
+    for slot in [
+        &mut c.kernel,
+        &mut c.ramdisk,
+        &mut c.extra,
+        &mut c.root,
+        &mut c.cmdline,
+    ] {
         if rng.below(2) == 0 {
             *slot = Some(random_string(rng, &any_chars, 30));
         }
