@@ -333,13 +333,14 @@ fn prepare_boot(
 ) -> Result<Boot> {
     let limits = ImageLimits::default();
     let name = &config.name;
-    let loaded = KernelImage::load_file(Path::new(kernel), &limits, Some(cache)).map_err(
-        |source| Error::Kernel {
-            name: name.clone(),
-            what: format!("the kernel {kernel}"),
-            source,
-        },
-    )?;
+    let loaded =
+        KernelImage::load_file(Path::new(kernel), &limits, Some(cache)).map_err(|source| {
+            Error::Kernel {
+                name: name.clone(),
+                what: format!("the kernel {kernel}"),
+                source,
+            }
+        })?;
     timings.kernel = loaded.timings;
     let source = match loaded.cache {
         CacheOutcome::Hit => KernelSource::Cached,
@@ -349,22 +350,23 @@ fn prepare_boot(
     let t = Instant::now();
     let initrd = match &config.ramdisk {
         None => None,
-        Some(path) => Some(Initrd::from_file(Path::new(path), &limits).map_err(|source| {
-            Error::Kernel {
+        Some(path) => Some(
+            Initrd::from_file(Path::new(path), &limits).map_err(|source| Error::Kernel {
                 name: name.clone(),
                 what: format!("the ramdisk {path}"),
                 source,
-            }
-        })?),
+            })?,
+        ),
     };
     timings.initrd = t.elapsed();
-    let cmdline = CommandLine::new(config.kernel_cmdline().unwrap_or_default()).map_err(
-        |source| Error::Kernel {
-            name: name.clone(),
-            what: "the command line".into(),
-            source,
-        },
-    )?;
+    let cmdline =
+        CommandLine::new(config.kernel_cmdline().unwrap_or_default()).map_err(|source| {
+            Error::Kernel {
+                name: name.clone(),
+                what: "the command line".into(),
+                source,
+            }
+        })?;
     let t = Instant::now();
     let kind = match config.domain_type {
         DomainType::Pv => GuestKind::Pv,
@@ -480,7 +482,8 @@ fn build(
                 .map_err(stage("populating its memory"))?;
             0
         }
-        None => populate_plain(host, domid, pages, &mut report).map_err(stage("populating its memory"))?,
+        None => populate_plain(host, domid, pages, &mut report)
+            .map_err(stage("populating its memory"))?,
     };
     timings.populate = t.elapsed();
     hooks::point("create:populated")?;
@@ -659,13 +662,16 @@ fn populate_plain(
     let translated = host
         .xc
         .domain_info(domid)
-        .map_err(crate::build::exec::BuildError::xen("cannot read its information"))?
+        .map_err(crate::build::exec::BuildError::xen(
+            "cannot read its information",
+        ))?
         .hvm();
     let range = crate::build::plan::PfnRange {
         start: 0,
         count: pages,
     };
-    let p2m = crate::build::exec::memory::populate(&host.xc, domid, &[range], translated, progress)?;
+    let p2m =
+        crate::build::exec::memory::populate(&host.xc, domid, &[range], translated, progress)?;
     Ok(if translated {
         pages.saturating_sub(1)
     } else {

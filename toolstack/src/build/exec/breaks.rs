@@ -239,7 +239,10 @@ mod tests {
         }
         let s = Breaks::parse("rip, grant-store").unwrap();
         assert!(s.has(Break::Rip) && s.has(Break::GrantStore) && !s.has(Break::P2m));
-        assert!(Breaks::parse("rip,bogus").unwrap_err().known.contains("p2m"));
+        assert!(Breaks::parse("rip,bogus")
+            .unwrap_err()
+            .known
+            .contains("p2m"));
         assert!(!Breaks::NONE.any());
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use xenctrl::abi::{GrantEntryV1, GTF_permit_access};
+use xenctrl::abi::{GTF_permit_access, GrantEntryV1};
 use xenctrl::volatile::ReadWrite;
 use xenctrl::{DomainId, Resource, XenCtrl};
 

@@ -254,12 +254,12 @@ impl<'a> Executor<'a> {
         let mut flipped: Option<Vec<u8>> = None;
         let mut writes = Vec::with_capacity(loads.len());
         for (i, l) in loads.iter().enumerate() {
-            let bytes = l
-                .bytes(elf, self.boot.initrd.as_ref())
-                .ok_or(BuildError::WriteOutOfBounds {
-                    addr: l.dest,
-                    len: l.len,
-                })?;
+            let bytes =
+                l.bytes(elf, self.boot.initrd.as_ref())
+                    .ok_or(BuildError::WriteOutOfBounds {
+                        addr: l.dest,
+                        len: l.len,
+                    })?;
             if i == 0 && self.breaks.has(Break::Kernel) && !bytes.is_empty() {
                 let mut v = bytes.to_vec();
                 v[0] ^= 0xff;
@@ -298,7 +298,13 @@ impl<'a> Executor<'a> {
                     .xc
                     .domain_info(self.domid)
                     .map_err(BuildError::xen("cannot read its shared-info frame"))?;
-                let image = pv::render(l, &self.p2m, info.shared_info_frame, &self.rings, &self.breaks)?;
+                let image = pv::render(
+                    l,
+                    &self.p2m,
+                    info.shared_info_frame,
+                    &self.rings,
+                    &self.breaks,
+                )?;
                 let stats = pv::write_boot_pages(self.xc, self.domain(), l, &image, &self.p2m)?;
                 self.pv_image = Some(image);
                 Ok(stats)

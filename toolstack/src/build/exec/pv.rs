@@ -109,7 +109,9 @@ fn apply_breaks(l: &PvLayout, image: &mut PvImage, p2m: &[u64], breaks: &Breaks)
         let list = l.p2m();
         let page = list.pfn + pfn / 512;
         let at = usize::try_from(pfn % 512).unwrap_or(0) * 8;
-        let wrong = p2m.get(usize::try_from(pfn + 1).unwrap_or(usize::MAX)).copied();
+        let wrong = p2m
+            .get(usize::try_from(pfn + 1).unwrap_or(usize::MAX))
+            .copied();
         if let (Some(p), Some(wrong)) = (image.pages.iter_mut().find(|p| p.pfn == page), wrong) {
             p.bytes[at..at + 8].copy_from_slice(&wrong.to_le_bytes());
         }
@@ -125,7 +127,9 @@ fn apply_breaks(l: &PvLayout, image: &mut PvImage, p2m: &[u64], breaks: &Breaks)
         let pages = &image.pages;
         let source = |frame: u64, index: usize| -> Option<u64> {
             let b = &pages[*by_mfn.get(&frame)?].bytes;
-            Some(u64::from_le_bytes(b.get(index * 8..index * 8 + 8)?.try_into().ok()?))
+            Some(u64::from_le_bytes(
+                b.get(index * 8..index * 8 + 8)?.try_into().ok()?,
+            ))
         };
         let rip = l.kernel_layout().entry;
         if let Ok(t) = walk(&source, image.pin_l4_mfn, rip) {
