@@ -205,6 +205,24 @@ fn check_xenstore(host: &Host, domid: u16, expect: &Expect, f: &mut Faults) {
             format!("cpu/{v}/availability = {got:?}")
         });
     }
+    // /vm/UUID: the start time, and for PV the image.
+    let vm = get("vm").unwrap_or_default();
+    let vm_key = |k: &str| xs_str(host, &format!("{vm}/{k}"));
+    f.check(vm_key("start_time").is_some(), "xenstore", || {
+        format!("{vm}/start_time missing")
+    });
+    if !host.xc.domain_info(domid).is_ok_and(|i| i.hvm()) {
+        f.check(
+            vm_key("image/ostype").as_deref() == Some("linux"),
+            "xenstore",
+            || format!("{vm}/image/ostype = {:?}", vm_key("image/ostype")),
+        );
+        f.check(
+            vm_key("image/cmdline").as_deref() == Some(expect.cmdline.as_str()),
+            "xenstore",
+            || format!("{vm}/image/cmdline = {:?}", vm_key("image/cmdline")),
+        );
+    }
     let introduced = host
         .xs
         .is_domain_introduced(u32::from(domid))
