@@ -36,9 +36,11 @@ mod daemon;
 mod domains;
 mod host;
 pub mod hotplug;
+mod rings;
 
 pub use daemon::{run_daemon_if_asked, shutdown};
 pub use host::connect;
+pub use rings::XenRings;
 
 /// The first argument that makes a toolstack binary run the simulated host's xenstored.
 pub const DAEMON_ARG: &str = "__rxen-sim-xenstored";
@@ -133,10 +135,24 @@ impl SimPaths {
     pub fn hotplug_scripts_dir(&self) -> PathBuf {
         self.dir.join("scripts")
     }
+    /// The simulated xenconsoled's guest logs: `<domid>.log`, the last few KiB of each
+    /// console's output.
+    pub fn console_log_dir(&self) -> PathBuf {
+        self.dir.join("console")
+    }
+    /// Domain `domid`'s console log (see [`SimPaths::console_log_dir`]).
+    pub fn console_log(&self, domid: crate::lock::DomId) -> PathBuf {
+        self.console_log_dir().join(format!("{domid}.log"))
+    }
     /// What a boot wipes: the toolstack's per-domain state of the previous boot (`locks` is
-    /// where older versions kept their lock files).
-    pub(crate) fn per_boot_dirs(&self) -> [PathBuf; 3] {
-        [self.dir.join("locks"), self.configs_dir(), self.libxl_dir()]
+    /// where older versions kept their lock files), and the console logs of its domains.
+    pub(crate) fn per_boot_dirs(&self) -> [PathBuf; 4] {
+        [
+            self.dir.join("locks"),
+            self.configs_dir(),
+            self.libxl_dir(),
+            self.console_log_dir(),
+        ]
     }
 }
 
