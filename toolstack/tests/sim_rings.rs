@@ -270,7 +270,6 @@ fn xenstored_serves_the_store_ring_as_the_domain() {
             "Some(Unbound { remote: 0 })",
             "{kind}"
         );
-        drop(g);
         drop(mapping);
         host.ok(&["destroy", &format!("store-{kind}")]);
     }

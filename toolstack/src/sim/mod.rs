@@ -14,6 +14,11 @@
 //!   are wiped, and dom0's xenstore entries are written. So the two halves of the host always
 //!   agree: a xenstore tree never outlives the domains it describes, nor the other way round.
 //!
+//! - The daemon's xenstored serves guests' store rings as well as its socket: it maps each
+//!   introduced domain's store page and binds its event channel ([`XenRings`], the same
+//!   connector a real dom0 would use). Its xenconsoled stand-in serves each console's ring on
+//!   a pty and keeps the last few KiB of the output in `DIR/console/<domid>.log`
+//!   ([`SimPaths::console_log`]).
 //! - The backend driver ([`backend`], blkback's and netback's part, and the console backends')
 //!   runs in the daemon as a xenstore client. The hotplug scripts are stubs ([`hotplug`]) that
 //!   boot writes into `DIR/scripts`, and the toolstack runs them as it runs Xen's.

@@ -10,6 +10,9 @@
 //! bound to a domain as a guest's ring would be) and introduces, shuts down and releases domains
 //! for the simulated host.
 //!
+//! Given a [`ring::RingConnector`] ([`Server::serve_rings`]), it also serves guests' xenstore
+//! rings: each introduced domain's shared page and event channel, as that domain's connection.
+//!
 //! ```
 //! use xenstore::server::Server;
 //!
