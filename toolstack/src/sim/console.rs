@@ -89,9 +89,14 @@ fn consoles() -> MutexGuard<'static, BTreeMap<DomId, SimConsole>> {
     CONSOLES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where consoles' rings are reached, set once by the daemon ([`serve_rings`]).
+/// Where consoles' rings are reached, set once by the daemon ([`serve_rings`]): the
+/// hypervisor and gntdev handles every console maps its page through (they live as long as
+/// the daemon), and where the logs go. Each console binds its port through an event-channel
+/// handle of its own, as xenconsoled does.
 struct RingHost {
     sim: Arc<SimHypervisor>,
+    xc: &'static XenCtrl,
+    gntdev: &'static Gntdev,
     log_dir: PathBuf,
 }
 
@@ -99,8 +104,20 @@ static RING_HOST: OnceLock<RingHost> = OnceLock::new();
 
 /// Serve consoles' rings on the hypervisor `sim`, logging their output under `log_dir`.
 /// Without this (a backend driver run outside the daemon), every console echoes.
-pub(super) fn serve_rings(sim: Arc<SimHypervisor>, log_dir: PathBuf) {
-    let _ = RING_HOST.set(RingHost { sim, log_dir });
+///
+/// # Errors
+///
+/// When the hypervisor cannot be opened.
+pub(super) fn serve_rings(sim: Arc<SimHypervisor>, log_dir: PathBuf) -> xenctrl::Result<()> {
+    let xc = XenCtrl::on_simulator(Arc::clone(&sim))?;
+    let gntdev = Gntdev::on_simulator(Arc::clone(&sim), DomainId::DOM0);
+    let _ = RING_HOST.set(RingHost {
+        sim,
+        xc: Box::leak(Box::new(xc)),
+        gntdev: Box::leak(Box::new(gntdev)),
+        log_dir,
+    });
+    Ok(())
 }
 
 /// What the toolstack published for a console's ring.
@@ -175,20 +192,17 @@ fn serve(domid: DomId, master: File, stop: OwnedFd, ring: Option<RingSpec>) {
     let Some(host) = RING_HOST.get() else {
         return echo(master, stop);
     };
-    let opened = XenCtrl::on_simulator(Arc::clone(&host.sim)).and_then(|xc| {
-        let evtchn = EventChannels::on_simulator(Arc::clone(&host.sim), DomainId::DOM0)?;
-        Ok((xc, evtchn))
-    });
-    let (xc, evtchn) = match opened {
+    let evtchn = match EventChannels::on_simulator(Arc::clone(&host.sim), DomainId::DOM0) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("rxen-sim-xenstored: domain {domid}: console: cannot open the hypervisor: {e}; it echoes");
+            eprintln!(
+                "rxen-sim-xenstored: domain {domid}: console: no event channels: {e}; it echoes"
+            );
             return echo(master, stop);
         }
     };
-    let gntdev = Gntdev::on_simulator(Arc::clone(&host.sim), DomainId::DOM0);
     let domain = DomainId::new(domid);
-    let page = match map_guest_page(&xc, &gntdev, domain, GRANT_CONSOLE, spec.ring_ref) {
+    let page = match map_guest_page(host.xc, host.gntdev, domain, GRANT_CONSOLE, spec.ring_ref) {
         Ok(p) => p,
         Err(e) => {
             eprintln!(

@@ -206,7 +206,8 @@ fn run_daemon(dir: &Path) -> io::Result<()> {
         .and_then(|s| s.serve_rings(Box::new(ring_connector(&sim)?)))
         .map_err(io::Error::other)?;
     // xenconsoled's part: consoles' rings, and their logs.
-    super::console::serve_rings(Arc::clone(&sim), paths.console_log_dir());
+    super::console::serve_rings(Arc::clone(&sim), paths.console_log_dir())
+        .map_err(io::Error::other)?;
     let ctl = server.controller();
     std::thread::Builder::new()
         .name("signals".into())
