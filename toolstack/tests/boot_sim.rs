@@ -441,7 +441,8 @@ fn a_kernel_build_killed_at_every_step_is_recovered() {
     for k in 0.. {
         let Some(point) = kill_at(&sim, &hooks, &["create", "-e", "-q", &cfg], k) else {
             let d = sim.domid("crash").expect("created");
-            assert!(check(&sim.lib(), d, &inputs.expect).0.is_empty());
+            let faults = check(&sim.lib(), d, &inputs.expect).0;
+            assert!(faults.is_empty(), "{faults:?}");
             break;
         };
         seen.push(point.clone());

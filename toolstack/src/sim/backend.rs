@@ -27,10 +27,9 @@
 //! The primary console (console 0) is xenconsoled's, which knows no XenbusState: once its
 //! frontend has both `ring-ref` and `port` (what the domain builder writes), the simulated
 //! xenconsoled opens a pty and writes its slave's name into the frontend's `tty`, as
-//! xenconsoled does (`super::console`: the guest behind it echoes what it is sent until the
-//! builder's stand-in guest writes its console ring), and leaves the backend's `state` alone,
-//! as xenconsoled does. (`stall`
-//! and `fail` keep it from writing, `vanish` removes its backend.)
+//! xenconsoled does, and serves the guest's console ring on it (`super::console`: a console
+//! whose ring cannot be mapped echoes instead), and leaves the backend's `state` alone, as
+//! xenconsoled does. (`stall` and `fail` keep it from writing, `vanish` removes its backend.)
 
 use std::collections::BTreeSet;
 
@@ -209,8 +208,9 @@ fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Res
             }
             if dev.is_primary_console() {
                 // xenconsoled: a pty once the ring and its event channel are published.
-                let ready = read(t, &format!("{fe}/ring-ref"))?.is_some()
-                    && read(t, &format!("{fe}/port"))?.is_some();
+                let ring_ref = read(t, &format!("{fe}/ring-ref"))?;
+                let port = read(t, &format!("{fe}/port"))?;
+                let ready = ring_ref.is_some() && port.is_some();
                 let tty = read(t, &format!("{fe}/tty"))?;
                 if mode == Behaviour::Fail
                     || !ready
@@ -218,7 +218,11 @@ fn drive(xs: &xenstore::Client, backend: DomId, dev: DeviceRef) -> xenstore::Res
                 {
                     return Ok(false);
                 }
-                match super::console::tty(dev.domid) {
+                let ring = super::console::RingSpec::parse(
+                    ring_ref.as_deref().unwrap_or_default(),
+                    port.as_deref().unwrap_or_default(),
+                );
+                match super::console::tty(dev.domid, ring) {
                     Ok(tty) => t.write(&format!("{fe}/tty"), tty)?,
                     Err(e) => {
                         eprintln!(

@@ -6,10 +6,17 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 use nix::fcntl::FlockArg;
+use xenctrl::evtchn::EventChannels;
+use xenctrl::{DomainId, SimConfig, SimHypervisor, XenCtrl};
+use xengnttab::Gntdev;
 
-use super::{backend, lock_file, sim_err, SimOptions, SimPaths, DAEMON_ARG, DAEMON_EXE_ENV};
+use super::{
+    backend, lock_file, sim_err, SimOptions, SimPaths, XenRings, DAEMON_ARG, DAEMON_EXE_ENV,
+};
 use crate::error::Result;
 
 /// The pid of the running daemon, if one holds the pid file locked.
@@ -145,6 +152,34 @@ pub fn run_daemon_if_asked() {
     std::process::exit(code);
 }
 
+/// How often xenstored looks at guests' rings without an event: the simulated host raises an
+/// event from another process (a guest's notification) on this process's descriptor only at
+/// this process's next hypercall, so rings are also looked at on a timer.
+const RING_POLL: Duration = Duration::from_millis(20);
+
+/// xenstored's way to guests' store rings on the simulated host: the same connector as in a
+/// real dom0, over simulated gntdev, privcmd and evtchn handles acting as dom0.
+fn ring_connector(sim: &Arc<SimHypervisor>) -> Result<XenRings, xenstore::server::ServerError> {
+    let opened = XenCtrl::on_simulator(Arc::clone(sim)).and_then(|xc| {
+        let evtchn = EventChannels::on_simulator(Arc::clone(sim), DomainId::DOM0)?;
+        Ok((xc, evtchn))
+    });
+    let (xc, evtchn) = opened.map_err(|e| {
+        xenstore::server::ServerError::Spawn(io::Error::other(format!(
+            "cannot open the simulated hypervisor for guests' rings: {e}"
+        )))
+    })?;
+    let gntdev = Gntdev::on_simulator(Arc::clone(sim), DomainId::DOM0);
+    // The daemon serves one host for its whole life: its handles live as long, so that each
+    // ring can own its mapping and port.
+    Ok(XenRings::new(
+        Box::leak(Box::new(xc)),
+        Box::leak(Box::new(gntdev)),
+        Box::leak(Box::new(evtchn)),
+        Some(RING_POLL),
+    ))
+}
+
 fn run_daemon(dir: &Path) -> io::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let paths = SimPaths {
@@ -161,8 +196,17 @@ fn run_daemon(dir: &Path) -> io::Result<()> {
     stop.add(Signal::SIGINT);
     stop.add(Signal::SIGHUP);
     stop.thread_block()?;
+    // The host exists (boot made it before starting the daemon), so the config is not used.
+    let sim = Arc::new(SimHypervisor::persistent(
+        paths.hypervisor(),
+        SimConfig::default(),
+    )?);
     let server = xenstore::server::Server::new()
         .and_then(|s| s.listen(paths.socket()))
+        .and_then(|s| s.serve_rings(Box::new(ring_connector(&sim)?)))
+        .map_err(io::Error::other)?;
+    // xenconsoled's part: consoles' rings, and their logs.
+    super::console::serve_rings(Arc::clone(&sim), paths.console_log_dir())
         .map_err(io::Error::other)?;
     let ctl = server.controller();
     std::thread::Builder::new()

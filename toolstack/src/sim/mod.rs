@@ -14,6 +14,11 @@
 //!   are wiped, and dom0's xenstore entries are written. So the two halves of the host always
 //!   agree: a xenstore tree never outlives the domains it describes, nor the other way round.
 //!
+//! - The daemon's xenstored serves guests' store rings as well as its socket: it maps each
+//!   introduced domain's store page and binds its event channel ([`XenRings`], the same
+//!   connector a real dom0 would use). Its xenconsoled stand-in serves each console's ring on
+//!   a pty and keeps the last few KiB of the output in `DIR/console/<domid>.log`
+//!   ([`SimPaths::console_log`]).
 //! - The backend driver ([`backend`], blkback's and netback's part, and the console backends')
 //!   runs in the daemon as a xenstore client. The hotplug scripts are stubs ([`hotplug`]) that
 //!   boot writes into `DIR/scripts`, and the toolstack runs them as it runs Xen's.
@@ -36,9 +41,11 @@ mod daemon;
 mod domains;
 mod host;
 pub mod hotplug;
+mod rings;
 
 pub use daemon::{run_daemon_if_asked, shutdown};
 pub use host::connect;
+pub use rings::XenRings;
 
 /// The first argument that makes a toolstack binary run the simulated host's xenstored.
 pub const DAEMON_ARG: &str = "__rxen-sim-xenstored";
@@ -133,10 +140,24 @@ impl SimPaths {
     pub fn hotplug_scripts_dir(&self) -> PathBuf {
         self.dir.join("scripts")
     }
+    /// The simulated xenconsoled's guest logs: `<domid>.log`, the last few KiB of each
+    /// console's output.
+    pub fn console_log_dir(&self) -> PathBuf {
+        self.dir.join("console")
+    }
+    /// Domain `domid`'s console log (see [`SimPaths::console_log_dir`]).
+    pub fn console_log(&self, domid: crate::lock::DomId) -> PathBuf {
+        self.console_log_dir().join(format!("{domid}.log"))
+    }
     /// What a boot wipes: the toolstack's per-domain state of the previous boot (`locks` is
-    /// where older versions kept their lock files).
-    pub(crate) fn per_boot_dirs(&self) -> [PathBuf; 3] {
-        [self.dir.join("locks"), self.configs_dir(), self.libxl_dir()]
+    /// where older versions kept their lock files), and the console logs of its domains.
+    pub(crate) fn per_boot_dirs(&self) -> [PathBuf; 4] {
+        [
+            self.dir.join("locks"),
+            self.configs_dir(),
+            self.libxl_dir(),
+            self.console_log_dir(),
+        ]
     }
 }
 

@@ -10,6 +10,9 @@
 //! bound to a domain as a guest's ring would be) and introduces, shuts down and releases domains
 //! for the simulated host.
 //!
+//! Given a [`ring::RingConnector`] ([`Server::serve_rings`]), it also serves guests' xenstore
+//! rings: each introduced domain's shared page and event channel, as that domain's connection.
+//!
 //! ```
 //! use xenstore::server::Server;
 //!
@@ -21,6 +24,7 @@
 //! ```
 
 mod core;
+pub mod ring;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +39,12 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-pub use self::core::{Binding, Closed, ConnId, Core, Quotas, DOMID_FIRST_RESERVED, DOMID_SELF};
+pub use self::core::{
+    Binding, Closed, ConnId, Core, Introduction, Quotas, DOMID_FIRST_RESERVED, DOMID_SELF,
+};
+use self::ring::{Doorbell, GuestRing, RingConnection, RingConnector, XsRing};
 
+const RING_EVENTS: u64 = u64::MAX - 2;
 const LISTENER: u64 = u64::MAX - 1;
 const WAKE: u64 = u64::MAX;
 
@@ -273,6 +281,21 @@ pub struct Server {
     /// Since when the listener is out of epoll because `accept` ran out of descriptors or
     /// memory: it is put back when a connection closes, or after [`ACCEPT_BACKOFF`].
     accept_paused: Option<Instant>,
+    /// Guests' rings, when the server serves them ([`Server::serve_rings`]).
+    rings: Option<Rings>,
+}
+
+/// The guests' rings a server serves, and how it reaches them.
+struct Rings {
+    connector: Box<dyn RingConnector>,
+    /// By the core connection that serves each.
+    conns: HashMap<ConnId, RingConnection<Box<dyn GuestRing>>>,
+    /// Each domain's ring connection.
+    of_domain: HashMap<u32, ConnId>,
+    /// When every ring was last looked at.
+    looked: Instant,
+    /// Rings that stopped at their work bound and want another turn at once.
+    more: Vec<ConnId>,
 }
 
 impl std::fmt::Debug for Server {
@@ -318,7 +341,38 @@ impl Server {
             links: HashMap::new(),
             busy_poll: DEFAULT_BUSY_POLL,
             accept_paused: None,
+            rings: None,
         })
+    }
+
+    /// Also serve guests' xenstore rings: on `XS_INTRODUCE` the server asks `connector` to map
+    /// the domain's store page and bind its event channel, answers the introduction with the
+    /// connector's error if that fails (as C xenstored does), and otherwise serves the ring as
+    /// the domain's connection ([`ring`]): unprivileged, paths relative to
+    /// `/local/domain/<domid>`, with the permissions and quotas of any guest connection. The
+    /// ring is unmapped and unbound when the domain is released.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::EventLoop`] when the connector's event descriptor cannot join epoll.
+    pub fn serve_rings(mut self, connector: Box<dyn RingConnector>) -> Result<Self, ServerError> {
+        if let Some(fd) = connector.events() {
+            self.epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, RING_EVENTS))
+                .map_err(|source| ServerError::EventLoop {
+                    op: "epoll_ctl (ring events)",
+                    source,
+                })?;
+        }
+        self.core.defer_introductions(true);
+        self.rings = Some(Rings {
+            connector,
+            conns: HashMap::new(),
+            of_domain: HashMap::new(),
+            looked: Instant::now(),
+            more: Vec::new(),
+        });
+        Ok(self)
     }
 
     /// After handling events, keep polling (yielding the CPU between polls) for up to `d` before
@@ -398,14 +452,19 @@ impl Server {
         let result = loop {
             let polling = !self.busy_poll.is_zero()
                 && quiet_since.is_none_or(|t| t.elapsed() < self.busy_poll);
-            let timeout = if polling {
+            self.look_at_rings_if_due();
+            let ring_wait = self.ring_wait();
+            let timeout = if polling || ring_wait == Some(Duration::ZERO) {
                 EpollTimeout::ZERO
-            } else if let Some(t) = self.accept_paused {
-                let left = ACCEPT_BACKOFF.saturating_sub(t.elapsed());
-                EpollTimeout::try_from(left.max(Duration::from_millis(1)))
-                    .unwrap_or(EpollTimeout::NONE)
             } else {
-                EpollTimeout::NONE
+                let backoff = self
+                    .accept_paused
+                    .map(|t| ACCEPT_BACKOFF.saturating_sub(t.elapsed()));
+                match [backoff, ring_wait].into_iter().flatten().min() {
+                    Some(left) => EpollTimeout::try_from(left.max(Duration::from_millis(1)))
+                        .unwrap_or(EpollTimeout::NONE),
+                    None => EpollTimeout::NONE,
+                }
             };
             if self
                 .accept_paused
@@ -419,6 +478,7 @@ impl Server {
                     std::thread::yield_now();
                     continue;
                 }
+                Ok(0) => continue,
                 Ok(n) => {
                     quiet_since = None;
                     n
@@ -436,6 +496,7 @@ impl Server {
                 match ev.data() {
                     LISTENER => self.accept(),
                     WAKE => stop |= self.commands(),
+                    RING_EVENTS => self.ring_events(),
                     id => self.conn_event(ConnId(id), ev.events(), &mut buf),
                 }
             }
@@ -574,22 +635,169 @@ impl Server {
     }
 
     fn flush_all(&mut self) {
-        for id in self.core.take_closed() {
-            if let Some(link) = self.links.remove(&id) {
-                let _ = self.epoll.delete(&link.stream);
-                self.resume_accept();
-            }
-        }
-        // Servicing can process more input and dirty further connections; loop until quiet.
+        // Servicing can process more input and dirty further connections (or close them, or
+        // introduce domains); loop until quiet.
         loop {
+            self.introductions();
+            for id in self.core.take_closed() {
+                if let Some(link) = self.links.remove(&id) {
+                    let _ = self.epoll.delete(&link.stream);
+                    self.resume_accept();
+                }
+                if let Some(rings) = &mut self.rings {
+                    // Dropping the ring unmaps its page and unbinds its event channel.
+                    if let Some(r) = rings.conns.remove(&id) {
+                        rings.of_domain.retain(|_, c| *c != id);
+                        drop(r);
+                    }
+                }
+            }
             let dirty = self.core.take_dirty();
             if dirty.is_empty() {
                 break;
             }
             for id in dirty {
-                self.service(id);
+                if self
+                    .rings
+                    .as_ref()
+                    .is_some_and(|r| r.conns.contains_key(&id))
+                {
+                    self.pump_ring(id);
+                } else {
+                    self.service(id);
+                }
             }
         }
+    }
+
+    /// Completes the introductions the core deferred: connects each new domain's ring (or
+    /// resets the ring of a domain introduced again) and answers the introduction.
+    fn introductions(&mut self) {
+        for intro in self.core.take_introductions() {
+            let Some(rings) = &mut self.rings else {
+                // Only a server with rings defers introductions.
+                let _ = self.core.complete_introduction(intro, Ok(()));
+                continue;
+            };
+            let domid = intro.domid;
+            if let Some(&id) = rings.of_domain.get(&domid) {
+                // C xenstored's domain_conn_reset: a fresh connection on the same ring.
+                let r = self.core.complete_introduction(intro, Ok(()));
+                if r.is_ok() {
+                    self.core.reset_connection(id);
+                    if let Some(rc) = rings.conns.get_mut(&id) {
+                        rc.reset_ring();
+                    }
+                    self.pump_ring(id);
+                }
+                continue;
+            }
+            let ring = rings
+                .connector
+                .connect(domid, intro.gfn, intro.port)
+                .and_then(|g| {
+                    XsRing::attach(g).map_err(|e| {
+                        eprintln!("xenstored: domain {domid}: {e}");
+                        Errno::EINVAL
+                    })
+                });
+            let (result, ring) = match ring {
+                Ok(r) => (Ok(()), Some(r)),
+                Err(e) => (Err(e), None),
+            };
+            if self.core.complete_introduction(intro, result).is_err() {
+                continue;
+            }
+            let Some(ring) = ring else { continue };
+            match self.core.add_connection(Binding::Domain(domid)) {
+                Ok(id) => {
+                    rings.conns.insert(id, RingConnection::new(ring, id));
+                    rings.of_domain.insert(domid, id);
+                    self.pump_ring(id);
+                }
+                Err(e) => eprintln!("xenstored: domain {domid}: cannot serve its ring: {e}"),
+            }
+        }
+    }
+
+    /// Moves what can move on the ring served as `id`, and notifies the guest if anything did.
+    fn pump_ring(&mut self, id: ConnId) {
+        let Some(rings) = &mut self.rings else { return };
+        let Some(rc) = rings.conns.get_mut(&id) else {
+            return;
+        };
+        let domid = self.core.domid_of(id).unwrap_or(0);
+        let notify = match rc.pump(&mut self.core) {
+            Ok(p) => {
+                if p.more && !rings.more.contains(&id) {
+                    rings.more.push(id);
+                }
+                p.notify
+            }
+            Err(e) => {
+                eprintln!(
+                    "xenstored: domain {domid}: {e}; its ring is marked broken (error {})",
+                    e.fault().code()
+                );
+                true
+            }
+        };
+        if notify {
+            if let Err(e) = rc.ring().page().notify() {
+                eprintln!("xenstored: domain {domid}: cannot notify its ring's event channel: {e}");
+                rc.fail(ring::RingFault::Communication);
+                self.core.ignore_connection(id);
+            }
+        }
+    }
+
+    /// Every ring, after an event or when the poll interval passed.
+    fn look_at_rings(&mut self) {
+        let ids: Vec<ConnId> = match &mut self.rings {
+            Some(r) => {
+                r.looked = Instant::now();
+                r.more.clear();
+                r.conns.keys().copied().collect()
+            }
+            None => return,
+        };
+        for id in ids {
+            self.pump_ring(id);
+        }
+        self.flush_all();
+    }
+
+    fn look_at_rings_if_due(&mut self) {
+        let due = self.rings.as_ref().is_some_and(|r| {
+            !r.more.is_empty()
+                || (!r.conns.is_empty()
+                    && r.connector
+                        .poll_interval()
+                        .is_some_and(|i| r.looked.elapsed() >= i))
+        });
+        if due {
+            self.look_at_rings();
+        }
+    }
+
+    /// How long the loop may sleep before the rings want a look.
+    fn ring_wait(&self) -> Option<Duration> {
+        let r = self.rings.as_ref()?;
+        if !r.more.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        if r.conns.is_empty() {
+            return None;
+        }
+        let i = r.connector.poll_interval()?;
+        Some(i.saturating_sub(r.looked.elapsed()))
+    }
+
+    fn ring_events(&mut self) {
+        if let Some(r) = &mut self.rings {
+            r.connector.take_events();
+        }
+        self.look_at_rings();
     }
 
     /// Writes what `id` has queued, resumes its paused input, and sets its epoll interest.

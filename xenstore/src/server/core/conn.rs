@@ -24,6 +24,12 @@ pub(super) struct Conn {
     pub(super) txs: HashMap<u32, Transaction>,
     pub(super) next_tx: u32,
     pub(super) dirty: bool,
+    /// Waiting for the host to finish an `XS_INTRODUCE` it sent (see
+    /// [`Core::take_introductions`]): its further requests wait, so replies stay in order.
+    pub(super) held: bool,
+    /// Broken beyond repair (its ring's data was corrupt): nothing is read from it or queued
+    /// for it until it is reset, as C xenstored's `ignore_connection`.
+    pub(super) ignored: bool,
 }
 
 impl Conn {
@@ -68,6 +74,8 @@ impl Core {
                 txs: HashMap::new(),
                 next_tx: 1,
                 dirty: false,
+                held: false,
+                ignored: false,
             },
         );
         Ok(id)
@@ -76,6 +84,11 @@ impl Core {
     /// Forgets a connection, its watches and its transactions.
     pub fn remove_connection(&mut self, id: ConnId) {
         self.conns.remove(&id);
+    }
+
+    /// The domain connection `id` speaks for (0 for a socket client), if it exists.
+    pub fn domid_of(&self, id: ConnId) -> Option<u32> {
+        self.conns.get(&id).map(Conn::domid)
     }
 
     /// Number of live connections.
@@ -117,9 +130,43 @@ impl Core {
     /// Whether the engine will process more requests from `id` now (false while its unsent
     /// output exceeds the per-connection bound).
     pub fn wants_input(&self, id: ConnId) -> bool {
-        self.conns
-            .get(&id)
-            .is_some_and(|c| c.queued() <= self.quotas.output_per_connection)
+        self.conns.get(&id).is_some_and(|c| {
+            !c.held && !c.ignored && c.queued() <= self.quotas.output_per_connection
+        })
+    }
+
+    /// Stops serving `id` without closing it, as C xenstored's `ignore_connection` does for a
+    /// guest whose ring broke the protocol: its watches, transactions and buffered input and
+    /// output go, nothing more is read from it or queued for it, and it stays (so its domain's
+    /// release still finds it) until [`reset_connection`](Self::reset_connection) or release.
+    pub fn ignore_connection(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            Self::clear_connection(c);
+            c.ignored = true;
+        }
+    }
+
+    /// Whether `id` is ignored ([`ignore_connection`](Self::ignore_connection)).
+    pub fn is_ignored(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| c.ignored)
+    }
+
+    /// Resets `id` to a fresh connection of the same binding: no watches, transactions or
+    /// buffered bytes, not ignored (a ring's reconnection, or a domain introduced again).
+    pub fn reset_connection(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            Self::clear_connection(c);
+            c.ignored = false;
+        }
+    }
+
+    fn clear_connection(c: &mut Conn) {
+        c.watches.clear();
+        c.txs.clear();
+        c.input = Vec::new();
+        c.in_off = 0;
+        c.output = Vec::new();
+        c.out_off = 0;
     }
 
     /// Appends received bytes and processes every complete request that fits the output bound.
@@ -207,7 +254,7 @@ impl Core {
     }
 
     pub(super) fn send(&mut self, id: ConnId, hdr: Header, ty: MsgType, payload: &[u8]) {
-        if let Some(c) = self.conns.get_mut(&id) {
+        if let Some(c) = self.conns.get_mut(&id).filter(|c| !c.ignored) {
             // Payload size is checked by the caller; encode cannot fail here.
             let _ = wire::encode_into(&mut c.output, ty, hdr.req_id, hdr.tx_id, &[payload]);
             Self::mark_dirty(&mut self.dirty, id, c);

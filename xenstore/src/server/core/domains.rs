@@ -7,7 +7,7 @@ use super::nodes::rm_subtree;
 use super::{ok, Binding, ConnId, Core, OpResult, DOMID_FIRST_RESERVED};
 use crate::path::{INTRODUCE_DOMAIN, RELEASE_DOMAIN};
 use crate::server::store::{Fire, View};
-use crate::wire;
+use crate::wire::{self, Header, MsgType};
 
 /// What the engine knows of an introduced domain.
 #[derive(Debug, Default)]
@@ -19,8 +19,34 @@ pub(super) struct Domain {
     pub(super) port: u32,
 }
 
+/// An `XS_INTRODUCE` waiting for the host to connect the domain's ring (see
+/// [`Core::defer_introductions`]). Its sender waits for the reply, which
+/// [`Core::complete_introduction`] sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Introduction {
+    /// The domain introduced.
+    pub domid: u32,
+    /// The frame of its store page as sent: a machine frame for a PV domain, a guest frame
+    /// for a translated one (C xenstored ignores it and maps grant reference 1; oxenstored maps
+    /// this frame).
+    pub gfn: u64,
+    /// Its end of the store event channel, for us to bind.
+    pub port: u32,
+    /// Whether the domain was introduced already (a second `XS_INTRODUCE`, after a resume:
+    /// its connection is reset, not made anew).
+    pub again: bool,
+    conn: ConnId,
+    hdr: Header,
+}
+
 impl Core {
-    pub(super) fn op_introduce(&mut self, payload: &[u8], out: &mut Vec<u8>) -> OpResult {
+    pub(super) fn op_introduce(
+        &mut self,
+        id: ConnId,
+        hdr: Header,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> OpResult {
         if wire::count_strings(payload) < 3 {
             return Err(Errno::EINVAL);
         }
@@ -32,8 +58,69 @@ impl Core {
         if port == 0 {
             return Err(Errno::EINVAL);
         }
-        self.introduce_domain_with(domid, gfn, port)?;
-        ok(out)
+        if !self.defer_introduce {
+            self.introduce_domain_with(domid, gfn, port)?;
+            return ok(out);
+        }
+        if domid == 0 || domid >= DOMID_FIRST_RESERVED {
+            return Err(Errno::EINVAL);
+        }
+        let again = self.is_domain_introduced(domid);
+        self.introductions.push(Introduction {
+            domid,
+            // What the sender wrote, as an unsigned frame number (a negative one maps nothing).
+            gfn: gfn_s.trim().parse::<u64>().unwrap_or(u64::MAX),
+            port,
+            again,
+            conn: id,
+            hdr,
+        });
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.held = true;
+        }
+        self.reply_deferred = true;
+        Ok(())
+    }
+
+    /// From now on, `XS_INTRODUCE` from a connection is not answered at once: it is queued for
+    /// the host ([`take_introductions`](Self::take_introductions)), which maps the domain's
+    /// store ring and binds its event channel, then calls
+    /// [`complete_introduction`](Self::complete_introduction). Meanwhile the sender's later
+    /// requests wait, so its replies stay in order. A server that serves guest rings does this;
+    /// without it, introducing only records the domain.
+    pub fn defer_introductions(&mut self, on: bool) {
+        self.defer_introduce = on;
+    }
+
+    /// The introductions waiting for the host, oldest first.
+    pub fn take_introductions(&mut self) -> Vec<Introduction> {
+        std::mem::take(&mut self.introductions)
+    }
+
+    /// Finishes a deferred introduction: with `Ok` (the host connected the ring) the domain is
+    /// introduced as [`introduce_domain`](Self::introduce_domain) does; with `Err(e)` it is
+    /// not, and the sender gets `e`, as C xenstored answers when it cannot map the ring. The
+    /// sender's waiting requests resume.
+    ///
+    /// # Errors
+    ///
+    /// `result`'s error, or EINVAL for a domid that cannot be introduced.
+    pub fn complete_introduction(
+        &mut self,
+        intro: Introduction,
+        result: Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let gfn = i64::try_from(intro.gfn).unwrap_or(-1);
+        let r = result.and_then(|()| self.introduce_domain_with(intro.domid, gfn, intro.port));
+        if let Some(c) = self.conns.get_mut(&intro.conn) {
+            c.held = false;
+            Self::mark_dirty(&mut self.dirty, intro.conn, c);
+        }
+        match r {
+            Ok(()) => self.send(intro.conn, intro.hdr, MsgType::Introduce, b"OK\0"),
+            Err(e) => self.send_error(intro.conn, intro.hdr, e),
+        }
+        r
     }
 
     pub(super) fn domid_arg(&self, payload: &[u8]) -> Result<u32, Errno> {

@@ -27,6 +27,7 @@ use nix::errno::Errno;
 
 use self::conn::Conn;
 use self::domains::Domain;
+pub use self::domains::Introduction;
 use super::store::{Fire, Tree};
 use crate::path;
 use crate::perms::{Access, Permissions};
@@ -131,6 +132,11 @@ pub struct Core {
     dirty: Vec<ConnId>,
     closed: Vec<ConnId>,
     scratch: Vec<u8>,
+    /// Whether `XS_INTRODUCE` waits for the host ([`Core::defer_introductions`]).
+    defer_introduce: bool,
+    introductions: Vec<Introduction>,
+    /// Set by a request whose reply comes later (a deferred introduction).
+    reply_deferred: bool,
 }
 
 impl Default for Core {
@@ -155,6 +161,9 @@ impl Core {
             dirty: Vec::new(),
             closed: Vec::new(),
             scratch: Vec::with_capacity(PAYLOAD_MAX),
+            defer_introduce: false,
+            introductions: Vec::new(),
+            reply_deferred: false,
         }
     }
 
@@ -182,6 +191,10 @@ impl Core {
         out.clear();
         let mut fires = Vec::new();
         let r = self.dispatch(id, hdr, payload, &mut out, &mut fires);
+        if std::mem::take(&mut self.reply_deferred) {
+            self.scratch = out;
+            return;
+        }
         match r {
             Ok(()) if out.len() > PAYLOAD_MAX => self.send_error(id, hdr, Errno::E2BIG),
             Ok(()) => self.send(id, hdr, hdr.ty, &out),
@@ -240,7 +253,7 @@ impl Core {
             T::Unwatch => self.op_unwatch(id, payload, out),
             T::TransactionStart => self.op_tx_start(id, &who, hdr, out),
             T::TransactionEnd => self.op_tx_end(id, &who, hdr, payload, out, fires),
-            T::Introduce => self.op_introduce(payload, out),
+            T::Introduce => self.op_introduce(id, hdr, payload, out),
             T::Release => {
                 let d = self.domid_arg(payload)?;
                 self.release_domain(d)?;
