@@ -192,6 +192,93 @@ fn every_break_is_caught(kind: DomainType) {
     assert!(tried >= 12, "{tried} breaks");
 }
 
+/// Each break that a guest would trip over, built and unpaused: the simulator's structural
+/// boot check (on the first unpause) crashes the domain and names the check; a clean build of
+/// the same kind boots and its stand-in guest's line reaches the console log.
+fn every_visible_break_crashes_the_simulated_boot(kind: DomainType) {
+    let sim = SimHost::new(2048, 256);
+    let inputs = inputs(&sim);
+    let host = sim.lib();
+    let mut root = Locked::root();
+    let pvh = kind == DomainType::Pvh;
+    let run = |root: &mut Locked<'_, toolstack::lock::level::Unlocked>, name: &str, b: Breaks| {
+        let opts = CreateOptions {
+            paused: false,
+            breaks: b,
+        };
+        let c = create::create_with(
+            &host,
+            root,
+            &config(name, kind, &inputs),
+            &opts,
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+        assert!(c.unpaused, "{name}");
+        let report = host
+            .xc
+            .sim_boot_report(c.domid)
+            .expect("boot report")
+            .expect("the simulator checked the boot");
+        (c.domid, report)
+    };
+    let (d, report) = run(&mut root, "clean", Breaks::NONE);
+    assert!(report.booted(), "{kind:?}: {report}");
+    let log = sim.path().join(format!("console/{d}.log"));
+    let mut line = String::new();
+    for _ in 0..250 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if line.contains("rxen-sim: Linux stand-in booted") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        line.contains("rxen-sim: Linux stand-in booted") && line.contains("console=hvc0"),
+        "{kind:?}: console log {log:?}: {line:?}"
+    );
+    let mut caught = Vec::new();
+    for b in Break::ALL.into_iter().filter(|b| b.applies_to(pvh)) {
+        let (d, report) = run(
+            &mut root,
+            &format!("crash-{}", b.name()),
+            Breaks::NONE.with(b),
+        );
+        if let Some(f) = report.failure() {
+            caught.push(b.name());
+            let info = host.xc.domain_info(d).expect("info");
+            assert_eq!(
+                info.shutdown_reason(),
+                Some(xenctrl::abi::ShutdownReason::CRASH),
+                "{kind:?} {}: {}",
+                b.name(),
+                info.state_string()
+            );
+            eprintln!("{kind:?} break {}: {f:?}", b.name());
+        }
+        toolstack::domain::destroy(&host, &mut root, d).expect("destroy");
+    }
+    // What a guest cannot see is not the boot check's to catch: the kernel's bytes and the
+    // command line (the stand-in executes nothing), and xenstore keys for the backends.
+    let invisible = ["kernel", "cmdline", "store-ring-ref", "console-ring-ref"];
+    let want: Vec<&str> = Break::ALL
+        .into_iter()
+        .filter(|b| b.applies_to(pvh) && !invisible.contains(&b.name()))
+        .map(Break::name)
+        .collect();
+    assert_eq!(caught, want, "{kind:?}: breaks the simulated boot caught");
+}
+
+#[test]
+fn a_broken_pv_build_crashes_the_simulated_boot() {
+    every_visible_break_crashes_the_simulated_boot(DomainType::Pv);
+}
+
+#[test]
+fn a_broken_pvh_build_crashes_the_simulated_boot() {
+    every_visible_break_crashes_the_simulated_boot(DomainType::Pvh);
+}
+
 #[test]
 fn every_pv_builder_step_broken_on_purpose_is_caught() {
     every_break_is_caught(DomainType::Pv);
@@ -442,7 +529,7 @@ fn a_kernel_build_killed_at_every_step_is_recovered() {
         let Some(point) = kill_at(&sim, &hooks, &["create", "-e", "-q", &cfg], k) else {
             let d = sim.domid("crash").expect("created");
             let faults = check(&sim.lib(), d, &inputs.expect).0;
-            assert!(faults.is_empty(), "{faults:?}");
+            assert!(faults.is_empty(), "{faults:#?}");
             break;
         };
         seen.push(point.clone());

@@ -697,7 +697,9 @@ fn device_work_on_different_domains_does_not_serialize() {
 #[test]
 fn slow_hotplug_scripts_of_different_domains_overlap() {
     use toolstack::sim::backend::HOTPLUG_DELAY_PATH;
-    const DELAY_MS: u64 = 500;
+    // Long beside the per-process overhead (up to a second on a loaded machine), so that
+    // side by side (about one delay) and one after the other (two) cannot be confused.
+    const DELAY_MS: u64 = 2000;
     let host = SimHost::new(2048, 512);
     host.create("slow-a", 32, 32);
     host.create("slow-b", 32, 32);

@@ -145,13 +145,18 @@ impl ElfBuilder {
     pub fn debian_like() -> ElfBuilder {
         let p = PSTART;
         let v = VIRT_BASE + PSTART;
+        // As in a real vmlinux, the note segment lies inside the loaded text, so the kernel
+        // finds its notes in its own memory.
+        let mut text = pattern(0x3000, 1);
+        let notes = debian_notes();
+        text[0x2800..0x2800 + notes.len()].copy_from_slice(&notes);
         ElfBuilder {
             class: 2,
             data_encoding: 1,
             machine: 62,
             entry: PSTART,
             segments: vec![
-                Seg::load(PF_R | PF_X, p, v, pattern(0x3000, 1), 0x3000),
+                Seg::load(PF_R | PF_X, p, v, text, 0x3000),
                 Seg::load(
                     PF_R | PF_W,
                     p + 0x3000,

@@ -709,6 +709,22 @@ fn check_pv(g: &Guest<'_>) -> Result<Checked, BootFailure> {
 
     let p2m = check_p2m(g, l4, &si)?;
 
+    // The kernel was entered where it says it starts: its ENTRY note, read from its loaded
+    // image (the pages below start_info, in pfn order).
+    let si_mfn = g
+        .translate(l4, "rsi (start_info)", r.rsi)
+        .map_err(|why| fail(StartInfo, why))?
+        .frame;
+    // `p2m` maps each machine frame to its pfn.
+    let mut by_pfn: Vec<(u64, u64)> = p2m.iter().map(|(&mfn, &pfn)| (pfn, mfn)).collect();
+    by_pfn.sort_unstable();
+    let si_pfn = p2m.get(&si_mfn).copied().unwrap_or(0);
+    let image = by_pfn
+        .iter()
+        .take_while(|&&(pfn, _)| pfn < si_pfn)
+        .map(|&(_, mfn)| mfn);
+    check_entry(g, image, XEN_ELFNOTE_ENTRY, "XEN_ELFNOTE_ENTRY", r.rip)?;
+
     if si.mod_len != 0 {
         if si.flags & SIF_MOD_START_PFN != 0 {
             let pages = si.mod_len.div_ceil(PAGE);
@@ -754,6 +770,7 @@ fn check_pv(g: &Guest<'_>) -> Result<Checked, BootFailure> {
         si.store_mfn,
         u64::from(si.store_evtchn),
     )?;
+    check_distinct_ports(&console, &store)?;
     for (check, name, ring) in [
         (Console, "console", &console),
         (Xenstore, "xenstore", &store),
@@ -821,6 +838,91 @@ fn check_pv(g: &Guest<'_>) -> Result<Checked, BootFailure> {
         console,
         store,
     })
+}
+
+/// `XEN_ELFNOTE_ENTRY`: a PV kernel's virtual entry point.
+const XEN_ELFNOTE_ENTRY: u32 = 1;
+/// `XEN_ELFNOTE_PHYS32_ENTRY`: a PVH kernel's 32-bit physical entry point.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+/// Pages of a kernel image searched for its entry note (128 MiB, beyond Debian's 66 MB).
+const NOTE_SCAN_PAGES: usize = 1 << 15;
+/// A note's header and the longest descriptor read: namesz, descsz, type, "Xen\0", 8 bytes.
+const NOTE_WINDOW: usize = 24;
+
+/// The descriptor of the first Xen note of type `kind` in the pages `frames` (in the order the
+/// image is laid out; notes are 4-byte aligned and may straddle two pages). Linux keeps its
+/// `.notes` inside a loaded segment, so a kernel finds them in its own memory.
+fn find_note(g: &Guest<'_>, frames: impl Iterator<Item = u64>, kind: u32) -> Option<u64> {
+    let word = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .and_then(|w| w.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let mut page = [0u8; 4096];
+    let mut carry: Vec<u8> = Vec::new();
+    for frame in frames.take(NOTE_SCAN_PAGES) {
+        if g.read(frame, 0, &mut page).is_none() {
+            carry.clear();
+            continue;
+        }
+        let mut buf = std::mem::take(&mut carry);
+        buf.extend_from_slice(&page);
+        let mut i = 0;
+        while i + NOTE_WINDOW <= buf.len() {
+            if &buf[i + 12..i + 16] == b"Xen\0" && word(&buf, i) == 4 && word(&buf, i + 8) == kind {
+                match word(&buf, i + 4) {
+                    4 => return Some(u64::from(word(&buf, i + 16))),
+                    8 => {
+                        let lo = u64::from(word(&buf, i + 16));
+                        let hi = u64::from(word(&buf, i + 20));
+                        return Some(lo | hi << 32);
+                    }
+                    _ => {}
+                }
+            }
+            i += 4;
+        }
+        // A multiple of 4, so the carried bytes keep their alignment.
+        carry = buf[buf.len() - NOTE_WINDOW..].to_vec();
+    }
+    None
+}
+
+/// `rip` is the entry point the kernel's note names, when its image carries one (a kernel
+/// without the note, such as a hand-built test image, is not checked here).
+fn check_entry(
+    g: &Guest<'_>,
+    image: impl Iterator<Item = u64>,
+    kind: u32,
+    name: &str,
+    rip: u64,
+) -> Result<(), BootFailure> {
+    match find_note(g, image, kind) {
+        Some(entry) if entry != rip => Err(fail(
+            BootCheck::EntryPoint,
+            format!(
+                "rip {rip:#x} is not the kernel's entry point {entry:#x} (its {name} note, \
+                 found in its loaded image): the vCPU would start in the middle of the kernel"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The two rings have event channels of their own: a guest notifying one must not wake the
+/// other's backend instead.
+fn check_distinct_ports(console: &Ring, store: &Ring) -> Result<(), BootFailure> {
+    if console.port == store.port {
+        return Err(fail(
+            BootCheck::Xenstore,
+            format!(
+                "the xenstore and console rings share event channel {}: each needs its own \
+                 (EVTCHNOP_alloc_unbound once per ring)",
+                store.port
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The p2m list at `start_info.mfn_list`: every pfn below `nr_pages` has a distinct frame of
@@ -1063,6 +1165,21 @@ fn check_pvh(g: &Guest<'_>) -> Result<Checked, BootFailure> {
         ));
     }
 
+    // The kernel was entered at its PHYS32_ENTRY note, read from its loaded image (the guest
+    // frames below hvm_start_info).
+    let image =
+        g.d.physmap
+            .keys()
+            .copied()
+            .take_while(|&gfn| gfn < cpu.rbx / PAGE);
+    check_entry(
+        g,
+        image,
+        XEN_ELFNOTE_PHYS32_ENTRY,
+        "XEN_ELFNOTE_PHYS32_ENTRY",
+        rip,
+    )?;
+
     let at = cpu.rbx;
     let mut raw = [0u8; size_of::<HvmStartInfo>()];
     g.read_phys(at, &mut raw).map_err(|gfn| {
@@ -1172,6 +1289,7 @@ fn check_pvh(g: &Guest<'_>) -> Result<Checked, BootFailure> {
         store_pfn,
         param(HVM_PARAM_STORE_EVTCHN),
     )?;
+    check_distinct_ports(&console, &store)?;
 
     let Some(mtrr) = d.build.hvm_mtrr(0) else {
         return Err(fail(
