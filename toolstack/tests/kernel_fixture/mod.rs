@@ -139,17 +139,22 @@ pub struct Built {
     pub note_section_offset: Option<u64>,
 }
 
+/// The text segment's bytes: a pattern, with the notes at 0x2800. As in a real vmlinux, the
+/// note segment lies inside the loaded text, so the kernel finds its notes in its own memory.
+pub fn debian_text() -> Vec<u8> {
+    let mut text = pattern(0x3000, 1);
+    let notes = debian_notes();
+    text[0x2800..0x2800 + notes.len()].copy_from_slice(&notes);
+    text
+}
+
 impl ElfBuilder {
     /// Debian's shape, scaled down: text, data (with bss), per-cpu (virtual 0), init (with bss)
     /// and the notes.
     pub fn debian_like() -> ElfBuilder {
         let p = PSTART;
         let v = VIRT_BASE + PSTART;
-        // As in a real vmlinux, the note segment lies inside the loaded text, so the kernel
-        // finds its notes in its own memory.
-        let mut text = pattern(0x3000, 1);
-        let notes = debian_notes();
-        text[0x2800..0x2800 + notes.len()].copy_from_slice(&notes);
+        let text = debian_text();
         ElfBuilder {
             class: 2,
             data_encoding: 1,
