@@ -127,13 +127,14 @@ fn agent(sim: &Arc<SimHypervisor>, ctl: &Controller, domid: DomId) -> io::Result
             return Ok(());
         }
     };
-    let mut ignored_target = None;
+    // What was last ignored, so each odd value is logged once.
+    let (mut ignored_target, mut ignored_request) = (None, None);
     loop {
         match xc.domain_info(domid) {
             Ok(i) if i.shutdown_reason().is_none() && !i.dying() => {}
             _ => return Ok(()), // shut down or gone: the guest runs no more
         }
-        if shutdown_request(&xc, &xs, domid, &home)? {
+        if shutdown_request(&xc, &xs, domid, &home, &mut ignored_request)? {
             return Ok(());
         }
         if let Some(b) = balloon.as_mut() {
@@ -166,6 +167,7 @@ fn shutdown_request(
     xs: &xenstore::Client,
     domid: DomId,
     home: &str,
+    ignored: &mut Option<String>,
 ) -> io::Result<bool> {
     let path = format!("{home}/control/shutdown");
     let word = xs.transaction(|t| {
@@ -186,7 +188,10 @@ fn shutdown_request(
         return Ok(false);
     }
     let Some(why) = reason(&word) else {
-        eprintln!("rxen-sim-xenstored: domain {domid}: ignoring shutdown request {word:?}");
+        if ignored.as_deref() != Some(word.as_str()) {
+            eprintln!("rxen-sim-xenstored: domain {domid}: ignoring shutdown request {word:?}");
+            *ignored = Some(word);
+        }
         return Ok(false);
     };
     xc.remote_shutdown(domid, why).map_err(io::Error::other)?;
@@ -341,6 +346,49 @@ fn pv_translate(xc: &XenCtrl, domid: DomId, l4: u64, vaddr: u64) -> io::Result<u
     Ok(table)
 }
 
+/// The machine frames of `count` pages from `vaddr` (page aligned): one walk to each L1 table,
+/// then its entries.
+fn pv_translate_run(
+    xc: &XenCtrl,
+    domid: DomId,
+    l4: u64,
+    vaddr: u64,
+    count: usize,
+) -> io::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let va = vaddr + out.len() as u64 * PAGE;
+        // The L1 table covering va: walk three levels.
+        let mut table = l4;
+        for level in (1..4).rev() {
+            let index = (va >> (12 + 9 * level)) & 511;
+            let entry = peek(xc, domid, table, index * 8)?;
+            if entry & 1 == 0 || (level == 1 && entry & 0x80 != 0) {
+                return Err(io::Error::other(format!(
+                    "{va:#x} is not mapped by 4 KiB pages"
+                )));
+            }
+            table = (entry & 0x000f_ffff_ffff_f000) >> 12;
+        }
+        let m = xc
+            .map_foreign::<ReadOnly>(DomainId::new(domid), &[table])
+            .map_err(io::Error::other)?;
+        let s = m.slice();
+        let mut index = usize::try_from((va >> 12) & 511).unwrap_or(0);
+        while index < 512 && out.len() < count {
+            let entry = s
+                .read::<u64>(index * 8)
+                .map_err(|_| io::Error::other("L1 read"))?;
+            if entry & 1 == 0 {
+                return Err(io::Error::other(format!("{va:#x}: a page is not mapped")));
+            }
+            out.push((entry & 0x000f_ffff_ffff_f000) >> 12);
+            index += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// A PV guest's p2m (pfn -> mfn) and the pfn below which its boot's frames lie.
 fn pv_memory(xc: &XenCtrl, domid: DomId) -> io::Result<(Vec<u64>, usize)> {
     use xenctrl::abi::{StartInfo, SIF_MOD_START_PFN};
@@ -361,25 +409,21 @@ fn pv_memory(xc: &XenCtrl, domid: DomId) -> io::Result<(Vec<u64>, usize)> {
             "start_info says {nr_pages} pages"
         )));
     }
-    // The p2m, a page at a time.
-    let mut p2m = Vec::with_capacity(usize::try_from(nr_pages).unwrap_or(0));
-    let mut va = mfn_list;
-    while (p2m.len() as u64) < nr_pages {
-        let mfn = pv_translate(xc, domid, l4, va)?;
-        let m = xc
-            .map_foreign::<ReadOnly>(DomainId::new(domid), &[mfn])
-            .map_err(io::Error::other)?;
-        let s = m.slice();
-        let mut off = usize::try_from(va % PAGE).unwrap_or(0);
-        while off < PAGE_BYTES && (p2m.len() as u64) < nr_pages {
-            p2m.push(
-                s.read::<u64>(off)
-                    .map_err(|_| io::Error::other("p2m read"))?,
-            );
-            off += 8;
-        }
-        va = (va & !(PAGE - 1)) + PAGE;
-    }
+    // The p2m: its frames from the page tables, then all of them in one mapping.
+    let first = mfn_list & !(PAGE - 1);
+    let skip = usize::try_from(mfn_list - first).unwrap_or(0);
+    let total = usize::try_from(nr_pages).unwrap_or(0);
+    let count = (skip + total * 8).div_ceil(PAGE_BYTES);
+    let mfns = pv_translate_run(xc, domid, l4, first, count)?;
+    let m = xc
+        .map_foreign::<ReadOnly>(DomainId::new(domid), &mfns)
+        .map_err(io::Error::other)?;
+    let s = m.slice();
+    let p2m = (0..total)
+        .map(|i| s.read::<u64>(skip + i * 8))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|_| io::Error::other("the p2m is not where start_info says"))?;
+    drop(m);
     // The bootstrap area starts at pfn 0: find where start_info sits to learn its base.
     let si_pfn = p2m
         .iter()
