@@ -237,6 +237,15 @@ fn run_daemon(dir: &Path) -> io::Result<()> {
                 eprintln!("rxen-sim-xenstored: the VIRQ_DOM_EXC watcher stopped: {e}");
             }
         })?;
+    // The stand-in guests' PV drivers, once each has booted (see `guest`).
+    let (ctl, hypervisor) = (server.controller(), paths.hypervisor());
+    std::thread::Builder::new()
+        .name("sim-guests".into())
+        .spawn(move || {
+            if let Err(e) = super::guest::run(hypervisor, ctl) {
+                eprintln!("rxen-sim-xenstored: the stand-in guests stopped: {e}");
+            }
+        })?;
     eprintln!(
         "rxen-sim-xenstored: pid {} serving {}",
         std::process::id(),

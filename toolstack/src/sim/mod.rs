@@ -39,6 +39,7 @@ pub mod backend;
 mod console;
 mod daemon;
 mod domains;
+mod guest;
 mod host;
 pub mod hotplug;
 mod rings;
