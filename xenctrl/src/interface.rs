@@ -230,6 +230,25 @@ const CREATEDOMAIN_ALTP2M: PayloadLayout = PayloadLayout {
     ],
 };
 
+/// The shared rings a domain builder lays out, from 4.21: the console ring gains a
+/// `connection` byte (padded to 3092 bytes), the xenstore ring an `evtchn_port` (2080 bytes).
+/// Not hypercall payloads (`union_member` is empty): guest memory, whose 4.17 fields keep
+/// their offsets.
+const RINGS_4_21: [PayloadLayout; 2] = [
+    PayloadLayout {
+        c_type: "struct xencons_interface",
+        union_member: "",
+        size: 3092,
+        moved: &[],
+    },
+    PayloadLayout {
+        c_type: "struct xenstore_domain_interface",
+        union_member: "",
+        size: 2080,
+        moved: &[],
+    },
+];
+
 /// The offset of `connection` in `struct xencons_interface` (4.21+).
 const CONSOLE_CONNECTION: usize = 3088;
 
@@ -297,7 +316,7 @@ pub const PROFILES: &[InterfaceProfile] = &[
         domid_any: Some(0x7FF5),
         console_connection: Some(CONSOLE_CONNECTION),
         cdf_max: 1 << 8,
-        payloads: &[CREATEDOMAIN_ALTP2M],
+        payloads: &[CREATEDOMAIN_ALTP2M, RINGS_4_21[0], RINGS_4_21[1]],
     },
     InterfaceProfile {
         xen: "4.21",
@@ -309,7 +328,7 @@ pub const PROFILES: &[InterfaceProfile] = &[
         domid_any: None,
         console_connection: Some(CONSOLE_CONNECTION),
         cdf_max: 1 << 8,
-        payloads: &[CREATEDOMAIN_ALTP2M],
+        payloads: &[CREATEDOMAIN_ALTP2M, RINGS_4_21[0], RINGS_4_21[1]],
     },
     InterfaceProfile {
         xen: "4.19–4.20",
@@ -786,7 +805,8 @@ mod tests {
     fn moved_fields_name_real_fields_and_fit() {
         for p in PROFILES {
             for l in p.payloads {
-                assert!(l.size <= UNION_SIZE);
+                // Hypercall payloads fit the envelope's union; the rings are guest memory.
+                assert!(l.union_member.is_empty() || l.size <= UNION_SIZE);
                 let base = crate::abi::layout::structs()
                     .into_iter()
                     .find(|s| s.c_type == Some(l.c_type))

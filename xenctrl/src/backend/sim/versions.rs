@@ -153,19 +153,25 @@ mod tests {
     use crate::abi::XenDomctlCreatedomain;
 
     #[test]
-    fn releases_4_19_on_move_createdomain_and_nothing_else() {
+    fn releases_4_19_on_move_createdomain_and_4_21_on_the_rings_too() {
         for (v, d, s) in [((4, 17), 0x15, 0x15), ((4, 18), 0x16, 0x15)] {
             assert!(ReleaseLayouts::of(v, d, s).is_none(), "{v:?}");
         }
-        for (v, d, s) in [
-            ((4, 19), 0x17, 0x15),
-            ((4, 20), 0x17, 0x15),
-            ((4, 21), 0x17, 0x16),
-            ((4, 22), 0x18, 0x16),
+        let createdomain = ["struct xen_domctl_createdomain"].as_slice();
+        let rings = [
+            "struct xen_domctl_createdomain",
+            "struct xencons_interface",
+            "struct xenstore_domain_interface",
+        ];
+        for (v, d, s, want) in [
+            ((4, 19), 0x17, 0x15, createdomain),
+            ((4, 20), 0x17, 0x15, createdomain),
+            ((4, 21), 0x17, 0x16, rings.as_slice()),
+            ((4, 22), 0x18, 0x16, rings.as_slice()),
         ] {
             let l = ReleaseLayouts::of(v, d, s).expect("4.19+ differ");
             let names: Vec<_> = l.structs.iter().map(|r| r.c_type).collect();
-            assert_eq!(names, ["struct xen_domctl_createdomain"], "{v:?}");
+            assert_eq!(names, want, "{v:?}");
             assert_eq!(l.size_of(&XenDomctlCreatedomain::LAYOUT), 68);
         }
         assert!(
