@@ -11,41 +11,66 @@
 //! The order, and why (Xen's `XENMEM_claim_pages` takes a domid, and refuses a claim above the
 //! domain's `max_mem`):
 //!
-//! 1. `createdomain`: an empty, paused domain. It costs no host memory and is not public yet
-//!    (nothing names it in xenstore).
+//! 0. With a kernel: load it (through the host's [`KernelCache`]), read the initrd, and lay the
+//!    guest out ([`Boot`]). All of this is decided before Xen is asked anything, so a bad
+//!    kernel, or one that does not fit the memory, fails the creation with nothing to undo.
+//! 1. `createdomain`: an empty, paused domain (PV: no flags; PVH: `CDF_hvm | CDF_hap` with
+//!    the emulated local APIC). It costs no host memory and is not public yet (nothing names
+//!    it in xenstore).
 //! 2. `max_mem` = target + [`MAXMEM_CONSTANT_KIB`], as libxl's build sets it.
-//! 3. **claim** the target's pages. This is the admission decision, made by Xen atomically
-//!    against free memory minus everyone's outstanding claims. If it does not fit, the empty
-//!    domain is destroyed and the caller gets "need N MiB, M MiB free": nothing was allocated,
-//!    and nothing is left behind. Nothing before this step reserves memory, so the claim is
-//!    the first step that can fail for lack of it.
-//! 4. `max_vcpus`, then populate the physmap; allocations draw on the claim, so a concurrent
-//!    creation can neither take these pages nor be blocked by this build.
-//! 5. xenstore: the entries libxl writes (`/local/domain/N/...`, `/vm/UUID/...`,
+//! 3. **claim** the pages the build will populate. This is the admission decision, made by Xen
+//!    atomically against free memory minus everyone's outstanding claims. If it does not fit,
+//!    the empty domain is destroyed and the caller gets "need N MiB, M MiB free": nothing was
+//!    allocated, and nothing is left behind. Nothing before this step reserves memory, so the
+//!    claim is the first step that can fail for lack of it.
+//! 4. `max_vcpus`; the backends' domains (`/tool/xenstored/domid`, `/tool/xenconsoled/domid`,
+//!    0 if absent) and an unbound event channel for each ring (libxl's `libxl__build_pre`);
+//!    with a kernel, the settings made before populate ([`Executor::setup`]).
+//! 5. Populate; allocations draw on the claim, so a concurrent creation can neither take
+//!    these pages nor be blocked by this build.
+//! 6. With a kernel, the build proper ([`crate::build::exec`]): load the kernel and initrd,
+//!    write the page tables and start info, set the vCPUs, seed the grant table.
+//! 7. xenstore: the entries libxl writes (`/local/domain/N/...`, `/vm/UUID/...`,
 //!    `/libxl/N/...`) in one transaction that also checks the name is free, then introduce the
-//!    domain to xenstored.
-//! 6. The stored config, under the domain's userdata lock.
-//! 7. Release the claim (a no-op once populate consumed it; it matters when the build stopped
+//!    domain to xenstored with its store ring.
+//! 8. The stored config, under the domain's userdata lock; the devices, the primary console
+//!    with its ring.
+//! 9. Release the claim (a no-op once populate consumed it; it matters when the build stopped
 //!    short).
+//! 10. With a kernel and unless asked to stay paused, unpause.
 //!
 //! Any failure after step 1 rolls everything back: the domain is destroyed (which also drops
-//! its claim), its xenstore entries removed, its stored config deleted.
+//! its claim, its memory, event channels and grants), its xenstore entries removed, its stored
+//! config deleted.
 //!
 //! A creation that dies cannot roll itself back. Before step 1 it records its intent (the new
 //! domain's UUID) in a file it keeps locked until it is done, so [`recover_interrupted`] can find
 //! the domains of dead creations, even those nothing names yet, and roll them back
 //! ([`intent`](self) module notes in `create/intent.rs`).
+//!
+//! Each stage is a [`Step`] in the progress reports, and its time is kept in [`Timings`].
 
 mod intent;
+mod timings;
 
 pub use intent::recover_interrupted;
+pub use timings::Timings;
+
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 use xenctrl::CreateDomain;
 use xenstore::perms::{Access, Permissions};
+use xenstore::ReadOpt;
 
+use crate::build::exec::{Boot, Break, Breaks, Executor, Rings};
+use crate::build::kernel::{
+    CacheOutcome, CommandLine, GuestKind, ImageLimits, Initrd, KernelCache, KernelImage,
+};
 use crate::config::stored::StoredConfig;
 use crate::config::{DomainConfig, DomainType};
+use crate::device::PrimaryConsole;
 use crate::domain::{self, dom_path, libxl_path};
 use crate::error::{DomainRef, Error, Result};
 use crate::hooks;
@@ -53,14 +78,27 @@ use crate::host::Host;
 use crate::lock::{level, DomId, Locked};
 use crate::memory::MAXMEM_CONSTANT_KIB;
 
-/// Pages per 2 MiB superpage extent.
-const SUPERPAGE_PAGES: u64 = 512;
-/// Extents per populate hypercall: 256 × 2 MiB = 512 MiB between progress reports.
-const EXTENTS_PER_CALL: usize = 256;
+/// Where a loaded kernel's ELF image came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The file was an ELF image: nothing to unpack.
+    Plain,
+    /// It was unpacked now (and stored in the cache, if it could be).
+    Unpacked,
+    /// The unpacked image came from the cache.
+    Cached,
+}
 
 /// A step of a creation, for progress reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// The kernel is loaded and the guest laid out (before the domain exists).
+    KernelLoaded {
+        /// Where the ELF image came from.
+        source: KernelSource,
+        /// Its size.
+        elf_bytes: u64,
+    },
     /// The empty domain exists.
     Created(DomId),
     /// The memory is claimed.
@@ -75,10 +113,48 @@ pub enum Step {
         /// Pages to populate.
         total: u64,
     },
-    /// xenstore entries written.
+    /// The kernel and initrd are in guest memory.
+    Loaded {
+        /// Bytes written (zeros included).
+        bytes: u64,
+    },
+    /// The page tables, p2m list and start info are written (PVH: the start info, ACPI
+    /// tables and HVM parameters).
+    PageTables {
+        /// Bytes written.
+        bytes: u64,
+    },
+    /// The vCPUs' state is set.
+    Vcpus,
+    /// The grant table is seeded for the console and xenstore backends.
+    Grants,
+    /// xenstore entries written, and the domain introduced.
     Xenstore,
     /// The stored config is written: the domain is complete.
     Stored,
+    /// The domain runs.
+    Unpaused,
+}
+
+/// How to create a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Leave the domain paused once built (`xl create -p`). A domain without a kernel is
+    /// always left paused: there is nothing to run.
+    pub paused: bool,
+    /// Steps to break on purpose (tests only: empty without the `test-hooks` feature).
+    /// `RXEN_TEST_BREAK` adds to them.
+    pub breaks: Breaks,
+}
+
+impl CreateOptions {
+    /// Build and leave the domain paused.
+    pub fn paused() -> CreateOptions {
+        CreateOptions {
+            paused: true,
+            ..CreateOptions::default()
+        }
+    }
 }
 
 /// What a creation made.
@@ -88,29 +164,54 @@ pub struct Created {
     pub domid: DomId,
     /// Its UUID.
     pub uuid: Uuid,
-    /// Whether xenstored accepted the domain's introduction (it does not on real Xen until a
-    /// kernel is loaded and the store ring granted: see [`create`]).
+    /// Whether xenstored accepted the domain's introduction (C xenstored on real Xen does not
+    /// for a domain without a kernel, whose store ring is not granted: see [`create_with`]).
     pub introduced: bool,
+    /// Whether a kernel was loaded.
+    pub booted: bool,
+    /// Whether the domain was unpaused.
+    pub unpaused: bool,
+    /// Where the time went.
+    pub timings: Timings,
 }
 
-/// Create a domain from `config`, paused (see the module documentation for the order).
-///
-/// The kernel, ramdisk and command line are recorded in the stored config only: loading a
-/// kernel is not supported yet. The domain gets its store event channel and store page, and
-/// is introduced to xenstored with them; a xenstored that needs a granted store ring (C
-/// xenstored on real Xen) refuses until a kernel is loaded, and that refusal is reported in
-/// [`Created::introduced`] rather than failing the creation.
+/// Create a domain from `config` and leave it paused: [`create_with`] with
+/// [`CreateOptions::paused`].
 ///
 /// # Errors
 ///
-/// [`Error::Invalid`], [`Error::NameInUse`], [`Error::NotEnoughMemory`], and the error of the
-/// step that failed; [`Error::Rollback`] when undoing a failed creation failed too.
+/// As [`create_with`].
 pub fn create(
     host: &Host,
     token: &mut Locked<'_, level::Unlocked>,
     config: &DomainConfig,
     progress: &mut dyn FnMut(Step),
 ) -> Result<Created> {
+    create_with(host, token, config, &CreateOptions::paused(), progress)
+}
+
+/// Create a domain from `config` (see the module documentation for the order): with a kernel,
+/// build it and (unless `opts.paused`) unpause it; without one, an empty paused domain.
+///
+/// A domain without a kernel still gets its store event channel and store page, and is
+/// introduced to xenstored with them; a xenstored that needs a granted store ring (C
+/// xenstored on real Xen) refuses, and that refusal is reported in [`Created::introduced`]
+/// rather than failing the creation. With a kernel the ring is granted, and a refusal fails
+/// the creation.
+///
+/// # Errors
+///
+/// [`Error::Invalid`], [`Error::NameInUse`], [`Error::Kernel`], [`Error::Plan`],
+/// [`Error::NotEnoughMemory`], [`Error::Build`], and the error of the step that failed;
+/// [`Error::Rollback`] when undoing a failed creation failed too.
+pub fn create_with(
+    host: &Host,
+    token: &mut Locked<'_, level::Unlocked>,
+    config: &DomainConfig,
+    opts: &CreateOptions,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Created> {
+    let started = Instant::now();
     config.validate().map_err(|source| Error::Invalid {
         name: config.name.clone(),
         source,
@@ -130,9 +231,22 @@ pub fn create(
             domid,
         });
     }
+    let breaks = opts.breaks.union(env_breaks()?);
+    let mut timings = Timings::default();
+    let boot = match &config.kernel {
+        None => None,
+        Some(path) => Some(prepare_boot(
+            &host.kernel_cache,
+            config,
+            path,
+            &mut timings,
+            progress,
+        )?),
+    };
     let uuid = config.uuid.unwrap_or_else(Uuid::new_v4);
     let intent = intent::Intent::begin(host, uuid, &config.name)?;
     hooks::point("create:intent-recorded")?;
+    let t = Instant::now();
     let vcpus = config.vcpus;
     let xen_config = match config.domain_type {
         DomainType::Pv => CreateDomain::pv(vcpus),
@@ -147,19 +261,34 @@ pub fn create(
             what: "cannot create the domain",
             source,
         })?;
+    timings.domain = t.elapsed();
     progress(Step::Created(domid));
     let who = DomainRef::named(domid, &config.name);
+    let job = Job {
+        host,
+        config,
+        domid,
+        uuid,
+        who: &who,
+        boot: boot.as_ref(),
+        paused: opts.paused,
+        breaks,
+    };
     // Removing the intent is the last step: if that fails, the creation fails and is undone.
-    let built = build(host, token, config, domid, uuid, &who, progress)
-        .and_then(|introduced| hooks::point("create:complete").map(|()| introduced));
+    let built = build(&job, token, &mut timings, progress)
+        .and_then(|outcome| hooks::point("create:complete").map(|()| outcome));
     let (first, intent) = match built {
-        Ok(introduced) => match intent.finish() {
+        Ok(outcome) => match intent.finish() {
             Ok(()) => {
+                timings.total = started.elapsed();
                 return Ok(Created {
                     domid,
                     uuid,
-                    introduced,
-                })
+                    introduced: outcome.introduced,
+                    booted: boot.is_some(),
+                    unpaused: outcome.unpaused,
+                    timings,
+                });
             }
             Err(e) => (e, None),
         },
@@ -182,16 +311,119 @@ pub fn create(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
-    host: &Host,
-    token: &mut Locked<'_, level::Unlocked>,
+/// The breaks `RXEN_TEST_BREAK` names (test builds only).
+#[cfg(feature = "test-hooks")]
+fn env_breaks() -> Result<Breaks> {
+    Breaks::from_env().map_err(|e| Error::TestHook(e.to_string()))
+}
+
+/// No breaks: a build without the `test-hooks` feature reads no environment for them.
+#[cfg(not(feature = "test-hooks"))]
+fn env_breaks() -> Result<Breaks> {
+    Ok(Breaks::NONE)
+}
+
+/// Step 0: the kernel (through `cache`), the initrd, the command line, and the plan.
+fn prepare_boot(
+    cache: &KernelCache,
     config: &DomainConfig,
+    kernel: &str,
+    timings: &mut Timings,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Boot> {
+    let limits = ImageLimits::default();
+    let name = &config.name;
+    let loaded =
+        KernelImage::load_file(Path::new(kernel), &limits, Some(cache)).map_err(|source| {
+            Error::Kernel {
+                name: name.clone(),
+                what: format!("the kernel {kernel}"),
+                source,
+            }
+        })?;
+    timings.kernel = loaded.timings;
+    let source = match loaded.cache {
+        CacheOutcome::Hit => KernelSource::Cached,
+        CacheOutcome::NotPacked => KernelSource::Plain,
+        _ => KernelSource::Unpacked,
+    };
+    let t = Instant::now();
+    let initrd = match &config.ramdisk {
+        None => None,
+        Some(path) => Some(
+            Initrd::from_file(Path::new(path), &limits).map_err(|source| Error::Kernel {
+                name: name.clone(),
+                what: format!("the ramdisk {path}"),
+                source,
+            })?,
+        ),
+    };
+    timings.initrd = t.elapsed();
+    let cmdline =
+        CommandLine::new(config.kernel_cmdline().unwrap_or_default()).map_err(|source| {
+            Error::Kernel {
+                name: name.clone(),
+                what: "the command line".into(),
+                source,
+            }
+        })?;
+    let t = Instant::now();
+    let kind = match config.domain_type {
+        DomainType::Pv => GuestKind::Pv,
+        DomainType::Pvh => GuestKind::Pvh,
+    };
+    let boot = Boot::new(
+        loaded.image,
+        initrd,
+        &cmdline,
+        kind,
+        config.memory_kib / 4,
+        config.vcpus,
+    )
+    .map_err(|source| Error::Plan {
+        name: name.clone(),
+        source,
+    })?;
+    timings.plan = t.elapsed();
+    progress(Step::KernelLoaded {
+        source,
+        elf_bytes: boot.kernel().elf_bytes().len() as u64,
+    });
+    Ok(boot)
+}
+
+/// One creation's fixed inputs, from `createdomain` on.
+struct Job<'a> {
+    host: &'a Host,
+    config: &'a DomainConfig,
     domid: DomId,
     uuid: Uuid,
-    who: &DomainRef,
+    who: &'a DomainRef,
+    boot: Option<&'a Boot>,
+    paused: bool,
+    breaks: Breaks,
+}
+
+/// What [`build`] reports back.
+struct Outcome {
+    introduced: bool,
+    unpaused: bool,
+}
+
+/// Steps 2 to 10.
+fn build(
+    job: &Job<'_>,
+    token: &mut Locked<'_, level::Unlocked>,
+    timings: &mut Timings,
     progress: &mut dyn FnMut(Step),
-) -> Result<bool> {
+) -> Result<Outcome> {
+    let Job {
+        host,
+        config,
+        domid,
+        who,
+        ..
+    } = *job;
     let xen = |what: &'static str| {
         move |source| Error::Xen {
             domain: who.clone(),
@@ -199,7 +431,15 @@ fn build(
             source,
         }
     };
-    let pages = config.memory_kib.div_ceil(4);
+    let stage = |stage: &'static str| {
+        move |source| Error::Build {
+            domain: who.clone(),
+            stage,
+            source,
+        }
+    };
+    let t = Instant::now();
+    let pages = job.boot.map_or(config.memory_kib.div_ceil(4), Boot::pages);
     host.xc
         .set_max_mem(domid, config.memory_kib + MAXMEM_CONSTANT_KIB)
         .map_err(xen("cannot set its maximum memory"))?;
@@ -213,7 +453,7 @@ fn build(
                 .unwrap_or(0);
             return Err(Error::NotEnoughMemory {
                 domain: who.clone(),
-                need_mib: config.memory_kib.div_ceil(1024),
+                need_mib: (pages * 4).div_ceil(1024),
                 free_mib,
             });
         }
@@ -224,26 +464,95 @@ fn build(
     host.xc
         .set_max_vcpus(domid, config.vcpus)
         .map_err(xen("cannot set its vCPUs"))?;
-    let frames = populate(host, domid, pages, who, progress)?;
+    let rings = rings(host, domid, who)?;
+    let mut exec = job
+        .boot
+        .map(|b| Executor::new(&host.xc, domid, b, rings, job.breaks));
+    if let Some(e) = exec.as_mut() {
+        e.setup(config.tsc_mode.xen(), config.maxmem_kib)
+            .map_err(stage("setting it up"))?;
+    }
+    timings.domain += t.elapsed();
+
+    let t = Instant::now();
+    let mut report = |done, total| progress(Step::Populating { done, total });
+    let plain_store_frame = match exec.as_mut() {
+        Some(e) => {
+            e.populate(&mut report)
+                .map_err(stage("populating its memory"))?;
+            0
+        }
+        None => populate_plain(host, domid, pages, &mut report)
+            .map_err(stage("populating its memory"))?,
+    };
+    timings.populate = t.elapsed();
     hooks::point("create:populated")?;
-    let store_port = host
-        .xc
-        .evtchn_alloc_unbound(domid, 0)
-        .map_err(xen("cannot allocate its xenstore event channel"))?;
-    // The store page is the last page, named by machine frame for PV (what Xen wrote back) and
-    // by guest frame for a translated (PVH) guest, as libxl's `store_mfn`.
-    let store_frame = frames.last().copied().unwrap_or(0);
-    write_xenstore(host, config, domid, uuid, who, store_port, store_frame)?;
-    progress(Step::Xenstore);
+
+    let (store_frame, console) = match exec.as_mut() {
+        None => (
+            plain_store_frame,
+            PrimaryConsole {
+                port: rings.console_port,
+                ring_ref: None,
+            },
+        ),
+        Some(e) => {
+            let t = Instant::now();
+            let stats = e.load().map_err(stage("loading its kernel"))?;
+            timings.load = t.elapsed();
+            progress(Step::Loaded { bytes: stats.bytes });
+            hooks::point("create:loaded")?;
+            let t = Instant::now();
+            let stats = e
+                .boot_pages()
+                .map_err(stage("writing its page tables and start info"))?;
+            timings.page_tables = t.elapsed();
+            progress(Step::PageTables { bytes: stats.bytes });
+            let t = Instant::now();
+            e.vcpus().map_err(stage("setting its vCPUs"))?;
+            timings.vcpus = t.elapsed();
+            progress(Step::Vcpus);
+            hooks::point("create:vcpus-set")?;
+            let t = Instant::now();
+            e.seed_grants().map_err(stage("seeding its grant table"))?;
+            timings.grants = t.elapsed();
+            progress(Step::Grants);
+            let b = e.built();
+            let ring_ref = if job.breaks.has(Break::ConsoleRingRef) {
+                b.console_frame + 1
+            } else {
+                b.console_frame
+            };
+            (
+                b.store_frame,
+                PrimaryConsole {
+                    port: rings.console_port,
+                    ring_ref: Some(ring_ref),
+                },
+            )
+        }
+    };
+
+    let t = Instant::now();
+    let published_store_frame = match console.ring_ref {
+        Some(c) if job.breaks.has(Break::StoreRingRef) => c,
+        _ => store_frame,
+    };
+    write_xenstore(job, rings.store_port, published_store_frame)?;
     let introduced = match host
         .xs
-        .introduce_domain(u32::from(domid), store_frame, store_port)
+        .introduce_domain(u32::from(domid), store_frame, rings.store_port)
     {
         Ok(()) => true,
         // C xenstored maps the guest's store ring through grant reference 1, which only a
         // loaded kernel's build sets up; with none it refuses (with whatever errno the grant
-        // mapping gave) and registers nothing. The domain is complete without it.
-        Err(e) if matches!(e.failure(), Some(xenstore::Failure::Daemon(_))) => false,
+        // mapping gave) and registers nothing. A domain without a kernel is complete without
+        // it.
+        Err(e)
+            if job.boot.is_none() && matches!(e.failure(), Some(xenstore::Failure::Daemon(_))) =>
+        {
+            false
+        }
         Err(source) => {
             return Err(Error::Xenstore {
                 domain: who.clone(),
@@ -252,7 +561,10 @@ fn build(
             })
         }
     };
+    timings.xenstore = t.elapsed();
+    progress(Step::Xenstore);
     hooks::point("create:before-stored")?;
+    let t = Instant::now();
     {
         // The slow lock from recording the config (which describes the devices) until the
         // devices exist, as for a hot add: a device command on this domain (or a destroy) that
@@ -261,7 +573,7 @@ fn build(
         host.with_slow(token, domid, |st| {
             host.with_userdata(st, domid, |guard| {
                 let mut recorded = config.clone();
-                recorded.uuid = Some(uuid);
+                recorded.uuid = Some(job.uuid);
                 host.configs
                     .save(guard, &StoredConfig::new(domid, recorded))
                     .map_err(|source| Error::Stored {
@@ -270,7 +582,7 @@ fn build(
                     })
             })?;
             progress(Step::Stored);
-            crate::device::attach_at_creation(host, st, domid, config)?;
+            crate::device::attach_at_creation(host, st, domid, config, console)?;
             // Still under the slow lock, so a destroy that raced the creation cannot have taken
             // the domain (and its claim) away yet.
             host.xc
@@ -278,78 +590,116 @@ fn build(
                 .map_err(xen("cannot release its memory claim"))
         })?;
     }
-    Ok(introduced)
+    timings.devices = t.elapsed();
+    let unpaused = job.boot.is_some() && !job.paused;
+    if unpaused {
+        let t = Instant::now();
+        host.xc
+            .unpause_domain(domid)
+            .map_err(xen("cannot unpause it"))?;
+        timings.unpause = t.elapsed();
+        progress(Step::Unpaused);
+        hooks::point("create:unpaused")?;
+    }
+    Ok(Outcome {
+        introduced,
+        unpaused,
+    })
 }
 
-/// Populate `pages` pages from guest frame 0: 2 MiB extents while they fit, then 4 KiB ones
-/// (and 4 KiB ones for whatever Xen could not give as superpages). Returns the frame each page
-/// is known by (machine frames for PV, as Xen writes them back; guest frames for PVH).
-fn populate(
+/// The backends' domains and the rings' event channels, as libxl's `libxl__build_pre` makes
+/// them: xenstore's first, then the console's.
+fn rings(host: &Host, domid: DomId, who: &DomainRef) -> Result<Rings> {
+    let backend = |path: &str| -> Result<DomId> {
+        let value = host
+            .xs
+            .read_string_opt(path)
+            .map_err(|source| Error::Xenstore {
+                domain: who.clone(),
+                what: "cannot read its backends' domain ids",
+                source,
+            })?;
+        match value {
+            None => Ok(0),
+            Some(v) => v.trim().parse().map_err(|_| Error::BadNode {
+                domain: who.clone(),
+                path: path.to_owned(),
+                value: v.clone(),
+                expected: "a domain id",
+            }),
+        }
+    };
+    let store_domid = backend("/tool/xenstored/domid")?;
+    let console_domid = backend("/tool/xenconsoled/domid")?;
+    let alloc = |remote, what| {
+        host.xc
+            .evtchn_alloc_unbound(domid, remote)
+            .map_err(|source| Error::Xen {
+                domain: who.clone(),
+                what,
+                source,
+            })
+    };
+    let store_port = alloc(store_domid, "cannot allocate its xenstore event channel")?;
+    let console_port = alloc(console_domid, "cannot allocate its console event channel")?;
+    Ok(Rings {
+        store_domid,
+        console_domid,
+        store_port,
+        console_port,
+    })
+}
+
+/// Populates a domain without a kernel: `pages` pages from guest frame 0. Returns the frame of
+/// the last page, which serves as its store page (a machine frame for PV, a guest frame for
+/// a translated guest).
+fn populate_plain(
     host: &Host,
     domid: DomId,
     pages: u64,
-    who: &DomainRef,
-    progress: &mut dyn FnMut(Step),
-) -> Result<Vec<u64>> {
-    let hvm = host.domain_info(domid)?.hvm();
-    let mut frames: Vec<u64> = Vec::with_capacity(usize::try_from(pages).unwrap_or(0));
-    let mut done = 0u64;
-    let fail = |source| Error::Xen {
-        domain: who.clone(),
-        what: "cannot populate its memory",
-        source,
+    progress: &mut dyn FnMut(u64, u64),
+) -> std::result::Result<u64, crate::build::exec::BuildError> {
+    let translated = host
+        .xc
+        .domain_info(domid)
+        .map_err(crate::build::exec::BuildError::xen(
+            "cannot read its information",
+        ))?
+        .hvm();
+    let range = crate::build::plan::PfnRange {
+        start: 0,
+        count: pages,
     };
-    let mut superpages = true;
-    while done < pages {
-        let left = pages - done;
-        let (order, n) = if superpages && left >= SUPERPAGE_PAGES {
-            (9, (left / SUPERPAGE_PAGES).min(EXTENTS_PER_CALL as u64))
-        } else {
-            (0, left.min((EXTENTS_PER_CALL as u64) * SUPERPAGE_PAGES))
-        };
-        let per = 1u64 << order;
-        let mut gpfns: Vec<u64> = (0..n).map(|i| done + i * per).collect();
-        let got_extents = host
-            .xc
-            .populate_physmap(domid, order, 0, &mut gpfns)
-            .map_err(fail)?;
-        let got = got_extents as u64;
-        for (i, &f) in gpfns.iter().enumerate().take(got_extents) {
-            for p in 0..per {
-                frames.push(if hvm {
-                    done + i as u64 * per + p
-                } else {
-                    f + p
-                });
-            }
-        }
-        done += got * per;
-        progress(Step::Populating { done, total: pages });
-        if got < n {
-            if order == 0 {
-                return Err(fail(xenctrl::Error::Xen {
-                    op: xenctrl::Op::PopulatePhysmap,
-                    domid: Some(domid),
-                    source: xenctrl::Errno::ENOMEM,
-                }));
-            }
-            // No more 2 MiB runs: go on with 4 KiB pages.
-            superpages = false;
-        }
-    }
-    Ok(frames)
+    let p2m =
+        crate::build::exec::memory::populate(&host.xc, domid, &[range], translated, progress)?;
+    Ok(if translated {
+        pages.saturating_sub(1)
+    } else {
+        p2m.last().copied().unwrap_or(0)
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_xenstore(
-    host: &Host,
-    config: &DomainConfig,
-    domid: DomId,
-    uuid: Uuid,
-    who: &DomainRef,
-    store_port: u32,
-    store_frame: u64,
-) -> Result<()> {
+/// `start_time` as libxl writes it under `/vm/UUID`: seconds and hundredths.
+fn start_time() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:02}", now.as_secs(), now.subsec_millis() / 10)
+}
+
+/// Step 7's entries, in one transaction (`libxl__domain_make`, `libxl__domain_build`,
+/// `libxl__build_post`).
+fn write_xenstore(job: &Job<'_>, store_port: u32, store_frame: u64) -> Result<()> {
+    let Job {
+        host,
+        config,
+        domid,
+        uuid,
+        who,
+        ..
+    } = *job;
+    let booted = job.boot.is_some();
+    let started = start_time();
     let dom = dom_path(domid);
     let vm = format!("/vm/{}", uuid.hyphenated());
     let libxl = libxl_path(domid);
@@ -422,6 +772,22 @@ fn write_xenstore(
         t.write(&format!("{vm}/uuid"), uuid.hyphenated().to_string())?;
         t.write(&format!("{vm}/name"), &name)?;
         t.write(&format!("{vm}/memory"), (target / 1024).to_string())?;
+        if booted {
+            // libxl__domain_build's `vments`: the image for PV, the start time for both.
+            if config.domain_type == DomainType::Pv {
+                t.write(&format!("{vm}/image/ostype"), "linux")?;
+                if let Some(k) = &config.kernel {
+                    t.write(&format!("{vm}/image/kernel"), k)?;
+                }
+                if let Some(r) = &config.ramdisk {
+                    t.write(&format!("{vm}/image/ramdisk"), r)?;
+                }
+                if let Some(c) = config.kernel_cmdline() {
+                    t.write(&format!("{vm}/image/cmdline"), c)?;
+                }
+            }
+            t.write(&format!("{vm}/start_time"), &started)?;
+        }
         t.write(
             &format!("{dom}/control/platform-feature-multiprocessor-suspend"),
             "1",

@@ -318,6 +318,37 @@ pub enum Error {
         #[source]
         source: crate::config::ValidationError,
     },
+    /// The kernel, the ramdisk or the command line of a domain being created cannot be used.
+    #[error("domain {name:?}: cannot use {what}")]
+    Kernel {
+        /// The domain's name.
+        name: String,
+        /// What ("the kernel /boot/vmlinuz", "the ramdisk ...", "the command line").
+        what: String,
+        /// Why.
+        #[source]
+        source: crate::build::kernel::KernelError,
+    },
+    /// The guest cannot be laid out (too little memory for its kernel, say).
+    #[error("domain {name:?}: cannot lay out its memory for this kernel")]
+    Plan {
+        /// The domain's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::build::plan::PlanError,
+    },
+    /// Building the guest failed at one stage.
+    #[error("{domain}: building it failed while {stage}")]
+    Build {
+        /// The domain.
+        domain: DomainRef,
+        /// The stage ("populating its memory", "loading its kernel", ...).
+        stage: &'static str,
+        /// Why.
+        #[source]
+        source: crate::build::exec::BuildError,
+    },
     /// A creation failed and its rollback failed too; the rollback error is the source.
     #[error("{domain}: creation failed ({first}), and undoing it failed too")]
     Rollback {

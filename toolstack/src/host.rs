@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use xenctrl::{DomainInfo, XenCtrl};
 
+use crate::build::kernel::KernelCache;
 use crate::config::stored::ConfigStore;
 use crate::error::{DomainRef, Error, Result};
 use crate::lock::{
@@ -83,6 +84,9 @@ pub struct Host {
     pub ctx: CtxLock<Ctx>,
     /// Where detached monitors log ([`XEN_LOG_DIR`], or the simulated host's `log/`).
     pub log_dir: PathBuf,
+    /// The cache of unpacked kernels creation loads through
+    /// ([`KernelCache::DEFAULT_DIR`], or the simulated host's `kernel-cache/`).
+    pub kernel_cache: KernelCache,
     kind: HostKind,
     booted: bool,
 }
@@ -128,6 +132,7 @@ impl Host {
                 hotplug_scripts: PathBuf::from(XEN_SCRIPT_DIR),
                 ctx: CtxLock::new(Ctx::default()),
                 log_dir: PathBuf::from(XEN_LOG_DIR),
+                kernel_cache: KernelCache::new(KernelCache::DEFAULT_DIR),
                 kind: HostKind::Xen,
                 booted: false,
             });
@@ -151,6 +156,7 @@ impl Host {
             hotplug_scripts: paths.hotplug_scripts_dir(),
             ctx: CtxLock::new(Ctx::default()),
             log_dir: dir.join("log"),
+            kernel_cache: KernelCache::new(dir.join("kernel-cache")),
             kind: HostKind::Simulated(dir),
             booted,
         })

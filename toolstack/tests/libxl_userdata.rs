@@ -4,6 +4,7 @@
 //! and the userdata lock held is libxl's file.
 
 mod common;
+mod kernel_fixture;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -66,11 +67,17 @@ fn creation_writes_libxl_json_that_matches_the_config() {
     let host = SimHost::new(2048, 512);
     let cfg = host.path().join("full.cfg");
     let (full, cd) = (host.image("/images/full.img"), host.image("/images/cd.iso"));
+    // A kernel and an initrd that load: creation builds the guest from them.
+    let kernel = host.path().join("vmlinuz-full");
+    let initrd = host.path().join("initrd-full");
+    std::fs::write(&kernel, kernel_fixture::debian_like_bzimage("gzip").0).expect("kernel");
+    std::fs::write(&initrd, kernel_fixture::pattern(5000, 7)).expect("initrd");
+    let (kernel, initrd) = (kernel.display().to_string(), initrd.display().to_string());
     std::fs::write(
         &cfg,
         format!(
             "name = \"full\"\ntype = \"pv\"\nmemory = 96\nmaxmem = 160\nvcpus = 3\n\
-             kernel = \"/boot/vmlinuz-full\"\nramdisk = \"/boot/initrd-full\"\n\
+             kernel = \"{kernel}\"\nramdisk = \"{initrd}\"\n\
              extra = \"console=hvc0 root=/dev/xvda\"\n\
              disk = [ '{full},raw,xvda,rw', 'vdev=xvdc,cdrom,target={cd}' ]\n\
              vif = [ 'bridge=xenbr0,mac=00:16:3E:01:02:03' ]\n\
@@ -100,8 +107,8 @@ fn creation_writes_libxl_json_that_matches_the_config() {
     assert_eq!(b["max_memkb"], 160 * MIB);
     assert_eq!(b["target_memkb"], 96 * MIB);
     assert_eq!(b["video_memkb"], 0);
-    assert_eq!(b["kernel"], "/boot/vmlinuz-full");
-    assert_eq!(b["ramdisk"], "/boot/initrd-full");
+    assert_eq!(b["kernel"], kernel.as_str());
+    assert_eq!(b["ramdisk"], initrd.as_str());
     assert_eq!(b["cmdline"], "console=hvc0 root=/dev/xvda");
     assert!(b["type.pv"].is_object(), "the build type's union case: {b}");
     assert!(b.get("type.pvh").is_none());

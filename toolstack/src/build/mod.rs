@@ -11,9 +11,11 @@
 //!   memory map, the special pages, HVM parameters and the boot vCPU, as data.
 //! - [`acpi`]: the ACPI tables a PVH guest gets (RSDP, XSDT, RSDT, FADT, MADT, DSDT).
 //!
-//! The executors, which apply a plan to a domain's memory, sit beside them.
+//! - [`exec`]: the executor, which applies a plan to a new domain: populate, load, page
+//!   tables and start info, vCPUs, grants, in libxenguest's order.
 
 pub mod acpi;
+pub mod exec;
 pub mod kernel;
 pub mod plan;
 pub mod pv;

@@ -338,7 +338,7 @@ impl LibxlDomainConfig {
                 target_memkb: config.memory_kib,
                 video_memkb: 0,
                 kernel: config.kernel.clone(),
-                cmdline: config.extra.clone(),
+                cmdline: config.kernel_cmdline(),
                 ramdisk: config.ramdisk.clone(),
                 type_pv,
                 type_pvh,

@@ -62,6 +62,62 @@ impl FromStr for DomainType {
     }
 }
 
+/// How the guest's time stamp counter is provided (xl.cfg `tsc_mode`, libxl's
+/// `libxl_tsc_mode`; Xen's `TSC_MODE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TscMode {
+    /// Xen decides: native when the host's TSC is safe, emulated otherwise.
+    #[default]
+    Default,
+    /// Always emulate `rdtsc`.
+    AlwaysEmulate,
+    /// Never emulate. PVH guests need it under QEMU's TCG, whose TSC Xen does not trust.
+    Native,
+}
+
+impl TscMode {
+    /// Every mode, in libxl's order (its numeric values 0, 1, 2).
+    pub const ALL: [TscMode; 3] = [TscMode::Default, TscMode::AlwaysEmulate, TscMode::Native];
+
+    /// The xl.cfg spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TscMode::Default => "default",
+            TscMode::AlwaysEmulate => "always_emulate",
+            TscMode::Native => "native",
+        }
+    }
+
+    /// Xen's `TSC_MODE_*` value.
+    pub fn xen(self) -> xenctrl::TscMode {
+        match self {
+            TscMode::Default => xenctrl::TscMode::DEFAULT,
+            TscMode::AlwaysEmulate => xenctrl::TscMode::ALWAYS_EMULATE,
+            TscMode::Native => xenctrl::TscMode::NEVER_EMULATE,
+        }
+    }
+
+    /// Whether this is [`TscMode::Default`] (not written to a stored config).
+    pub fn is_default(&self) -> bool {
+        *self == TscMode::Default
+    }
+}
+
+impl FromStr for TscMode {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        TscMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                found: s.to_owned(),
+                expected: "default, always_emulate or native (native_paravirt was removed \
+                           from Xen)",
+            })
+    }
+}
+
 /// What to do when the guest powers off, reboots or crashes (xl.cfg `on_poweroff`, `on_reboot`,
 /// `on_crash`; libxl's `libxl_action_on_shutdown`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -494,12 +550,22 @@ pub struct DomainConfig {
     pub vcpus: u32,
     /// The domain's UUID: given in xl.cfg, or chosen at creation.
     pub uuid: Option<Uuid>,
-    /// The kernel image path (recorded).
+    /// The kernel image path: creation loads it (PV and PVH); without one the domain is
+    /// created empty and paused.
     pub kernel: Option<String>,
-    /// The initial ramdisk path (recorded).
+    /// The initial ramdisk path.
     pub ramdisk: Option<String>,
-    /// The kernel command line (recorded).
+    /// Text appended to the kernel command line (xl.cfg `extra`).
     pub extra: Option<String>,
+    /// The root device, given to the kernel as `root=` (xl.cfg `root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// The whole kernel command line (xl.cfg `cmdline`; `root` and `extra` are then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// How the guest's TSC is provided (xl.cfg `tsc_mode`).
+    #[serde(default, skip_serializing_if = "TscMode::is_default")]
+    pub tsc_mode: TscMode,
     /// The disks.
     pub disks: Vec<DiskSpec>,
     /// The network interfaces.
@@ -605,6 +671,9 @@ impl DomainConfig {
             kernel: None,
             ramdisk: None,
             extra: None,
+            root: None,
+            cmdline: None,
+            tsc_mode: TscMode::Default,
             disks: Vec::new(),
             vifs: Vec::new(),
             vkbs: Vec::new(),
@@ -614,6 +683,20 @@ impl DomainConfig {
             on_crash: Action::Destroy,
             on_watchdog: Action::Destroy,
             unknown: BTreeMap::new(),
+        }
+    }
+
+    /// The kernel command line, as xl makes it (`parse_cmdline`): `cmdline` if given, else
+    /// `root=ROOT EXTRA`, `root=ROOT` or `EXTRA`, else none.
+    pub fn kernel_cmdline(&self) -> Option<String> {
+        if let Some(c) = &self.cmdline {
+            return Some(c.clone());
+        }
+        match (&self.root, &self.extra) {
+            (Some(r), Some(e)) => Some(format!("root={r} {e}")),
+            (Some(r), None) => Some(format!("root={r}")),
+            (None, Some(e)) => Some(e.clone()),
+            (None, None) => None,
         }
     }
 

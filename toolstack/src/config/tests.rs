@@ -541,7 +541,14 @@ fn random_config(rng: &mut Rng) -> DomainConfig {
     if rng.below(2) == 0 {
         c.uuid = Some(Uuid::from_u64_pair(rng.next(), rng.next()));
     }
-    for slot in [&mut c.kernel, &mut c.ramdisk, &mut c.extra] {
+    c.tsc_mode = *rng.pick(&TscMode::ALL);
+    for slot in [
+        &mut c.kernel,
+        &mut c.ramdisk,
+        &mut c.extra,
+        &mut c.root,
+        &mut c.cmdline,
+    ] {
         if rng.below(2) == 0 {
             *slot = Some(random_string(rng, &any_chars, 30));
         }
@@ -798,4 +805,38 @@ fn corrupt_stored_config_is_a_clear_error() {
         ));
         std::fs::remove_dir(&path).unwrap();
     });
+}
+
+#[test]
+fn tsc_mode_and_the_command_line_are_read_as_xl_reads_them() {
+    let parse = |text: &str| {
+        XlConfig::parse("t.cfg", format!("name = \"g\"\n{text}").as_bytes())
+            .and_then(|x| x.to_domain_config())
+    };
+    let (c, w) = parse("tsc_mode = \"native\"\n").unwrap();
+    assert_eq!(c.tsc_mode, TscMode::Native);
+    assert!(w.is_empty());
+    assert_eq!(
+        parse("tsc_mode = 1\n").unwrap().0.tsc_mode,
+        TscMode::AlwaysEmulate
+    );
+    let e = parse("tsc_mode = \"native_paravirt\"\n").unwrap_err();
+    assert!(e.to_string().contains("native_paravirt was removed"), "{e}");
+    assert!(parse("tsc_mode = 3\n").is_err());
+    assert_eq!(parse("").unwrap().0.tsc_mode, TscMode::Default);
+
+    let cmd = |text: &str| parse(text).unwrap().0.kernel_cmdline();
+    assert_eq!(cmd(""), None);
+    assert_eq!(cmd("extra = \"quiet\"\n").as_deref(), Some("quiet"));
+    assert_eq!(
+        cmd("root = \"/dev/xvda1\"\n").as_deref(),
+        Some("root=/dev/xvda1")
+    );
+    assert_eq!(
+        cmd("root = \"/dev/xvda1\"\nextra = \"quiet\"\n").as_deref(),
+        Some("root=/dev/xvda1 quiet")
+    );
+    let (c, w) = parse("root = \"/dev/xvda1\"\ncmdline = \"console=hvc0\"\n").unwrap();
+    assert_eq!(c.kernel_cmdline().as_deref(), Some("console=hvc0"));
+    assert_eq!(w.len(), 1, "root is ignored, with a warning: {w:?}");
 }

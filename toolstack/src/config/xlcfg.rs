@@ -32,7 +32,9 @@
 //!
 //! `name` (required), `type` (`pv`, the default, or `pvh`; the deprecated `builder="generic"`
 //! means pv), `memory` and `maxmem` (MiB; memory defaults to 32, maxmem to memory), `vcpus`
-//! (default 1), `uuid`, `kernel`, `ramdisk`, `extra`, `disk` and `vif` (lists of specs, see
+//! (default 1), `uuid`, `kernel`, `ramdisk`, `extra`, `root`, `cmdline` (which replaces `root`
+//! and `extra`, as in xl), `tsc_mode` (`default`, `always_emulate`, `native`, or xl's deprecated
+//! numbers 0-2), `disk` and `vif` (lists of specs, see
 //! [`DiskSpec`] and [`VifSpec`]), `on_poweroff`, `on_reboot`, `on_crash`,
 //! `on_watchdog` (see [`Action`]).
 //! Other keys are kept in [`DomainConfig::unknown`] and reported as [`Warning`]s, as xl ignores
@@ -71,7 +73,9 @@
 use std::fmt;
 use std::path::Path;
 
-use super::{Action, CfgValue, DiskSpec, DomainConfig, DomainType, Uuid, ValidationError, VifSpec};
+use super::{
+    Action, CfgValue, DiskSpec, DomainConfig, DomainType, TscMode, Uuid, ValidationError, VifSpec,
+};
 
 /// The deepest list nesting accepted.
 pub const MAX_NESTING: usize = 32;
@@ -380,10 +384,49 @@ impl XlConfig {
             ("kernel", &mut cfg.kernel),
             ("ramdisk", &mut cfg.ramdisk),
             ("extra", &mut cfg.extra),
+            ("root", &mut cfg.root),
+            ("cmdline", &mut cfg.cmdline),
         ] {
             if let Some(s) = self.get(key) {
                 *slot = Some(self.string(key, s)?);
             }
+        }
+        if cfg.cmdline.is_some() && (cfg.root.is_some() || cfg.extra.is_some()) {
+            if let Some(s) = self.get("cmdline") {
+                warnings.push(Warning {
+                    loc: s.loc.clone(),
+                    message: "\"root\" and \"extra\" are ignored in favour of \"cmdline\"".into(),
+                });
+            }
+        }
+        if let Some(s) = self.get("tsc_mode") {
+            // xl takes a name, or (deprecated) libxl's number.
+            cfg.tsc_mode = match &s.value {
+                CfgValue::Number(_) => {
+                    let n = self.number("tsc_mode", s)?;
+                    usize::try_from(n)
+                        .ok()
+                        .and_then(|i| TscMode::ALL.get(i).copied())
+                        .ok_or_else(|| {
+                            Error::at(
+                                &s.loc,
+                                format!(
+                                    "expected 0 (default), 1 (always_emulate) or 2 (native) for \
+                                     \"tsc_mode\", found {n}"
+                                ),
+                            )
+                        })?
+                }
+                _ => {
+                    let v = self.string("tsc_mode", s)?;
+                    v.parse::<TscMode>().map_err(|e| {
+                        Error::at(
+                            &s.loc,
+                            format!("expected {} for \"tsc_mode\", found {v:?}", e.expected),
+                        )
+                    })?
+                }
+            };
         }
         if let Some(s) = self.get("disk") {
             cfg.disks = self.spec_list("disk", s, DiskSpec::parse)?;
@@ -525,7 +568,7 @@ impl XlConfig {
 }
 
 /// The keys [`XlConfig::to_domain_config`] interprets.
-pub const KNOWN_KEYS: [&str; 18] = [
+pub const KNOWN_KEYS: [&str; 21] = [
     "name",
     "type",
     "builder",
@@ -536,6 +579,9 @@ pub const KNOWN_KEYS: [&str; 18] = [
     "kernel",
     "ramdisk",
     "extra",
+    "root",
+    "cmdline",
+    "tsc_mode",
     "disk",
     "vif",
     "vkb",
@@ -632,10 +678,15 @@ pub fn render(config: &DomainConfig) -> String {
         ("kernel", &config.kernel),
         ("ramdisk", &config.ramdisk),
         ("extra", &config.extra),
+        ("root", &config.root),
+        ("cmdline", &config.cmdline),
     ] {
         if let Some(v) = v {
             line(k, quote(v));
         }
+    }
+    if !config.tsc_mode.is_default() {
+        line("tsc_mode", quote(config.tsc_mode.as_str()));
     }
     if !config.disks.is_empty() {
         line(

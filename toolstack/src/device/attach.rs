@@ -259,12 +259,14 @@ pub(super) fn add_locked(
 
 /// Creation's device phase: with the slow lock held since the stored config (which already
 /// describes them) was written, create every device in xenstore and wait for their backends
-/// (all but the primary console's: see [`add_primary_console`]).
+/// (all but the primary console's: see [`add_primary_console`]). `console` is the primary
+/// console's ring as the domain builder set it up.
 pub(crate) fn attach_at_creation(
     host: &Host,
     _slow: &mut Locked<'_, level::Slow>,
     domid: DomId,
     config: &crate::config::DomainConfig,
+    console: PrimaryConsole,
 ) -> Result<()> {
     let opts = Options::default();
     for spec in &config.disks {
@@ -290,7 +292,7 @@ pub(crate) fn attach_at_creation(
             let devid = vif_devid(spec).unwrap_or(0);
             let dev = DeviceRef { kind, domid, devid };
             if dev.is_primary_console() {
-                add_primary_console(host, dev, opts.backend, spec)?;
+                add_primary_console(host, dev, opts.backend, spec, console)?;
                 continue;
             }
             let nodes = keyed_nodes(kind, spec, devid, &host.hotplug_scripts);
@@ -303,24 +305,33 @@ pub(crate) fn attach_at_creation(
     Ok(())
 }
 
-/// Writes the primary console of a domain being created: allocates its event channel (an
-/// unbound port for the backend domain, as libxl's `libxl__build_pre`) and writes the nodes.
-/// It does not wait: xenconsoled does not use the XenbusState handshake, and libxl does not
-/// wait for it either.
+/// The primary console's ring, as creation set it up: its event channel (an unbound port for
+/// the console backend, allocated with the xenstore one as libxl's `libxl__build_pre` does)
+/// and, when a kernel was loaded, the ring's frame (`ring-ref`: a machine frame for PV, a
+/// guest frame for PVH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PrimaryConsole {
+    /// The event channel.
+    pub(crate) port: u32,
+    /// The ring's frame, if a builder laid one out.
+    pub(crate) ring_ref: Option<u64>,
+}
+
+/// Writes the primary console of a domain being created, with the port and ring creation
+/// set up. It does not wait: xenconsoled does not use the XenbusState handshake, and libxl
+/// does not wait for it either.
 pub(super) fn add_primary_console(
     host: &Host,
     dev: DeviceRef,
     backend: DomId,
     spec: &VifSpec,
+    console: PrimaryConsole,
 ) -> Result<()> {
-    let port = host
-        .xc
-        .evtchn_alloc_unbound(dev.domid, backend)
-        .map_err(|source| Error::Xen {
-            domain: DomainRef::id(dev.domid),
-            what: "cannot allocate its console event channel",
-            source,
-        })?;
-    write_device(host, dev, backend, &console_nodes(spec, 0, Some(port)))?;
+    write_device(
+        host,
+        dev,
+        backend,
+        &console_nodes(spec, 0, Some((console.port, console.ring_ref))),
+    )?;
     hooks::point("create:device-written")
 }

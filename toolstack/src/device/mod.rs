@@ -30,11 +30,11 @@
 //! (the guest may read it, and writes only `backend-id`), so the guest cannot rewrite what
 //! xenconsoled reads. It holds `limit` (1 MiB), `type` (`xenconsoled`), `output` (`pty`), an
 //! empty `tty` that the backend fills in with its pty, and `port`: the console's event channel,
-//! which creation allocates (unbound, for the backend domain), as libxl's `libxl__build_pre`
-//! does. Its `ring-ref` is the console page the domain builder lays out in the guest; there is
-//! no domain builder yet, so `ring-ref` is not written, and xenconsoled (which reads both
-//! `ring-ref` and `port`, and waits while either is missing) leaves the console alone until a
-//! builder writes it. The frontend has no `state`: xenconsoled does not use the XenbusState
+//! which creation allocates (unbound, for the console backend's domain), as libxl's
+//! `libxl__build_pre` does. Its `ring-ref` is the console page the domain builder lays out in
+//! the guest (a machine frame for PV, a guest frame for PVH); a domain created without a kernel
+//! has none, so `ring-ref` is not written, and xenconsoled (which reads both `ring-ref` and
+//! `port`, and waits while either is missing) leaves that console alone. The frontend has no `state`: xenconsoled does not use the XenbusState
 //! handshake (it never writes the backend's `state` either), so creation does not wait for it,
 //! as libxl does not. Destroy removes it with the domain's directories.
 //!
@@ -70,8 +70,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub(crate) use attach::attach_at_creation;
 pub use attach::{add_channel, add_disk, add_nic, add_vkb};
+pub(crate) use attach::{attach_at_creation, PrimaryConsole};
 pub use detach::remove;
 pub use error::{DeviceError, Goal};
 pub(crate) use hotplug::hotplug_remove_all;

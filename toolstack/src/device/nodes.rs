@@ -129,9 +129,9 @@ pub(super) const CONSOLE_PROTOCOL: &str = "vt100";
 pub(super) const CONSOLE_LIMIT: &str = "1048576";
 
 /// A console's nodes, as `libxl__device_console_add` writes them: the primary one (devid 0)
-/// with its event channel `port` when creation allocated one; a secondary one (a channel)
-/// with its `name` and the frontend `state`/`protocol` of the handshake.
-pub(super) fn console_nodes(spec: &VifSpec, devid: u32, port: Option<u32>) -> Nodes {
+/// with its event channel `port` and ring `ring-ref` when creation set them up; a secondary
+/// one (a channel) with its `name` and the frontend `state`/`protocol` of the handshake.
+pub(super) fn console_nodes(spec: &VifSpec, devid: u32, ring: Option<(u32, Option<u64>)>) -> Nodes {
     let mut n = Nodes {
         backend: vec![("protocol", CONSOLE_PROTOCOL.into())],
         ..Nodes::default()
@@ -157,8 +157,11 @@ pub(super) fn console_nodes(spec: &VifSpec, devid: u32, port: Option<u32>) -> No
     ]);
     if devid == 0 {
         n.primary_console = true;
-        if let Some(port) = port {
+        if let Some((port, ring_ref)) = ring {
             n.frontend_ro.push(("port", port.to_string()));
+            if let Some(r) = ring_ref {
+                n.frontend_ro.push(("ring-ref", r.to_string()));
+            }
         }
     } else {
         n.frontend.push(("protocol", CONSOLE_PROTOCOL.into()));

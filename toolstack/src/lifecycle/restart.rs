@@ -143,7 +143,9 @@ pub(crate) fn restart(
         Err(e) => return Err(e),
     }
     hooks::point("restart:destroyed")?;
-    let created = crate::create::create(host, token, &record.config, &mut |_| {})?;
+    // Restarted as xl does: built and running (a config without a kernel stays paused).
+    let boot = crate::create::CreateOptions::default();
+    let created = crate::create::create_with(host, token, &record.config, &boot, &mut |_| {})?;
     hooks::point("restart:created")?;
     restarting.finish()?;
     Ok(Restarted::As(created.domid))
@@ -189,7 +191,9 @@ pub fn recover_restarts(
                 Some(_) => {}
                 None => {
                     if crate::domain::find_by_name(host, &name)?.is_none() {
-                        let created = crate::create::create(host, token, &r.config, &mut |_| {})?;
+                        let boot = crate::create::CreateOptions::default();
+                        let created =
+                            crate::create::create_with(host, token, &r.config, &boot, &mut |_| {})?;
                         done.push(format!(
                             "{}: restarted (its restart was interrupted after domain {} \
                              was destroyed)",

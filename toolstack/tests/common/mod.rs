@@ -123,7 +123,7 @@ impl SimHost {
             &p,
             format!(
                 "name = \"{name}\"\ntype = \"pv\"\nmemory = {memory_mib}\nmaxmem = {maxmem_mib}\n\
-                 vcpus = 1\nkernel = \"/boot/vmlinuz\"\n"
+                 vcpus = 1\n"
             ),
         )
         .expect("write cfg");

@@ -30,15 +30,19 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
-    /// Create a domain from an xl.cfg file (always left paused: kernel loading is not
-    /// supported yet).
+    /// Create a domain from an xl.cfg file: load its kernel, build it and start it (a config
+    /// without a kernel makes an empty domain, left paused).
     Create {
-        /// Leave the domain paused (the only mode for now; accepted for xl compatibility).
+        /// Leave the domain paused once built.
         #[arg(short = 'p')]
         paused: bool,
         /// Print nothing but errors.
-        #[arg(short = 'q', long)]
+        #[arg(short = 'q', long, conflicts_with = "verbose")]
         quiet: bool,
+        /// Print each step as it is done, with its time, and where the time went at the end
+        /// (as does `RXEN_CREATE_TIMINGS=1`, for the breakdown alone).
+        #[arg(short = 'v', long)]
+        verbose: bool,
         /// Stay in the foreground as the domain's monitor until it is gone (as `xl create
         /// -F`); without it, a monitor runs detached, logging to the host's log directory.
         #[arg(short = 'F', conflicts_with = "no_monitor")]

@@ -32,12 +32,18 @@ pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult
         Command::Create {
             paused,
             quiet,
+            verbose,
             foreground,
             no_monitor,
             config,
             overrides,
         } => {
-            let domid = create(&host, root, config, overrides, *paused, *quiet)?;
+            let how = CreateHow {
+                paused: *paused,
+                quiet: *quiet,
+                verbose: *verbose,
+            };
+            let domid = create(&host, root, config, overrides, how)?;
             if *foreground {
                 monitor(&host, root, domid)
             } else if *no_monitor {
@@ -272,14 +278,58 @@ pub(crate) fn dev_opts(timeout: f64, force: bool) -> AnyResult<device::Options> 
     })
 }
 
+/// How `rxl create` runs and reports.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CreateHow {
+    /// `-p`: leave the domain paused.
+    pub(crate) paused: bool,
+    /// `-q`: errors only.
+    pub(crate) quiet: bool,
+    /// `-v`: each step with its time, and the breakdown.
+    pub(crate) verbose: bool,
+}
+
+/// The environment variable that makes `rxl create` print where the time went.
+pub(crate) const TIMINGS_ENV: &str = "RXEN_CREATE_TIMINGS";
+
+/// One progress step as a line (for `-v`) or a status (for a terminal).
+fn step_text(step: Step) -> String {
+    use toolstack::create::KernelSource;
+    match step {
+        Step::KernelLoaded { source, elf_bytes } => format!(
+            "kernel loaded: {} KiB ELF image, {}",
+            elf_bytes / 1024,
+            match source {
+                KernelSource::Plain => "not compressed",
+                KernelSource::Unpacked => "unpacked",
+                KernelSource::Cached => "unpacked image from the cache",
+            }
+        ),
+        Step::Created(d) => format!("domain {d} created"),
+        Step::Claimed { pages } => format!("claimed {} MiB", pages / 256),
+        Step::Populating { done, total } => {
+            format!("populating memory: {} / {} MiB", done / 256, total / 256)
+        }
+        Step::Loaded { bytes } => format!("kernel and initrd loaded ({} KiB)", bytes / 1024),
+        Step::PageTables { bytes } => {
+            format!("page tables and start info written ({} KiB)", bytes / 1024)
+        }
+        Step::Vcpus => "vCPUs set".into(),
+        Step::Grants => "grant table seeded".into(),
+        Step::Xenstore => "xenstore entries written, domain introduced".into(),
+        Step::Stored => "config stored, adding devices".into(),
+        Step::Unpaused => "unpaused".into(),
+    }
+}
+
 pub(crate) fn create(
     host: &Host,
     root: &mut Locked<'_, level::Unlocked>,
     path: &std::path::Path,
     overrides: &[String],
-    paused: bool,
-    quiet: bool,
+    how: CreateHow,
 ) -> AnyResult<u16> {
+    let quiet = how.quiet;
     if !quiet {
         eprintln!("Parsing config from {}", path.display());
     }
@@ -288,45 +338,54 @@ pub(crate) fn create(
     for w in warnings {
         eprintln!("rxl: warning: {w}");
     }
-    if config.kernel.is_some() && !quiet {
-        eprintln!(
-            "rxl: note: the kernel is recorded in the domain's config but not loaded \
-             (kernel loading is not supported yet)"
-        );
-    }
-    let tty = std::io::stderr().is_terminal() && !quiet;
+    let tty = std::io::stderr().is_terminal() && !quiet && !how.verbose;
+    let started = std::time::Instant::now();
+    let mut last = started;
     let mut progress = |step: Step| {
-        if !tty {
-            return;
-        }
         let mut err = std::io::stderr().lock();
-        let _ = match step {
-            Step::Created(d) => write!(err, "\rdomain {d}: created, claiming memory"),
-            Step::Claimed { pages } => {
-                write!(err, "\rdomain: claimed {} MiB                ", pages / 256)
+        if how.verbose {
+            // Populate reports every 512 MiB; its end is enough for a line.
+            if let Step::Populating { done, total } = step {
+                if done < total {
+                    return;
+                }
             }
-            Step::Populating { done, total } => write!(
+            let now = std::time::Instant::now();
+            let _ = writeln!(
                 err,
-                "\rpopulating memory: {} / {} MiB      ",
-                done / 256,
-                total / 256
-            ),
-            Step::Xenstore => write!(err, "\rwriting xenstore entries                "),
-            Step::Stored => writeln!(err, "\rdone                                    "),
-        };
-        let _ = err.flush();
+                "rxl: [{:8.3} ms, +{:8.3} ms] {}",
+                (now - started).as_secs_f64() * 1000.0,
+                (now - last).as_secs_f64() * 1000.0,
+                step_text(step)
+            );
+            last = now;
+        } else if tty {
+            let _ = match step {
+                Step::Stored => writeln!(err, "\r{:<60}", "done"),
+                other => write!(err, "\r{:<60}", step_text(other)),
+            };
+            let _ = err.flush();
+        }
     };
-    let created = toolstack::create::create(host, root, &config, &mut progress)?;
+    let opts = toolstack::create::CreateOptions {
+        paused: how.paused,
+        ..Default::default()
+    };
+    let created = toolstack::create::create_with(host, root, &config, &opts, &mut progress)?;
+    if how.verbose || std::env::var_os(TIMINGS_ENV).is_some_and(|v| v == "1") {
+        eprintln!("rxl: create timings: {}", created.timings);
+    }
     if !quiet {
+        let state = if created.unpaused {
+            "running"
+        } else if created.booted {
+            "paused"
+        } else {
+            "paused (no kernel)"
+        };
         eprintln!(
-            "Domain {} ({}) created, paused{}.",
-            created.domid,
-            config.name,
-            if paused {
-                ""
-            } else {
-                " (kernel loading is not supported yet, so it is not started)"
-            }
+            "Domain {} ({}) created, {state}.",
+            created.domid, config.name
         );
         if !created.introduced {
             eprintln!(

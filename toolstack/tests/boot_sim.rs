@@ -1,0 +1,466 @@
+//! `create` with a kernel on the simulated host, end to end: a Debian-shaped kernel (xz in a
+//! bzImage) and an initrd built into a PV and a PVH guest, checked structurally through the
+//! public APIs (`boot_check`), each builder step broken on purpose and caught, `rxl create`
+//! booting (or with `-p` not), its timings, the kernel cache, and crash recovery at every
+//! hook of a kernel build.
+
+// Test sizes are small: they fit every integer type.
+#![allow(clippy::cast_possible_truncation)]
+
+mod boot_check;
+mod common;
+mod kernel_fixture;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use boot_check::{check, Expect};
+use common::{stderr, wait, Hooks, SimHost};
+use toolstack::build::exec::{Break, Breaks};
+use toolstack::config::{DomainConfig, DomainType, TscMode};
+use toolstack::create::{self, CreateOptions, KernelSource, Step};
+use toolstack::hooks::HOOK_SOCKET_ENV;
+use toolstack::lock::Locked;
+use toolstack::{Error, Host};
+
+const MEMORY_MIB: u64 = 32;
+const CMDLINE: &str = "console=hvc0 rxen.test=1";
+
+/// A kernel and an initrd in the host's directory, and what the guest should hold.
+struct Inputs {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    expect: Expect,
+}
+
+fn inputs(host: &SimHost) -> Inputs {
+    let (bz, elf) = kernel_fixture::debian_like_bzimage("xz");
+    let initrd = kernel_fixture::pattern(10_000, 5);
+    let k = host.path().join("vmlinuz");
+    let i = host.path().join("initrd.img");
+    std::fs::write(&k, bz).expect("kernel");
+    std::fs::write(&i, &initrd).expect("initrd");
+    Inputs {
+        kernel: k,
+        initrd: i,
+        expect: Expect {
+            elf,
+            cmdline: CMDLINE.into(),
+            initrd: Some(initrd),
+            memory_mib: MEMORY_MIB,
+            vcpus: 2,
+        },
+    }
+}
+
+fn config(name: &str, kind: DomainType, inputs: &Inputs) -> DomainConfig {
+    let mut c = DomainConfig::new(name);
+    c.domain_type = kind;
+    c.memory_kib = MEMORY_MIB * 1024;
+    c.maxmem_kib = c.memory_kib;
+    c.vcpus = 2;
+    c.kernel = Some(inputs.kernel.display().to_string());
+    c.ramdisk = Some(inputs.initrd.display().to_string());
+    c.extra = Some(CMDLINE.into());
+    if kind == DomainType::Pvh {
+        c.tsc_mode = TscMode::Native;
+    }
+    c
+}
+
+fn cfg_file(host: &SimHost, name: &str, kind: &str, inputs: &Inputs) -> String {
+    let p = host.path().join(format!("{name}.cfg"));
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"{name}\"\ntype = \"{kind}\"\nmemory = {MEMORY_MIB}\nvcpus = 2\n\
+             kernel = \"{}\"\nramdisk = \"{}\"\nextra = \"{CMDLINE}\"\ntsc_mode = \"native\"\n",
+            inputs.kernel.display(),
+            inputs.initrd.display()
+        ),
+    )
+    .expect("cfg");
+    p.display().to_string()
+}
+
+/// Creates `config` with `breaks`, paused, in this process; its steps.
+fn build(
+    host: &Host,
+    root: &mut Locked<'_, toolstack::lock::level::Unlocked>,
+    config: &DomainConfig,
+    breaks: Breaks,
+) -> (create::Created, Vec<Step>) {
+    let mut steps = Vec::new();
+    let opts = CreateOptions {
+        paused: true,
+        breaks,
+    };
+    let c = create::create_with(host, root, config, &opts, &mut |s| steps.push(s))
+        .unwrap_or_else(|e| panic!("create {}: {e:?}", config.name));
+    (c, steps)
+}
+
+fn clean_build_passes(kind: DomainType) {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let host = sim.lib();
+    let mut root = Locked::root();
+    let (c, steps) = build(&host, &mut root, &config("g", kind, &inputs), Breaks::NONE);
+    let faults = check(&host, c.domid, &inputs.expect);
+    assert!(faults.0.is_empty(), "{kind:?}: {:#?}", faults.0);
+    assert!(c.booted && !c.unpaused && c.introduced);
+    assert!(host.xc.domain_info(c.domid).expect("info").paused());
+    // Every stage reported, in order.
+    let names: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::KernelLoaded { .. } => Some("kernel"),
+            Step::Created(_) => Some("created"),
+            Step::Claimed { .. } => Some("claimed"),
+            Step::Loaded { .. } => Some("loaded"),
+            Step::PageTables { .. } => Some("page-tables"),
+            Step::Vcpus => Some("vcpus"),
+            Step::Grants => Some("grants"),
+            Step::Xenstore => Some("xenstore"),
+            Step::Stored => Some("stored"),
+            Step::Unpaused => Some("unpaused"),
+            Step::Populating { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "kernel",
+            "created",
+            "claimed",
+            "loaded",
+            "page-tables",
+            "vcpus",
+            "grants",
+            "xenstore",
+            "stored"
+        ]
+    );
+    // The claim was the build's pages, and populate gave them all.
+    let claimed = steps.iter().find_map(|s| match s {
+        Step::Claimed { pages } => Some(*pages),
+        _ => None,
+    });
+    let populated = steps.iter().rev().find_map(|s| match s {
+        Step::Populating { done, total } => Some((*done, *total)),
+        _ => None,
+    });
+    assert_eq!(populated, claimed.map(|p| (p, p)));
+    let t = c.timings;
+    assert!(t.total >= t.populate + t.load + t.page_tables, "{t}");
+}
+
+#[test]
+fn a_pv_guest_is_built_whole() {
+    clean_build_passes(DomainType::Pv);
+}
+
+#[test]
+fn a_pvh_guest_is_built_whole() {
+    clean_build_passes(DomainType::Pvh);
+}
+
+/// Each break that applies to `kind` makes the check of its name fail; the build itself
+/// succeeds (no hypercall refuses a wrong value), so only the check can tell.
+fn every_break_is_caught(kind: DomainType) {
+    let sim = SimHost::new(2048, 256);
+    let inputs = inputs(&sim);
+    let host = sim.lib();
+    let mut root = Locked::root();
+    let pvh = kind == DomainType::Pvh;
+    let mut tried = 0;
+    for b in Break::ALL.into_iter().filter(|b| b.applies_to(pvh)) {
+        let name = format!("broken-{}", b.name());
+        let breaks = Breaks::NONE.with(b);
+        let (c, _) = build(&host, &mut root, &config(&name, kind, &inputs), breaks);
+        let faults = check(&host, c.domid, &inputs.expect);
+        assert!(
+            faults.names().contains(&b.name()),
+            "{kind:?}: break {:?} was not caught by check {:?}; faults: {:#?}",
+            b,
+            b.name(),
+            faults.0
+        );
+        toolstack::domain::destroy(&host, &mut root, c.domid).expect("destroy");
+        tried += 1;
+    }
+    assert!(tried >= 12, "{tried} breaks");
+}
+
+#[test]
+fn every_pv_builder_step_broken_on_purpose_is_caught() {
+    every_break_is_caught(DomainType::Pv);
+}
+
+#[test]
+fn every_pvh_builder_step_broken_on_purpose_is_caught() {
+    every_break_is_caught(DomainType::Pvh);
+}
+
+#[test]
+fn rxl_create_boots_unless_paused_and_reports_its_timings() {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    for (kind, name) in [("pv", "run-pv"), ("pvh", "run-pvh")] {
+        let cfg = cfg_file(&sim, name, kind, &inputs);
+        let out = sim.rxl(&["create", "-e", "-v", &cfg]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        for line in [
+            "kernel loaded",
+            "populating memory",
+            "page tables and start info written",
+            "grant table seeded",
+            "unpaused",
+            "rxl: create timings: total ",
+            "decompress ",
+            "populate ",
+            "page-tables ",
+            "xenstore ",
+            "created, running.",
+        ] {
+            assert!(err.contains(line), "{kind}: {line:?} missing in\n{err}");
+        }
+        let d = sim.domid(name).expect("listed");
+        let host = sim.lib();
+        assert!(!host.xc.domain_info(d).expect("info").paused(), "{kind}");
+    }
+    // -p builds and leaves it paused; RXEN_CREATE_TIMINGS prints the breakdown alone.
+    let cfg = cfg_file(&sim, "held", "pv", &inputs);
+    let out = sim
+        .command(&["create", "-e", "-p", &cfg])
+        .env("RXEN_CREATE_TIMINGS", "1")
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rxl: create timings: total "), "{err}");
+    assert!(err.contains("created, paused."), "{err}");
+    assert!(!err.contains("kernel loaded"), "no steps without -v: {err}");
+    let d = sim.domid("held").expect("listed");
+    let host = sim.lib();
+    assert!(host.xc.domain_info(d).expect("info").paused());
+    assert!(check(&host, d, &inputs.expect).0.is_empty());
+}
+
+#[test]
+fn the_second_create_of_a_kernel_takes_it_from_the_cache() {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let host = sim.lib();
+    let mut root = Locked::root();
+    let source = |steps: &[Step]| {
+        steps.iter().find_map(|s| match s {
+            Step::KernelLoaded { source, .. } => Some(*source),
+            _ => None,
+        })
+    };
+    let (_, first) = build(
+        &host,
+        &mut root,
+        &config("c1", DomainType::Pv, &inputs),
+        Breaks::NONE,
+    );
+    let (c2, second) = build(
+        &host,
+        &mut root,
+        &config("c2", DomainType::Pvh, &inputs),
+        Breaks::NONE,
+    );
+    assert_eq!(source(&first), Some(KernelSource::Unpacked));
+    assert_eq!(source(&second), Some(KernelSource::Cached));
+    assert_eq!(c2.timings.kernel.decompress, std::time::Duration::ZERO);
+    let faults = check(&host, c2.domid, &inputs.expect);
+    assert!(faults.0.is_empty(), "{:#?}", faults.0);
+}
+
+#[test]
+fn rxl_honours_rxen_test_break() {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let cfg = cfg_file(&sim, "b", "pv", &inputs);
+    let out = sim
+        .command(&["create", "-e", "-p", "-q", &cfg])
+        .env("RXEN_TEST_BREAK", "rip,grant-store")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = sim.domid("b").expect("listed");
+    let names = check(&sim.lib(), d, &inputs.expect).names();
+    assert!(
+        names.contains(&"rip") && names.contains(&"grant-store"),
+        "{names:?}"
+    );
+    // An unknown name is refused before anything is made.
+    let cfg = cfg_file(&sim, "b2", "pv", &inputs);
+    let out = sim
+        .command(&["create", "-e", "-p", &cfg])
+        .env("RXEN_TEST_BREAK", "no-such-step")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown build break"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(sim.domid("b2").is_none());
+}
+
+#[test]
+fn a_kernel_that_cannot_be_used_leaves_nothing_behind() {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let host = sim.lib();
+    let mut root = Locked::root();
+    let before = sim.ok(&["info"]);
+    // Not a kernel.
+    let bad = sim.path().join("garbage");
+    std::fs::write(&bad, b"this is not a kernel at all").expect("write");
+    let mut c = config("bad", DomainType::Pv, &inputs);
+    c.kernel = Some(bad.display().to_string());
+    let e = create::create_with(&host, &mut root, &c, &CreateOptions::default(), &mut |_| {})
+        .expect_err("garbage kernel");
+    assert!(matches!(e, Error::Kernel { .. }), "{e:?}");
+    assert!(e.to_string().contains("cannot use the kernel"), "{e}");
+    // A missing ramdisk.
+    let mut c = config("bad", DomainType::Pv, &inputs);
+    c.ramdisk = Some("/nonexistent/initrd".into());
+    let e = create::create_with(&host, &mut root, &c, &CreateOptions::default(), &mut |_| {})
+        .expect_err("missing ramdisk");
+    assert!(
+        e.to_string().contains("the ramdisk /nonexistent/initrd"),
+        "{e}"
+    );
+    // Too little memory for the kernel at 16 MiB.
+    let mut c = config("bad", DomainType::Pvh, &inputs);
+    c.memory_kib = 8 * 1024;
+    c.maxmem_kib = c.memory_kib;
+    let e = create::create_with(&host, &mut root, &c, &CreateOptions::default(), &mut |_| {})
+        .expect_err("too small");
+    assert!(matches!(e, Error::Plan { .. }), "{e:?}");
+    assert_eq!(sim.list().len(), 1, "only dom0");
+    assert_eq!(sim.ok(&["info"]), before);
+    assert!(
+        std::fs::read_dir(sim.path().join("domains/creating"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no creation record left"
+    );
+}
+
+#[test]
+fn a_build_that_fails_half_way_is_rolled_back() {
+    // A hook failing each build stage in turn: the domain, its memory and its entries go.
+    for point in [
+        "create:populated",
+        "create:loaded",
+        "create:vcpus-set",
+        "create:before-stored",
+        "create:unpaused",
+    ] {
+        let sim = SimHost::new(1024, 256);
+        let inputs = inputs(&sim);
+        let idle = sim.ok(&["info"]);
+        let cfg = cfg_file(&sim, "half", "pvh", &inputs);
+        let hooks = Hooks::new(sim.path());
+        let child = sim
+            .command(&["create", "-e", &cfg])
+            .env(HOOK_SOCKET_ENV, &hooks.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut h = hooks.accept("create");
+        loop {
+            let got = h.next().unwrap_or_else(|| panic!("{point} never reached"));
+            if got == point {
+                h.fail();
+                break;
+            }
+            h.go();
+        }
+        let out = wait(child, "create");
+        assert!(!out.status.success(), "{point}");
+        assert!(sim.domid("half").is_none(), "{point}");
+        assert_eq!(sim.list().len(), 1, "{point}: only dom0");
+        assert_eq!(sim.ok(&["info"]), idle, "{point}: memory back");
+        assert!(
+            !sim.xenstore_ls("/local/domain").contains("half"),
+            "{point}: xenstore entries left"
+        );
+    }
+}
+
+/// Runs `args` with hooks, answers `go` at the first `k` points and kills it at point `k`;
+/// the point, or `None` if it finished first.
+fn kill_at(host: &SimHost, hooks: &Hooks, args: &[&str], k: usize) -> Option<String> {
+    let mut child = host
+        .command(args)
+        .env(HOOK_SOCKET_ENV, &hooks.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut h = hooks.accept("victim");
+    let mut n = 0;
+    loop {
+        match h.next() {
+            None => {
+                let out = wait(child, "victim");
+                assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+                return None;
+            }
+            Some(point) if n == k => {
+                child.kill().expect("kill");
+                let _ = child.wait();
+                return Some(point);
+            }
+            Some(_) => {
+                n += 1;
+                h.go();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_kernel_build_killed_at_every_step_is_recovered() {
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let cfg = cfg_file(&sim, "crash", "pv", &inputs);
+    let idle = sim.ok(&["info"]);
+    let hooks = Hooks::new(sim.path());
+    let mut seen = Vec::new();
+    for k in 0.. {
+        let Some(point) = kill_at(&sim, &hooks, &["create", "-e", "-q", &cfg], k) else {
+            let d = sim.domid("crash").expect("created");
+            assert!(check(&sim.lib(), d, &inputs.expect).0.is_empty());
+            break;
+        };
+        seen.push(point.clone());
+        let said = stderr(&sim.rxl(&["recover"]));
+        assert_eq!(sim.list().len(), 1, "killed at {point}: {said}");
+        assert_eq!(
+            sim.ok(&["info"]),
+            idle,
+            "killed at {point}: memory after recovery"
+        );
+    }
+    for p in [
+        "create:populated",
+        "create:loaded",
+        "create:vcpus-set",
+        "create:before-stored",
+        "create:unpaused",
+        "create:complete",
+    ] {
+        assert!(seen.iter().any(|s| s == p), "{p} not reached: {seen:?}");
+    }
+}
