@@ -314,8 +314,8 @@ struct Launch {
 /// Runs `xl create CFG` or `rxl create -v CFG`, times it, and checks that the guest then runs.
 ///
 /// Nothing asks Xen or xenstored anything while the command runs: under TCG a poller's
-/// hypercalls and xenstore reads slow the toolstack it measures (measured: xl's create took
-/// 2.4 times as long with a 20 ms `getdomaininfo` and xenstore poll beside it).
+/// hypercalls and xenstore reads compete with the toolstack it measures, and not equally for
+/// both tools.
 fn launch(host: &Host, tool: Tool, guest: &Guest) -> Launch {
     let cfg = guest.write();
     let mut cmd = match tool {
