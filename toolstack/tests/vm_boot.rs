@@ -10,6 +10,8 @@
 //!   configured MAC; after `rxl mem-set` its balloon driver brings `tot_pages` to the target;
 //!   `rxl reboot` with `on_reboot = "restart"` gives a new domain that boots again with both
 //!   disks; `rxl shutdown` powers it off and its monitor cleans up.
+//! - A PV guest that panics is preserved by its monitor (`on_crash = "preserve"`), listed as
+//!   crashed by `rxl list` and `xl list` alike.
 //! - A PVH guest from Debian's bzImage as it ships (XZ) boots to the marker, cold and warm
 //!   kernel cache timed; `xl` sees it and `xl destroy` removes it.
 //! - Speed: the `create` command, which returns once the guest is unpaused (the toolstack's
@@ -879,4 +881,33 @@ fn create_starts_guests_sooner_with_rxl_than_with_xl_warm_and_cold() {
         }
     }
     assert!(failures.is_empty(), "slower than the goal: {failures:?}");
+}
+
+#[test]
+fn pv_guest_that_crashes_is_preserved_by_its_monitor() {
+    let host = host();
+    let mut cleanup = Cleanup::default();
+    let guest = Guest::new("t-bt-crash", Kind::Pv, KERNEL).arg("rxen.crash");
+    cleanup.add(&guest.name);
+    let console = Console::of(&guest.name);
+    let l = launch(&host, Tool::Rxl, &guest);
+    console.wait("rxen-guest: crash", 1, &[]);
+    // on_crash = "preserve" (Guest's config): the monitor leaves it, shut down with reason
+    // crash, and ends; xl and rxl list agree.
+    let d = until("the crash seen by Xen", BOOT_LIMIT, || {
+        find(&host, &guest.name).filter(|d| d.shutdown_reason.as_deref() == Some("crash"))
+    });
+    assert_eq!(d.domid, l.domid, "preserved, not restarted");
+    until("the monitor gone", BOOT_LIMIT, || {
+        monitors_of(l.domid).is_empty().then_some(())
+    });
+    let xl_state = run("xl", &["list", &guest.name])
+        .lines()
+        .nth(1)
+        .and_then(|r| r.split_whitespace().nth(4).map(str::to_owned))
+        .expect("xl lists the crashed guest");
+    assert_eq!(d.state, xl_state, "rxl and xl list the same state");
+    assert!(d.state.contains('c'), "{}", d.state);
+    println!("BOOT pv crash: preserved as {xl_state}");
+    destroy(&host, Tool::Rxl, &guest.name);
 }
