@@ -34,11 +34,12 @@ impl Laps {
     }
 }
 
-/// A paused domain of ours, with no kernel running: its frontends never answer.
+/// A paused domain of ours, its kernel built but never run: its frontends never answer.
+/// 128 MiB: Debian's kernel occupies guest memory up to about 74 MiB.
 fn paused_domain(host: &Host, root: &mut Locked<'_, level::Unlocked>, name: &str) -> DomId {
     let mut config = DomainConfig::new(name);
-    config.memory_kib = 64 * 1024;
-    config.maxmem_kib = 64 * 1024;
+    config.memory_kib = 128 * 1024;
+    config.maxmem_kib = 128 * 1024;
     config.kernel = Some("/boot/vmlinuz".into());
     create::create(host, root, &config, &mut |_| {})
         .expect("create")
