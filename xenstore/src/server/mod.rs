@@ -298,6 +298,20 @@ struct Rings {
     more: Vec<ConnId>,
 }
 
+/// Rings per poll interval in a timed sweep: with more, the sweep comes less often, so that
+/// looking at many idle rings (a host of a thousand domains) does not take the daemon's time.
+const RINGS_PER_INTERVAL: u32 = 32;
+
+impl Rings {
+    /// How often every ring is looked at without an event: the connector's poll interval, once
+    /// per [`RINGS_PER_INTERVAL`] rings (20 ms up to 32 rings, 640 ms at 1000).
+    fn sweep_interval(&self) -> Option<Duration> {
+        let i = self.connector.poll_interval()?;
+        let n = u32::try_from(self.conns.len()).unwrap_or(u32::MAX);
+        Some(i.saturating_mul(1 + n / RINGS_PER_INTERVAL))
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -771,9 +785,7 @@ impl Server {
         let due = self.rings.as_ref().is_some_and(|r| {
             !r.more.is_empty()
                 || (!r.conns.is_empty()
-                    && r.connector
-                        .poll_interval()
-                        .is_some_and(|i| r.looked.elapsed() >= i))
+                    && r.sweep_interval().is_some_and(|i| r.looked.elapsed() >= i))
         });
         if due {
             self.look_at_rings();
@@ -789,7 +801,7 @@ impl Server {
         if r.conns.is_empty() {
             return None;
         }
-        let i = r.connector.poll_interval()?;
+        let i = r.sweep_interval()?;
         Some(i.saturating_sub(r.looked.elapsed()))
     }
 
