@@ -44,8 +44,14 @@ fn privcmd_device_exists() {
     );
 }
 
+/// The Xen release the harness booted ("4.17", "4.20"), which dom0's init exports.
+fn xen_series() -> String {
+    std::env::var("RXEN_XEN_SERIES").expect("RXEN_XEN_SERIES is set by the harness's dom0 init")
+}
+
 #[test]
-fn xl_info_reports_xen_4_17() {
+fn xl_info_reports_the_release_the_harness_booted() {
+    let series = xen_series();
     let info = run("xl", &["info"]);
     let field = |name: &str| {
         info.lines()
@@ -56,13 +62,40 @@ fn xl_info_reports_xen_4_17() {
             .unwrap_or_else(|| panic!("xl info has no {name}:\n{info}"))
     };
     let version = field("xen_version");
-    assert!(version.starts_with("4.17."), "xen_version {version}");
-    assert_eq!(field("xen_major"), "4");
-    assert_eq!(field("xen_minor"), "17");
+    assert!(
+        version.starts_with(&format!("{series}.")),
+        "xen_version {version}, but the harness booted Xen {series}"
+    );
+    let (major, minor) = series.split_once('.').expect("series is MAJOR.MINOR");
+    assert_eq!(field("xen_major"), major);
+    assert_eq!(field("xen_minor"), minor);
     let total: u64 = field("total_memory")
         .parse()
         .expect("total_memory is a number");
     assert!(total >= 1024, "total_memory {total} MiB");
+}
+
+/// The probe at open picks the profile of the release that runs, by the interface versions Xen
+/// accepts, and that profile lists the release `xl info` names.
+#[test]
+fn our_probe_picks_the_profile_of_the_running_release() {
+    let series = xen_series();
+    let (major, minor) = series.split_once('.').expect("series is MAJOR.MINOR");
+    let want: (u16, u16) = (major.parse().unwrap(), minor.parse().unwrap());
+    let xc = xenctrl::XenCtrl::open().expect("open /dev/xen/privcmd");
+    let profile = xc.interface();
+    assert!(
+        profile.releases.iter().any(|r| r.version == want),
+        "Xen {series} runs, but the probe chose the profile for {} (domctl {:#x}, sysctl {:#x})",
+        profile.xen,
+        profile.domctl,
+        profile.sysctl
+    );
+    let (expected, _) = xenctrl::interface::release(want.0, want.1).expect("a known release");
+    assert_eq!(profile.domctl, expected.domctl);
+    assert_eq!(profile.sysctl, expected.sysctl);
+    let v = xc.version().expect("XENVER_version");
+    assert_eq!((v.major, v.minor), want, "{v:?}");
 }
 
 #[test]
