@@ -1,4 +1,4 @@
-//! Device hotplug on real Xen 4.17, with Xen's own backends: a file-backed disk served by
+//! Device hotplug on real Xen (4.17 and 4.20), with Xen's own backends: a file-backed disk served by
 //! blkback through a loop device that Xen's `block` hotplug script binds (run by this
 //! toolstack, as libxl runs it), and a vif served by netback that `vif-bridge` adds to the
 //! bridge `xenbr0`. Each is cross-checked in the same boot with `xl block-list` /

@@ -1,4 +1,4 @@
-//! Domain lifecycle on real Xen 4.17: the monitor's on_reboot / on_poweroff / on_crash
+//! Domain lifecycle on real Xen (4.17 and 4.20): the monitor's on_reboot / on_poweroff / on_crash
 //! actions on empty domains shut down with `SCHEDOP_remote_shutdown` (as a guest shuts itself
 //! down), cross-checked with `xl list`; and `rxl shutdown -w` of a Linux guest that `xl`
 //! booted. Run inside the dom0 that `scripts/xen-vm-test` boots (feature `vm-tests`).

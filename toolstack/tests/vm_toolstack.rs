@@ -1,4 +1,4 @@
-//! The toolstack on real Xen 4.17, cross-checked with Xen's own `xl` and xenstore tools in the
+//! The toolstack on real Xen (4.17 and 4.20), cross-checked with Xen's own `xl` and xenstore tools in the
 //! same boot. Run inside the dom0 that `scripts/xen-vm-test` boots (feature `vm-tests`).
 //!
 //! The harness copies only test binaries into dom0, so these tests drive the library that

@@ -1,4 +1,4 @@
-//! Everything `xenctrl` offers, on real Xen 4.17, cross-checked with Xen's own `xl` in the same
+//! Everything `xenctrl` offers, on real Xen (4.17 and 4.20), cross-checked with Xen's own `xl` in the same
 //! boot. Built only with the `vm-tests` feature and run in dom0 by `scripts/xen-vm-test`.
 //!
 //! Two parts: the shared suite (`tests/suite/mod.rs`, which `tests/sim_suite.rs` runs on the

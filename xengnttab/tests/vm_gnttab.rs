@@ -1,4 +1,4 @@
-//! The xengnttab suite (`tests/suite/mod.rs`) on real Xen 4.17, inside dom0 in the VM
+//! The xengnttab suite (`tests/suite/mod.rs`) on real Xen (4.17 and 4.20), inside dom0 in the VM
 //! (`scripts/xen-vm-test`): dom0 shares pages with itself through the kernel's gntalloc and maps
 //! them back through gntdev. `tests/sim_gnttab.rs` runs the same suite on the simulator.
 

@@ -1,7 +1,7 @@
 //! Real-Xen xenstore tests, run in dom0 by `scripts/xen-vm-test` (built only with the
 //! `vm-tests` feature; RXEN_VM=1 there):
 //!
-//! - our client against Xen 4.17's C xenstored, over its unix socket and through the kernel's
+//! - our client against the C xenstored of Xen 4.17 and of 4.20, over its unix socket and through the kernel's
 //!   `/dev/xen/xenbus`: the same shared suite our own server passes;
 //! - Xen's own xenstore tools and our client reading each other's writes through C xenstored;
 //! - Xen's xenstore tools (`xenstore-control` too) against our xenstored, started on a second
