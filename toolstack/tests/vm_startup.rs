@@ -14,6 +14,8 @@
 //! on the same two host cores). The whole-process ratios are printed beside it.
 
 mod vm_common;
+#[path = "../../xenctrl/tests/vm_xl/mod.rs"]
+mod vm_xl;
 use vm_common::host;
 
 use std::process::Command;
@@ -83,7 +85,7 @@ fn rxl_list_and_destroy_take_at_most_half_of_xls() {
     let mut rxl_destroy = vec![];
     let paused = |name: &str| {
         let name = format!("name=\"{name}\"");
-        process("xl", &["create", "-p", "/etc/xen/rxen-guest.cfg", &name]);
+        vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", &name]);
     };
     for i in 0..9 {
         paused(&format!("t-startup-{i}-xl"));

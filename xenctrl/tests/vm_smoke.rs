@@ -2,6 +2,8 @@
 //! the harness boots, and prove that the hypervisor, the privcmd driver, xenstored and the `xl`
 //! toolstack are there for the real-Xen tests. Built only with the `vm-tests` feature.
 
+mod vm_xl;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -137,10 +139,7 @@ impl Drop for Guest {
 fn pv_guest_boots_from_the_harness_image() {
     let guest = Guest("rxen-smoke-guest");
     let name_arg = format!("name=\"{}\"", guest.0);
-    run(
-        "xl",
-        &["create", "-p", "/etc/xen/rxen-guest.cfg", &name_arg],
-    );
+    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", &name_arg]);
     let list = run("xl", &["list", guest.0]);
     let state = list
         .lines()

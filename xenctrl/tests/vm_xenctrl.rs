@@ -10,6 +10,7 @@
 //! harness passes) and each destroys what it creates, even when it fails.
 
 mod suite;
+mod vm_xl;
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -226,10 +227,7 @@ fn we_see_a_domain_xl_created() {
     let xc = open();
     let name = "rxen-xl-made";
     let name_arg = format!("name=\"{name}\"");
-    tool(
-        "xl",
-        &["create", "-p", "/etc/xen/rxen-guest.cfg", &name_arg],
-    );
+    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", &name_arg]);
     struct XlGuest;
     impl Drop for XlGuest {
         fn drop(&mut self) {

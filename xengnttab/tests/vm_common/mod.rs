@@ -4,6 +4,9 @@
 
 pub mod protocol;
 
+#[path = "../../../xenctrl/tests/vm_xl/mod.rs"]
+mod vm_xl;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -66,16 +69,12 @@ impl Guest {
         // A leftover from an earlier failed run would make `xl create` refuse the name.
         let _ = Command::new("xl").args(["destroy", name]).output();
         let _ = std::fs::remove_file(console_log(name));
-        run(
-            "xl",
-            &[
-                "create",
-                "/etc/xen/rxen-guest.cfg",
-                &format!("name=\"{name}\""),
-                &format!("ramdisk=\"{GUEST_INITRD}\""),
-                &format!("extra=\"console=hvc0 loglevel=4 rxen.run={run_arg}\""),
-            ],
-        );
+        vm_xl::xl_create(&[
+            "/etc/xen/rxen-guest.cfg",
+            &format!("name=\"{name}\""),
+            &format!("ramdisk=\"{GUEST_INITRD}\""),
+            &format!("extra=\"console=hvc0 loglevel=4 rxen.run={run_arg}\""),
+        ]);
         let domid = run("xl", &["domid", name])
             .trim()
             .parse()

@@ -1,0 +1,81 @@
+//! `xl create` for the real-Xen tests of every crate, with one retry when xl itself dies.
+//!
+//! Debian's xl 4.17 now and then aborts in the child it forks for its monitor
+//! ("pthread_mutex_lock.c:94: ... Assertion `mutex->__data.__owner == 0' failed", or "corrupted
+//! double-linked list") after the domain was made. That is the baseline tool's own crash, not
+//! what any test checks, so a create that died of a signal is undone and tried once more. A
+//! create that fails by exiting with an error is a failure at once.
+//!
+//! Std only: included by path from the other crates' tests.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// How long a destroyed domain may take to leave `xl list`.
+const GONE_LIMIT: Duration = Duration::from_secs(60);
+
+/// `xl create ARGS`: its stdout; panics with xl's stderr if it fails twice, or once by exiting.
+/// `args` must name the domain with a `name="..."` argument, so that a half-made domain can be
+/// destroyed before the retry.
+pub fn xl_create(args: &[&str]) -> String {
+    let name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("name=\"")?.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("xl create {args:?}: no name=\"...\" argument"));
+    let out = create_once(args);
+    if out.status.success() {
+        return stdout(out);
+    }
+    let Some(signal) = out.status.signal() else {
+        fail(args, &out);
+    };
+    println!(
+        "RETRY xl create {name}: xl died of signal {signal}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let _ = Command::new("xl").args(["destroy", name]).output();
+    let t = Instant::now();
+    while listed(name) {
+        assert!(
+            t.elapsed() < GONE_LIMIT,
+            "{name} still listed {GONE_LIMIT:?} after xl destroy"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = create_once(args);
+    if !out.status.success() {
+        fail(args, &out);
+    }
+    stdout(out)
+}
+
+fn create_once(args: &[&str]) -> Output {
+    Command::new("xl")
+        .arg("create")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run xl: {e}"))
+}
+
+/// Whether `xl domid NAME` finds the domain.
+fn listed(name: &str) -> bool {
+    Command::new("xl")
+        .args(["domid", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn stdout(out: Output) -> String {
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn fail(args: &[&str], out: &Output) -> ! {
+    panic!(
+        "xl create {args:?} failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
