@@ -351,11 +351,13 @@ fn prepare_boot(
     let initrd = match &config.ramdisk {
         None => None,
         Some(path) => Some(
-            Initrd::from_file(Path::new(path), &limits).map_err(|source| Error::Kernel {
-                name: name.clone(),
-                what: format!("the ramdisk {path}"),
-                source,
-            })?,
+            Initrd::from_file(Path::new(path), &limits)
+                .map_err(|source| Error::Kernel {
+                    name: name.clone(),
+                    what: format!("the ramdisk {path}"),
+                    source,
+                })?
+                .for_guest(&limits),
         ),
     };
     timings.initrd = t.elapsed();

@@ -13,7 +13,7 @@ use kernel_fixture::*;
 use toolstack::build::kernel::{CommandLine, ElfKernel, ImageLimits, Initrd};
 use toolstack::build::plan::{Load, PlanError, Region, PAGE_SIZE};
 use toolstack::build::pv::{PvBoot, PvImage, PvLayout, FLAT_KERNEL_CS, FLAT_KERNEL_SS};
-use xenctrl::abi::{StartInfo, SIF_MOD_START_PFN, SIF_VIRT_P2M_4TOOLS};
+use xenctrl::abi::{StartInfo, SIF_MOD_START_PFN};
 use xenctrl::x86::{walk, FrameSource, Mapping, PteFlags};
 use zerocopy::FromBytes;
 
@@ -257,7 +257,10 @@ fn start_info_is_where_rsi_points_and_says_what_the_plan_did() {
     assert_eq!(&si.magic[..15], b"xen-3.0-x86_64\0");
     assert_eq!(si.nr_pages, PAGES_128M);
     assert_eq!(si.shared_info, 0xabcde << 12);
-    assert_eq!(si.flags, SIF_VIRT_P2M_4TOOLS | SIF_MOD_START_PFN);
+    assert_eq!(
+        si.flags, SIF_MOD_START_PFN,
+        "libxl's flags: no SIF_VIRT_P2M_4TOOLS"
+    );
     assert_eq!(si.store_mfn, c.p2m[l.xenstore_pfn() as usize]);
     assert_eq!(si.store_mfn, c.image.store_mfn);
     assert_eq!(si.store_evtchn, 3);
@@ -396,7 +399,7 @@ fn without_init_p2m_and_mod_start_pfn_everything_is_in_the_bootstrap_area() {
     assert_eq!(l.p2m().pages, 64);
     assert_eq!(l.start_info_pfn(), kpfn + 76);
     let si = start_info(&c);
-    assert_eq!(si.flags, SIF_VIRT_P2M_4TOOLS);
+    assert_eq!(si.flags, 0);
     assert_eq!(si.mod_start, VIRT_BASE + initrd.segment.pfn * PAGE_SIZE);
     assert_eq!(si.mod_len, 3 * 4096 + 1);
     assert_eq!(si.mfn_list, VIRT_BASE + l.p2m().pfn * PAGE_SIZE);

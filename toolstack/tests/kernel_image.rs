@@ -1289,6 +1289,44 @@ fn an_initrd_is_opaque_bytes_within_the_limit() {
 }
 
 #[test]
+fn a_gzip_initrd_is_inflated_for_the_guest_as_libxenguest_does() {
+    let limits = ImageLimits::default();
+    let cpio = b"070701 a cpio archive".repeat(50);
+    let gz = gzip(&cpio);
+    // Inflated, with libxenguest's 16 bytes of room after the trailer's size.
+    let guest = Initrd::from_bytes(gz.clone(), &limits)
+        .unwrap()
+        .for_guest(&limits);
+    assert_eq!(&guest.as_bytes()[..cpio.len()], &cpio[..]);
+    assert_eq!(guest.len(), cpio.len() + 16);
+    assert!(guest.as_bytes()[cpio.len()..].iter().all(|&b| b == 0));
+    assert_eq!(guest.compression(), None);
+
+    // Not gzip: as it is.
+    let plain = Initrd::from_bytes(cpio.clone(), &limits).unwrap();
+    assert_eq!(plain.clone().for_guest(&limits), plain);
+    // Too short to have a trailer, a corrupt stream, a trailer that lies, a trailer above
+    // the limit: the raw blob, as libxenguest falls back to it.
+    let keep = |bytes: Vec<u8>, limits: &ImageLimits| {
+        let i = Initrd::from_bytes(bytes, limits).unwrap();
+        assert_eq!(i.clone().for_guest(limits), i);
+    };
+    keep(vec![0x1f, 0x8b, 8, 0, 0], &limits);
+    let mut corrupt = gz.clone();
+    corrupt[12] ^= 0xff;
+    keep(corrupt, &limits);
+    let mut lying = gz.clone();
+    let n = lying.len();
+    lying[n - 4..].copy_from_slice(&(cpio.len() as u32 + 1).to_le_bytes());
+    keep(lying, &limits);
+    let small = ImageLimits {
+        max_initrd: gz.len() as u64,
+        ..ImageLimits::default()
+    };
+    keep(gz, &small);
+}
+
+#[test]
 fn load_file_reads_checks_the_size_and_times_the_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vmlinuz");

@@ -51,8 +51,9 @@ impl CommandLine {
     }
 }
 
-/// An initial ramdisk: opaque bytes handed to the guest as its first module. It may be
-/// compressed; the kernel unpacks it, so the builder does not.
+/// An initial ramdisk: the bytes handed to the guest as its first module. A gzip initrd is
+/// inflated first, as libxenguest does ([`Initrd::for_guest`]); any other is handed over as it
+/// is, for the guest's kernel to unpack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Initrd {
     bytes: Vec<u8>,
@@ -103,11 +104,48 @@ impl Initrd {
         self.bytes.is_empty()
     }
 
-    /// The compression its first bytes name, for information (the guest's kernel unpacks it).
+    /// The compression its first bytes name, for information.
     pub fn compression(&self) -> Option<Compression> {
         Compression::detect(&self.bytes)
     }
+
+    /// What the guest is given, as libxenguest's `xc_dom_build_module` gives it (xl's guests
+    /// see the same): a gzip initrd whose trailer's size is within [`ImageLimits::max_initrd`]
+    /// is inflated, and its content followed by 16 zero bytes, the room libxenguest allocates
+    /// beyond the trailer's size. One that does not inflate to exactly that size (a corrupt
+    /// stream, a second member, a trailer that lies) is handed over as it is, as libxenguest
+    /// falls back to the raw blob. Any other initrd is unchanged.
+    ///
+    /// The decoder is the kernel loader's gzip decoder, bounded the same way: nothing beyond
+    /// the trailer's size (at most the limit) is allocated.
+    pub fn for_guest(self, limits: &ImageLimits) -> Initrd {
+        let n = self.bytes.len();
+        if n < 6 || self.bytes[..2] != [0x1f, 0x8b] {
+            return self;
+        }
+        let mut trailer = [0u8; 4];
+        trailer.copy_from_slice(&self.bytes[n - 4..]);
+        let size = u64::from(u32::from_le_bytes(trailer));
+        if size > limits.max_initrd {
+            return self;
+        }
+        let limits = ImageLimits {
+            max_decompressed: limits.max_initrd,
+            ..*limits
+        };
+        match super::decompress(Compression::Gzip, &self.bytes, Some(size), &limits) {
+            Ok(mut bytes) => {
+                bytes.resize(bytes.len() + GUNZIP_SLACK, 0);
+                Initrd { bytes }
+            }
+            Err(_) => self,
+        }
+    }
 }
+
+/// The bytes libxenguest allocates for an inflated module beyond its gzip trailer's size
+/// (`xc_dom_check_gzip` answers that size plus 16), left zero.
+const GUNZIP_SLACK: usize = 16;
 
 /// Reads a file of at most `limit` bytes: the size is checked before anything is allocated,
 /// and reading stops one byte past the limit if the file grew meanwhile.

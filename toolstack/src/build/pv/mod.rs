@@ -25,7 +25,7 @@
 
 mod tables;
 
-use xenctrl::abi::{StartInfo, MAX_GUEST_CMDLINE, SIF_MOD_START_PFN, SIF_VIRT_P2M_4TOOLS};
+use xenctrl::abi::{StartInfo, MAX_GUEST_CMDLINE, SIF_MOD_START_PFN};
 use xenctrl::x86::{PageTable, Pte, PteFlags};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -533,7 +533,9 @@ impl PvLayout {
 
     /// `start_info.flags`.
     pub fn start_info_flags(&self) -> u32 {
-        let mut flags = SIF_VIRT_P2M_4TOOLS;
+        // libxl's PV build replaces libxenguest's default (SIF_VIRT_P2M_4TOOLS) with its own
+        // flags, none: the guest then also publishes its p2m frame list for the tools.
+        let mut flags = 0;
         if self.initrd.is_some_and(|i| i.unmapped) {
             flags |= SIF_MOD_START_PFN;
         }
