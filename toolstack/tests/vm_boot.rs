@@ -582,9 +582,10 @@ fn print_launch(kind: Kind, label: &str, l: &Launch, marker: Option<Duration>) {
 }
 
 #[test]
-#[ignore = "open bug (issue 13): in an rxl-built PV guest doing disk I/O, busybox applets die of \
-            SIGSEGV (4 of the last 6 runs; head on /dev/xvdb three times in a row); run it with \
-            scripts/xen-vm-test -- --include-ignored"]
+#[ignore = "platform bug, not the toolstack's: under QEMU TCG, Debian 12's PV Linux kills a \
+            busybox process now and then while its frontend modules load (a read through %fs \
+            returns another page's bytes); xl-built guests do it as often as rxl-built ones \
+            (2 of 10 guests each, two runs); run it with scripts/xen-vm-test -- --include-ignored"]
 fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
     let host = host();
     let mut cleanup = Cleanup::default();
@@ -957,71 +958,4 @@ fn pv_guest_that_crashes_is_preserved_by_its_monitor() {
     assert!(d.state.contains('c'), "{}", d.state);
     println!("BOOT pv crash: preserved as {xl_state}");
     destroy(&host, Tool::Rxl, &guest.name);
-}
-
-/// EXPERIMENT (not for CI): the disk guest, through xl and rxl in turn, counting applet deaths.
-#[test]
-#[ignore = "experiment"]
-fn zz_experiment_disk_guest_xl_against_rxl() {
-    let host = host();
-    let rounds: usize = std::env::var("RXEN_EXP_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let (img_b, img_c) = ("/tmp/t-ex-b.img", "/tmp/t-ex-c.img");
-    disk_image(img_b, "RXEN-xvdb-exp");
-    disk_image(img_c, "RXEN-xvdc-exp");
-    let mut summary = Vec::new();
-    for round in 0..rounds {
-        for tool in [Tool::Rxl, Tool::Xl] {
-            let name = format!("t-ex-{round}-{tool:?}").to_lowercase();
-            let mut cleanup = Cleanup::default();
-            cleanup.add(&name);
-            let guest = Guest::new(&name, Kind::Pv, KERNEL)
-                .arg("rxen.disk=xvdb,RXEN-xvdb-exp")
-                .arg("rxen.disk=xvdc,RXEN-xvdc-exp")
-                .arg("rxen.net")
-                .arg("rxen.mem=5")
-                .line("vif = [ \"bridge=xenbr0\" ]")
-                .line(&format!(
-                    "disk = [ \"{img_b},raw,xvdb,rw\", \"{img_c},raw,xvdc,rw\" ]"
-                ));
-            let console = Console::of(&name);
-            let r = launch(&host, tool, &guest);
-            let deadline = Instant::now() + BOOT_LIMIT;
-            let text = loop {
-                let t = console.text();
-                let done = ["xvdb", "xvdc"].iter().all(|d| {
-                    t.contains(&format!("disk {d} ok")) || t.contains(&format!("disk {d} bad"))
-                });
-                if (done && t.contains("net eth0 up")) || Instant::now() > deadline {
-                    std::thread::sleep(Duration::from_secs(5));
-                    break console.text();
-                }
-                std::thread::sleep(POLL * 10);
-            };
-            let died = text.matches("head died").count();
-            let bad = text.matches(" bad:").count();
-            let ok = text.matches(" ok").count();
-            println!(
-                "EXP round {round} {tool:?} domid {}: ok {ok}, died {died}, bad {bad}",
-                r.domid
-            );
-            if died + bad > 0 || ok < 2 {
-                for l in text.lines() {
-                    println!("EXP   | {l}");
-                }
-                // spawns: own
-                let si = Command::new(RXL).args(["list", "-l", &name]).output();
-                if let Ok(o) = si {
-                    println!("EXP rxl list -l: {}", String::from_utf8_lossy(&o.stdout));
-                }
-            }
-            summary.push((round, tool, died, bad, ok));
-            destroy(&host, tool, &name);
-        }
-    }
-    for s in &summary {
-        println!("EXP summary {s:?}");
-    }
 }
