@@ -119,13 +119,16 @@ impl Initrd {
     /// The decoder is the kernel loader's gzip decoder, bounded the same way: nothing beyond
     /// the trailer's size (at most the limit) is allocated.
     pub fn for_guest(self, limits: &ImageLimits) -> Initrd {
-        let n = self.bytes.len();
-        if n < 6 || self.bytes[..2] != [0x1f, 0x8b] {
-            return self;
-        }
-        let mut trailer = [0u8; 4];
-        trailer.copy_from_slice(&self.bytes[n - 4..]);
-        let size = u64::from(u32::from_le_bytes(trailer));
+        // The magic and the trailer's size: at least six bytes, as `xc_dom_check_gzip` wants.
+        let trailer = match self.bytes.len().checked_sub(4) {
+            Some(at) if at >= 2 && self.compression() == Some(Compression::Gzip) => {
+                &self.bytes[at..]
+            }
+            _ => return self,
+        };
+        let size = u64::from(u32::from_le_bytes([
+            trailer[0], trailer[1], trailer[2], trailer[3],
+        ]));
         if size > limits.max_initrd {
             return self;
         }
