@@ -1319,6 +1319,12 @@ fn a_gzip_initrd_is_inflated_for_the_guest_as_libxenguest_does() {
     let n = lying.len();
     lying[n - 4..].copy_from_slice(&(cpio.len() as u32 + 1).to_le_bytes());
     keep(lying, &limits);
+    // A trailer claiming more than deflate can expand this stream to (here 512 MiB from a few
+    // dozen bytes): handed over raw, without an allocation of the claimed size.
+    let mut inflated_claim = gz.clone();
+    inflated_claim[n - 4..].copy_from_slice(&(512u32 << 20).to_le_bytes());
+    assert!((512u64 << 20) > gz.len() as u64 * 1032);
+    keep(inflated_claim, &limits);
     let small = ImageLimits {
         max_initrd: gz.len() as u64,
         ..ImageLimits::default()

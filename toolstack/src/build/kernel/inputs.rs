@@ -129,7 +129,11 @@ impl Initrd {
         let size = u64::from(u32::from_le_bytes([
             trailer[0], trailer[1], trailer[2], trailer[3],
         ]));
-        if size > limits.max_initrd {
+        // Deflate expands at most 1032-fold: a trailer claiming more than that of this stream
+        // lies, and is not worth an allocation of its size (1 GiB at most, more than a small
+        // dom0 may give).
+        let most = (self.bytes.len() as u64).saturating_mul(DEFLATE_MAX_RATIO);
+        if size > limits.max_initrd || size > most {
             return self;
         }
         let limits = ImageLimits {
@@ -145,6 +149,10 @@ impl Initrd {
         }
     }
 }
+
+/// The most a deflate stream expands: 1032 to 1 (a 258-byte match costs at least two bits), the
+/// bound zlib's documentation gives.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
 /// The bytes libxenguest allocates for an inflated module beyond its gzip trailer's size
 /// (`xc_dom_check_gzip` answers that size plus 16), left zero.
