@@ -7,8 +7,6 @@
 //! (feature `vm-tests`).
 
 mod vm_common;
-#[path = "../../xenctrl/tests/vm_xl/mod.rs"]
-mod vm_xl;
 use vm_common::{host, run, xs_read};
 
 use std::path::Path;
@@ -446,7 +444,7 @@ fn a_disk_xl_attached_to_xls_domain_is_left_to_libxl() {
     std::fs::write(img, vec![0u8; 4 << 20]).expect("disk image");
     let host = host();
     let mut root = Locked::root();
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"xl-disk\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"xl-disk\""]);
     let d = toolstack::domain::resolve(&host, "xl-disk").expect("xl's domain");
     run(
         "xl",

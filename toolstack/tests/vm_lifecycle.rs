@@ -9,8 +9,6 @@
 //! it writes grant entry 1 for the store page and introduces the domain again.
 
 mod vm_common;
-#[path = "../../xenctrl/tests/vm_xl/mod.rs"]
-mod vm_xl;
 use vm_common::{host, run, xs_read};
 
 use std::io::{BufRead, BufReader};
@@ -214,7 +212,7 @@ fn the_monitor_restarts_destroys_and_preserves_as_configured() {
 #[test]
 fn rxl_shutdown_w_powers_off_a_guest_xl_booted() {
     let host = host();
-    vm_xl::xl_create(&["/etc/xen/rxen-guest.cfg", "name=\"t-lc-guest\""]);
+    vm_common::vm_xl::xl_create(&["/etc/xen/rxen-guest.cfg", "name=\"t-lc-guest\""]);
     let (domid, _) = xl_row("t-lc-guest").expect("xl lists its guest");
     // The guest's kernel has its shutdown watch once it advertises the feature.
     let feature = format!("/local/domain/{domid}/control/feature-poweroff");
@@ -259,7 +257,7 @@ fn wait_bounded(child: Child, what: &str) -> std::process::Output {
 
 #[test]
 fn rxl_console_shows_a_guest_xl_booted_and_ends_with_it() {
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-con\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-lc-con\""]);
     // spawns: own
     let mut child = Command::new(RXL)
         .args(["console", "t-lc-con"])

@@ -15,8 +15,6 @@
 //! on the same two host cores). The whole-process ratios are printed beside it.
 
 mod vm_common;
-#[path = "../../xenctrl/tests/vm_xl/mod.rs"]
-mod vm_xl;
 use vm_common::host;
 
 use std::process::Command;
@@ -86,7 +84,7 @@ fn rxl_list_and_destroy_timed_against_xl() {
     let mut rxl_destroy = vec![];
     let paused = |name: &str| {
         let name = format!("name=\"{name}\"");
-        vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", &name]);
+        vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", &name]);
     };
     for i in 0..9 {
         paused(&format!("t-startup-{i}-xl"));

@@ -6,8 +6,6 @@
 //! `xl`'s whole-process timings.
 
 mod vm_common;
-#[path = "../../xenctrl/tests/vm_xl/mod.rs"]
-mod vm_xl;
 use vm_common::{host, run, xs_read};
 
 use std::path::PathBuf;
@@ -168,7 +166,7 @@ fn create_mem_set_mem_max_pause_destroy_match_xl() {
 fn rxl_lists_and_destroys_a_domain_xl_created() {
     let host = host();
     let mut root = Locked::root();
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"xl-made\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"xl-made\""]);
     let (id, _, _) = xl_row("xl-made").expect("xl created it");
     let ours = domain::list(&host).expect("list");
     let row = ours
@@ -234,8 +232,8 @@ fn timings_against_xl() {
     xl_list = xl_list.min(time(&mut || drop(run("xl", &["list"]))));
     let mut ours = time(&mut || drop(domain::list(&host).expect("list")));
     ours = ours.min(time(&mut || drop(domain::list(&host).expect("list"))));
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-xl\""]);
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-rxl\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-xl\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-rxl\""]);
     let xl_destroy = time(&mut || drop(run("xl", &["destroy", "t-xl"])));
     let id = domain::resolve(&host, "t-rxl").expect("t-rxl");
     let our_destroy = time(&mut || domain::destroy(&host, &mut root, id).expect("destroy"));
@@ -253,7 +251,7 @@ fn timings_against_xl() {
     };
     let mut rxl_list = time(&mut || drop(rxl(&["list"])));
     rxl_list = rxl_list.min(time(&mut || drop(rxl(&["list"]))));
-    vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-rxl-process\""]);
+    vm_common::vm_xl::xl_create(&["-p", "/etc/xen/rxen-guest.cfg", "name=\"t-rxl-process\""]);
     assert!(rxl(&["list"]).contains("t-rxl-process"));
     let rxl_destroy = time(&mut || drop(rxl(&["destroy", "t-rxl-process"])));
     assert!(!run("xl", &["list"]).contains("t-rxl-process"));

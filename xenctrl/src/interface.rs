@@ -283,7 +283,7 @@ pub const RELEASE_4_20: XenRelease = XenRelease {
     version: (4, 20),
     tag: "RELEASE-4.20.0",
     commit: "3ad5d648cda5add395f49fc3704b2552aae734f7",
-    evidence: Evidence::DistributionHeaders {
+    evidence: Evidence::RealXen {
         distribution: "Debian 13",
     },
 };

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::process::Command;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Output};
 
 use toolstack::{Host, HostKind, HostOptions};
 
@@ -22,13 +23,26 @@ pub fn host() -> Host {
     h
 }
 
+#[path = "../../../xenctrl/tests/vm_xl/mod.rs"]
+pub mod vm_xl;
+
 /// Run a dom0 tool and return its stdout, failing the test with its stderr if it fails.
+///
+/// A program killed by a signal is run once more, printed as `RETRY` with what dom0's kernel
+/// logged about the fault: under QEMU TCG, PV Linux now and then corrupts a process (Debian's
+/// xl aborts on a damaged heap, busybox in guests faults on its TLS; see `vm_xl`), and the
+/// commands run through here (list, destroy, mem-set, device changes) ask for a state, so
+/// asking twice is the same as asking once. A second death, or any failing exit, fails.
 pub fn run(program: &str, args: &[&str]) -> String {
-    // spawns: the program passed to run
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut out = run_once(program, args);
+    if let Some(signal) = out.status.signal() {
+        println!(
+            "RETRY {program} {args:?}: died of signal {signal}: {}; dom0's kernel: {:?}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            vm_xl::kernel_faults()
+        );
+        out = run_once(program, args);
+    }
     assert!(
         out.status.success(),
         "{program} {args:?} failed with {}: {}",
@@ -36,6 +50,14 @@ pub fn run(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn run_once(program: &str, args: &[&str]) -> Output {
+    // spawns: the program passed to run
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
 /// A xenstore node's value, or `None` if it cannot be read.

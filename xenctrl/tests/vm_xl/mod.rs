@@ -33,8 +33,9 @@ pub fn xl_create(args: &[&str]) -> String {
         fail(args, &out);
     };
     println!(
-        "RETRY xl create {name}: xl died of signal {signal}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
+        "RETRY xl create {name}: xl died of signal {signal}: {}; dom0's kernel: {:?}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        kernel_faults()
     );
     let _ = Command::new("xl").args(["destroy", name]).output();
     let t = Instant::now();
@@ -78,4 +79,27 @@ fn fail(args: &[&str], out: &Output) -> ! {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The last lines of dom0's kernel log that report a user process's fault (`segfault at`,
+/// `general protection`, `trap`, and the `Code:` bytes after them): what to print beside a
+/// program that died of a signal, to tell where it stopped (the `ip` against the static
+/// binary's symbols) and whether the same happens to Xen's own tools.
+pub fn kernel_faults() -> Vec<String> {
+    let Ok(out) = Command::new("dmesg").output() else {
+        return vec!["(dmesg did not run)".to_owned()];
+    };
+    let log = String::from_utf8_lossy(&out.stdout);
+    let faults: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            ["segfault at", "general protection", "trap", "Code:"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
+        .collect();
+    faults[faults.len().saturating_sub(8)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
 }
