@@ -4,12 +4,14 @@
 //! arguments ask for). Run inside the dom0 that `scripts/xen-vm-test` boots (feature
 //! `vm-tests`).
 //!
-//! - A PV guest with a disk and a vif at create boots to the console marker; `xl list`,
+//! - A PVH guest with a disk and a vif at create boots to the console marker; `xl list`,
 //!   `xl list -l` and `xl console` see it; the guest reads the disk given at create and one
 //!   hot-plugged with `rxl block-attach` and checks their patterns; its eth0 comes up with the
 //!   configured MAC; after `rxl mem-set` its balloon driver brings `tot_pages` to the target;
 //!   `rxl reboot` with `on_reboot = "restart"` gives a new domain that boots again with both
-//!   disks; `rxl shutdown` powers it off and its monitor cleans up.
+//!   disks; `rxl shutdown` powers it off and its monitor cleans up. The same test on a PV
+//!   guest is ignored: Debian 12's PV Linux under QEMU TCG kills a process of its own now and
+//!   then, in xl-built guests as in ours (the test's `ignore` reason says more).
 //! - A PV guest that panics is preserved by its monitor (`on_crash = "preserve"`), listed as
 //!   crashed by `rxl list` and `xl list` alike.
 //! - A PVH guest from Debian's bzImage as it ships (XZ) boots to the marker, cold and warm
@@ -581,21 +583,38 @@ fn print_launch(kind: Kind, label: &str, l: &Launch, marker: Option<Duration>) {
     }
 }
 
+/// Disks at create and hot-plugged, a vif, the balloon, reboot and shutdown, on a PVH guest.
+#[test]
+fn pvh_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
+    guest_with_disks_and_a_vif_lives_its_lifecycle(Kind::Pvh);
+}
+
+/// The same on a PV guest.
 #[test]
 #[ignore = "platform bug, not the toolstack's: under QEMU TCG, Debian 12's PV Linux kills a \
             busybox process now and then while its frontend modules load (a read through %fs \
             returns another page's bytes); xl-built guests do it as often as rxl-built ones \
-            (2 of 10 guests each, two runs); run it with scripts/xen-vm-test -- --include-ignored"]
+            (2 of 10 guests each, two runs); PVH guests run the same checks above; run it with \
+            scripts/xen-vm-test -- --include-ignored"]
 fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
+    guest_with_disks_and_a_vif_lives_its_lifecycle(Kind::Pv);
+}
+
+fn guest_with_disks_and_a_vif_lives_its_lifecycle(kind: Kind) {
     let host = host();
     let mut cleanup = Cleanup::default();
     let tag = tag();
     let (pat_b, pat_c) = (format!("RXEN-xvdb-{tag}"), format!("RXEN-xvdc-{tag}"));
-    let (img_b, img_c) = ("/tmp/t-bt-pv-b.img", "/tmp/t-bt-pv-c.img");
+    let k = kind.name();
+    let (img_b, img_c) = (
+        format!("/tmp/t-bt-life-{k}-b.img"),
+        format!("/tmp/t-bt-life-{k}-c.img"),
+    );
+    let (img_b, img_c) = (img_b.as_str(), img_c.as_str());
     disk_image(img_b, &pat_b);
     disk_image(img_c, &pat_c);
     println!("disk patterns: {pat_b} {pat_c}");
-    let guest = Guest::new("t-bt-pv", Kind::Pv, KERNEL)
+    let guest = Guest::new(&format!("t-bt-life-{k}"), kind, KERNEL)
         .arg(&format!("rxen.disk=xvdb,{pat_b}"))
         .arg(&format!("rxen.disk=xvdc,{pat_c}"))
         .arg("rxen.net")
@@ -610,7 +629,7 @@ fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
     let r = launch(&host, Tool::Rxl, &guest);
     let r_marker = console.wait(MARKER, 1, &[]) - r.started;
     let label = format!("{} (disk, vif)", cache_label(warm));
-    print_launch(Kind::Pv, &label, &r, Some(r_marker));
+    print_launch(kind, &label, &r, Some(r_marker));
     let domid = r.domid;
 
     // Xen's own tools see it.
@@ -668,7 +687,7 @@ fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
         (d.tot_pages <= target_pages + BALLOON_SLACK_PAGES).then_some(d.tot_pages)
     });
     println!(
-        "BOOT pv balloon: tot_pages {tot} for a target of {target_pages} after {:.1} s",
+        "BOOT {k} balloon: tot_pages {tot} for a target of {target_pages} after {:.1} s",
         secs(t.elapsed())
     );
     assert_eq!(
@@ -686,7 +705,7 @@ fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
     });
     console.wait(MARKER, 2, &[]);
     println!(
-        "BOOT pv reboot: domain {domid} -> {new}, console marker again after {:.1} s",
+        "BOOT {k} reboot: domain {domid} -> {new}, console marker again after {:.1} s",
         secs(t.elapsed())
     );
     assert!(
@@ -705,7 +724,7 @@ fn pv_guest_boots_with_disks_and_a_vif_and_lives_its_lifecycle() {
     until("the domain gone after its poweroff", BOOT_LIMIT, || {
         find(&host, &name).is_none().then_some(())
     });
-    println!("BOOT pv shutdown: gone after {:.1} s", secs(t.elapsed()));
+    println!("BOOT {k} shutdown: gone after {:.1} s", secs(t.elapsed()));
     until("the backends removed", BOOT_LIMIT, || {
         (xs_read(&format!("/local/domain/0/backend/vbd/{new}")).is_none()
             && xs_read(&format!("/local/domain/0/backend/vif/{new}")).is_none())
