@@ -31,6 +31,6 @@ pub mod perms;
 pub mod server;
 pub mod wire;
 
-pub use client::{Client, ReadOpt, Transaction, Watch, WatchEvent};
+pub use client::{Batch, Client, ReadOpt, Transaction, Watch, WatchEvent};
 pub use error::{Error, Failure, Result};
 pub use nix::errno::Errno;

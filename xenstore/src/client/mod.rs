@@ -24,6 +24,7 @@
 //! # Ok::<(), xenstore::Error>(())
 //! ```
 
+mod batch;
 mod opt;
 mod transport;
 
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+pub use self::batch::Batch;
 pub use self::opt::ReadOpt;
 pub use self::transport::{default_path, DEVICE_PATH, SOCKET_PATH};
 use self::transport::{ReadBuf, Transport};
@@ -232,40 +234,59 @@ impl Inner {
         Ok(payload)
     }
 
-    /// Sends single-argument requests of one type pipelined, in chunks small enough that their
-    /// replies always fit the daemon's per-connection output bound (so neither side can block
-    /// the other), and returns one result per argument, in order.
+    /// Sends single-argument requests of one type pipelined (see [`pipeline_each`]) and
+    /// returns one result per argument, in order.
+    ///
+    /// [`pipeline_each`]: Self::pipeline_each
     fn pipeline(&self, tx: u32, ty: MsgType, args: &[&str]) -> Vec<Result<Vec<u8>, Failure>> {
+        let reqs = args
+            .iter()
+            .map(|a| path_arg(a).map(|()| (ty, vec![a.as_bytes(), b"\0".as_slice()])))
+            .collect();
+        self.pipeline_each(tx, reqs)
+    }
+
+    /// Sends requests pipelined, in chunks small enough that their replies always fit the
+    /// daemon's per-connection output bound and the requests the socket's buffer (so neither
+    /// side can block the other), and returns one result per request, in order; an `Err` in
+    /// `reqs` is passed through without sending anything. The daemon handles a connection's
+    /// requests one by one, in the order they arrive. Through `/dev/xen/xenbus` the requests
+    /// go one at a time.
+    fn pipeline_each(
+        &self,
+        tx: u32,
+        reqs: Vec<Result<Request<'_>, Failure>>,
+    ) -> Vec<Result<Vec<u8>, Failure>> {
         const CHUNK: usize = 32;
+        const CHUNK_BYTES: usize = 64 * 1024;
         if matches!(self.transport, Transport::Device(_)) {
-            return args
-                .iter()
-                .map(|a| self.request(tx, ty, &[a.as_bytes(), b"\0"]))
+            return reqs
+                .into_iter()
+                .map(|r| r.and_then(|(ty, parts)| self.request(tx, ty, &parts)))
                 .collect();
         }
-        let mut out = Vec::with_capacity(args.len());
-        for chunk in args.chunks(CHUNK) {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() {
             let mut msg = Vec::new();
-            let mut ids: Vec<Result<u32, Failure>> = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                let len = a.len() + 1;
-                if a.as_bytes().contains(&0) {
-                    ids.push(Err(Failure::Invalid("the path contains a nul byte")));
-                    continue;
-                }
-                if len > self.transport.max_payload() {
-                    ids.push(Err(Failure::TooLarge { len }));
-                    continue;
-                }
-                let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-                match wire::encode_into(&mut msg, ty, id, tx, &[a.as_bytes(), b"\0"]) {
-                    Ok(()) => ids.push(Ok(id)),
-                    Err(_) => ids.push(Err(Failure::TooLarge { len })),
-                }
+            // Per request: its id and type once encoded, or why it was not sent.
+            let mut ids: Vec<Result<(u32, MsgType), Failure>> = Vec::new();
+            while ids.len() < CHUNK && msg.len() < CHUNK_BYTES {
+                let Some(r) = reqs.next() else { break };
+                ids.push(r.and_then(|(ty, parts)| {
+                    let len: usize = parts.iter().map(|p| p.len()).sum();
+                    if len > self.transport.max_payload() {
+                        return Err(Failure::TooLarge { len });
+                    }
+                    let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+                    wire::encode_into(&mut msg, ty, id, tx, &parts)
+                        .map(|()| (id, ty))
+                        .map_err(|_| Failure::TooLarge { len })
+                }));
             }
             let sent: Vec<u32> = ids
                 .iter()
-                .filter_map(|r| r.as_ref().ok().copied())
+                .filter_map(|r| r.as_ref().ok().map(|&(id, _)| id))
                 .collect();
             if let Err(e) = self.send(&msg, &sent) {
                 let kind = match &e {
@@ -279,12 +300,15 @@ impl Inner {
                 continue;
             }
             for r in ids {
-                out.push(r.and_then(|id| self.reply(id, ty)));
+                out.push(r.and_then(|(id, ty)| self.reply(id, ty)));
             }
         }
         out
     }
 }
+
+/// A request's type and payload parts, for [`Inner::pipeline_each`].
+type Request<'a> = (MsgType, Vec<&'a [u8]>);
 
 enum WaitResult {
     Reply((MsgType, Vec<u8>)),
@@ -427,6 +451,20 @@ impl Ops<'_> {
             .map_err(|_| err(Failure::Protocol("unparsable permissions")))
     }
 
+    fn read_many(&self, paths: &[&str]) -> Vec<Result<Vec<u8>>> {
+        self.inner
+            .pipeline(self.tx, MsgType::Read, paths)
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| {
+                r.map_err(|source| Error::Read {
+                    path: (*p).into(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
     fn set_perms(&self, path: &str, perms: &Permissions) -> Result<()> {
         let err = |source| Error::SetPerms {
             path: path.into(),
@@ -452,6 +490,35 @@ macro_rules! node_ops {
         /// when the caller may not read it.
         pub fn read(&self, path: &str) -> Result<Vec<u8>> {
             self.ops().read(path)
+        }
+
+        /// Reads many nodes at once: the requests are pipelined on the connection (one write
+        /// per 32 paths, replies collected as they come), which costs a fraction of the system
+        /// calls and wake-ups of reading them one by one. One result per path, in order.
+        /// Through `/dev/xen/xenbus` the reads go one at a time.
+        ///
+        /// # Errors
+        ///
+        /// Each element fails as [`read`](Self::read) would.
+        pub fn read_many(&self, paths: &[&str]) -> Vec<Result<Vec<u8>>> {
+            self.ops().read_many(paths)
+        }
+
+        /// Carries out a [`Batch`] of node changes, pipelined: every change is sent, in order,
+        /// without waiting for the replies to the ones before it, and xenstored carries them
+        /// out in that order. A batch of fifty writes costs about what one write costs,
+        /// instead of fifty round trips to the daemon.
+        ///
+        /// Every change is attempted, even after one has failed. Outside a transaction the
+        /// others then stay made; inside one, returning the error from the transaction's
+        /// closure discards them all.
+        ///
+        /// # Errors
+        ///
+        /// The first failed change's error, in batch order: [`Error::Write`],
+        /// [`Error::Mkdir`], [`Error::Rm`] or [`Error::SetPerms`], as the single call would.
+        pub fn apply(&self, batch: &Batch) -> Result<()> {
+            self.ops().apply(batch)
         }
 
         /// Reads a node's value as (lossy) UTF-8 text.
@@ -609,28 +676,6 @@ impl Client {
     /// Longer requests fail with [`Failure::TooLarge`] before anything is sent.
     pub fn max_payload(&self) -> usize {
         self.inner.transport.max_payload()
-    }
-
-    /// Reads many nodes at once: the requests are pipelined on the connection (one write per
-    /// 32 paths, replies collected as they come), which costs a fraction of the system calls
-    /// and wake-ups of reading them one by one. One result per path, in order. Through
-    /// `/dev/xen/xenbus` the reads go one at a time.
-    ///
-    /// # Errors
-    ///
-    /// Each element fails as [`read`](Self::read) would.
-    pub fn read_many(&self, paths: &[&str]) -> Vec<Result<Vec<u8>>> {
-        self.inner
-            .pipeline(0, MsgType::Read, paths)
-            .into_iter()
-            .zip(paths)
-            .map(|(r, p)| {
-                r.map_err(|source| Error::Read {
-                    path: (*p).into(),
-                    source,
-                })
-            })
-            .collect()
     }
 
     node_ops!();

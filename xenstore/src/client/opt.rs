@@ -67,16 +67,24 @@ pub(super) fn none_on_enoent<T>(r: Result<T>) -> Result<Option<T>> {
     }
 }
 
-impl Client {
-    /// [`read_many`](Client::read_many), with `Ok(None)` for each node that does not exist
-    /// (as [`ReadOpt::read_opt`]): many possibly missing nodes in one pipelined round trip.
-    pub fn read_many_opt(&self, paths: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
-        self.read_many(paths)
-            .into_iter()
-            .map(none_on_enoent)
-            .collect()
-    }
+macro_rules! read_many_opt {
+    ($ty:ty) => {
+        impl $ty {
+            /// [`read_many`](Self::read_many), with `Ok(None)` for each node that does not
+            /// exist (as [`ReadOpt::read_opt`]): many possibly missing nodes in one pipelined
+            /// round trip.
+            pub fn read_many_opt(&self, paths: &[&str]) -> Vec<Result<Option<Vec<u8>>>> {
+                self.read_many(paths)
+                    .into_iter()
+                    .map(none_on_enoent)
+                    .collect()
+            }
+        }
+    };
 }
+
+read_many_opt!(Client);
+read_many_opt!(Transaction<'_>);
 
 impl Ops<'_> {
     fn read_string_opt(&self, path: &str) -> Result<Option<String>> {

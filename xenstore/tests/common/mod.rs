@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use xenstore::perms::{Access, Permissions};
-use xenstore::{Client, Errno, ReadOpt};
+use xenstore::{Batch, Client, Errno, Error, ReadOpt};
 
 /// Long enough that a missing event is a real failure, not a slow machine.
 pub const EVENT_WAIT: Duration = Duration::from_secs(10);
@@ -366,6 +366,87 @@ pub fn read_opt(c: &Client, base: &str) {
 }
 
 /// Every shared test, each under its own sub-path of `base`.
+/// `apply`: many changes pipelined, across the client's chunk bounds (32 requests, 64 KiB), in
+/// order; the first failure reported with its path, the rest still made outside a
+/// transaction and none of them inside one.
+pub fn batches(c: &Client, base: &str) {
+    reset(c, base);
+    c.apply(&Batch::new()).unwrap();
+    let owned = Permissions::new(7, Access::NONE).with(0, Access::READ);
+    let mut b = Batch::new();
+    let big = "v".repeat(3000);
+    for i in 0..100 {
+        let p = format!("{base}/b/{i}");
+        if i % 10 == 0 {
+            // 30 KiB of values in this batch: the byte bound splits chunks too.
+            b.write(&p, &big);
+        } else {
+            b.write_with_perms(&p, i.to_string(), &owned);
+        }
+    }
+    // In order: written, then overwritten, then removed, then made again empty.
+    b.write(format!("{base}/b/0"), "again")
+        .rm(format!("{base}/b/1"))
+        .mkdir(format!("{base}/b/1/sub"));
+    c.apply(&b).unwrap();
+    assert_eq!(c.read_string(&format!("{base}/b/0")).unwrap(), "again");
+    assert_eq!(c.read(&format!("{base}/b/10")).unwrap(), big.as_bytes());
+    assert_eq!(c.read_string(&format!("{base}/b/99")).unwrap(), "99");
+    assert_eq!(c.read_string(&format!("{base}/b/1")).unwrap(), "");
+    assert_eq!(c.directory(&format!("{base}/b/1")).unwrap(), ["sub"]);
+    assert_eq!(c.get_perms(&format!("{base}/b/42")).unwrap(), owned);
+    assert_eq!(c.directory(&format!("{base}/b")).unwrap().len(), 100);
+
+    // A failure in the middle: the first one is reported, the others are made.
+    let mut b = Batch::new();
+    b.write(format!("{base}/f/before"), "1")
+        .write("/bad path", "x")
+        .rm(format!("{base}/no/such/parent"))
+        .write(format!("{base}/f/after"), "2");
+    let e = c.apply(&b).unwrap_err();
+    assert!(
+        matches!(&e, Error::Write { path, .. } if path == "/bad path"),
+        "{e:?}"
+    );
+    assert_eq!(e.errno(), Some(Errno::EINVAL), "{e}");
+    assert_eq!(c.read_string(&format!("{base}/f/before")).unwrap(), "1");
+    assert_eq!(c.read_string(&format!("{base}/f/after")).unwrap(), "2");
+    let mut b = Batch::new();
+    b.write(format!("{base}/f/x"), "1")
+        .rm(format!("{base}/no/such/parent"));
+    let e = c.apply(&b).unwrap_err();
+    assert!(matches!(&e, Error::Rm { .. }), "{e:?}");
+    assert_eq!(e.errno(), Some(Errno::ENOENT), "{e}");
+    // A nul byte in a path is refused before anything is sent for it.
+    let mut b = Batch::new();
+    b.set_perms("/a\0b", &owned);
+    let e = c.apply(&b).unwrap_err();
+    assert!(matches!(&e, Error::SetPerms { .. }), "{e:?}");
+
+    // Inside a transaction, a failed batch made nothing.
+    let mut b = Batch::new();
+    b.write(format!("{base}/t/one"), "1")
+        .mkdir(format!("{base}/t/two"))
+        .write("/bad path", "x");
+    let e = c.transaction(|t| t.apply(&b)).unwrap_err();
+    assert!(matches!(&e, Error::Write { .. }), "{e:?}");
+    assert!(!c.exists(&format!("{base}/t/one")).unwrap());
+    assert!(!c.exists(&format!("{base}/t/two")).unwrap());
+    // And a good one is made at commit, with the transaction's reads pipelined too.
+    let mut b = Batch::new();
+    b.write(format!("{base}/t/one"), "1")
+        .mkdir(format!("{base}/t/two"));
+    c.transaction(|t| {
+        t.apply(&b)?;
+        let got = t.read_many(&[&format!("{base}/t/one"), &format!("{base}/t/three")]);
+        assert_eq!(got[0].as_ref().unwrap(), b"1");
+        assert_eq!(got[1].as_ref().unwrap_err().errno(), Some(Errno::ENOENT));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(c.read_string(&format!("{base}/t/one")).unwrap(), "1");
+}
+
 pub fn run_all(c: &Client, base: &str) {
     read_write_and_errors(c, &format!("{base}/rw"));
     rm_semantics(c, &format!("{base}/rm"));
@@ -375,5 +456,6 @@ pub fn run_all(c: &Client, base: &str) {
     watches(c, &format!("{base}/watch"));
     concurrent_requests(c, &format!("{base}/conc"));
     read_opt(c, &format!("{base}/opt"));
+    batches(c, &format!("{base}/batch"));
     reset(c, base);
 }
