@@ -150,7 +150,7 @@ fn an_entry_that_claims_more_than_the_limit_is_not_read() {
     let cache = KernelCache::new(dir.path());
     let key = CacheKey::of(b"some kernel");
     cache.store(&key, &[7u8; 4096]).unwrap();
-    assert!(matches!(cache.lookup(&key, 8192), Lookup::Hit(v) if v == vec![7u8; 4096]));
+    assert!(matches!(cache.lookup(&key, 8192), Lookup::Hit(v) if *v == [7u8; 4096]));
     match cache.lookup(&key, 1000) {
         Lookup::Corrupt(Corruption::TooLarge {
             stated: 4096,
@@ -353,4 +353,28 @@ fn processes_sharing_a_cache_never_see_a_torn_entry() {
         "{:?}",
         entries(&cache_dir)
     );
+}
+
+/// A large entry (read into populated memory rather than a vector) is returned whole, and a
+/// flipped byte deep inside it is caught by its checksum.
+#[test]
+fn a_large_entry_round_trips_and_a_flipped_byte_in_it_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let key = CacheKey::of(b"a large kernel");
+    let content: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    cache.store(&key, &content).unwrap();
+    match cache.lookup(&key, 4 << 20) {
+        Lookup::Hit(v) => assert!(*v == content[..], "a different content came back"),
+        other => panic!("{other:?}"),
+    }
+    let path = cache.entry_path(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let deep = bytes.len() - 12345;
+    bytes[deep] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    match cache.lookup(&key, 4 << 20) {
+        Lookup::Corrupt(Corruption::HashMismatch) => {}
+        other => panic!("{other:?}"),
+    }
 }

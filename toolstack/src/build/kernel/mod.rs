@@ -51,7 +51,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use bzimage::{BzImageHeader, MIN_PROTOCOL};
-pub use cache::{CacheError, CacheKey, Corruption, KernelCache, Lookup};
+pub use cache::{CacheError, CacheKey, Corruption, EntryBytes, KernelCache, Lookup};
 pub use decompress::{decompress, Compression};
 pub use elf::{ElfClass, ElfKernel, LoadSegment};
 pub use error::{DecodeError, KernelError, Result};
@@ -278,8 +278,26 @@ pub struct LoadTimings {
 #[derive(Clone, Debug)]
 pub struct KernelImage {
     format: ImageFormat,
-    bytes: Vec<u8>,
+    bytes: ImageBytes,
     elf: ElfKernel,
+}
+
+/// The ELF image's bytes: in memory (read or unpacked), or a cache entry's.
+#[derive(Clone, Debug)]
+enum ImageBytes {
+    Owned(Vec<u8>),
+    Cached(EntryBytes),
+}
+
+impl std::ops::Deref for ImageBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ImageBytes::Owned(v) => v,
+            ImageBytes::Cached(e) => e,
+        }
+    }
 }
 
 /// The result of a load: the kernel, what the cache did, and where the time went.
@@ -353,7 +371,10 @@ impl KernelImage {
         let mut store_as = None;
         let (unpacked, mut outcome) = match source {
             Source::Elf(bytes) if bytes.len() == input.len() => (None, CacheOutcome::NotPacked),
-            Source::Elf(bytes) => (Some(bytes.to_vec()), CacheOutcome::NotPacked),
+            Source::Elf(bytes) => (
+                Some(ImageBytes::Owned(bytes.to_vec())),
+                CacheOutcome::NotPacked,
+            ),
             Source::Packed {
                 compression,
                 data,
@@ -364,7 +385,7 @@ impl KernelImage {
                     let started = Instant::now();
                     let elf = unpack_packed(compression, data, offset, declared, limits);
                     timings.decompress = started.elapsed();
-                    elf
+                    elf.map(ImageBytes::Owned)
                 };
                 match cache {
                     None => (Some(unpack()?), CacheOutcome::Off),
@@ -375,7 +396,7 @@ impl KernelImage {
                         let found = cache.lookup(&key, limits.max_decompressed);
                         let looked_up = Instant::now();
                         let unpacked = match found {
-                            Lookup::Hit(elf) => (Some(elf), CacheOutcome::Hit),
+                            Lookup::Hit(elf) => (Some(ImageBytes::Cached(elf)), CacheOutcome::Hit),
                             Lookup::Miss => (Some(unpack()?), CacheOutcome::Stored),
                             Lookup::Corrupt(c) => (Some(unpack()?), CacheOutcome::Replaced(c)),
                         };
@@ -389,7 +410,7 @@ impl KernelImage {
                 }
             }
         };
-        let bytes = unpacked.unwrap_or(input);
+        let bytes = unpacked.unwrap_or(ImageBytes::Owned(input));
         let started = Instant::now();
         let elf = ElfKernel::parse(&bytes, limits)?;
         timings.parse = started.elapsed();
