@@ -421,4 +421,3 @@ fn read_entry(file: &mut File, max_len: u64) -> io::Result<Result<EntryBytes, Co
     }
     Ok(Ok(content))
 }
-
