@@ -12,6 +12,8 @@
 //!   disks; `rxl shutdown` powers it off and its monitor cleans up. The same test on a PV
 //!   guest is ignored: Debian 12's PV Linux under QEMU TCG kills a process of its own now and
 //!   then, in xl-built guests as in ours (the test's `ignore` reason says more).
+//! - A PV guest boots to the marker; `xl list`, `xl list -l`, `xl console` and `rxl console`
+//!   see it, and `xl destroy` removes it (its monitor then ends).
 //! - A PV guest that panics is preserved by its monitor (`on_crash = "preserve"`), listed as
 //!   crashed by `rxl list` and `xl list` alike.
 //! - A PVH guest from Debian's bzImage as it ships (XZ) boots to the marker, cold and warm
@@ -738,6 +740,29 @@ fn guest_with_disks_and_a_vif_lives_its_lifecycle(kind: Kind) {
     });
     let check = run(RXL, &["device-check", &new.to_string()]);
     assert_eq!(check.trim(), "[]", "rxl device-check {new}");
+}
+
+/// A PV guest: to its console marker, seen by `xl list`, `xl list -l` and `xl console` as by
+/// `rxl console`, and removed by `xl destroy`, after which its monitor ends.
+#[test]
+fn pv_guest_boots_and_xl_sees_and_destroys_it() {
+    let host = host();
+    let mut cleanup = Cleanup::default();
+    let guest = Guest::new("t-bt-pv-xl", Kind::Pv, KERNEL).arg("rxen.mem=5");
+    cleanup.add(&guest.name);
+    let warm = cache_is_warm();
+    let (l, marker) = boot_to_marker(&host, &guest);
+    print_launch(Kind::Pv, cache_label(warm), &l, Some(marker));
+    xl_sees(&guest.name, l.domid);
+    console_shows(Tool::Xl, &guest.name, "rxen-guest:");
+    console_shows(Tool::Rxl, &guest.name, "rxen-guest:");
+    run("xl", &["destroy", &guest.name]);
+    until("the domain gone after xl destroy", BOOT_LIMIT, || {
+        find(&host, &guest.name).is_none().then_some(())
+    });
+    until("rxl's monitor gone", BOOT_LIMIT, || {
+        monitors_of(l.domid).is_empty().then_some(())
+    });
 }
 
 #[test]
