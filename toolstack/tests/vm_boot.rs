@@ -680,23 +680,6 @@ fn guest_with_disks_and_a_vif_lives_its_lifecycle(kind: Kind) {
         secs(t.elapsed())
     );
 
-    // The balloon: tot_pages comes down to the target.
-    let t = Instant::now();
-    run(RXL, &["mem-set", &name, &TARGET_MIB.to_string()]);
-    let target_pages = TARGET_MIB * 256;
-    let tot = until("the balloon reaching the target", BOOT_LIMIT, || {
-        let d = find(&host, &name)?;
-        (d.tot_pages <= target_pages + BALLOON_SLACK_PAGES).then_some(d.tot_pages)
-    });
-    println!(
-        "BOOT {k} balloon: tot_pages {tot} for a target of {target_pages} after {:.1} s",
-        secs(t.elapsed())
-    );
-    assert_eq!(
-        xs_read(&format!("/local/domain/{domid}/memory/target")),
-        Some((TARGET_MIB * 1024).to_string())
-    );
-
     // Reboot: on_reboot = "restart" gives a new domain, which boots again with both disks.
     let t = Instant::now();
     run(RXL, &["reboot", &name]);
@@ -717,6 +700,26 @@ fn guest_with_disks_and_a_vif_lives_its_lifecycle(kind: Kind) {
     console.wait("rxen-guest: disk xvdb ok", 2, &["disk xvdb bad"]);
     console.wait("rxen-guest: disk xvdc ok", 2, &["disk xvdc bad"]);
     xl_sees(&name, new);
+
+    // The balloon, in the restarted domain: tot_pages comes down to the target. (After the
+    // reboot, not before: a restart builds the domain at its current target, as xl's does,
+    // and Debian's kernel, which fills 16 to 74 MiB of guest memory, runs out of memory
+    // booting as a PVH guest of the test's 96 MiB target.)
+    let t = Instant::now();
+    run(RXL, &["mem-set", &name, &TARGET_MIB.to_string()]);
+    let target_pages = TARGET_MIB * 256;
+    let tot = until("the balloon reaching the target", BOOT_LIMIT, || {
+        let d = find(&host, &name)?;
+        (d.tot_pages <= target_pages + BALLOON_SLACK_PAGES).then_some(d.tot_pages)
+    });
+    println!(
+        "BOOT {k} balloon: tot_pages {tot} for a target of {target_pages} after {:.1} s",
+        secs(t.elapsed())
+    );
+    assert_eq!(
+        xs_read(&format!("/local/domain/{new}/memory/target")),
+        Some((TARGET_MIB * 1024).to_string())
+    );
 
     // Shutdown: the guest powers off, the monitor destroys it (on_poweroff's default) and
     // cleans up: no domain, no backends, no loop devices, no monitor.
