@@ -104,7 +104,7 @@ impl Compression {
 ///
 /// | compression | magic | decoder | notes |
 /// |---|---|---|---|
-/// | gzip | `1f 8b` | flate2 (miniz_oxide) | one member; its CRC-32 is checked |
+/// | gzip | `1f 8b` | flate2 (zlib-rs) | one member; its CRC-32 is checked |
 /// | xz | `fd 37 7a 58 5a 00` | lzma-rust2 | any filter chain xz allows, BCJ-x86 + LZMA2 as Linux uses; the block checks are verified |
 /// | zstd | `28 b5 2f fd` | ruzstd | one frame; its content checksum, when present, is verified |
 /// | lz4 | `02 21 4c 18` | lz4_flex blocks | Linux's `lz4 -l` legacy frame: chunks of at most 8 MiB unpacked, each a u32 size and a block |
