@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use kernel_fixture::*;
 use toolstack::build::kernel::{
-    CacheError, CacheKey, CacheOutcome, Corruption, ImageLimits, KernelCache, KernelImage, Lookup,
+    CacheError, CacheKey, CacheOutcome, Corruption, FileStamp, ImageLimits, KernelCache,
+    KernelImage, Lookup,
 };
 
 fn load(input: &[u8], cache: &KernelCache) -> toolstack::build::kernel::Loaded {
@@ -377,4 +378,124 @@ fn a_large_entry_round_trips_and_a_flipped_byte_in_it_is_caught() {
         Lookup::Corrupt(Corruption::HashMismatch) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// Another kernel: Debian-like, with one byte of its text changed, packed with `codec`.
+fn other_kernel(codec: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut elf = ElfBuilder::debian_like().bytes();
+    let mid = elf.len() / 2;
+    elf[mid] ^= 0x20;
+    (bzimage(&payload(codec, &elf), BzParams::default()), elf)
+}
+
+/// The file keys remembered under `dir/files`.
+fn file_keys(cache: &KernelCache) -> Vec<String> {
+    entries(&cache.dir().join("files"))
+}
+
+fn load_file(path: &Path, cache: &KernelCache) -> toolstack::build::kernel::Loaded {
+    KernelImage::load_file(path, &ImageLimits::default(), Some(cache)).unwrap()
+}
+
+/// A file whose times have settled has its key remembered, and the next load of it takes the
+/// key from there rather than hashing the file: shown by pointing the remembered key at
+/// another kernel's entry, which that load then returns.
+#[test]
+fn a_settled_kernel_files_key_is_remembered_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
+    let (bz, elf) = debian_like_bzimage("xz");
+    let (other_bz, other_elf) = other_kernel("gzip");
+    assert!(elf != other_elf);
+    let file = dir.path().join("vmlinuz");
+    fs::write(&file, &bz).unwrap();
+    let first = load_file(&file, &cache);
+    assert!(
+        matches!(first.cache, CacheOutcome::Stored),
+        "{:?}",
+        first.cache
+    );
+    let keys = file_keys(&cache);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
+    assert_eq!(cache.known_key(&stamp), Some(CacheKey::of(&bz)));
+
+    let second = load_file(&file, &cache);
+    assert!(
+        matches!(second.cache, CacheOutcome::Hit),
+        "{:?}",
+        second.cache
+    );
+    assert!(second.image.elf_bytes() == &elf[..]);
+
+    // The remembered key is what the load goes by.
+    load(&other_bz, &cache);
+    let index = cache.dir().join("files").join(&keys[0]);
+    let text = fs::read_to_string(&index).unwrap();
+    let swapped = text.replace(
+        &CacheKey::of(&bz).to_hex(),
+        &CacheKey::of(&other_bz).to_hex(),
+    );
+    assert_ne!(text, swapped);
+    fs::write(&index, swapped).unwrap();
+    let third = load_file(&file, &cache);
+    assert!(third.image.elf_bytes() == &other_elf[..]);
+}
+
+/// A file written again, even with its old modification time put back, has a new change
+/// time: its remembered key no longer applies, and the new content is what loads.
+#[test]
+fn a_rewritten_kernel_file_is_hashed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
+    let (bz, elf) = debian_like_bzimage("xz");
+    let (new_bz, new_elf) = other_kernel("xz");
+    assert!(elf != new_elf);
+    // The same size, and (below) the same modification time: only the change time tells.
+    assert_eq!(bz.len(), new_bz.len());
+    let file = dir.path().join("vmlinuz");
+    fs::write(&file, &bz).unwrap();
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    assert!(load_file(&file, &cache).image.elf_bytes() == &elf[..]);
+    assert_eq!(file_keys(&cache).len(), 1);
+    // Past the filesystem's clock tick, so that the change time moves.
+    std::thread::sleep(Duration::from_millis(50));
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&file)
+        .unwrap();
+    use std::io::Write as _;
+    (&f).write_all(&new_bz).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let again = load_file(&file, &cache);
+    assert!(
+        again.image.elf_bytes() == &new_elf[..],
+        "the old kernel came back"
+    );
+    assert_eq!(
+        cache.known_key(&FileStamp::of(&fs::metadata(&file).unwrap())),
+        Some(CacheKey::of(&new_bz))
+    );
+}
+
+/// With the default settle time, a file written just now is hashed but its key not
+/// remembered: a second write in the same tick of the filesystem's clock would not show.
+#[test]
+fn a_fresh_kernel_files_key_is_not_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels"));
+    let (bz, _) = debian_like_bzimage("xz");
+    let file = dir.path().join("vmlinuz");
+    fs::write(&file, &bz).unwrap();
+    let loaded = load_file(&file, &cache);
+    assert!(
+        matches!(loaded.cache, CacheOutcome::Stored),
+        "{:?}",
+        loaded.cache
+    );
+    assert!(file_keys(&cache).is_empty(), "{:?}", file_keys(&cache));
+    let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
+    assert_eq!(cache.known_key(&stamp), None);
 }

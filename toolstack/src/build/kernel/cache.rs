@@ -23,6 +23,42 @@ const TMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this are a crashed writer's, and removed.
 const STALE_TMP: Duration = Duration::from_secs(3600);
 
+/// Where file keys are remembered, under the cache directory.
+const FILE_KEYS_DIR: &str = "files";
+
+/// A file's identity and version as its metadata tells them (see [`KernelCache`]'s file keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of the file `meta` describes.
+    pub fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp as recorded: everything but the key.
+    fn line(&self) -> String {
+        format!(
+            "rxk-file-key-1 {} {} {} {} {}",
+            self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns
+        )
+    }
+}
+
 /// The SHA-256 of a kernel file: its cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheKey([u8; 32]);
@@ -36,6 +72,24 @@ impl CacheKey {
     /// The key in lowercase hex.
     pub fn to_hex(&self) -> String {
         hex(&self.0)
+    }
+
+    /// A key from its [`to_hex`](Self::to_hex) form; `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<CacheKey> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (k, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
+            let digit = |c: u8| {
+                char::from(c)
+                    .to_digit(16)
+                    .filter(|_| !c.is_ascii_uppercase())
+            };
+            *k = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+        }
+        Some(CacheKey(key))
     }
 }
 
@@ -208,12 +262,25 @@ pub enum CacheError {
 ///   (left by a crashed writer) are removed too. A reader that opened an entry before another
 ///   process evicted it still reads it whole (the file lives until closed).
 ///
+/// - **File keys**: hashing the kernel file is most of a warm lookup's cost that is not the
+///   entry itself (160 ms for Debian's 11 MB gzipped vmlinux under QEMU TCG), so the key of a
+///   file is remembered under its identity ([`FileStamp`]: device, inode, size, and the
+///   modification and change times to the nanosecond), in `<dir>/files/<dev>-<ino>`, and a
+///   later load of the same, unchanged file skips the hash. Any write to the file changes its
+///   change time, which no one can set; but a filesystem may advance its clock in ticks of a
+///   few milliseconds, so a write in the same tick as the one before it leaves the stamp as
+///   it was. A key is therefore only remembered for a file whose times are at least
+///   [`KernelCache::DEFAULT_SETTLE`] old when it is hashed: any later write lands in a later
+///   tick, and shows. The stamp is taken before the file is read, so a file changed while it
+///   is read is remembered under its old stamp, which never matches again.
+///
 /// The cache directory is trusted as much as the kernel files are: whoever can write it can
 /// choose what guests boot, as whoever can write `/boot` can. Create it root-owned.
 #[derive(Clone, Debug)]
 pub struct KernelCache {
     dir: PathBuf,
     max_bytes: u64,
+    settle: Duration,
 }
 
 impl KernelCache {
@@ -221,6 +288,8 @@ impl KernelCache {
     pub const DEFAULT_DIR: &'static str = "/var/cache/rxen/kernels";
     /// The default bound on the cache's size: 1 GiB, about fifteen of Debian's 66 MB kernels.
     pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+    /// How old a kernel file's times must be for its key to be remembered (see the notes).
+    pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 
     /// A cache in `dir` (created when the first entry is stored) of at most
     /// [`KernelCache::DEFAULT_MAX_BYTES`].
@@ -228,7 +297,60 @@ impl KernelCache {
         KernelCache {
             dir: dir.into(),
             max_bytes: Self::DEFAULT_MAX_BYTES,
+            settle: Self::DEFAULT_SETTLE,
         }
+    }
+
+    /// The same cache with another settle time for file keys (see the type's notes): how old
+    /// a file's times must be for its key to be remembered. Tests shorten it; shorter than
+    /// the filesystem's clock tick, a write in the tick of the previous one may go unseen.
+    pub fn with_settle(self, settle: Duration) -> KernelCache {
+        KernelCache { settle, ..self }
+    }
+
+    /// The key remembered for the file with `stamp`, if one is and the stamp is the same.
+    pub fn known_key(&self, stamp: &FileStamp) -> Option<CacheKey> {
+        let text = fs::read_to_string(self.file_key_path(stamp)).ok()?;
+        let (recorded, key) = text.strip_suffix('\n')?.rsplit_once(' ')?;
+        if recorded != stamp.line() {
+            return None;
+        }
+        CacheKey::from_hex(key)
+    }
+
+    /// Remembers `key` as the key of the file with `stamp`, if the file's times are at least
+    /// the settle time old at `now`. Best-effort: a failure to write is ignored (the next load
+    /// hashes the file again).
+    pub fn remember_key(&self, stamp: &FileStamp, key: &CacheKey, now: SystemTime) {
+        let ns = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
+        let settled = |t: i128| {
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .is_ok_and(|n| ns(n).saturating_sub(t) >= ns(self.settle))
+        };
+        if !(settled(stamp.mtime_ns) && settled(stamp.ctime_ns)) {
+            return;
+        }
+        let dir = self.dir.join(FILE_KEYS_DIR);
+        if fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let path = self.file_key_path(stamp);
+        let tmp = dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{}",
+            stamp.dev,
+            stamp.ino,
+            std::process::id()
+        ));
+        let line = format!("{} {}\n", stamp.line(), key.to_hex());
+        if fs::write(&tmp, line).is_err() || fs::rename(&tmp, &path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    fn file_key_path(&self, stamp: &FileStamp) -> PathBuf {
+        self.dir
+            .join(FILE_KEYS_DIR)
+            .join(format!("{}-{}", stamp.dev, stamp.ino))
     }
 
     /// The same cache with another bound on its size.

@@ -48,10 +48,10 @@ mod notes;
 
 use std::borrow::Cow;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub use bzimage::{BzImageHeader, MIN_PROTOCOL};
-pub use cache::{CacheError, CacheKey, Corruption, EntryBytes, KernelCache, Lookup};
+pub use cache::{CacheError, CacheKey, Corruption, EntryBytes, FileStamp, KernelCache, Lookup};
 pub use decompress::{decompress, Compression};
 pub use elf::{ElfClass, ElfKernel, LoadSegment};
 pub use error::{DecodeError, KernelError, Result};
@@ -341,12 +341,20 @@ impl KernelImage {
         cache: Option<&KernelCache>,
     ) -> Result<Loaded> {
         let started = Instant::now();
+        // The stamp before the read: a file changed while it is read never matches it again.
+        let stamp = cache
+            .and(std::fs::metadata(path).ok())
+            .map(|m| FileStamp::of(&m));
+        let known = cache.zip(stamp.as_ref()).and_then(|(c, s)| c.known_key(s));
         let input = inputs::read_bounded(path, limits.max_image, |size, limit| {
             KernelError::ImageTooLarge { size, limit }
         })?;
         let read = started.elapsed();
-        let mut loaded = Self::load(input, limits, cache)?;
+        let (mut loaded, key) = Self::load_keyed(input, limits, cache, known)?;
         loaded.timings.read = read;
+        if let (Some(cache), Some(stamp), Some(key), None) = (cache, stamp, key, known) {
+            cache.remember_key(&stamp, &key, SystemTime::now());
+        }
         Ok(loaded)
     }
 
@@ -364,11 +372,23 @@ impl KernelImage {
         limits: &ImageLimits,
         cache: Option<&KernelCache>,
     ) -> Result<Loaded> {
+        Self::load_keyed(input, limits, cache, None).map(|(loaded, _)| loaded)
+    }
+
+    /// [`load`](Self::load), with the input's cache key when it is known already (remembered
+    /// for its file); returns the key it looked up, if it used the cache.
+    fn load_keyed(
+        input: Vec<u8>,
+        limits: &ImageLimits,
+        cache: Option<&KernelCache>,
+        known: Option<CacheKey>,
+    ) -> Result<(Loaded, Option<CacheKey>)> {
         check_image_size(&input, limits)?;
         let mut timings = LoadTimings::default();
         let (format, source) = identify(&input)?;
         // The key to store the unpacked image under, once it has parsed.
         let mut store_as = None;
+        let mut used_key = None;
         let (unpacked, mut outcome) = match source {
             Source::Elf(bytes) if bytes.len() == input.len() => (None, CacheOutcome::NotPacked),
             Source::Elf(bytes) => (
@@ -391,7 +411,8 @@ impl KernelImage {
                     None => (Some(unpack()?), CacheOutcome::Off),
                     Some(cache) => {
                         let started = Instant::now();
-                        let key = CacheKey::of(&input);
+                        let key = known.unwrap_or_else(|| CacheKey::of(&input));
+                        used_key = Some(key);
                         let hashed = Instant::now();
                         let found = cache.lookup(&key, limits.max_decompressed);
                         let looked_up = Instant::now();
@@ -421,11 +442,14 @@ impl KernelImage {
             }
             timings.cache_store = started.elapsed();
         }
-        Ok(Loaded {
-            image: KernelImage { format, bytes, elf },
-            cache: outcome,
-            timings,
-        })
+        Ok((
+            Loaded {
+                image: KernelImage { format, bytes, elf },
+                cache: outcome,
+                timings,
+            },
+            used_key,
+        ))
     }
 
     /// What the kernel file was.
