@@ -1002,7 +1002,17 @@ pub fn evtchn_the_queue_resets_and_overflows(xc: &XenCtrl, w: &dyn Witness) {
     assert_eq!(err.errno(), Some(Errno::EFBIG));
     assert!(matches!(ev.wait_timeout(QUIET), Err(Error::EventsLost)));
     ev.reset().unwrap();
-    quiet(&ev, "reset clears the overflow");
+    // Reset clears the overflow. The last notify before it may still be on its way (real Xen
+    // delivers it through an upcall, which under a loaded TCG host came after the reset): at
+    // most that one event of `a` arrives, and then `a` is masked again.
+    match ev.wait_timeout(QUIET) {
+        Ok(None) => {}
+        Ok(Some(p)) => {
+            assert_eq!(p, a.port(), "only a notify from before the reset may arrive");
+            quiet(&ev, "one late event at most");
+        }
+        Err(e) => panic!("reset did not clear the overflow: {e:?}"),
+    }
     a.unmask().unwrap();
     b.notify().unwrap();
     assert_eq!(
