@@ -1008,7 +1008,11 @@ pub fn evtchn_the_queue_resets_and_overflows(xc: &XenCtrl, w: &dyn Witness) {
     match ev.wait_timeout(QUIET) {
         Ok(None) => {}
         Ok(Some(p)) => {
-            assert_eq!(p, a.port(), "only a notify from before the reset may arrive");
+            assert_eq!(
+                p,
+                a.port(),
+                "only a notify from before the reset may arrive"
+            );
             quiet(&ev, "one late event at most");
         }
         Err(e) => panic!("reset did not clear the overflow: {e:?}"),
