@@ -499,3 +499,27 @@ fn a_fresh_kernel_files_key_is_not_remembered() {
     let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
     assert_eq!(cache.known_key(&stamp), None);
 }
+
+/// A file key record that is not one (junk, or far too long) is ignored: the file is hashed.
+#[test]
+fn a_junk_file_key_record_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
+    let (bz, elf) = debian_like_bzimage("xz");
+    let file = dir.path().join("vmlinuz");
+    fs::write(&file, &bz).unwrap();
+    load_file(&file, &cache);
+    let keys = file_keys(&cache);
+    assert_eq!(keys.len(), 1);
+    let index = cache.dir().join("files").join(&keys[0]);
+    let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
+    for junk in [
+        b"x".repeat(4 << 20),
+        b"\xff\xfe not a record\n".to_vec(),
+        Vec::new(),
+    ] {
+        fs::write(&index, &junk).unwrap();
+        assert_eq!(cache.known_key(&stamp), None);
+        assert!(load_file(&file, &cache).image.elf_bytes() == &elf[..]);
+    }
+}

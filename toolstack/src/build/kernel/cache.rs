@@ -25,6 +25,8 @@ const STALE_TMP: Duration = Duration::from_secs(3600);
 
 /// Where file keys are remembered, under the cache directory.
 const FILE_KEYS_DIR: &str = "files";
+/// The most of a file key record that is read (a record is about 150 bytes).
+const FILE_KEY_MAX: u64 = 512;
 
 /// A file's identity and version as its metadata tells them (see [`KernelCache`]'s file keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,7 +312,13 @@ impl KernelCache {
 
     /// The key remembered for the file with `stamp`, if one is and the stamp is the same.
     pub fn known_key(&self, stamp: &FileStamp) -> Option<CacheKey> {
-        let text = fs::read_to_string(self.file_key_path(stamp)).ok()?;
+        // A record is one short line; read no more than that, whatever the file holds.
+        let mut text = String::new();
+        File::open(self.file_key_path(stamp))
+            .ok()?
+            .take(FILE_KEY_MAX)
+            .read_to_string(&mut text)
+            .ok()?;
         let (recorded, key) = text.strip_suffix('\n')?.rsplit_once(' ')?;
         if recorded != stamp.line() {
             return None;
