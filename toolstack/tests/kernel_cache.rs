@@ -397,18 +397,25 @@ fn load_file(path: &Path, cache: &KernelCache) -> toolstack::build::kernel::Load
     KernelImage::load_file(path, &ImageLimits::default(), Some(cache)).unwrap()
 }
 
+/// A cache that remembers file keys at once (settle time zero), and the kernel file `bz`
+/// written as `vmlinuz` beside it, in `dir`.
+fn settled_setup(dir: &Path, bz: &[u8]) -> (KernelCache, std::path::PathBuf) {
+    let cache = KernelCache::new(dir.join("kernels")).with_settle(Duration::ZERO);
+    let file = dir.join("vmlinuz");
+    fs::write(&file, bz).unwrap();
+    (cache, file)
+}
+
 /// A file whose times have settled has its key remembered, and the next load of it takes the
 /// key from there rather than hashing the file: shown by pointing the remembered key at
 /// another kernel's entry, which that load then returns.
 #[test]
 fn a_settled_kernel_files_key_is_remembered_and_used() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
     let (bz, elf) = debian_like_bzimage("xz");
     let (other_bz, other_elf) = other_kernel("gzip");
     assert!(elf != other_elf);
-    let file = dir.path().join("vmlinuz");
-    fs::write(&file, &bz).unwrap();
+    let (cache, file) = settled_setup(dir.path(), &bz);
     let first = load_file(&file, &cache);
     assert!(
         matches!(first.cache, CacheOutcome::Stored),
@@ -447,14 +454,12 @@ fn a_settled_kernel_files_key_is_remembered_and_used() {
 #[test]
 fn a_rewritten_kernel_file_is_hashed_again() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
     let (bz, elf) = debian_like_bzimage("xz");
     let (new_bz, new_elf) = other_kernel("xz");
     assert!(elf != new_elf);
     // The same size, and (below) the same modification time: only the change time tells.
     assert_eq!(bz.len(), new_bz.len());
-    let file = dir.path().join("vmlinuz");
-    fs::write(&file, &bz).unwrap();
+    let (cache, file) = settled_setup(dir.path(), &bz);
     let mtime = fs::metadata(&file).unwrap().modified().unwrap();
     assert!(load_file(&file, &cache).image.elf_bytes() == &elf[..]);
     assert_eq!(file_keys(&cache).len(), 1);
@@ -504,10 +509,8 @@ fn a_fresh_kernel_files_key_is_not_remembered() {
 #[test]
 fn a_junk_file_key_record_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let cache = KernelCache::new(dir.path().join("kernels")).with_settle(Duration::ZERO);
     let (bz, elf) = debian_like_bzimage("xz");
-    let file = dir.path().join("vmlinuz");
-    fs::write(&file, &bz).unwrap();
+    let (cache, file) = settled_setup(dir.path(), &bz);
     load_file(&file, &cache);
     let keys = file_keys(&cache);
     assert_eq!(keys.len(), 1);

@@ -756,15 +756,23 @@ fn pv_guest_boots_and_xl_sees_and_destroys_it() {
     let warm = cache_is_warm();
     let (l, marker) = boot_to_marker(&host, &guest);
     print_launch(Kind::Pv, cache_label(warm), &l, Some(marker));
-    xl_sees(&guest.name, l.domid);
-    console_shows(Tool::Xl, &guest.name, "rxen-guest:");
-    console_shows(Tool::Rxl, &guest.name, "rxen-guest:");
-    run("xl", &["destroy", &guest.name]);
+    xl_sees_and_destroys(&host, &guest.name, l.domid);
+}
+
+/// `xl list`, `xl list -l`, `xl console` and `rxl console` see the running guest `name`
+/// (domain `domid`); `xl destroy` removes it, and rxl's monitor of it then ends.
+fn xl_sees_and_destroys(host: &Host, name: &str, domid: u16) {
+    xl_sees(name, domid);
+    console_shows(Tool::Xl, name, "rxen-guest:");
+    console_shows(Tool::Rxl, name, "rxen-guest:");
+    let t = Instant::now();
+    run("xl", &["destroy", name]);
     until("the domain gone after xl destroy", BOOT_LIMIT, || {
-        find(&host, &guest.name).is_none().then_some(())
+        find(host, name).is_none().then_some(())
     });
+    println!("TIMING xl destroy: {:.1} s", secs(t.elapsed()));
     until("rxl's monitor gone", BOOT_LIMIT, || {
-        monitors_of(l.domid).is_empty().then_some(())
+        monitors_of(domid).is_empty().then_some(())
     });
 }
 
@@ -789,19 +797,7 @@ fn pvh_guest_boots_from_debians_bzimage_and_xl_destroys_it() {
     let (warm, marker) = boot_to_marker(&host, &guest);
     print_launch(Kind::Pvh, "bzImage rxl-warm", &warm, Some(marker));
 
-    xl_sees(&guest.name, warm.domid);
-    console_shows(Tool::Xl, &guest.name, "rxen-guest:");
-    console_shows(Tool::Rxl, &guest.name, "rxen-guest:");
-    let t = Instant::now();
-    run("xl", &["destroy", &guest.name]);
-    until("the domain gone after xl destroy", BOOT_LIMIT, || {
-        find(&host, &guest.name).is_none().then_some(())
-    });
-    println!("TIMING xl destroy: {:.1} s", secs(t.elapsed()));
-    // rxl's monitor sees the domain go and ends.
-    until("rxl's monitor gone", BOOT_LIMIT, || {
-        monitors_of(warm.domid).is_empty().then_some(())
-    });
+    xl_sees_and_destroys(&host, &guest.name, warm.domid);
 }
 
 /// `rxl create` to the console marker, checking that the domain that printed it is the one
