@@ -414,11 +414,37 @@ fn launch_once(host: &Host, tool: Tool, guest: &Guest) -> Result<Launch, String>
 }
 
 /// Destroys a guest with `tool` and waits until Xen has no domain of that name.
+///
+/// A guest that dies on its way up (a triple fault is a reboot to Xen) is restarted by its
+/// monitor, and a destroy that had resolved the old domain then finds it gone. If the name is
+/// still taken after a failed destroy, the destroy is run again (printed as `RETRY`), up to
+/// twice.
 fn destroy(host: &Host, tool: Tool, name: &str) {
-    match tool {
-        Tool::Xl => run("xl", &["destroy", name]),
-        Tool::Rxl => run(RXL, &["destroy", name]),
+    let program = match tool {
+        Tool::Xl => "xl",
+        Tool::Rxl => RXL,
     };
+    for attempt in 0.. {
+        // spawns: xl, or own (rxl)
+        let out = Command::new(program)
+            .args(["destroy", name])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        if out.status.success() || find(host, name).is_none() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            attempt < 2,
+            "{program} destroy {name} failed with {}: {err}",
+            out.status
+        );
+        println!(
+            "RETRY {program} destroy {name}: {}: {}; the name is still taken",
+            out.status,
+            err.trim()
+        );
+    }
     until(&format!("{name} gone after destroy"), BOOT_LIMIT, || {
         find(host, name).is_none().then_some(())
     });
