@@ -425,7 +425,7 @@ fn destroy(host: &Host, tool: Tool, name: &str) {
         Tool::Rxl => RXL,
     };
     for attempt in 0.. {
-        // spawns: xl, or own (rxl)
+        // spawns: xl, own (rxl)
         let out = Command::new(program)
             .args(["destroy", name])
             .output()
