@@ -604,3 +604,123 @@ fn a_kernel_with_a_hypercall_page_note_is_built_with_one() {
     assert!(matches!(e, Error::Plan { .. }), "{e:?}");
     assert_eq!(sim.list().len(), 2, "dom0 and hp");
 }
+
+/// The Debian-like kernel with whole zero pages inside a loaded segment (the fourth: one page
+/// of pattern, two of zeros, half a page of pattern), as Debian's has (half its 66 MB).
+fn kernel_with_zero_pages() -> Vec<u8> {
+    use kernel_fixture::{pattern, ElfBuilder, Seg, PSTART, VIRT_BASE};
+    let mut b = ElfBuilder::debian_like();
+    let mut data = pattern(0x1000, 4);
+    data.extend_from_slice(&[0; 0x2000]);
+    data.extend_from_slice(&pattern(0x800, 6));
+    b.segments[3] = Seg::load(
+        b.segments[3].flags,
+        PSTART + 0x5000,
+        VIRT_BASE + PSTART + 0x5000,
+        data,
+        0x3800,
+    );
+    b.bytes()
+}
+
+/// Fills every page the newest guest has (PVH: guest frames from 0) with 0xc2, as Xen's debug
+/// builds scrub memory: fresh pages are not promised to be zero.
+fn dirty_newest_guest(host: &Host, pages: u64) {
+    use xenctrl::volatile::ReadWrite;
+    let d = host
+        .xc
+        .domain_list()
+        .expect("domains")
+        .into_iter()
+        .map(|i| i.domid)
+        .max()
+        .expect("a guest");
+    let gfns: Vec<u64> = (0..pages).collect();
+    let map = host
+        .xc
+        .map_foreign_partial::<ReadWrite>(xenctrl::DomainId::new(d), &gfns)
+        .expect("map the guest");
+    let mut dirtied = 0;
+    for i in 0..map.pages() {
+        if let Ok(page) = map.page(i) {
+            page.fill(0, 4096, 0xc2).expect("fill");
+            dirtied += 1;
+        }
+    }
+    assert!(
+        dirtied > pages / 2,
+        "only {dirtied} of {pages} pages mapped"
+    );
+}
+
+/// Guest memory that is not zero when the kernel is loaded gets every byte of the kernel's
+/// segments written: the bytes of its file, and zeros for the rest, including the zero pages a
+/// cache entry leaves out (which the loader clears rather than copies). Built cold (unpacked,
+/// its zero pages found while it is stored) and warm (from the cache entry).
+#[test]
+fn a_kernel_is_loaded_whole_over_dirty_memory_cold_and_warm() {
+    let sim = SimHost::new(1024, 256);
+    let mut inputs = inputs(&sim);
+    let elf = kernel_with_zero_pages();
+    let bz = kernel_fixture::bzimage(
+        &kernel_fixture::payload("xz", &elf),
+        kernel_fixture::BzParams::default(),
+    );
+    std::fs::write(&inputs.kernel, &bz).expect("kernel");
+    inputs.expect.elf = elf;
+    let host = sim.lib();
+    let hooks = Hooks::new(sim.path());
+    for (round, source) in [
+        (0, "ELF image, unpacked\n"),
+        (1, "ELF image, unpacked image from the cache"),
+    ] {
+        let name = format!("dirty{round}");
+        let cfg = cfg_file(&sim, &name, "pvh", &inputs);
+        let child = sim
+            .command(&["create", "-p", "-v", &cfg])
+            .env(HOOK_SOCKET_ENV, &hooks.path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut h = hooks.accept("builder");
+        let mut dirtied = false;
+        while let Some(point) = h.next() {
+            if point == "create:populated" {
+                dirty_newest_guest(&host, MEMORY_MIB * 256);
+                dirtied = true;
+            }
+            h.go();
+        }
+        let out = wait(child, "builder");
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(dirtied, "no populated hook: {err}");
+        assert!(err.contains(source), "round {round} not {source}: {err}");
+        let d = sim.domid(&name).expect("created");
+        let faults = check(&host, d, &inputs.expect).0;
+        assert!(faults.is_empty(), "{source}: {faults:#?}");
+    }
+    // The warm round had zero pages inside the segment to leave out.
+    let loaded = toolstack::build::kernel::KernelImage::load_file(
+        &inputs.kernel,
+        &toolstack::build::kernel::ImageLimits::default(),
+        Some(&host.kernel_cache),
+    )
+    .expect("load");
+    // Program header 3's p_offset: its zero bytes start 0x1000 into it.
+    let at = 64 + 56 * 3 + 8;
+    let offset = u64::from_le_bytes(inputs.expect.elf[at..at + 8].try_into().expect("8 bytes"));
+    // The whole file pages inside the segment's 0x2000 zero bytes (at least one).
+    let zeros = (offset + 0x1000).next_multiple_of(0x1000)..((offset + 0x3000) & !0xfff);
+    assert!(!zeros.is_empty());
+    assert!(
+        loaded
+            .image
+            .zero_ranges()
+            .iter()
+            .any(|r| r.start <= zeros.start && zeros.end <= r.end),
+        "{zeros:?} not in {:?}",
+        loaded.image.zero_ranges()
+    );
+}

@@ -1,6 +1,9 @@
 //! The cache of unpacked kernels: a second load skips decompression; a corrupt entry is never
 //! trusted, but removed and rewritten; the size stays bounded; concurrent processes share it.
 
+// Test sizes and bytes made from counters are small: they fit every integer type.
+#![allow(clippy::cast_possible_truncation)]
+
 mod kernel_fixture;
 
 use std::fs;
@@ -217,10 +220,11 @@ fn set_age(path: &Path, age: Duration) {
 #[test]
 fn the_oldest_entries_go_when_the_cache_is_full() {
     let dir = tempfile::tempdir().unwrap();
-    // Room for two 1000-byte entries (each 48 bytes of header more), not three.
+    // Room for two 1000-byte entries (each 48 bytes of header and 8 of page map more), not
+    // three. (Contents that are not zero: zero pages are not stored.)
     let cache = KernelCache::new(dir.path()).with_max_bytes(2200);
     let keys: Vec<CacheKey> = (0..4u8).map(|i| CacheKey::of(&[i])).collect();
-    cache.store(&keys[0], &[0; 1000]).unwrap();
+    cache.store(&keys[0], &[9; 1000]).unwrap();
     set_age(&cache.entry_path(&keys[0]), Duration::from_secs(300));
     cache.store(&keys[1], &[1; 1000]).unwrap();
     set_age(&cache.entry_path(&keys[1]), Duration::from_secs(200));
@@ -377,6 +381,179 @@ fn a_large_entry_round_trips_and_a_flipped_byte_in_it_is_caught() {
     match cache.lookup(&key, 4 << 20) {
         Lookup::Corrupt(Corruption::HashMismatch) => {}
         other => panic!("{other:?}"),
+    }
+}
+
+/// Contents with zero pages where Debian's kernel has them (between segments, in `.bss`) and
+/// where it might (at the start, at the end, a short last page), for the page-map tests.
+fn sparse_contents() -> Vec<(&'static str, Vec<u8>)> {
+    let page = |b: u8| vec![b; 4096];
+    let join = |parts: &[Vec<u8>]| parts.concat();
+    let mut short_tail = join(&[page(1), page(0)]);
+    short_tail.extend_from_slice(&[0; 100]);
+    let mut short_data = join(&[page(0), page(2)]);
+    short_data.extend_from_slice(&[3; 100]);
+    let mut one_byte = vec![0u8; 3 * 4096];
+    one_byte[4096 + 4095] = 1;
+    vec![
+        (
+            "zero pages between data",
+            join(&[page(1), page(0), page(0), page(2), page(0), page(3)]),
+        ),
+        (
+            "leading and trailing zero pages",
+            join(&[page(0), page(4), page(0)]),
+        ),
+        ("a short zero last page", short_tail),
+        ("a short last page of data", short_data),
+        ("one non-zero byte in a zero page", one_byte),
+        ("all zero", vec![0; 5 * 4096 + 7]),
+        (
+            "no zero page",
+            (0..3 * 4096 + 5)
+                .map(|i: u32| (i % 253 + 1) as u8)
+                .collect(),
+        ),
+        ("empty", Vec::new()),
+    ]
+}
+
+/// What a reader should be told is zero: the all-zero pages, merged.
+fn zero_pages_of(content: &[u8]) -> Vec<std::ops::Range<u64>> {
+    let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+    for (i, page) in content.chunks(4096).enumerate() {
+        if page.iter().all(|&b| b == 0) {
+            let r = (i * 4096) as u64..(i * 4096 + page.len()) as u64;
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(r),
+            }
+        }
+    }
+    out
+}
+
+/// An entry leaves out the content's all-zero pages (the file is smaller by them) and gives
+/// the content back whole, small (a vector) and large (a mapping), saying where the zeros
+/// are.
+#[test]
+fn an_entry_leaves_out_zero_pages_and_gives_them_back_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let mut contents = sparse_contents();
+    // A large one: read into a mapping.
+    let mut large = vec![0u8; 3 << 20];
+    for (i, b) in large.iter_mut().enumerate() {
+        if (i / 4096) % 3 == 0 || i > (3 << 20) - 5000 {
+            *b = (i % 251) as u8 | 1;
+        }
+    }
+    contents.push(("3 MiB, every third page data", large));
+    for (i, (what, content)) in contents.iter().enumerate() {
+        let key = CacheKey::of(&[i as u8, 0xee]);
+        cache.store(&key, content).unwrap();
+        let zero = zero_pages_of(content);
+        let zero_bytes: u64 = zero.iter().map(|r| r.end - r.start).sum();
+        let file_len = fs::metadata(cache.entry_path(&key)).unwrap().len();
+        let runs = content.len().div_ceil(4096) as u64 - zero_bytes.div_ceil(4096);
+        assert!(
+            file_len <= 48 + 8 * runs + content.len() as u64 - zero_bytes,
+            "{what}: a {file_len}-byte entry for {} bytes of which {zero_bytes} zero",
+            content.len()
+        );
+        match cache.lookup(&key, 16 << 20) {
+            Lookup::Hit(v) => {
+                assert!(*v == content[..], "{what}: a different content came back");
+                assert_eq!(v.zero_ranges(), &zero[..], "{what}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+/// A page map that names pages out of order, twice, past the content's end, or none in a
+/// run is caught before any page is read, and the entry removed.
+#[test]
+fn an_entry_with_a_bad_page_map_is_removed() {
+    // Three runs: pages 0, 2 and 4 (the map follows the 48-byte header, a run being its first
+    // page and page count as u32s).
+    let page = |b: u8| vec![b; 4096];
+    let content = [page(1), page(0), page(2), page(0), page(3)].concat();
+    let run = |b: &mut Vec<u8>, i: usize, first: u32, n: u32| {
+        let at = 48 + 8 * i;
+        b[at..at + 4].copy_from_slice(&first.to_le_bytes());
+        b[at + 4..at + 8].copy_from_slice(&n.to_le_bytes());
+    };
+    type Damage<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let cases: Vec<(&str, Damage<'_>, Corruption)> = vec![
+        (
+            "an empty run",
+            Box::new(|b| run(b, 1, 2, 0)),
+            Corruption::BadRuns,
+        ),
+        (
+            "out of order",
+            Box::new(|b| run(b, 1, 0, 1)),
+            Corruption::BadRuns,
+        ),
+        (
+            "overlapping",
+            Box::new(|b| run(b, 0, 0, 3)),
+            Corruption::BadRuns,
+        ),
+        (
+            "past the end",
+            Box::new(|b| run(b, 2, 5, 1)),
+            Corruption::BadRuns,
+        ),
+        (
+            "far past it",
+            Box::new(|b| run(b, 2, u32::MAX, 1)),
+            Corruption::BadRuns,
+        ),
+        (
+            "more runs than pages",
+            Box::new(|b| b[20..24].copy_from_slice(&6u32.to_le_bytes())),
+            Corruption::BadRuns,
+        ),
+        (
+            "a page moved",
+            Box::new(|b| run(b, 1, 1, 1)),
+            Corruption::HashMismatch,
+        ),
+        (
+            // Page 4 becomes pages 3-4, the data a page longer: the checksum differs.
+            "a run lengthened",
+            Box::new(|b| {
+                run(b, 2, 3, 2);
+                b.extend_from_slice(&[3; 4096]);
+            }),
+            Corruption::HashMismatch,
+        ),
+        (
+            "a reserved byte set",
+            Box::new(|b| b[40] = 1),
+            Corruption::BadHeader,
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path());
+    let key = CacheKey::of(b"three runs");
+    for (what, damage, expect) in cases {
+        cache.store(&key, &content).unwrap();
+        let path = cache.entry_path(&key);
+        let mut bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes[20..24], 3u32.to_le_bytes(), "three runs");
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+        match cache.lookup(&key, 1 << 20) {
+            Lookup::Corrupt(c) => assert_eq!(c, expect, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(
+            matches!(cache.lookup(&key, 1 << 20), Lookup::Miss),
+            "{what}: removed"
+        );
     }
 }
 

@@ -285,6 +285,30 @@ pub fn write_guest(
     Ok(stats)
 }
 
+/// The parts of `range` outside every range of `skip` (sorted and disjoint), in order.
+pub fn outside(
+    range: std::ops::Range<u64>,
+    skip: &[std::ops::Range<u64>],
+) -> Vec<std::ops::Range<u64>> {
+    let mut parts = Vec::new();
+    let mut at = range.start;
+    // The first range of `skip` that ends after the start.
+    let first = skip.partition_point(|r| r.end <= range.start);
+    for r in &skip[first..] {
+        if r.start >= range.end {
+            break;
+        }
+        if r.start > at {
+            parts.push(at..r.start);
+        }
+        at = at.max(r.end);
+    }
+    if at < range.end {
+        parts.push(at..range.end);
+    }
+    parts
+}
+
 /// The parts of `areas` (byte ranges) that no write in `data` covers, as zero writes: what a
 /// segment needs cleared besides what is loaded into it.
 pub fn zero_gaps(areas: &[(u64, u64)], data: &[Write<'_>]) -> Vec<Write<'static>> {
@@ -363,6 +387,22 @@ mod tests {
             [(0x1000, 0x1010), (0x1020, 0x3000), (0x4000, 0x6000)]
         );
         assert!(zero_gaps(&[(0x3000, 0x4000)], &data).is_empty());
+    }
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of one range, as outside returns
+    fn outside_leaves_out_the_skipped_ranges() {
+        let skip = [0x10..0x20, 0x30..0x40, 0x40..0x50, 0x90..0xa0];
+        assert_eq!(
+            outside(0..0x100, &skip),
+            [0..0x10, 0x20..0x30, 0x50..0x90, 0xa0..0x100]
+        );
+        assert_eq!(outside(0x18..0x35, &skip), [0x20..0x30]);
+        assert_eq!(outside(0x30..0x50, &skip), []);
+        assert_eq!(outside(0x50..0x60, &skip), [0x50..0x60]);
+        assert_eq!(outside(0x95..0x98, &skip), []);
+        assert_eq!(outside(0..0x100, &[]), [0..0x100]);
+        assert_eq!(outside(5..5, &skip), []);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use error::BuildError;
 pub use memory::WriteStats;
 
 use super::kernel::{CommandLine, GuestKind, Initrd, KernelImage};
-use super::plan::{PfnRange, PlanError};
+use super::plan::{LoadSource, PfnRange, PlanError};
 use super::pv::{PvImage, PvLayout};
 use super::pvh::{PvhImage, PvhLayout};
 
@@ -250,9 +250,11 @@ impl<'a> Executor<'a> {
             Plan::Pvh(l) => (l.loads(), pvh::load_areas(l)),
         };
         let elf = self.boot.kernel.elf_bytes();
-        // The kernel break flips the first byte of the first load: a copy of that load.
+        let zero = self.boot.kernel.zero_ranges();
+        // The kernel break flips the first byte of the first load: a copy of that load, written
+        // whole.
         let mut flipped: Option<Vec<u8>> = None;
-        let mut writes = Vec::with_capacity(loads.len());
+        let mut writes: Vec<(u64, &[u8])> = Vec::with_capacity(loads.len());
         for (i, l) in loads.iter().enumerate() {
             let bytes =
                 l.bytes(elf, self.boot.initrd.as_ref())
@@ -264,8 +266,27 @@ impl<'a> Executor<'a> {
                 let mut v = bytes.to_vec();
                 v[0] ^= 0xff;
                 flipped = Some(v);
+                writes.push((l.dest, bytes));
+                continue;
             }
-            writes.push((l.dest, bytes));
+            match l.source {
+                // What the image knows is zero is left to the clearing of the segment (the
+                // gaps below): no copy of zeros.
+                LoadSource::Kernel { offset, .. } => {
+                    for part in memory::outside(offset..offset + l.len, zero) {
+                        let at = |b: u64| usize::try_from(b - offset).ok();
+                        let piece = at(part.start)
+                            .zip(at(part.end))
+                            .and_then(|(from, to)| bytes.get(from..to))
+                            .ok_or(BuildError::WriteOutOfBounds {
+                                addr: l.dest,
+                                len: l.len,
+                            })?;
+                        writes.push((l.dest + (part.start - offset), piece));
+                    }
+                }
+                LoadSource::Initrd => writes.push((l.dest, bytes)),
+            }
         }
         let mut writes: Vec<memory::Write<'_>> = writes
             .into_iter()

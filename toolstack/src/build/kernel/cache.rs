@@ -2,20 +2,26 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Advice, Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
-/// The entry header's magic (format version 2: a CRC-32 of the content; version 1, `RXKCACHE`,
-/// held its SHA-256 and is replaced when met).
-const MAGIC: &[u8; 8] = b"RXKCACH2";
-/// Magic, length, content checksum (4 bytes, then 28 reserved zero bytes).
-const HEADER_LEN: usize = 8 + 8 + 32;
+/// The entry header's magic (format version 3: the content's pages that are not all zero, with
+/// a CRC-32; earlier versions, `RXKCACHE` and `RXKCACH2`, held the whole content and are
+/// replaced when met).
+const MAGIC: &[u8; 8] = b"RXKCACH3";
+/// Magic, content length (8 bytes), checksum (4), number of runs (4), 24 reserved zero bytes.
+const HEADER_LEN: usize = 8 + 8 + 4 + 4 + 24;
+/// The unit of the page map: a page of the content is stored unless it is all zero.
+const PAGE_BYTES: usize = 4096;
+const PAGE: u64 = PAGE_BYTES as u64;
+/// The size of one run in the table: its first page and its page count, little-endian u32s.
+const RUN_LEN: usize = 8;
 /// The suffix of entries.
 const ENTRY_SUFFIX: &str = ".elf";
 /// The prefix of temporary files.
@@ -132,12 +138,27 @@ pub enum Corruption {
     },
     /// The content's checksum is not the one the header states.
     HashMismatch,
+    /// The table of stored pages is out of order, has an empty run, or names a page past the
+    /// content's end.
+    BadRuns,
 }
 
-/// A cache entry's content (the unpacked kernel), read into memory of this process's own.
-/// Cheap to clone.
+/// A cache entry's content (the unpacked kernel), read into memory of this process's own,
+/// with the byte ranges the entry left out because they are all zero. Cheap to clone.
 #[derive(Clone)]
-pub struct EntryBytes(EntryRepr);
+pub struct EntryBytes {
+    repr: EntryRepr,
+    zero: Arc<[Range<u64>]>,
+}
+
+impl EntryBytes {
+    /// The byte ranges of the content that are zero, by the entry's page map: sorted, disjoint,
+    /// whole pages but the last. The bytes there read as zero; a loader that knows its target
+    /// is cleared need not copy them.
+    pub fn zero_ranges(&self) -> &[Range<u64>] {
+        &self.zero
+    }
+}
 
 #[derive(Clone)]
 enum EntryRepr {
@@ -155,7 +176,7 @@ impl Deref for EntryBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.0 {
+        match &self.repr {
             EntryRepr::Mapped(m) => m,
             EntryRepr::Read(v) => v,
         }
@@ -237,23 +258,30 @@ pub enum CacheError {
 ///   hand one kernel's ELF to another's guest, so the hash must be collision-resistant; SHA-256
 ///   is (and sha2 is already built for xz's check, with the CPU's SHA instructions when it has
 ///   them: about 1.5 GB/s).
-/// - **Entry**: one file, `<dir>/<key in hex>.elf`: a 48-byte header (the magic `RXKCACH2`, the
-///   content length as a little-endian u64, the content's CRC-32, zero padding) and the content. One file, so
-///   one rename publishes header and content together.
+/// - **Entry**: one file, `<dir>/<key in hex>.elf`: a 48-byte header (the magic `RXKCACH3`, the
+///   content length as a little-endian u64, a CRC-32, the number of runs as a u32, zero
+///   padding), a table of runs (first page and page count, little-endian u32s) naming the
+///   4 KiB pages of the content that are not all zero, and those pages, run after run. Half of
+///   Debian's 66 MB vmlinux is zero pages (segment alignment, `.bss`, `.brk`): its entry holds
+///   32 MB in 43 runs. The CRC-32 covers the table and the pages. One file, so one rename
+///   publishes header, table and pages together.
 /// - **Writes** go to a temporary file in the same directory (`.tmp-<key>-<pid>-<n>`, created
 ///   exclusively) that is renamed over the entry: readers see the old entry, the new one or
 ///   none, never half of one. Two processes storing the same key both write whole entries of the
 ///   same content; the last rename wins. Nothing is fsynced: an entry torn by a crash fails the
 ///   check below and is rewritten.
-/// - **Reads** check everything before trusting an entry: the magic, that the file is exactly
-///   header + length bytes, that the length is within the caller's limit (checked before the
-///   content is read), and the content's CRC-32 (crc32fast, with the CPU's carry-less multiply).
-///   A large entry is read into an anonymous mapping populated before the read: reading
-///   Debian's 62 MB entry into a fresh vector took 550 ms of a warm 2.5 s create in a PV dom0
-///   under QEMU TCG, most of it one page fault per 4 KiB, each a round trip through Xen; a
-///   populated mapping takes its pages in one system call. (The entry file itself is not
-///   mapped: the bytes behind a file mapping change when anyone writes the file, and a
-///   `&[u8]` must not change under its borrower.)
+/// - **Reads** check everything before trusting an entry: the magic, that the length is within
+///   the caller's limit (before anything else is read), that the runs are in order, non-empty
+///   and inside the content, that the file is exactly header, table and pages long, and the
+///   CRC-32 (crc32fast, with the CPU's carry-less multiply). A large entry is read into an
+///   anonymous mapping, each run's pages populated in one call before the read into them; the
+///   zero pages are never touched, and read as zero. (Reading Debian's entry whole into a fresh
+///   vector took 550 ms of a warm 2.5 s create in a PV dom0 under QEMU TCG, most of it one page
+///   fault per 4 KiB, each a round trip through Xen. The entry file itself is not mapped: the
+///   bytes behind a file mapping change when anyone writes the file, and a `&[u8]` must not
+///   change under its borrower.) A hit also says where the zeros are
+///   ([`EntryBytes::zero_ranges`]), so that the loader clears those guest pages rather than
+///   copying zeros into them.
 ///   An entry that fails is removed and reported ([`Lookup::Corrupt`]); the caller unpacks the
 ///   kernel again and stores a fresh entry. A checksum, not a second SHA-256: it is there to
 ///   catch a torn or damaged entry (the directory is trusted, see below), and the hit path is
@@ -403,14 +431,27 @@ impl KernelCache {
     }
 
     /// Stores `content` as the entry for `key`, atomically, then evicts the oldest entries
-    /// until the cache is within its bound.
+    /// until the cache is within its bound. The pages of `content` that are all zero are left
+    /// out of the entry (see the type's notes).
     ///
     /// # Errors
     ///
     /// [`CacheError`]: the directory, the write, the rename, or an entry bigger than the bound.
     /// Nothing is left behind on failure.
     pub fn store(&self, key: &CacheKey, content: &[u8]) -> Result<(), CacheError> {
-        let size = (HEADER_LEN + content.len()) as u64;
+        self.store_runs(key, content, &stored_runs(content))
+    }
+
+    /// [`store`](Self::store), with the content's [`stored_runs`] already found.
+    pub(crate) fn store_runs(
+        &self,
+        key: &CacheKey,
+        content: &[u8],
+        runs: &[Range<u64>],
+    ) -> Result<(), CacheError> {
+        let len = content.len();
+        let data: usize = runs.iter().map(|r| run_bytes(len, r).len()).sum();
+        let size = (HEADER_LEN + runs.len() * RUN_LEN + data) as u64;
         if size > self.max_bytes {
             return Err(CacheError::EntryTooLarge {
                 size,
@@ -422,7 +463,7 @@ impl KernelCache {
             source,
         })?;
         let tmp = self.tmp_path(key);
-        let written = write_entry(&tmp, content);
+        let written = write_entry(&tmp, content, runs);
         if let Err(source) = written {
             let _ = fs::remove_file(&tmp);
             return Err(CacheError::Write { path: tmp, source });
@@ -487,21 +528,96 @@ impl KernelCache {
     }
 }
 
-fn write_entry(tmp: &Path, content: &[u8]) -> io::Result<()> {
+/// Whether every byte of `b` is zero (a fold per 64-byte block, which the compiler vectorises).
+fn is_zero(b: &[u8]) -> bool {
+    let mut blocks = b.chunks_exact(64);
+    blocks.all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
+        && blocks.remainder().iter().all(|&x| x == 0)
+}
+
+/// The runs of [`PAGE`]-sized pages of `content` (the last one may be short) that are not all
+/// zero, as page ranges: what an entry stores.
+pub(crate) fn stored_runs(content: &[u8]) -> Vec<Range<u64>> {
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for (i, page) in (0u64..).zip(content.chunks(PAGE_BYTES)) {
+        if is_zero(page) {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(last) if last.end == i => last.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
+/// The byte ranges of a `len`-byte content that `runs` (page ranges, sorted and disjoint)
+/// leave out.
+pub(crate) fn zero_ranges(len: usize, runs: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut zero = Vec::with_capacity(runs.len() + 1);
+    let mut at = 0usize;
+    for r in runs {
+        let b = run_bytes(len, r);
+        if b.start > at {
+            zero.push(at as u64..b.start as u64);
+        }
+        at = b.end;
+    }
+    if len > at {
+        zero.push(at as u64..len as u64);
+    }
+    zero
+}
+
+/// The bytes of a `len`-byte content that the page range `run` covers.
+fn run_bytes(len: usize, run: &Range<u64>) -> Range<usize> {
+    let at = |page: u64| usize::try_from(page.saturating_mul(PAGE)).map_or(len, |b| b.min(len));
+    at(run.start)..at(run.end)
+}
+
+/// The run table as stored, or `None` if a run does not fit its u32 fields.
+fn run_table(runs: &[Range<u64>]) -> Option<Vec<u8>> {
+    let mut table = Vec::with_capacity(runs.len() * RUN_LEN);
+    for r in runs {
+        table.extend_from_slice(&u32::try_from(r.start).ok()?.to_le_bytes());
+        table.extend_from_slice(&u32::try_from(r.end - r.start).ok()?.to_le_bytes());
+    }
+    Some(table)
+}
+
+fn write_entry(tmp: &Path, content: &[u8], runs: &[Range<u64>]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    // Writable by its owner only, whatever the umask, so that it may be mapped when read.
-    let mut file = OpenOptions::new()
+    let len = content.len();
+    let (Some(table), Ok(count)) = (run_table(runs), u32::try_from(runs.len())) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the content has more pages than an entry's page map can name",
+        ));
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&table);
+    let slices: Vec<&[u8]> = runs.iter().map(|r| &content[run_bytes(len, r)]).collect();
+    for s in &slices {
+        crc.update(s);
+    }
+    // Writable by its owner only, whatever the umask.
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(tmp)?;
+    let mut file = io::BufWriter::with_capacity(1 << 16, file);
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC);
-    header[8..16].copy_from_slice(&(content.len() as u64).to_le_bytes());
-    header[16..20].copy_from_slice(&crc32fast::hash(content).to_le_bytes());
+    header[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    header[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    header[20..24].copy_from_slice(&count.to_le_bytes());
     file.write_all(&header)?;
-    file.write_all(content)?;
-    Ok(())
+    file.write_all(&table)?;
+    for s in slices {
+        file.write_all(s)?;
+    }
+    file.flush()
 }
 
 /// Reads and checks an entry: `Ok(Err(_))` for one that fails a check, `Err` for an I/O error.
@@ -513,16 +629,15 @@ fn read_entry(file: &mut File, max_len: u64) -> io::Result<Result<EntryBytes, Co
         return Ok(Err(Corruption::BadHeader));
     }
     file.read_exact(&mut header)?;
-    if &header[..8] != MAGIC {
+    if &header[..8] != MAGIC || header[24..] != [0; 24] {
         return Ok(Err(Corruption::BadHeader));
     }
-    let mut stated = [0u8; 8];
-    stated.copy_from_slice(&header[8..16]);
-    let stated = u64::from_le_bytes(stated);
-    let actual = file_len - HEADER_LEN as u64;
-    if stated != actual {
-        return Ok(Err(Corruption::LengthMismatch { stated, actual }));
-    }
+    let field = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&header[at..at + n]);
+        u64::from_le_bytes(b)
+    };
+    let (stated, crc, count) = (field(8, 8), field(16, 4), field(20, 4));
     if stated > max_len {
         return Ok(Err(Corruption::TooLarge {
             stated,
@@ -535,19 +650,78 @@ fn read_entry(file: &mut File, max_len: u64) -> io::Result<Result<EntryBytes, Co
             limit: max_len,
         }));
     };
+    // Runs are non-empty and disjoint: no more of them than pages (which bounds the table).
+    let pages = stated.div_ceil(PAGE);
+    let Some(count) = usize::try_from(count).ok().filter(|&c| c as u64 <= pages) else {
+        return Ok(Err(Corruption::BadRuns));
+    };
+    let table_len = count * RUN_LEN;
+    if file_len - (HEADER_LEN as u64) < table_len as u64 {
+        return Ok(Err(Corruption::LengthMismatch {
+            stated: table_len as u64,
+            actual: file_len - HEADER_LEN as u64,
+        }));
+    }
+    let mut table = vec![0u8; table_len];
+    file.read_exact(&mut table)?;
+    let mut runs = Vec::with_capacity(count);
+    let mut data = 0u64;
+    for raw in table.chunks_exact(RUN_LEN) {
+        let word = |i: usize| {
+            u64::from(u32::from_le_bytes([
+                raw[i],
+                raw[i + 1],
+                raw[i + 2],
+                raw[i + 3],
+            ]))
+        };
+        let (first, n) = (word(0), word(4));
+        let after = runs.last().map_or(0, |r: &Range<u64>| r.end);
+        if n == 0 || first < after || first + n > pages {
+            return Ok(Err(Corruption::BadRuns));
+        }
+        let run = first..first + n;
+        data += run_bytes(len, &run).len() as u64;
+        runs.push(run);
+    }
+    let expected = table_len as u64 + data;
+    let actual = file_len - HEADER_LEN as u64;
+    if expected != actual {
+        return Ok(Err(Corruption::LengthMismatch {
+            stated: expected,
+            actual,
+        }));
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&table);
     // Writers never change a published file (they rename a new one over it), so this handle's
-    // file is the one whose length was checked.
-    let content = if len >= POPULATE_FROM {
-        let mut buf = MmapOptions::new().len(len).populate().map_anon()?;
-        file.read_exact(&mut buf)?;
-        EntryBytes(EntryRepr::Mapped(Arc::new(buf.make_read_only()?)))
+    // file is the one whose length was checked. The pages left out stay zero: fresh memory.
+    let repr = if len >= POPULATE_FROM {
+        let mut buf = MmapOptions::new().len(len).map_anon()?;
+        for run in &runs {
+            let b = run_bytes(len, run);
+            let (s, e) = (b.start, b.end);
+            // Faulting the pages in one call, not one fault per page; a kernel without
+            // MADV_POPULATE_WRITE (before 5.14) faults them as they are read into.
+            let _ = buf.advise_range(Advice::PopulateWrite, s, e - s);
+            file.read_exact(&mut buf[s..e])?;
+            hasher.update(&buf[s..e]);
+        }
+        EntryRepr::Mapped(Arc::new(buf.make_read_only()?))
     } else {
         let mut content = vec![0u8; len];
-        file.read_exact(&mut content)?;
-        EntryBytes(EntryRepr::Read(Arc::new(content)))
+        for run in &runs {
+            let b = run_bytes(len, run);
+            file.read_exact(&mut content[b.clone()])?;
+            hasher.update(&content[b]);
+        }
+        EntryRepr::Read(Arc::new(content))
     };
-    if crc32fast::hash(&content).to_le_bytes()[..] != header[16..20] || header[20..] != [0; 28] {
+    if u64::from(hasher.finalize()) != crc {
         return Ok(Err(Corruption::HashMismatch));
     }
-    Ok(Ok(content))
+    Ok(Ok(EntryBytes {
+        repr,
+        zero: zero_ranges(len, &runs).into(),
+    }))
 }

@@ -280,6 +280,8 @@ pub struct KernelImage {
     format: ImageFormat,
     bytes: ImageBytes,
     elf: ElfKernel,
+    /// Byte ranges of the image known to be zero (see [`KernelImage::zero_ranges`]).
+    zero: std::sync::Arc<[std::ops::Range<u64>]>,
 }
 
 /// The ELF image's bytes: in memory (read or unpacked), or a cache entry's.
@@ -435,16 +437,29 @@ impl KernelImage {
         let started = Instant::now();
         let elf = ElfKernel::parse(&bytes, limits)?;
         timings.parse = started.elapsed();
+        let mut zero: std::sync::Arc<[std::ops::Range<u64>]> = match &bytes {
+            ImageBytes::Cached(entry) => entry.zero_ranges().into(),
+            ImageBytes::Owned(_) => std::sync::Arc::new([]),
+        };
         if let Some((cache, key)) = store_as {
             let started = Instant::now();
-            if let Err(e) = cache.store(&key, &bytes) {
+            // The scan for zero pages that the entry leaves out also tells the loader what it
+            // need not copy.
+            let runs = cache::stored_runs(&bytes);
+            zero = cache::zero_ranges(bytes.len(), &runs).into();
+            if let Err(e) = cache.store_runs(&key, &bytes, &runs) {
                 outcome = CacheOutcome::StoreFailed(e);
             }
             timings.cache_store = started.elapsed();
         }
         Ok((
             Loaded {
-                image: KernelImage { format, bytes, elf },
+                image: KernelImage {
+                    format,
+                    bytes,
+                    elf,
+                    zero,
+                },
                 cache: outcome,
                 timings,
             },
@@ -455,6 +470,13 @@ impl KernelImage {
     /// What the kernel file was.
     pub fn format(&self) -> ImageFormat {
         self.format
+    }
+
+    /// Byte ranges of the ELF image known to be zero, sorted and disjoint: the pages a cache
+    /// entry left out, or found so when the image was stored; empty when the cache was not
+    /// used. The builder clears the guest memory they land in rather than copying them.
+    pub fn zero_ranges(&self) -> &[std::ops::Range<u64>] {
+        &self.zero
     }
 
     /// The ELF image's bytes.
