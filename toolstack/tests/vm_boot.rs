@@ -394,10 +394,17 @@ fn launch_once(host: &Host, tool: Tool, guest: &Guest) -> Result<Launch, String>
         RUN_LIMIT,
         || find(host, &guest.name).filter(has_run).map(|d| d.domid),
     );
+    // The create's own steps, then what rxl spent outside it.
     let breakdown = err
         .lines()
         .find_map(|l| l.strip_prefix("rxl: create timings: "))
-        .map(str::to_owned);
+        .map(|b| {
+            let process: Vec<&str> = err
+                .lines()
+                .filter_map(|l| l.strip_prefix("rxl: process timings: "))
+                .collect();
+            format!("{b}; {}", process.join("; "))
+        });
     if tool == Tool::Rxl {
         assert!(
             breakdown.is_some(),

@@ -44,12 +44,20 @@ pub(crate) fn run(cli: Cli, root: &mut Locked<'_, level::Unlocked>) -> AnyResult
                 verbose: *verbose,
             };
             let domid = create(&host, root, config, overrides, how)?;
+            let created = std::time::Instant::now();
             if *foreground {
                 monitor(&host, root, domid)
             } else if *no_monitor {
                 Ok(())
             } else {
-                spawn_monitor(&host, domid)
+                spawn_monitor(&host, domid)?;
+                if *verbose {
+                    eprintln!(
+                        "rxl: process timings: monitor spawned {:.3} ms after the create",
+                        created.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+                Ok(())
             }
         }
         Command::Shutdown {
@@ -374,6 +382,13 @@ pub(crate) fn create(
     let created = toolstack::create::create_with(host, root, &config, &opts, &mut progress)?;
     if how.verbose || std::env::var_os(TIMINGS_ENV).is_some_and(|v| v == "1") {
         eprintln!("rxl: create timings: {}", created.timings);
+        if let Some(main) = crate::STARTED.get() {
+            eprintln!(
+                "rxl: process timings: {:.3} ms from the start of rxl to the create \
+                 (host, config)",
+                started.saturating_duration_since(*main).as_secs_f64() * 1e3
+            );
+        }
     }
     if !quiet {
         let state = if created.unpaused {

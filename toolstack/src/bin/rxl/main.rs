@@ -22,7 +22,11 @@ use toolstack::{Host, HostOptions};
 
 use crate::cli::Cli;
 
+/// When `main` began: `rxl create -v` says how much of the command is outside the create.
+pub(crate) static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 fn main() -> ExitCode {
+    STARTED.get_or_init(std::time::Instant::now);
     toolstack::sim::run_daemon_if_asked();
     let cli = Cli::parse();
     let mut root = Locked::root();
