@@ -626,6 +626,45 @@ fn a_settled_kernel_files_key_is_remembered_and_used() {
     assert!(third.image.elf_bytes() == &other_elf[..]);
 }
 
+/// A hit through a remembered key reads only the file's head: its format is the one the full
+/// load found (a bzImage's header and payload, a gzipped vmlinux), for every codec. An entry
+/// that this short path finds corrupt is replaced by the full load, and said so.
+#[test]
+fn a_hit_by_a_remembered_key_knows_the_files_format() {
+    for codec in ["xz", "gzip", "zstd", "lz4"] {
+        for packed_elf in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (bz, elf) = debian_like_bzimage(codec);
+            // A packed ELF file: the gzipped vmlinux the VM tests boot.
+            let kernel = if packed_elf { gzip(&elf) } else { bz };
+            let (cache, file) = settled_setup(dir.path(), &kernel);
+            let first = load_file(&file, &cache);
+            assert!(matches!(first.cache, CacheOutcome::Stored), "{codec}");
+            let second = load_file(&file, &cache);
+            assert!(matches!(second.cache, CacheOutcome::Hit), "{codec}");
+            assert_eq!(second.image.format(), first.image.format(), "{codec}");
+            assert!(second.image.elf_bytes() == &elf[..], "{codec}");
+
+            let entry = cache.entry_path(&CacheKey::of(&kernel));
+            let mut bytes = fs::read(&entry).unwrap();
+            let n = bytes.len();
+            bytes[n - 10] ^= 0x55;
+            fs::write(&entry, &bytes).unwrap();
+            let third = load_file(&file, &cache);
+            assert!(
+                matches!(
+                    third.cache,
+                    CacheOutcome::Replaced(Corruption::HashMismatch)
+                ),
+                "{codec}: {:?}",
+                third.cache
+            );
+            assert!(third.image.elf_bytes() == &elf[..], "{codec}");
+            assert!(matches!(load_file(&file, &cache).cache, CacheOutcome::Hit));
+        }
+    }
+}
+
 /// A file written again, even with its old modification time put back, has a new change
 /// time: its remembered key no longer applies, and the new content is what loads.
 #[test]

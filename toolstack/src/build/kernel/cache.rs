@@ -58,6 +58,11 @@ impl FileStamp {
         }
     }
 
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// The stamp as recorded: everything but the key.
     fn line(&self) -> String {
         format!(

@@ -136,6 +136,40 @@ enum Source<'a> {
 /// Identifies a kernel file: where its ELF image is, and how it is packed. In Xen's order: a
 /// compressed file is unpacked before any loader looks at it (`xc_dom_kernel_file`), then the
 /// bzImage loader checks for "HdrS", then the ELF loader for its magic (which cannot be both).
+/// The format of a packed kernel file (a compressed ELF image, or a bzImage with a compressed
+/// payload) from its first bytes, and the payload's magic for a bzImage, for a cache hit that
+/// needs no more of the file; `None` for anything else, or anything the full load should judge
+/// (a payload outside the file, an unreadable file).
+fn packed_format_of_head(path: &Path, file_len: u64) -> Option<ImageFormat> {
+    use std::os::unix::fs::FileExt;
+    const HEAD: usize = 4096;
+    let file = std::fs::File::open(path).ok()?;
+    let mut head = vec![0u8; HEAD.min(usize::try_from(file_len).ok()?)];
+    file.read_exact_at(&mut head, 0).ok()?;
+    if let Magic::Compressed(c) = decompress::detect(&head) {
+        return Some(ImageFormat::Compressed(c));
+    }
+    if !bzimage::is_bzimage(&head) {
+        return None;
+    }
+    let header = bzimage::BzImageHeader::parse(&head).ok()?;
+    let offset = header.payload_start();
+    if offset + u64::from(header.payload_length) > file_len {
+        return None;
+    }
+    let mut magic = [0u8; 8];
+    let n = usize::try_from(u64::from(header.payload_length).min(8)).ok()?;
+    file.read_exact_at(&mut magic[..n], offset).ok()?;
+    match decompress::detect(&magic[..n]) {
+        Magic::Compressed(c) => Some(ImageFormat::BzImage {
+            header,
+            payload_offset: offset,
+            compression: Some(c),
+        }),
+        _ => None,
+    }
+}
+
 fn identify(input: &[u8]) -> Result<(ImageFormat, Source<'_>)> {
     let magic = decompress::detect(input);
     match magic {
@@ -348,16 +382,61 @@ impl KernelImage {
             .and(std::fs::metadata(path).ok())
             .map(|m| FileStamp::of(&m));
         let known = cache.zip(stamp.as_ref()).and_then(|(c, s)| c.known_key(s));
+        // A file whose key is known, and whose unpacked image the cache holds, is not read:
+        // only its head, for its format.
+        let mut corrupt = None;
+        if let (Some(cache), Some(key), Some(stamp)) = (cache, known, stamp.as_ref()) {
+            if let Some(format) = packed_format_of_head(path, stamp.size()) {
+                let read = started.elapsed();
+                match cache.lookup(&key, limits.max_decompressed) {
+                    Lookup::Hit(entry) => {
+                        let mut loaded = Self::from_entry(format, entry, limits)?;
+                        loaded.timings.read = read;
+                        loaded.timings.cache_lookup =
+                            started.elapsed() - read - loaded.timings.parse;
+                        return Ok(loaded);
+                    }
+                    Lookup::Corrupt(c) => corrupt = Some(c),
+                    Lookup::Miss => {}
+                }
+            }
+        }
         let input = inputs::read_bounded(path, limits.max_image, |size, limit| {
             KernelError::ImageTooLarge { size, limit }
         })?;
         let read = started.elapsed();
         let (mut loaded, key) = Self::load_keyed(input, limits, cache, known)?;
         loaded.timings.read = read;
+        // The entry the fast path found corrupt (and removed) was replaced by this load.
+        if let (Some(c), CacheOutcome::Stored) = (corrupt, &loaded.cache) {
+            loaded.cache = CacheOutcome::Replaced(c);
+        }
         if let (Some(cache), Some(stamp), Some(key), None) = (cache, stamp, key, known) {
             cache.remember_key(&stamp, &key, SystemTime::now());
         }
         Ok(loaded)
+    }
+
+    /// A kernel from a cache entry, its file's format known.
+    fn from_entry(format: ImageFormat, entry: EntryBytes, limits: &ImageLimits) -> Result<Loaded> {
+        let zero = entry.zero_ranges().into();
+        let bytes = ImageBytes::Cached(entry);
+        let started = Instant::now();
+        let elf = ElfKernel::parse(&bytes, limits)?;
+        let timings = LoadTimings {
+            parse: started.elapsed(),
+            ..LoadTimings::default()
+        };
+        Ok(Loaded {
+            image: KernelImage {
+                format,
+                bytes,
+                elf,
+                zero,
+            },
+            cache: CacheOutcome::Hit,
+            timings,
+        })
     }
 
     /// Loads a kernel from its file's bytes: identifies the format, unpacks the ELF image (from
