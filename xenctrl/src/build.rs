@@ -12,6 +12,7 @@ use crate::abi::{
     XenDomctlHypercallInit, XenDomctlPagingMempool, XenDomctlSetHvmcontext,
     XenDomctlSetVcpucontext, XenDomctlTscInfo, XenForeignMemoryMap, XenHvmParam,
 };
+use crate::abi::{XenCpuidLeaf, XenDomctlGetCpuPolicy, XenDomctlSetCpuPolicy};
 use crate::ctrl::XenCtrl;
 use crate::error::{Error, Op, Result};
 use crate::hvm_context::HvmContext;
@@ -307,6 +308,66 @@ impl XenCtrl {
     /// As for [`XenCtrl::set_hvm_context_bytes`].
     pub fn set_hvm_context(&self, domid: DomId, ctx: &HvmContext) -> Result<()> {
         self.set_hvm_context_bytes(domid, &ctx.encode())
+    }
+
+    /// A domain's CPUID policy, as Xen serialises it (`XEN_DOMCTL_get_cpu_policy`): a count
+    /// query, then the leaves. A fresh domain's is Xen's default policy for its kind, which
+    /// a toolstack adjusts (topology, as libxl's `xc_cpuid_apply_policy` does) and sets back
+    /// with [`XenCtrl::set_cpu_policy`] before the domain first runs. The MSR part is not
+    /// read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`]: `ESRCH` for no such domain; [`Error::BadReply`] if Xen reports more
+    /// leaves than the buffer holds.
+    pub fn cpu_policy(&self, domid: DomId) -> Result<Vec<XenCpuidLeaf>> {
+        let max = {
+            let mut op = self
+                .pool()
+                .alloc::<XenDomctl<XenDomctlGetCpuPolicy<'_>>>()?;
+            op.set(domid, XenDomctlGetCpuPolicy::size_query());
+            self.domctl(&mut op)
+                .map_err(|e| e.with_op(Op::GetCpuPolicy))?;
+            op.u.nr_leaves()
+        };
+        let len = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut buf = self.pool().alloc_slice::<XenCpuidLeaf>(len)?;
+        let written = {
+            let mut op = self
+                .pool()
+                .alloc::<XenDomctl<XenDomctlGetCpuPolicy<'_>>>()?;
+            op.set(domid, XenDomctlGetCpuPolicy::new(buf.guest_handle(), None));
+            self.domctl(&mut op)
+                .map_err(|e| e.with_op(Op::GetCpuPolicy))?;
+            op.u.nr_leaves()
+        };
+        let written = usize::try_from(written).unwrap_or(usize::MAX);
+        let Some(leaves) = buf.get(..written) else {
+            return Err(Error::BadReply {
+                op: Op::GetCpuPolicy,
+                detail: format!("{written} leaves written to a buffer of {len}"),
+            });
+        };
+        Ok(leaves.to_vec())
+    }
+
+    /// Sets a domain's CPUID policy (`XEN_DOMCTL_set_cpu_policy`), leaves only; Xen audits it
+    /// against what the host can offer. Only before the domain first runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Xen`]: `ESRCH` for no such domain, `EEXIST` once it has run, `EINVAL` for a
+    /// policy the audit refuses.
+    pub fn set_cpu_policy(&self, domid: DomId, leaves: &[XenCpuidLeaf]) -> Result<()> {
+        let mut buf = self.pool().alloc_slice::<XenCpuidLeaf>(leaves.len())?;
+        buf.copy_from_slice(leaves);
+        let mut op = self
+            .pool()
+            .alloc::<XenDomctl<XenDomctlSetCpuPolicy<'_>>>()?;
+        op.set(domid, XenDomctlSetCpuPolicy::new(buf.guest_handle(), None));
+        self.domctl(&mut op)
+            .map_err(|e| e.with_op(Op::SetCpuPolicy))?;
+        Ok(())
     }
 
     /// Size an HVM domain's paging pool, in bytes (`XEN_DOMCTL_set_paging_mempool_size`;

@@ -136,7 +136,7 @@ pub struct XenRelease {
 /// simulator, the tests) carry their 35 KiB each.
 fn facts_text(tag: &str) -> &'static str {
     match tag {
-        "RELEASE-4.17.0" => include_str!("interface/facts/RELEASE-4.17.0.txt"),
+        "RELEASE-4.17.5" => include_str!("interface/facts/RELEASE-4.17.5.txt"),
         "RELEASE-4.18.0" => include_str!("interface/facts/RELEASE-4.18.0.txt"),
         "RELEASE-4.19.0" => include_str!("interface/facts/RELEASE-4.19.0.txt"),
         "RELEASE-4.20.0" => include_str!("interface/facts/RELEASE-4.20.0.txt"),
@@ -255,8 +255,11 @@ const CONSOLE_CONNECTION: usize = 3088;
 /// Xen 4.17.
 pub const RELEASE_4_17: XenRelease = XenRelease {
     version: (4, 17),
-    tag: "RELEASE-4.17.0",
-    commit: "11560248ffda3f00f20bbdf3ae088af474f7f2a3",
+    // 4.17.5, not 4.17.0: the release Debian 12 ships, whose headers name
+    // `xen_domctl_cpu_policy`'s handles `leaves` and `msrs` as the host's libxen-dev does
+    // (4.17.0: `cpuid_policy` and `msr_policy`, the same layout).
+    tag: "RELEASE-4.17.5",
+    commit: "430ce6cd936546ad883ecd1c85ddea32d790604b",
     evidence: Evidence::RealXen {
         distribution: "Debian 12",
     },

@@ -15,6 +15,7 @@
 //!   tables and start info, vCPUs, grants, in libxenguest's order.
 
 pub mod acpi;
+pub mod cpuid;
 pub mod exec;
 pub mod kernel;
 pub mod plan;

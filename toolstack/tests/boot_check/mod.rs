@@ -529,6 +529,23 @@ pub fn check_pvh(host: &Host, domid: u16, expect: &Expect) -> Faults {
             format!("vCPU {v}: def_type {def:?}")
         });
     }
+    // libxl's topology for vLAPIC ids 2 x vCPU: HTT, logical processors per package doubled
+    // (the simulated host's default says 2), no CmpLegacy, AMD's core count doubled plus one
+    // and ApicIdCoreSize one more (default 0x1001).
+    let policy = host.xc.cpu_policy(domid).expect("CPUID policy");
+    let leaf = |n: u32| {
+        policy
+            .iter()
+            .find(|l| l.leaf == n)
+            .copied()
+            .unwrap_or_default()
+    };
+    let (l1, e1, e8) = (leaf(1), leaf(0x8000_0001), leaf(0x8000_0008));
+    f.check(
+        l1.d & (1 << 28) != 0 && (l1.b >> 16) & 0xff == 4 && e1.c & 2 == 0 && e8.c == 0x2003,
+        "cpuid-topology",
+        || format!("leaf 1 {l1:x?}, 0x80000001 {e1:x?}, 0x80000008 {e8:x?}"),
+    );
     // The kernel at its physical addresses.
     for (pa, bytes, memsz) in segments(expect, &kernel, |p| p) {
         let got = mem.phys(pa, memsz as usize);

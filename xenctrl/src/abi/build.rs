@@ -37,6 +37,12 @@ abi_consts! {
     XEN_DOMCTL_gettscinfo: u32 = 59;
     /// Set a domain's TSC mode ([`XenDomctlTscInfo`]).
     XEN_DOMCTL_settscinfo: u32 = 60;
+    /// Read a domain's CPUID and MSR policy ([`XenDomctlGetCpuPolicy`]).
+    XEN_DOMCTL_get_cpu_policy: u32 = 82;
+    /// Set a domain's CPUID and MSR policy, before it first runs ([`XenDomctlSetCpuPolicy`]).
+    XEN_DOMCTL_set_cpu_policy: u32 = 83;
+    /// `xen_cpuid_leaf_t.subleaf` of a leaf without subleaves.
+    XEN_CPUID_NO_SUBLEAF: u32 = 0xffff_ffff;
     /// Read the size of an HVM domain's paging pool ([`XenDomctlPagingMempool`]).
     XEN_DOMCTL_get_paging_mempool_size: u32 = 85;
     /// Size an HVM domain's paging pool ([`XenDomctlPagingMempool`]).
@@ -152,6 +158,174 @@ abi_struct! {
     size = 24;
 }
 payload!(domctl XenDomctlGetTscInfo, XEN_DOMCTL_gettscinfo, "u.tsc_info", plain);
+
+abi_struct! {
+    /// One CPUID leaf of a serialised policy (`xen_cpuid_leaf_t`, `arch-x86/xen.h`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+    c("struct xen_cpuid_leaf")
+    pub struct XenCpuidLeaf {
+        /// The leaf (EAX in).
+        pub leaf: u32,
+        /// The subleaf (ECX in), or [`XEN_CPUID_NO_SUBLEAF`].
+        pub subleaf: u32,
+        /// EAX out.
+        pub a: u32,
+        /// EBX out.
+        pub b: u32,
+        /// ECX out.
+        pub c: u32,
+        /// EDX out.
+        pub d: u32,
+    }
+    size = 24;
+}
+
+abi_struct! {
+    /// One MSR of a serialised policy (`xen_msr_entry_t`, `arch-x86/xen.h`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+    c("struct xen_msr_entry")
+    pub struct XenMsrEntry {
+        /// The MSR's index.
+        pub idx: u32,
+        /// Zero (reserved).
+        pub flags: u32,
+        /// Its value.
+        pub val: u64,
+    }
+    size = 16;
+}
+
+/// Declares a `cpu_policy` payload: leaf and MSR buffers and their counts.
+macro_rules! cpu_policy_payload {
+    ($(#[$m:meta])* $name:ident, $cmd:ident) => {
+        abi_struct! {
+            $(#[$m])*
+            ///
+            /// The counts are the lengths of the buffers the handles came from (in), or what
+            /// Xen wrote or needs (out). Holds guest handles, so no zerocopy trait builds it
+            /// from bytes; decode untrusted bytes with [`XenDomctlSetCpuPolicyView`]. A count
+            /// cannot be set apart from its buffer:
+            ///
+            /// ```compile_fail,E0616
+            /// use xenctrl::abi::*;
+            /// let pool = xenctrl::BufferPool::anonymous();
+            /// let mut leaves = pool.alloc_slice::<XenCpuidLeaf>(4).unwrap();
+            /// let mut op = XenDomctlSetCpuPolicy::new(leaves.guest_handle(), None);
+            /// op.nr_leaves = 1 << 20;
+            /// ```
+            #[derive(Debug, KnownLayout, Immutable)]
+            c("struct xen_domctl_cpu_policy")
+            pub struct $name<'h> {
+                nr_leaves: u32,
+                nr_msrs: u32,
+                leaves: XenGuestHandle<'h, XenCpuidLeaf>,
+                msrs: XenGuestHandle<'h, XenMsrEntry>,
+                err_leaf: u32,
+                err_subleaf: u32,
+                err_msr: u32,
+                pad: [u8; 4] => _,
+            }
+            size = 40;
+        }
+        payload!(domctl $name<'h>, $cmd, "u.cpu_policy", handles);
+        pool_data!($name<'h>);
+
+        impl<'h> $name<'h> {
+            /// The whole pool buffers `leaves` and `msrs` (none: a count of 0 and a null
+            /// handle).
+            pub fn new(
+                leaves: GuestHandle<'h, [XenCpuidLeaf]>,
+                msrs: Option<GuestHandle<'h, [XenMsrEntry]>>,
+            ) -> Self {
+                let nr_msrs = msrs.as_ref().map_or(0, |m| m.len());
+                Self {
+                    nr_leaves: u32::try_from(leaves.len()).unwrap_or(u32::MAX),
+                    nr_msrs: u32::try_from(nr_msrs).unwrap_or(u32::MAX),
+                    leaves: leaves.into(),
+                    msrs: msrs.map_or_else(XenGuestHandle::null, Into::into),
+                    err_leaf: u32::MAX,
+                    err_subleaf: u32::MAX,
+                    err_msr: u32::MAX,
+                    pad: [0; 4],
+                }
+            }
+
+            /// A size query: null buffers, which Xen answers with the counts it may write.
+            pub fn size_query() -> Self {
+                Self {
+                    nr_leaves: 0,
+                    nr_msrs: 0,
+                    leaves: XenGuestHandle::null(),
+                    msrs: XenGuestHandle::null(),
+                    err_leaf: u32::MAX,
+                    err_subleaf: u32::MAX,
+                    err_msr: u32::MAX,
+                    pad: [0; 4],
+                }
+            }
+
+            /// Leaves in the buffer (in), or written / needed (out).
+            pub fn nr_leaves(&self) -> u32 {
+                self.nr_leaves
+            }
+
+            /// MSRs in the buffer (in), or written / needed (out).
+            pub fn nr_msrs(&self) -> u32 {
+                self.nr_msrs
+            }
+
+            /// The leaf, subleaf and MSR Xen's audit objected to (`u32::MAX` for none), after
+            /// a refused set.
+            pub fn errors(&self) -> (u32, u32, u32) {
+                (self.err_leaf, self.err_subleaf, self.err_msr)
+            }
+        }
+
+        impl GuestRanges for $name<'_> {
+            fn guest_ranges(&self, f: &mut dyn FnMut(u64, u64)) {
+                self.leaves.report_range(u64::from(self.nr_leaves), f);
+                self.msrs.report_range(u64::from(self.nr_msrs), f);
+            }
+        }
+    };
+}
+
+cpu_policy_payload!(
+    /// Argument of `XEN_DOMCTL_get_cpu_policy` (`struct xen_domctl_cpu_policy`).
+    XenDomctlGetCpuPolicy,
+    XEN_DOMCTL_get_cpu_policy
+);
+cpu_policy_payload!(
+    /// Argument of `XEN_DOMCTL_set_cpu_policy` (`struct xen_domctl_cpu_policy`).
+    XenDomctlSetCpuPolicy,
+    XEN_DOMCTL_set_cpu_policy
+);
+
+abi_struct! {
+    /// `struct xen_domctl_cpu_policy` with the handles as plain addresses, for decoding
+    /// untrusted bytes. No entry point accepts it.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+    c("struct xen_domctl_cpu_policy")
+    pub struct XenDomctlSetCpuPolicyView {
+        /// Leaves in the buffer, or written / needed.
+        pub nr_leaves: u32,
+        /// MSRs in the buffer, or written / needed.
+        pub nr_msrs: u32,
+        /// The leaf buffer's address.
+        pub leaves: u64,
+        /// The MSR buffer's address.
+        pub msrs: u64,
+        /// The leaf the audit objected to.
+        pub err_leaf: u32,
+        /// Its subleaf.
+        pub err_subleaf: u32,
+        /// The MSR the audit objected to.
+        pub err_msr: u32,
+        /// Zero (C alignment padding).
+        pub pad: [u8; 4] => _,
+    }
+    size = 40;
+}
 
 abi_struct! {
     /// Argument of `XEN_DOMCTL_set_paging_mempool_size` (`struct xen_domctl_paging_mempool`).

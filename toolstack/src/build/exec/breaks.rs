@@ -49,11 +49,13 @@ pub enum Break {
     ConsoleRingRef,
     /// The xenstore ring's event channel handed to the guest is not the one allocated.
     StoreEvtchn,
+    /// PVH: the CPUID policy is left as Xen made it (no libxl topology).
+    CpuidTopology,
 }
 
 impl Break {
     /// Every break.
-    pub const ALL: [Break; 18] = [
+    pub const ALL: [Break; 19] = [
         Break::Rip,
         Break::Stack,
         Break::StartInfoPtr,
@@ -72,6 +74,7 @@ impl Break {
         Break::StoreRingRef,
         Break::ConsoleRingRef,
         Break::StoreEvtchn,
+        Break::CpuidTopology,
     ];
 
     /// Its name in `RXEN_TEST_BREAK`.
@@ -95,6 +98,7 @@ impl Break {
             Break::StoreRingRef => "store-ring-ref",
             Break::ConsoleRingRef => "console-ring-ref",
             Break::StoreEvtchn => "store-evtchn",
+            Break::CpuidTopology => "cpuid-topology",
         }
     }
 
@@ -107,7 +111,9 @@ impl Break {
     pub fn applies_to(self, pvh: bool) -> bool {
         match self {
             Break::Stack | Break::PageTable | Break::P2m | Break::UpcallMask | Break::Pin => !pvh,
-            Break::Mtrr | Break::HvmStorePfn | Break::HvmConsoleEvtchn => pvh,
+            Break::Mtrr | Break::HvmStorePfn | Break::HvmConsoleEvtchn | Break::CpuidTopology => {
+                pvh
+            }
             _ => true,
         }
     }

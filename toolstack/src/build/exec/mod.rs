@@ -204,7 +204,7 @@ impl<'a> Executor<'a> {
     pub fn setup(&mut self, tsc: TscMode, maxmem_kib: u64) -> Result<(), BuildError> {
         match &self.boot.plan {
             Plan::Pv(_) => pv::setup(self.xc, self.domid, tsc, maxmem_kib),
-            Plan::Pvh(l) => pvh::setup(self.xc, self.domid, l, tsc, maxmem_kib),
+            Plan::Pvh(l) => pvh::setup(self.xc, self.domid, l, tsc, maxmem_kib, &self.breaks),
         }
     }
 

@@ -20,14 +20,24 @@ pub fn paging_pool_bytes(vcpus: u32, maxmem_kib: u64) -> u64 {
     4 * (256 * u64::from(vcpus) + maxmem_kib / 1024) * 1024
 }
 
-/// Timer mode, TSC mode, paging pool, then the e820 map.
+/// The CPUID topology libxl sets (see [`crate::build::cpuid`]), timer mode, TSC mode, paging
+/// pool, then the e820 map.
 pub(super) fn setup(
     xc: &XenCtrl,
     domid: DomId,
     l: &PvhLayout,
     tsc: TscMode,
     maxmem_kib: u64,
+    breaks: &Breaks,
 ) -> Result<(), BuildError> {
+    if !breaks.has(Break::CpuidTopology) {
+        let mut policy = xc
+            .cpu_policy(domid)
+            .map_err(BuildError::xen("cannot read its CPUID policy"))?;
+        crate::build::cpuid::apply_hvm_topology(&mut policy);
+        xc.set_cpu_policy(domid, &policy)
+            .map_err(BuildError::xen("cannot set its CPUID topology"))?;
+    }
     xc.set_hvm_param(
         domid,
         HvmParam::TIMER_MODE,

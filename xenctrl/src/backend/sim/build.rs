@@ -27,11 +27,12 @@ use super::state::{SimState, SIM_DOM0};
 use crate::abi::{
     DomId, E820Entry, HvmHwCpu, HvmHwMtrr, HvmSaveDescriptor, HvmSaveHeader, SHUTDOWN_reboot,
     VGCF_i387_valid, VGCF_in_kernel, VGCF_online, VcpuGuestContext, XEN_ALTP2M_limited,
-    XenDomctlTscInfo, HVM_FILE_MAGIC, HVM_FILE_VERSION, HVM_NR_PARAMS, HVM_PARAM_ACPI_S_STATE,
-    HVM_PARAM_ALTP2M, HVM_PARAM_BUFIOREQ_PFN, HVM_PARAM_DM_DOMAIN, HVM_PARAM_IOREQ_PFN,
-    HVM_PARAM_IOREQ_SERVER_PFN, HVM_PARAM_MCA_CAP, HVM_PARAM_NESTEDHVM,
+    XenCpuidLeaf, XenDomctlTscInfo, HVM_FILE_MAGIC, HVM_FILE_VERSION, HVM_NR_PARAMS,
+    HVM_PARAM_ACPI_S_STATE, HVM_PARAM_ALTP2M, HVM_PARAM_BUFIOREQ_PFN, HVM_PARAM_DM_DOMAIN,
+    HVM_PARAM_IOREQ_PFN, HVM_PARAM_IOREQ_SERVER_PFN, HVM_PARAM_MCA_CAP, HVM_PARAM_NESTEDHVM,
     HVM_PARAM_NR_IOREQ_SERVER_PAGES, HVM_PARAM_PAE_ENABLED, HVM_PARAM_TIMER_MODE,
     HVM_PARAM_TRIPLE_FAULT_REASON, HVM_PARAM_VIRIDIAN, HVM_PARAM_X87_FIP_WIDTH, SHUTDOWN_MAX,
+    XEN_CPUID_NO_SUBLEAF,
 };
 use crate::hvm_context::{HVM_SAVE_CODE_CPU, HVM_SAVE_CODE_HEADER, HVM_SAVE_CODE_MTRR};
 
@@ -87,6 +88,39 @@ pub struct SimBuild {
     pub pinned: BTreeMap<u64, u32>,
     /// The e820 map set with `XENMEM_set_memory_map`.
     pub memory_map: Vec<E820Entry>,
+    /// The CPUID policy, serialised: the simulated host's default for the domain's kind until
+    /// a builder sets one.
+    pub cpu_policy: Vec<XenCpuidLeaf>,
+}
+
+/// The most leaves `XEN_DOMCTL_get_cpu_policy` says a policy may have (Xen's
+/// `CPUID_MAX_SERIALISED_LEAVES` is larger; a toolstack only needs a bound).
+pub const SIM_CPUID_MAX_LEAVES: u32 = 64;
+/// The most MSRs it says a policy may have.
+pub const SIM_MSR_MAX_ENTRIES: u32 = 8;
+
+/// The simulated host's default CPUID policy for a domain, as Xen's would serialise it for an
+/// AMD host under QEMU's `-cpu max` (the leaves a toolstack adjusts: vendor, 1, 0x80000001,
+/// 0x80000008), before any toolstack's topology changes: leaf 1 says two logical processors
+/// per package, leaf 0x80000001 has CmpLegacy, leaf 0x80000008 two cores.
+pub fn default_cpu_policy() -> Vec<XenCpuidLeaf> {
+    let leaf = |leaf, a, b, c, d| XenCpuidLeaf {
+        leaf,
+        subleaf: XEN_CPUID_NO_SUBLEAF,
+        a,
+        b,
+        c,
+        d,
+    };
+    // "AuthenticAMD" in EBX, EDX, ECX.
+    let (vb, vd, vc) = (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+    vec![
+        leaf(0, 0xd, vb, vc, vd),
+        leaf(1, 0x0006_0fb1, 0x0002_0800, 0xf6f8_3203, 0x1fcb_fbfd),
+        leaf(0x8000_0000, 0x8000_0008, vb, vc, vd),
+        leaf(0x8000_0001, 0x0006_0fb1, 0, 0x73, 0xe5d3_fbfd),
+        leaf(0x8000_0008, 0x3028, 0x0010_0000, 0x1001, 0),
+    ]
 }
 
 impl SimBuild {
@@ -109,6 +143,7 @@ impl SimBuild {
             paging_pool_pages: if hvm { HAP_INITIAL_POOL_PAGES } else { 0 },
             pinned: BTreeMap::new(),
             memory_map: Vec::new(),
+            cpu_policy: default_cpu_policy(),
         }
     }
 
@@ -582,6 +617,55 @@ impl SimState {
             return Err(Errno::ENOMEM);
         }
         d.build.paging_pool_pages = pages;
+        Ok(())
+    }
+
+    /// `XEN_DOMCTL_get_cpu_policy`'s leaves.
+    ///
+    /// # Errors
+    ///
+    /// `ESRCH`.
+    pub fn cpu_policy(&self, domid: DomId) -> Result<Vec<XenCpuidLeaf>, Errno> {
+        Ok(self.domain(domid)?.build.cpu_policy.clone())
+    }
+
+    /// `XEN_DOMCTL_set_cpu_policy` with `leaves`: each must be a leaf (and subleaf) of the
+    /// default policy, as Xen's audit refuses leaves past the policy's maxima; `Err` with the
+    /// first one that is not, and the errno.
+    ///
+    /// # Errors
+    ///
+    /// `ESRCH`; `EINVAL` (the caller's own domain, or a leaf refused: with it);
+    /// `EEXIST` (the domain has run).
+    pub fn set_cpu_policy(
+        &mut self,
+        domid: DomId,
+        leaves: &[XenCpuidLeaf],
+    ) -> Result<(), (Errno, Option<XenCpuidLeaf>)> {
+        let d = self.domain_mut(domid).map_err(|e| (e, None))?;
+        if domid == SIM_DOM0 {
+            return Err((Errno::EINVAL, None));
+        }
+        if d.creation_finished {
+            return Err((Errno::EEXIST, None));
+        }
+        let known = default_cpu_policy();
+        let mut policy = d.build.cpu_policy.clone();
+        for l in leaves {
+            if !known
+                .iter()
+                .any(|k| k.leaf == l.leaf && k.subleaf == l.subleaf)
+            {
+                return Err((Errno::EINVAL, Some(*l)));
+            }
+            if let Some(p) = policy
+                .iter_mut()
+                .find(|p| p.leaf == l.leaf && p.subleaf == l.subleaf)
+            {
+                *p = *l;
+            }
+        }
+        d.build.cpu_policy = policy;
         Ok(())
     }
 

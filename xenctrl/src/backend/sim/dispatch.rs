@@ -91,6 +91,7 @@ fn domctl_payload(cmd: u32) -> Option<StructLayout> {
         XEN_DOMCTL_hypercall_init => XenDomctlHypercallInit::LAYOUT,
         XEN_DOMCTL_settscinfo | XEN_DOMCTL_gettscinfo => XenDomctlTscInfo::LAYOUT,
         XEN_DOMCTL_gethvmcontext | XEN_DOMCTL_sethvmcontext => XenDomctlSetHvmcontextView::LAYOUT,
+        XEN_DOMCTL_get_cpu_policy | XEN_DOMCTL_set_cpu_policy => XenDomctlSetCpuPolicyView::LAYOUT,
         XEN_DOMCTL_set_paging_mempool_size | XEN_DOMCTL_get_paging_mempool_size => {
             XenDomctlPagingMempool::LAYOUT
         }
@@ -301,6 +302,8 @@ fn domctl(
         | XEN_DOMCTL_gettscinfo
         | XEN_DOMCTL_gethvmcontext
         | XEN_DOMCTL_sethvmcontext
+        | XEN_DOMCTL_get_cpu_policy
+        | XEN_DOMCTL_set_cpu_policy
         | XEN_DOMCTL_set_paging_mempool_size
         | XEN_DOMCTL_get_paging_mempool_size => return build_domctl(state, iface, mem, addr, op),
         _ => {
@@ -628,6 +631,52 @@ fn build_domctl(
             let mut blob = vec![0u8; usize::try_from(len).map_err(|_| Errno::ENOMEM)?];
             mem.read(h.buffer, &mut blob)?;
             state.set_hvm_context(domid, &blob)?;
+        }
+        XEN_DOMCTL_get_cpu_policy => {
+            let mut h: XenDomctlSetCpuPolicyView = payload(op.union_bytes());
+            let leaves = state.cpu_policy(domid)?;
+            let need = u32::try_from(leaves.len()).map_err(|_| Errno::ENOMEM)?;
+            // Null buffers ask for the most a policy may hold; a short one is ENOBUFS.
+            let result = if h.leaves == 0 {
+                h.nr_leaves = super::build::SIM_CPUID_MAX_LEAVES;
+                Ok(())
+            } else if h.nr_leaves < need {
+                Err(Errno::ENOBUFS)
+            } else {
+                h.nr_leaves = need;
+                mem.write(h.leaves, leaves.as_bytes())
+            };
+            h.nr_msrs = if h.msrs == 0 {
+                super::build::SIM_MSR_MAX_ENTRIES
+            } else {
+                0
+            };
+            result?;
+            set_payload(op.union_bytes_mut(), &h);
+            put_domctl(iface, mem, addr, op)?;
+        }
+        XEN_DOMCTL_set_cpu_policy => {
+            let mut h: XenDomctlSetCpuPolicyView = payload(op.union_bytes());
+            if h.nr_leaves > super::build::SIM_CPUID_MAX_LEAVES
+                || h.nr_msrs > super::build::SIM_MSR_MAX_ENTRIES
+            {
+                return Err(Errno::E2BIG);
+            }
+            let n = h.nr_leaves as usize;
+            let mut leaves = vec![XenCpuidLeaf::default(); n];
+            if n > 0 {
+                mem.read(h.leaves, leaves.as_mut_bytes())?;
+            }
+            if let Err((errno, leaf)) = state.set_cpu_policy(domid, &leaves) {
+                // Xen copies the audit's verdict back.
+                if let Some(l) = leaf {
+                    h.err_leaf = l.leaf;
+                    h.err_subleaf = l.subleaf;
+                    set_payload(op.union_bytes_mut(), &h);
+                    put_domctl(iface, mem, addr, op)?;
+                }
+                return Err(errno);
+            }
         }
         XEN_DOMCTL_set_paging_mempool_size => {
             let p: XenDomctlPagingMempool = payload(op.union_bytes());

@@ -39,9 +39,11 @@ use super::evtchn::{SimEventChannels, SimPort, SimPortState};
 use super::gnttab::{SimActiveGrant, SimGrantTable, SimKernelGrant};
 use super::state::{SimDomain, SimDomainState, SimState};
 use super::SimConfig;
-use crate::abi::{E820Entry, VcpuGuestContext, XenDomctlCreatedomain, XenDomctlTscInfo};
+use crate::abi::{
+    E820Entry, VcpuGuestContext, XenCpuidLeaf, XenDomctlCreatedomain, XenDomctlTscInfo,
+};
 
-const MAGIC: &[u8; 8] = b"RXENSIM4";
+const MAGIC: &[u8; 8] = b"RXENSIM5";
 const HEADER_LEN: usize = 24;
 
 /// What identifies one version of the file's contents.
@@ -496,6 +498,10 @@ fn encode_build(e: &mut Enc, b: &SimBuild) {
     for m in &b.memory_map {
         e.0.extend_from_slice(m.as_bytes());
     }
+    e.len(b.cpu_policy.len());
+    for l in &b.cpu_policy {
+        e.0.extend_from_slice(l.as_bytes());
+    }
 }
 
 fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
@@ -549,6 +555,12 @@ fn decode_build(d: &mut Dec<'_>) -> io::Result<SimBuild> {
     for _ in 0..d.len(entry)? {
         b.memory_map
             .push(E820Entry::read_from_bytes(d.take(entry)?).map_err(|_| bad("e820 entry"))?);
+    }
+    let leaf = std::mem::size_of::<XenCpuidLeaf>();
+    b.cpu_policy.clear();
+    for _ in 0..d.len(leaf)? {
+        b.cpu_policy
+            .push(XenCpuidLeaf::read_from_bytes(d.take(leaf)?).map_err(|_| bad("cpuid leaf"))?);
     }
     Ok(b)
 }
