@@ -1164,30 +1164,16 @@ fn port_io_stress(xl_lines: &[&str]) {
     assert!(died.is_empty(), "guests that died: {died:?}");
 }
 
-/// A dom0 tool's output with the domain's id replaced by `D`, as lines; the error if it fails.
-fn tool_lines(program: &str, args: &[&str], domid: u16) -> Vec<String> {
-    // spawns: xen-cpuid, xen-hvmctx, xenstore-ls
+/// A dom0 tool's output as lines; what went wrong if it failed.
+fn tool_lines(program: &str, args: &[&str]) -> Vec<String> {
+    // spawns: xen-cpuid, xen-hvmctx
     let out = Command::new(program).args(args).output();
     let text = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         Ok(o) => format!("({program} failed: {})", String::from_utf8_lossy(&o.stderr)),
         Err(e) => format!("({program}: {e})"),
     };
-    let id = domid.to_string();
-    text.lines()
-        .map(|l| {
-            l.split(' ')
-                .map(|w| {
-                    if w.trim_matches(|c: char| !c.is_ascii_alphanumeric()) == id {
-                        w.replace(&id, "D")
-                    } else {
-                        w.to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
+    text.lines().map(str::to_owned).collect()
 }
 
 /// What Xen holds for a paused PVH domain before it first runs: HVM parameters, TSC and
@@ -1212,34 +1198,37 @@ fn pvh_state(host: &Host, domid: u16) -> Vec<(String, String)> {
         format!("{:?}", host.xc.paging_mempool_size(domid)),
     ));
     for p in 0..=39u32 {
-        v.push((
-            format!("hvm param {p}"),
-            format!("{:?}", host.xc.hvm_param(domid, xenctrl::HvmParam(p))),
-        ));
+        // The value, or the errno without the domid the error names.
+        let value = match host.xc.hvm_param(domid, xenctrl::HvmParam(p)) {
+            Ok(v) => format!("{v:#x}"),
+            Err(xenctrl::Error::Xen { source, .. }) => format!("{source}"),
+            Err(e) => format!("{e}"),
+        };
+        v.push((format!("hvm param {p}"), value));
     }
     let id = domid.to_string();
-    for (i, l) in tool_lines("xen-cpuid", &["-p", &id], domid)
+    // The policy's leaves and MSRs (its heading names the domain).
+    let cpuid = tool_lines("xen-cpuid", &["-p", &id]);
+    for (i, l) in cpuid
         .into_iter()
+        .filter(|l| !l.contains("Domain"))
         .enumerate()
     {
         v.push((format!("cpuid {i}"), l));
     }
-    for (i, l) in tool_lines("xen-hvmctx", &[&id], domid)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, l) in tool_lines("xen-hvmctx", &[&id]).into_iter().enumerate() {
         v.push((format!("hvmctx {i}"), l));
     }
     v
 }
 
-/// An experiment, not a check: the same PVH guest made paused by `xl create -p` and by
-/// `rxl create -p`, and what Xen holds for each compared (see [`pvh_state`]); every difference
-/// is printed on a `STATE` line. Fails if the HVM parameters or the CPUID policy differ in
-/// anything but the special pages' event channels.
+/// The same PVH guest made paused by `xl create -p` and by `rxl create -p`: Xen holds the same
+/// for both (see [`pvh_state`]) but for what is allocated as it comes (event-channel ports,
+/// the TSC at creation) and the pages libxl's ACPI takes beyond the tables. Every difference
+/// is printed on a `STATE` line; one in the flags, limits, TSC mode, paging pool, HVM
+/// parameters or CPUID policy fails. (rxl's PVH guests once lacked libxl's CPUID topology,
+/// and Debian's Linux in them triple-faulted now and then under emulated port I/O.)
 #[test]
-#[ignore = "an experiment: what xl and rxl leave in Xen for a PVH guest, side by side; run it \
-            with scripts/xen-vm-test -- --include-ignored state_of"]
 fn pvh_state_of_xl_and_rxl_guests_compared() {
     let host = host();
     let mut cleanup = Cleanup::default();
@@ -1269,8 +1258,9 @@ fn pvh_state_of_xl_and_rxl_guests_compared() {
         let (kr, vr) = rxl.get(i).unwrap_or(&missing);
         if kx != kr || vx != vr {
             println!("STATE {kx} / {kr}: xl {vx:?}, rxl {vr:?}");
-            let events = ["hvm param 1", "hvm param 17", "hvm param 18"];
-            if !events.contains(&kx.as_str()) && !kx.starts_with("hvmctx") && !kx.is_empty() {
+            // Event-channel ports (store, console) and what is not compared.
+            let free = ["hvm param 2", "hvm param 18", "tot_pages"];
+            if !free.contains(&kx.as_str()) && !kx.starts_with("hvmctx") {
                 differ.push(kx.clone());
             }
         }
