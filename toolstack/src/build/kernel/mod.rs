@@ -314,7 +314,8 @@ pub struct KernelImage {
     format: ImageFormat,
     bytes: ImageBytes,
     elf: ElfKernel,
-    /// Byte ranges of the image known to be zero (see [`KernelImage::zero_ranges`]).
+    /// For an image unpacked here and stored: the zero ranges the store found (a cached
+    /// image's are its entry's; see [`KernelImage::zero_ranges`]).
     zero: std::sync::Arc<[std::ops::Range<u64>]>,
 }
 
@@ -419,7 +420,6 @@ impl KernelImage {
 
     /// A kernel from a cache entry, its file's format known.
     fn from_entry(format: ImageFormat, entry: EntryBytes, limits: &ImageLimits) -> Result<Loaded> {
-        let zero = entry.zero_ranges().into();
         let bytes = ImageBytes::Cached(entry);
         let started = Instant::now();
         let elf = ElfKernel::parse(&bytes, limits)?;
@@ -432,7 +432,7 @@ impl KernelImage {
                 format,
                 bytes,
                 elf,
-                zero,
+                zero: std::sync::Arc::new([]),
             },
             cache: CacheOutcome::Hit,
             timings,
@@ -516,10 +516,7 @@ impl KernelImage {
         let started = Instant::now();
         let elf = ElfKernel::parse(&bytes, limits)?;
         timings.parse = started.elapsed();
-        let mut zero: std::sync::Arc<[std::ops::Range<u64>]> = match &bytes {
-            ImageBytes::Cached(entry) => entry.zero_ranges().into(),
-            ImageBytes::Owned(_) => std::sync::Arc::new([]),
-        };
+        let mut zero: std::sync::Arc<[std::ops::Range<u64>]> = std::sync::Arc::new([]);
         if let Some((cache, key)) = store_as {
             let started = Instant::now();
             // The scan for zero pages that the entry leaves out also tells the loader what it
@@ -555,7 +552,10 @@ impl KernelImage {
     /// entry left out, or found so when the image was stored; empty when the cache was not
     /// used. The builder clears the guest memory they land in rather than copying them.
     pub fn zero_ranges(&self) -> &[std::ops::Range<u64>] {
-        &self.zero
+        match &self.bytes {
+            ImageBytes::Cached(entry) => entry.zero_ranges(),
+            ImageBytes::Owned(_) => &self.zero,
+        }
     }
 
     /// The ELF image's bytes.
