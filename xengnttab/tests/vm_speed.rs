@@ -93,7 +93,9 @@ impl Drop for Populated<'_> {
 }
 
 /// Alternating rounds per path (C, Rust, Rust, C, C, Rust, ...). Each round's loop is sized to
-/// take some 30 ms, so that many short rounds give each side quiet moments of the machine.
+/// take some 30 ms, so that many short rounds give each side quiet moments of the machine; the
+/// one-page maps some 80 ms, because a burst of other work within one 30 ms round moved their
+/// paired ratio by up to 2× either way (Xen 4.20, run 7: 0.50 to 2.04, median 1.118).
 const ROUNDS: usize = 31;
 
 /// The figures of one path, in nanoseconds per operation, one per round.
@@ -231,13 +233,31 @@ fn report(figures: &[Figures]) {
     );
 }
 
+/// Pins this thread, and so the harnesses it starts (children inherit the affinity), to dom0's
+/// vCPU 0, for every path.
+///
+/// - Event round trips: Linux delivers a dom0 port's events on vCPU 0. Elsewhere a round trip
+///   waits for a wake-up on the other vCPU, and when the host's cores are shared (CI boots two
+///   VMs side by side under TCG) that wake-up costs milliseconds, in bursts, and the figure is
+///   all noise (a median round trip of 9 ms against a fastest of 0.4 ms).
+/// - Maps and unmaps: a process that has run on both vCPUs has both in its address space's CPU
+///   mask, so each `munmap` flushes the other vCPU's TLB through Xen as well; which side of a
+///   pair had migrated was chance, and it moved single rounds by tens of percent.
+fn pin_to_cpu0() {
+    let mut cpu0 = nix::sched::CpuSet::new();
+    cpu0.set(0).expect("CPU 0 is in range");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
+        .expect("pin the timing thread to CPU 0");
+}
+
 /// map+unmap of 1 and of 64 grants that dom0 shares with itself (gntalloc, then gntdev), as
 /// libxengnttab's `xengnttab_map_domain_grant_refs` + `xengnttab_unmap`.
 #[test]
 fn grant_map_unmap_against_libxengnttab() {
     in_vm();
+    pin_to_cpu0();
     report(&[
-        measure("gnttab map+unmap 1", &["gnttab", "1", "60"]),
+        measure("gnttab map+unmap 1", &["gnttab", "1", "180"]),
         measure("gnttab map+unmap 64", &["gnttab", "64", "25"]),
     ]);
 }
@@ -247,15 +267,7 @@ fn grant_map_unmap_against_libxengnttab() {
 #[test]
 fn event_round_trip_against_libxenevtchn() {
     in_vm();
-    // Both harnesses on dom0's vCPU 0, where Linux delivers a dom0 port's events: otherwise a
-    // round trip waits for a wake-up on the other vCPU, and when the host's cores are shared
-    // (CI boots two VMs side by side under TCG) that wake-up costs milliseconds, in bursts,
-    // and the figure is all noise (a median round trip of 9 ms against a fastest of 0.4 ms).
-    // The children inherit this thread's affinity.
-    let mut cpu0 = nix::sched::CpuSet::new();
-    cpu0.set(0).expect("CPU 0 is in range");
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
-        .expect("pin the timing thread to CPU 0");
+    pin_to_cpu0();
     report(&[measure("evtchn round trip", &["evtchn", "120"])]);
 }
 
@@ -264,11 +276,12 @@ fn event_round_trip_against_libxenevtchn() {
 #[test]
 fn foreign_map_against_libxenforeignmemory() {
     in_vm();
+    pin_to_cpu0();
     let xc = XenCtrl::open().expect("XenCtrl::open");
     let dom = Populated::new(&xc, 1024);
     let domid = dom.domid.get().to_string();
     let mut figures = Vec::new();
-    for (pages, iters) in [(1, 90), (64, 45), (1024, 5)] {
+    for (pages, iters) in [(1, 270), (64, 45), (1024, 5)] {
         let file = format!("/tmp/rxen-speed-frames-{pages}");
         let list: Vec<String> = dom.frames[..pages].iter().map(u64::to_string).collect();
         std::fs::write(&file, list.join("\n")).unwrap();
