@@ -5,8 +5,10 @@
 //! no SMT, and leaves the CPUID leaves that describe topology to the toolstack: Xen's default
 //! policy still describes the host's packages. libxl (every `xl create`) adjusts them to match
 //! the APIC numbering; rxl does the same, so that a guest sees the same CPUID from both tools.
-//! (Without it, Debian's PVH Linux under QEMU TCG triple-faulted now and then while it
-//! emulated port I/O: see `toolstack/tests/vm_boot.rs`.)
+//! (Without it, Debian's PVH Linux from rxl triple-faulted under QEMU TCG's emulated port I/O
+//! on Xen 4.20 more often than from xl, and xl's did too when given rxl's old topology. With it,
+//! guests of both tools still triple-fault under that stress now and then, so the topology was
+//! one difference, not the platform's whole fault: see `toolstack/tests/vm_boot.rs`.)
 //!
 //! - leaf 1: EDX[28] (HTT) set; EBX[23:16] (logical processors per package) doubled, or 2 if
 //!   it was 0, unless doubling would overflow;
