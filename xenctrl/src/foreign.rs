@@ -398,6 +398,10 @@ impl<A: Access> fmt::Debug for PartialForeignMapping<'_, A> {
     }
 }
 
+/// Batches up to this many pages keep their per-page answers on the stack in
+/// [`XenCtrl::map_foreign`].
+const SMALL_BATCH: usize = 64;
+
 impl XenCtrl {
     /// Map frames `gfns` of `domain`, in order, into one mapping: page `i` is frame `gfns[i]`.
     /// For a PV domain the frames are machine frames (what `populate_physmap` wrote back), for
@@ -439,7 +443,42 @@ impl XenCtrl {
         domain: DomainId,
         gfns: &[u64],
     ) -> Result<ForeignMapping<'_, A>> {
-        self.map_foreign_partial(domain, gfns)?.into_complete()
+        let domid = domain.get();
+        if gfns.is_empty() {
+            // What privcmd answers for an empty batch.
+            return Err(Error::xen(Op::MapForeign, Some(domid), Errno::EINVAL));
+        }
+        // The per-page answers, on the stack for the common small maps: this path keeps no
+        // copy of them (or of `gfns`) past the call, so a one-page map costs the three system
+        // calls libxenforeignmemory's does and no allocation.
+        let mut small = [0i32; SMALL_BATCH];
+        let mut large = Vec::new();
+        let errs: &mut [i32] = if gfns.len() <= SMALL_BATCH {
+            &mut small[..gfns.len()]
+        } else {
+            large.resize(gfns.len(), 0);
+            &mut large
+        };
+        let mut mapping = self.foreign_window::<A>(domain, gfns.len())?;
+        let window = mapping
+            .window
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a new mapping has its window"));
+        self.fill_batch(window, domid, gfns, errs)
+            .map_err(|e| Error::xen(Op::MapForeign, Some(domid), e))?;
+        match errs.iter().position(|&e| e != 0) {
+            None => Ok(mapping),
+            Some(index) => {
+                drop(mapping); // unmaps
+                Err(Error::ForeignPage {
+                    domid: domain,
+                    index,
+                    pages: gfns.len(),
+                    gfn: gfns[index],
+                    source: Errno::from_raw(errs[index].saturating_neg()),
+                })
+            }
+        }
     }
 
     /// [`XenCtrl::map_foreign`], keeping the pages that mapped when others do not: the result
