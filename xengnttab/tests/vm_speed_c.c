@@ -126,6 +126,16 @@ static void evtchn(unsigned long iters)
     xenevtchn_handle *xce = xenevtchn_open(NULL, 0);
     if (!xce)
         die("xenevtchn_open");
+    /* A spare pair first, unbound at once: two interdomain binds per process (see the Rust
+     * harness), so that every process's port lands on the same vCPU. */
+    xenevtchn_port_or_error_t spare = xenevtchn_bind_unbound_port(xce, 0);
+    if (spare < 0)
+        die("xenevtchn_bind_unbound_port");
+    xenevtchn_port_or_error_t spare_peer = xenevtchn_bind_interdomain(xce, 0, (evtchn_port_t)spare);
+    if (spare_peer < 0)
+        die("xenevtchn_bind_interdomain");
+    if (xenevtchn_unbind(xce, (evtchn_port_t)spare_peer) || xenevtchn_unbind(xce, (evtchn_port_t)spare))
+        die("xenevtchn_unbind");
     xenevtchn_port_or_error_t a = xenevtchn_bind_unbound_port(xce, 0);
     if (a < 0)
         die("xenevtchn_bind_unbound_port");
