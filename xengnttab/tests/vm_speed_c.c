@@ -134,6 +134,7 @@ static void evtchn(unsigned long iters)
     xenevtchn_port_or_error_t spare_peer = xenevtchn_bind_interdomain(xce, 0, (evtchn_port_t)spare);
     if (spare_peer < 0)
         die("xenevtchn_bind_interdomain");
+    wait_for(xce, (evtchn_port_t)spare_peer); /* the event its bind leaves pending */
     if (xenevtchn_unbind(xce, (evtchn_port_t)spare_peer) || xenevtchn_unbind(xce, (evtchn_port_t)spare))
         die("xenevtchn_unbind");
     xenevtchn_port_or_error_t a = xenevtchn_bind_unbound_port(xce, 0);
