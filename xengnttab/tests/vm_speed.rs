@@ -236,10 +236,13 @@ fn report(figures: &[Figures]) {
 /// Pins this thread, and so the harnesses it starts (children inherit the affinity), to dom0's
 /// vCPU 0, for every path.
 ///
-/// - Event round trips: Linux delivers a dom0 port's events on vCPU 0. Elsewhere a round trip
-///   waits for a wake-up on the other vCPU, and when the host's cores are shared (CI boots two
-///   VMs side by side under TCG) that wake-up costs milliseconds, in bursts, and the figure is
-///   all noise (a median round trip of 9 ms against a fastest of 0.4 ms).
+/// - Event round trips: an event delivered on another vCPU than the waiting process's costs a
+///   wake-up there, and when the host's cores are shared (CI boots two VMs side by side under
+///   TCG) that wake-up costs milliseconds, in bursts. Linux moves each port bound interdomain
+///   to the next vCPU, from a cursor of the vCPU the binding process runs on; pinned here,
+///   with both harnesses binding twice per process, every process's ports land where the
+///   previous one's did, so the two sides of every pair wait alike (with one bind each,
+///   consecutive processes alternated, and the paired ratios swung between 0.2 and 7).
 /// - Maps and unmaps: a process that has run on both vCPUs has both in its address space's CPU
 ///   mask, so each `munmap` flushes the other vCPU's TLB through Xen as well; which side of a
 ///   pair had migrated was chance, and it moved single rounds by tens of percent.
