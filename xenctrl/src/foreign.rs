@@ -366,22 +366,11 @@ impl<'x, A: Access> PartialForeignMapping<'x, A> {
     /// [`Error::ForeignPage`] naming the first page that did not map; the mapping is undone
     /// first.
     pub fn into_complete(self) -> Result<ForeignMapping<'x, A>> {
-        let first_failure = self.failures().next();
-        match first_failure {
+        match first_failure(self.domain(), &self.gfns, &self.errs) {
             None => Ok(self.mapping),
-            Some(PageError::NotMapped { index, gfn, errno }) => {
-                let (domid, pages) = (self.domain(), self.pages());
+            Some(e) => {
                 drop(self); // unmaps
-                Err(Error::ForeignPage {
-                    domid,
-                    index,
-                    pages,
-                    gfn,
-                    source: errno,
-                })
-            }
-            Some(PageError::OutOfRange { .. }) => {
-                unreachable!("failures() reports only pages inside the mapping")
+                Err(e)
             }
         }
     }
@@ -401,6 +390,19 @@ impl<A: Access> fmt::Debug for PartialForeignMapping<'_, A> {
 /// Batches up to this many pages keep their per-page answers on the stack in
 /// [`XenCtrl::map_foreign`].
 const SMALL_BATCH: usize = 64;
+
+/// [`Error::ForeignPage`] for the first page whose answer in `errs` (0 or Xen's negative
+/// errno, per page of `gfns`) is not 0.
+fn first_failure(domain: DomainId, gfns: &[u64], errs: &[i32]) -> Option<Error> {
+    let index = errs.iter().position(|&e| e != 0)?;
+    Some(Error::ForeignPage {
+        domid: domain,
+        index,
+        pages: gfns.len(),
+        gfn: gfns[index],
+        source: Errno::from_raw(errs[index].saturating_neg()),
+    })
+}
 
 impl XenCtrl {
     /// Map frames `gfns` of `domain`, in order, into one mapping: page `i` is frame `gfns[i]`.
@@ -443,11 +445,6 @@ impl XenCtrl {
         domain: DomainId,
         gfns: &[u64],
     ) -> Result<ForeignMapping<'_, A>> {
-        let domid = domain.get();
-        if gfns.is_empty() {
-            // What privcmd answers for an empty batch.
-            return Err(Error::xen(Op::MapForeign, Some(domid), Errno::EINVAL));
-        }
         // The per-page answers, on the stack for the common small maps: this path keeps no
         // copy of them (or of `gfns`) past the call, so a one-page map costs the three system
         // calls libxenforeignmemory's does and no allocation.
@@ -459,24 +456,12 @@ impl XenCtrl {
             large.resize(gfns.len(), 0);
             &mut large
         };
-        let mut mapping = self.foreign_window::<A>(domain, gfns.len())?;
-        let window = mapping
-            .window
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("a new mapping has its window"));
-        self.fill_batch(window, domid, gfns, errs)
-            .map_err(|e| Error::xen(Op::MapForeign, Some(domid), e))?;
-        match errs.iter().position(|&e| e != 0) {
+        let mapping = self.map_batch::<A>(domain, gfns, errs)?;
+        match first_failure(domain, gfns, errs) {
             None => Ok(mapping),
-            Some(index) => {
+            Some(e) => {
                 drop(mapping); // unmaps
-                Err(Error::ForeignPage {
-                    domid: domain,
-                    index,
-                    pages: gfns.len(),
-                    gfn: gfns[index],
-                    source: Errno::from_raw(errs[index].saturating_neg()),
-                })
+                Err(e)
             }
         }
     }
@@ -516,21 +501,8 @@ impl XenCtrl {
         domain: DomainId,
         gfns: &[u64],
     ) -> Result<PartialForeignMapping<'_, A>> {
-        let domid = domain.get();
-        if gfns.is_empty() {
-            // What privcmd answers for an empty batch.
-            return Err(Error::xen(Op::MapForeign, Some(domid), Errno::EINVAL));
-        }
-        let mut mapping = self.foreign_window::<A>(domain, gfns.len())?;
         let mut errs = vec![0i32; gfns.len()].into_boxed_slice();
-        let window = mapping
-            .window
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("a new mapping has its window"));
-        // The frame list and the error array are arguments of the kernel's ioctl, which copies
-        // them; Xen never sees their addresses, so they are ordinary memory, not pool buffers.
-        self.fill_batch(window, domid, gfns, &mut errs)
-            .map_err(|e| Error::xen(Op::MapForeign, Some(domid), e))?;
+        let mapping = self.map_batch::<A>(domain, gfns, &mut errs)?;
         Ok(PartialForeignMapping {
             mapping,
             gfns: gfns.into(),
@@ -693,6 +665,30 @@ impl XenCtrl {
     }
 
     /// A fresh window of `pages` pages for `domain`'s memory, owned by a mapping that unmaps it.
+    /// A new mapping of `gfns` of `domain`, each page's answer in `errs` (as long as `gfns`).
+    fn map_batch<A: Access>(
+        &self,
+        domain: DomainId,
+        gfns: &[u64],
+        errs: &mut [i32],
+    ) -> Result<ForeignMapping<'_, A>> {
+        let domid = domain.get();
+        if gfns.is_empty() {
+            // What privcmd answers for an empty batch.
+            return Err(Error::xen(Op::MapForeign, Some(domid), Errno::EINVAL));
+        }
+        let mut mapping = self.foreign_window::<A>(domain, gfns.len())?;
+        let window = mapping
+            .window
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a new mapping has its window"));
+        // The frame list and the error array are arguments of the kernel's ioctl, which copies
+        // them; Xen never sees their addresses, so they are ordinary memory, not pool buffers.
+        self.fill_batch(window, domid, gfns, errs)
+            .map_err(|e| Error::xen(Op::MapForeign, Some(domid), e))?;
+        Ok(mapping)
+    }
+
     fn foreign_window<A: Access>(
         &self,
         domain: DomainId,

@@ -13,7 +13,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use xenctrl::evtchn::{EventChannels, Port};
+use xenctrl::evtchn::{BoundPort, EventChannels, Port};
 use xenctrl::volatile::ReadWrite;
 use xenctrl::{DomainId, XenCtrl};
 use xengnttab::{Gntalloc, Gntdev};
@@ -66,32 +66,32 @@ fn wait_for(events: &EventChannels, want: Port) -> Result<()> {
     events.unmask(want).map_err(|e| format!("unmask: {e}"))
 }
 
-fn evtchn(iters: u64) -> Result<()> {
-    let events = EventChannels::open().map_err(|e| format!("open evtchn: {e}"))?;
-    // Linux moves each port bound interdomain through /dev/xen/evtchn to the next vCPU, from
-    // a per-vCPU cursor. One bind per process would put consecutive processes' ports on
-    // different vCPUs, so the two sides of every timed pair would differ; a second, unused
-    // pair makes it two binds per process, and every process's port lands where the last
-    // one's did (with dom0's two vCPUs). The C harness does the same.
-    {
-        let spare = events
-            .bind_unbound(DomainId::DOM0)
-            .map_err(|e| format!("bind unbound: {e}"))?;
-        let spare_peer = events
-            .bind_interdomain(DomainId::DOM0, spare.port())
-            .map_err(|e| format!("bind interdomain: {e}"))?;
-        // Its bind leaves an event pending, as below: take it before the ports go.
-        wait_for(&events, spare_peer.port())?;
-    }
+/// A dom0 port bound unbound and a second port bound interdomain to it, after the event
+/// Xen sets pending on a freshly bound interdomain port (notifications sent to the unbound
+/// port before could have been lost) is taken.
+fn bind_pair(events: &EventChannels) -> Result<(BoundPort<'_>, BoundPort<'_>)> {
     let a = events
         .bind_unbound(DomainId::DOM0)
         .map_err(|e| format!("bind unbound: {e}"))?;
     let b = events
         .bind_interdomain(DomainId::DOM0, a.port())
         .map_err(|e| format!("bind interdomain: {e}"))?;
+    wait_for(events, b.port())?;
+    Ok((a, b))
+}
+
+fn evtchn(iters: u64) -> Result<()> {
+    let events = EventChannels::open().map_err(|e| format!("open evtchn: {e}"))?;
+    // Linux moves each port bound interdomain through /dev/xen/evtchn to the next vCPU, from
+    // a per-vCPU cursor. One bind per process would put consecutive processes' ports on
+    // different vCPUs, so the two sides of every timed pair would differ; a spare pair,
+    // unbound at once, makes it two binds per process, and every process's port lands where
+    // the last one's did (with dom0's two vCPUs). The C harness does the same.
+    let (spare, spare_peer) = bind_pair(&events)?;
+    drop(spare_peer);
+    drop(spare);
+    let (a, b) = bind_pair(&events)?;
     let (a, b) = (a.port(), b.port());
-    // Xen sets a freshly bound interdomain port pending: take that event first.
-    wait_for(&events, b)?;
     let ns = time(iters, || {
         events.notify(b).map_err(|e| format!("notify: {e}"))?;
         wait_for(&events, a)?;

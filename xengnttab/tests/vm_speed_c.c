@@ -121,6 +121,28 @@ static void round_trip(xenevtchn_handle *xce, evtchn_port_t a, evtchn_port_t b)
     wait_for(xce, b);
 }
 
+/* A dom0 port bound unbound (*a) and a second port bound interdomain to it (*b), after the
+ * event Xen sets pending on a freshly bound interdomain port (notifications sent to the
+ * unbound port before could have been lost) is taken. */
+static void bind_pair(xenevtchn_handle *xce, evtchn_port_t *a, evtchn_port_t *b)
+{
+    xenevtchn_port_or_error_t unbound = xenevtchn_bind_unbound_port(xce, 0);
+    if (unbound < 0)
+        die("xenevtchn_bind_unbound_port");
+    xenevtchn_port_or_error_t peer = xenevtchn_bind_interdomain(xce, 0, (evtchn_port_t)unbound);
+    if (peer < 0)
+        die("xenevtchn_bind_interdomain");
+    *a = (evtchn_port_t)unbound;
+    *b = (evtchn_port_t)peer;
+    wait_for(xce, *b);
+}
+
+static void unbind_pair(xenevtchn_handle *xce, evtchn_port_t a, evtchn_port_t b)
+{
+    if (xenevtchn_unbind(xce, b) || xenevtchn_unbind(xce, a))
+        die("xenevtchn_unbind");
+}
+
 static void evtchn(unsigned long iters)
 {
     xenevtchn_handle *xce = xenevtchn_open(NULL, 0);
@@ -128,33 +150,18 @@ static void evtchn(unsigned long iters)
         die("xenevtchn_open");
     /* A spare pair first, unbound at once: two interdomain binds per process (see the Rust
      * harness), so that every process's port lands on the same vCPU. */
-    xenevtchn_port_or_error_t spare = xenevtchn_bind_unbound_port(xce, 0);
-    if (spare < 0)
-        die("xenevtchn_bind_unbound_port");
-    xenevtchn_port_or_error_t spare_peer = xenevtchn_bind_interdomain(xce, 0, (evtchn_port_t)spare);
-    if (spare_peer < 0)
-        die("xenevtchn_bind_interdomain");
-    wait_for(xce, (evtchn_port_t)spare_peer); /* the event its bind leaves pending */
-    if (xenevtchn_unbind(xce, (evtchn_port_t)spare_peer) || xenevtchn_unbind(xce, (evtchn_port_t)spare))
-        die("xenevtchn_unbind");
-    xenevtchn_port_or_error_t a = xenevtchn_bind_unbound_port(xce, 0);
-    if (a < 0)
-        die("xenevtchn_bind_unbound_port");
-    xenevtchn_port_or_error_t b = xenevtchn_bind_interdomain(xce, 0, (evtchn_port_t)a);
-    if (b < 0)
-        die("xenevtchn_bind_interdomain");
-    /* Xen sets the new interdomain port pending (notifications sent to the unbound port before
-     * could have been lost): take that event first. */
-    wait_for(xce, (evtchn_port_t)b);
+    evtchn_port_t a, b;
+    bind_pair(xce, &a, &b);
+    unbind_pair(xce, a, b);
+    bind_pair(xce, &a, &b);
     for (unsigned long i = 0; i < iters / 8 + 1; i++)
-        round_trip(xce, (evtchn_port_t)a, (evtchn_port_t)b);
+        round_trip(xce, a, b);
     uint64_t t0 = now_ns();
     for (unsigned long i = 0; i < iters; i++)
-        round_trip(xce, (evtchn_port_t)a, (evtchn_port_t)b);
+        round_trip(xce, a, b);
     uint64_t t1 = now_ns();
     report("evtchn", 1, iters, t1 - t0);
-    if (xenevtchn_unbind(xce, (evtchn_port_t)b) || xenevtchn_unbind(xce, (evtchn_port_t)a))
-        die("xenevtchn_unbind");
+    unbind_pair(xce, a, b);
     xenevtchn_close(xce);
 }
 
