@@ -82,14 +82,6 @@ fn bind_pair(events: &EventChannels) -> Result<(BoundPort<'_>, BoundPort<'_>)> {
 
 fn evtchn(iters: u64) -> Result<()> {
     let events = EventChannels::open().map_err(|e| format!("open evtchn: {e}"))?;
-    // Linux moves each port bound interdomain through /dev/xen/evtchn to the next vCPU, from
-    // a per-vCPU cursor. One bind per process would put consecutive processes' ports on
-    // different vCPUs, so the two sides of every timed pair would differ; a spare pair,
-    // unbound at once, makes it two binds per process, and every process's port lands where
-    // the last one's did (with dom0's two vCPUs). The C harness does the same.
-    let (spare, spare_peer) = bind_pair(&events)?;
-    drop(spare_peer);
-    drop(spare);
     let (a, b) = bind_pair(&events)?;
     let (a, b) = (a.port(), b.port());
     let ns = time(iters, || {

@@ -234,23 +234,102 @@ fn report(figures: &[Figures]) {
 }
 
 /// Pins this thread, and so the harnesses it starts (children inherit the affinity), to dom0's
-/// vCPU 0, for every path.
-///
-/// - Event round trips: an event delivered on another vCPU than the waiting process's costs a
-///   wake-up there, and when the host's cores are shared (CI boots two VMs side by side under
-///   TCG) that wake-up costs milliseconds, in bursts. Linux moves each port bound interdomain
-///   to the next vCPU, from a cursor of the vCPU the binding process runs on; pinned here,
-///   with both harnesses binding twice per process, every process's ports land where the
-///   previous one's did, so the two sides of every pair wait alike (with one bind each,
-///   consecutive processes alternated, and the paired ratios swung between 0.2 and 7).
-/// - Maps and unmaps: a process that has run on both vCPUs has both in its address space's CPU
-///   mask, so each `munmap` flushes the other vCPU's TLB through Xen as well; which side of a
-///   pair had migrated was chance, and it moved single rounds by tens of percent.
+/// vCPU 0, for every path: a process that has run on both vCPUs has both in its address
+/// space's CPU mask, so each `munmap` flushes the other vCPU's TLB through Xen as well; which
+/// side of a pair had migrated was chance, and it moved single rounds by tens of percent.
 fn pin_to_cpu0() {
     let mut cpu0 = nix::sched::CpuSet::new();
     cpu0.set(0).expect("CPU 0 is in range");
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpu0)
         .expect("pin the timing thread to CPU 0");
+}
+
+const DEFAULT_IRQ_AFFINITY: &str = "/proc/irq/default_smp_affinity";
+
+/// New interrupts, event channels bound through `/dev/xen/evtchn` among them, go to CPU 0
+/// while this lives; the old default is put back on drop.
+///
+/// Linux binds each port bound interdomain through `/dev/xen/evtchn` to a vCPU of its
+/// interrupt's affinity, in turn from a per-vCPU cursor, and a new interrupt's affinity is
+/// this default. With the default of all vCPUs, a harness pinned to vCPU 0 got its events on
+/// vCPU 1 in some runs and rounds: each event then cost a wake-up of the other vCPU, which
+/// under TCG with two VMs on two host cores takes milliseconds, in bursts. Round trips of
+/// 0.3 ms became 6 to 37 ms on both sides alike, and their paired ratio was noise (CI run 10:
+/// 1.106 on Xen 4.17, 1.205 on 4.20). With CPU 0 alone, every event is taken where its
+/// process waits, so the round trip times the two libraries rather than the wake-up.
+struct IrqsOnCpu0 {
+    old: String,
+}
+
+impl IrqsOnCpu0 {
+    fn new() -> IrqsOnCpu0 {
+        let old = std::fs::read_to_string(DEFAULT_IRQ_AFFINITY)
+            .unwrap_or_else(|e| panic!("read {DEFAULT_IRQ_AFFINITY}: {e}"));
+        std::fs::write(DEFAULT_IRQ_AFFINITY, "1")
+            .unwrap_or_else(|e| panic!("write {DEFAULT_IRQ_AFFINITY}: {e}"));
+        IrqsOnCpu0 {
+            old: old.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for IrqsOnCpu0 {
+    fn drop(&mut self) {
+        let _ = std::fs::write(DEFAULT_IRQ_AFFINITY, &self.old);
+    }
+}
+
+/// For each CPU, the interrupts taken so far by the lines of `/proc/interrupts` named `name`.
+fn interrupts_per_cpu(name: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").expect("read /proc/interrupts");
+    let mut lines = text.lines();
+    let cpus = lines.next().map_or(0, |h| h.split_whitespace().count());
+    let mut per_cpu = vec![0; cpus];
+    for line in lines {
+        if line.split_whitespace().last() != Some(name) {
+            continue;
+        }
+        let counts = line.split_whitespace().skip(1).take(cpus);
+        for (total, n) in per_cpu.iter_mut().zip(counts) {
+            *total += n.parse::<u64>().unwrap_or(0);
+        }
+    }
+    per_cpu
+}
+
+/// Binds a pair of ports in this thread as the harnesses do, sends events both ways, and
+/// checks in `/proc/interrupts` that vCPU 0 took them all: the condition the event timings
+/// rest on (see [`IrqsOnCpu0`]).
+fn check_events_land_on_cpu0() {
+    use xenctrl::evtchn::EventChannels;
+    // The driver names each handle's interrupts after the thread that opened it.
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").expect("read comm");
+    let name = format!("evtchn:{}", comm.trim_end());
+    let events = EventChannels::open().expect("open /dev/xen/evtchn");
+    let a = events.bind_unbound(DomainId::DOM0).expect("bind unbound");
+    let b = events
+        .bind_interdomain(DomainId::DOM0, a.port())
+        .expect("bind interdomain");
+    let mut taken = 0;
+    let mut take = || {
+        let port = events.wait().expect("wait");
+        events.unmask(port).expect("unmask");
+        taken += 1;
+    };
+    take(); // the bind's own event
+    for _ in 0..8 {
+        events.notify(a.port()).expect("notify");
+        take();
+        events.notify(b.port()).expect("notify");
+        take();
+    }
+    let per_cpu = interrupts_per_cpu(&name);
+    drop((a, b));
+    assert!(
+        per_cpu.first().is_some_and(|&n| n >= taken) && per_cpu.iter().skip(1).all(|&n| n == 0),
+        "{taken} events on ports bound here ({name}) were taken per CPU as {per_cpu:?}: the \
+         harnesses' events would not be taken on the vCPU they run on"
+    );
 }
 
 /// map+unmap of 1 and of 64 grants that dom0 shares with itself (gntalloc, then gntdev), as
@@ -271,6 +350,8 @@ fn grant_map_unmap_against_libxengnttab() {
 fn event_round_trip_against_libxenevtchn() {
     in_vm();
     pin_to_cpu0();
+    let _irqs = IrqsOnCpu0::new();
+    check_events_land_on_cpu0();
     report(&[measure("evtchn round trip", &["evtchn", "120"])]);
 }
 

@@ -148,11 +148,7 @@ static void evtchn(unsigned long iters)
     xenevtchn_handle *xce = xenevtchn_open(NULL, 0);
     if (!xce)
         die("xenevtchn_open");
-    /* A spare pair first, unbound at once: two interdomain binds per process (see the Rust
-     * harness), so that every process's port lands on the same vCPU. */
     evtchn_port_t a, b;
-    bind_pair(xce, &a, &b);
-    unbind_pair(xce, a, b);
     bind_pair(xce, &a, &b);
     for (unsigned long i = 0; i < iters / 8 + 1; i++)
         round_trip(xce, a, b);
