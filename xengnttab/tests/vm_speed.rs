@@ -22,8 +22,9 @@
 //! calls (foreign maps, event round trips) the true ratio is 1.0, and a bare `≤ 1.0` fails half
 //! the runs on noise alone. The resolution is the larger of [`MIN_RESOLUTION`] and how far the
 //! same median moves between subsets of this run's pairs: the even rounds (C first) against the
-//! odd ones (Rust first), which shows an order effect, and the first half against the second,
-//! which shows drift. A Rust path slower than that fails.
+//! odd ones (Rust first), which shows an order effect, the first half against the second,
+//! which shows drift, and twice the standard error of the median that the spread of the pairs
+//! gives (their interquartile range, as a normal spread). A Rust path slower than that fails.
 
 mod vm_common;
 
@@ -160,16 +161,25 @@ impl Figures {
     /// What the median paired ratio must exceed 1.0 by for Rust to count as slower:
     /// [`MIN_RESOLUTION`], or more when the median of the even rounds' pairs and that of the
     /// odd rounds' (order), or that of the first half and that of the second (drift), lie
-    /// further apart than that in this run.
+    /// further apart than that in this run, or when the pairs are spread so widely that the
+    /// median itself is uncertain by more: twice its standard error, `1.2533·σ/√n`, with σ
+    /// taken from the interquartile range (`IQR/1.349`) so that a few wild pairs do not set it.
     fn resolution(&self) -> f64 {
         let p = self.paired();
         let even: Vec<f64> = p.iter().step_by(2).copied().collect();
         let odd: Vec<f64> = p.iter().skip(1).step_by(2).copied().collect();
         let (first, second) = p.split_at(p.len() / 2);
         let apart = |a: &[f64], b: &[f64]| (median_f(a) - median_f(b)).abs();
+        let mut sorted = p.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let iqr = sorted[sorted.len() * 3 / 4] - sorted[sorted.len() / 4];
+        #[allow(clippy::cast_precision_loss)] // a few dozen rounds
+        let n = sorted.len() as f64;
+        let median_error = 1.2533 * (iqr / 1.349) / n.sqrt();
         MIN_RESOLUTION
             .max(apart(&even, &odd))
             .max(apart(first, second))
+            .max(2.0 * median_error)
     }
 }
 
