@@ -664,7 +664,6 @@ impl XenCtrl {
         self.map_foreign(domain, frames)
     }
 
-    /// A fresh window of `pages` pages for `domain`'s memory, owned by a mapping that unmaps it.
     /// A new mapping of `gfns` of `domain`, each page's answer in `errs` (as long as `gfns`).
     fn map_batch<A: Access>(
         &self,
@@ -689,6 +688,7 @@ impl XenCtrl {
         Ok(mapping)
     }
 
+    /// A fresh window of `pages` pages for `domain`'s memory, owned by a mapping that unmaps it.
     fn foreign_window<A: Access>(
         &self,
         domain: DomainId,
