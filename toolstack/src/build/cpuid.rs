@@ -7,8 +7,9 @@
 //! the APIC numbering; rxl does the same, so that a guest sees the same CPUID from both tools.
 //! (Without it, Debian's PVH Linux from rxl triple-faulted under QEMU TCG's emulated port I/O
 //! on Xen 4.20 more often than from xl, and xl's did too when given rxl's old topology. With it,
-//! guests of both tools still triple-fault under that stress now and then, so the topology was
-//! one difference, not the platform's whole fault: see `toolstack/tests/vm_boot.rs`.)
+//! guests of both tools still triple-faulted under that stress now and then, so the topology was
+//! one difference, not the platform's whole fault. The rest was XSAVE under QEMU's TCG, which
+//! `scripts/xen-vm-test` now hides from Xen: see `toolstack/tests/vm_boot.rs`.)
 //!
 //! - leaf 1: EDX[28] (HTT) set; EBX[23:16] (logical processors per package) doubled, or 2 if
 //!   it was 0, unless doubling would overflow;

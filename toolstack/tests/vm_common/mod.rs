@@ -29,8 +29,9 @@ pub mod vm_xl;
 /// Run a dom0 tool and return its stdout, failing the test with its stderr if it fails.
 ///
 /// A program killed by a signal is run once more, printed as `RETRY` with what dom0's kernel
-/// logged about the fault: under QEMU TCG, PV Linux now and then corrupts a process (Debian's
-/// xl aborts on a damaged heap, busybox in guests faults on its TLS; see `vm_xl`), and the
+/// logged about the fault: under QEMU TCG with XSAVE, PV Linux corrupted a process now and then
+/// (Debian's xl aborted on a damaged heap, busybox in guests faulted on its TLS; see `vm_xl`
+/// for the cause, now hidden, and why the retry stays), and the
 /// commands run through here (list, destroy, mem-set, device changes) ask for a state, so
 /// asking twice is the same as asking once. A second death, or any failing exit, fails.
 pub fn run(program: &str, args: &[&str]) -> String {
