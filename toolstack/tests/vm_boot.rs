@@ -654,10 +654,8 @@ fn guest_with_disks_and_a_vif_lives_its_lifecycle(kind: Kind) {
         .line(&format!("disk = [ \"{img_b},raw,xvdb,rw\" ]"));
     let name = guest.name.clone();
     cleanup.add(&name);
-    let console = Console::of(&name);
     let warm = cache_is_warm();
-    let r = launch(&host, Tool::Rxl, &guest);
-    let r_marker = console.wait(MARKER, 1, &[]) - r.started;
+    let (r, r_marker, console) = boot_to_marker(&host, &guest);
     let label = format!("{} (disk, vif)", cache_label(warm));
     print_launch(kind, &label, &r, Some(r_marker));
     let domid = r.domid;
@@ -782,7 +780,7 @@ fn pv_guest_boots_and_xl_sees_and_destroys_it() {
     let guest = Guest::new("t-bt-pv-xl", Kind::Pv, KERNEL).arg("rxen.mem=5");
     cleanup.add(&guest.name);
     let warm = cache_is_warm();
-    let (l, marker) = boot_to_marker(&host, &guest);
+    let (l, marker, _) = boot_to_marker(&host, &guest);
     print_launch(Kind::Pv, cache_label(warm), &l, Some(marker));
     xl_sees_and_destroys(&host, &guest.name, l.domid);
 }
@@ -822,7 +820,7 @@ fn pvh_guest_boots_from_debians_bzimage_and_xl_destroys_it() {
     );
 
     // Warm, to the console marker.
-    let (warm, marker) = boot_to_marker(&host, &guest);
+    let (warm, marker, _) = boot_to_marker(&host, &guest);
     print_launch(Kind::Pvh, "bzImage rxl-warm", &warm, Some(marker));
 
     xl_sees_and_destroys(&host, &guest.name, warm.domid);
@@ -833,8 +831,8 @@ fn pvh_guest_boots_from_debians_bzimage_and_xl_destroys_it() {
 /// not a boot. Under QEMU TCG a PVH guest has triple-faulted now and then a few seconds into
 /// Linux's boot (seen once, on Xen 4.20 with Debian 13's kernel; its restart booted): that
 /// gets one more try, printed as `RETRY` with Xen's log lines for the domain, and a second
-/// failure fails the test.
-fn boot_to_marker(host: &Host, guest: &Guest) -> (Launch, Duration) {
+/// failure fails the test. The console it returns starts at the boot that counted.
+fn boot_to_marker(host: &Host, guest: &Guest) -> (Launch, Duration, Console) {
     let mut tries = 0;
     loop {
         let console = Console::of(&guest.name);
@@ -842,7 +840,7 @@ fn boot_to_marker(host: &Host, guest: &Guest) -> (Launch, Duration) {
         let marker = console.wait(MARKER, 1, &[]) - launch.started;
         let now = find(host, &guest.name).map(|d| d.domid);
         if now == Some(launch.domid) {
-            return (launch, marker);
+            return (launch, marker, console);
         }
         let dmesg = run("xl", &["dmesg"]);
         let about: Vec<&str> = dmesg
