@@ -372,7 +372,7 @@ impl KernelCache {
             return;
         }
         let dir = self.dir.join(FILE_KEYS_DIR);
-        if fs::create_dir_all(&dir).is_err() {
+        if create_dir(&dir).is_err() {
             return;
         }
         let path = self.file_key_path(stamp);
@@ -383,7 +383,19 @@ impl KernelCache {
             std::process::id()
         ));
         let line = format!("{} {}\n", stamp.line(), key.to_hex());
-        if fs::write(&tmp, line).is_err() || fs::rename(&tmp, &path).is_err() {
+        let written = (|| {
+            use std::os::unix::fs::OpenOptionsExt;
+            // A record names the entry a kernel file's bytes are taken from: writable by its
+            // owner only, whatever the umask.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&tmp)?
+                .write_all(line.as_bytes())
+        })();
+        if written.is_err() || fs::rename(&tmp, &path).is_err() {
             let _ = fs::remove_file(&tmp);
         }
     }
@@ -463,7 +475,7 @@ impl KernelCache {
                 max: self.max_bytes,
             });
         }
-        fs::create_dir_all(&self.dir).map_err(|source| CacheError::CreateDir {
+        create_dir(&self.dir).map_err(|source| CacheError::CreateDir {
             path: self.dir.clone(),
             source,
         })?;
@@ -588,6 +600,16 @@ fn run_table(runs: &[Range<u64>]) -> Option<Vec<u8>> {
         table.extend_from_slice(&u32::try_from(r.end - r.start).ok()?.to_le_bytes());
     }
     Some(table)
+}
+
+/// Creates `dir` and any missing parents, writable by their owner only whatever the umask
+/// (a directory others can write to would let them swap an entry or a record under root).
+fn create_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
 }
 
 fn write_entry(tmp: &Path, content: &[u8], runs: &[Range<u64>]) -> io::Result<()> {
