@@ -194,11 +194,30 @@ fn memory_changes_leave_it_devices_rewrite_it_destroy_removes_it() {
 
     host.ok(&["destroy", "mem"]);
     assert!(!libxl_json_path(&host, d, &uuid).exists());
+    // The monitor `rxl create` started holds its own lock file until it sees the domain gone
+    // (on `@releaseDomain`, after destroy returned), and unlinks it as it ends: that one may
+    // outlive destroy by a moment; nothing else may.
+    let monitor_lock = format!(
+        "userdata-l.{d}.{uuid}.{}",
+        toolstack::lifecycle::monitor::MONITOR_LOCK_ID
+    );
+    let left: Vec<String> = userdata_files(&host, d)
+        .into_iter()
+        .filter(|n| *n != monitor_lock)
+        .collect();
     assert_eq!(
-        userdata_files(&host, d),
+        left,
         Vec::<String>::new(),
         "libxl userdata or lock files left behind"
     );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while userdata_files(&host, d).contains(&monitor_lock) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor's lock {monitor_lock} is still there 30 s after destroy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
