@@ -373,6 +373,44 @@ fn the_second_create_of_a_kernel_takes_it_from_the_cache() {
     assert!(faults.0.is_empty(), "{:#?}", faults.0);
 }
 
+/// `rxl create` with a kernel cache others can write to boots all the same, without the
+/// cache (though it holds the kernel), and says why.
+#[test]
+fn rxl_create_says_when_the_kernel_cache_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = SimHost::new(1024, 256);
+    let inputs = inputs(&sim);
+    let cache = sim.lib().kernel_cache.dir().to_owned();
+    let create = |name: &str| {
+        let cfg = cfg_file(&sim, name, "pv", &inputs);
+        let out = sim.rxl(&["create", "-e", "-v", &cfg]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(sim.domid(name).is_some());
+        err
+    };
+    let chmod = |mode| {
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let first = create("first");
+    assert!(!first.contains("warning"), "{first}");
+    chmod(0o777);
+    let shared = create("shared");
+    assert!(
+        shared.contains("rxl: warning: the kernel cache ")
+            && shared.contains("is writable by its group or by others (mode 777)"),
+        "{shared}"
+    );
+    assert!(
+        shared.contains(", unpacked\n"),
+        "not from the cache: {shared}"
+    );
+    chmod(0o755);
+    let warm = create("warm");
+    assert!(!warm.contains("warning"), "{warm}");
+    assert!(warm.contains(", unpacked image from the cache\n"), "{warm}");
+}
+
 #[test]
 fn rxl_honours_rxen_test_break() {
     let sim = SimHost::new(1024, 256);

@@ -742,3 +742,175 @@ fn a_junk_file_key_record_is_ignored() {
         assert!(load_file(&file, &cache).image.elf_bytes() == &elf[..]);
     }
 }
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// A cache that others can write to, or under a directory others can write to, is neither
+/// read nor written: its entry could be anyone's kernel. Made safe again, it is used again.
+#[test]
+fn a_cache_others_can_write_to_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bz, elf) = debian_like_bzimage("xz");
+    let (other_bz, _) = other_kernel("gzip");
+    let top = dir.path().join("var");
+    let cache = KernelCache::new(top.join("cache").join("kernels"));
+    assert!(
+        cache.check_trusted().is_ok(),
+        "a cache not made yet, in a private directory"
+    );
+    load(&bz, &cache);
+    assert!(cache.check_trusted().is_ok());
+    let entry = cache.entry_path(&CacheKey::of(&bz));
+    let entry_before = fs::read(&entry).unwrap();
+
+    for (wanting, mode) in [
+        (cache.dir().to_owned(), 0o777),
+        (cache.dir().to_owned(), 0o775),
+        (cache.dir().to_owned(), 0o1777),
+        (top.join("cache"), 0o757),
+        (top.clone(), 0o775),
+    ] {
+        let was = mode_of(&wanting);
+        chmod(&wanting, mode);
+        let err = cache
+            .check_trusted()
+            .expect_err(&format!("{} at {mode:o}", wanting.display()));
+        assert_eq!(err.path, fs::canonicalize(&wanting).unwrap(), "{err}");
+        assert_eq!(
+            err.why,
+            toolstack::build::kernel::UntrustedWhy::Writable(mode)
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("writable by its group or by others"),
+            "{text}"
+        );
+
+        let loaded = load(&bz, &cache);
+        match &loaded.cache {
+            CacheOutcome::Untrusted(u) => assert_eq!(u, &err),
+            other => panic!("{} at {mode:o}: {other:?}", wanting.display()),
+        }
+        assert_eq!(loaded.image.elf_bytes(), &elf[..], "unpacked, not read");
+        assert!(loaded.timings.decompress > Duration::ZERO);
+        // Nothing is written there either.
+        let loaded = load(&other_bz, &cache);
+        assert!(matches!(loaded.cache, CacheOutcome::Untrusted(_)));
+        assert!(!cache.entry_path(&CacheKey::of(&other_bz)).exists());
+        chmod(&wanting, was);
+    }
+    assert_eq!(fs::read(&entry).unwrap(), entry_before);
+    let hit = load(&bz, &cache);
+    assert!(matches!(hit.cache, CacheOutcome::Hit), "{:?}", hit.cache);
+
+    // A cache reached through a symbolic link is judged where it really is.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(top.join("cache"), &link).unwrap();
+    let linked = KernelCache::new(link.join("kernels"));
+    assert!(matches!(load(&bz, &linked).cache, CacheOutcome::Hit));
+    chmod(&top.join("cache"), 0o777);
+    assert_eq!(
+        linked.check_trusted().map_err(|e| e.path),
+        Err(fs::canonicalize(top.join("cache")).unwrap())
+    );
+    chmod(&top.join("cache"), 0o755);
+}
+
+/// A sticky directory anyone may write to (as `/tmp`) above the cache is fine: others can add
+/// names to it, not rename or remove ours. The cache directory itself may not be one.
+#[test]
+fn a_sticky_directory_above_the_cache_is_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("tmp");
+    fs::create_dir(&shared).unwrap();
+    chmod(&shared, 0o1777);
+    let cache = KernelCache::new(shared.join("kernels"));
+    let (bz, _) = debian_like_bzimage("zstd");
+    assert!(matches!(load(&bz, &cache).cache, CacheOutcome::Stored));
+    assert!(matches!(load(&bz, &cache).cache, CacheOutcome::Hit));
+    chmod(cache.dir(), 0o1777);
+    assert!(matches!(
+        load(&bz, &cache).cache,
+        CacheOutcome::Untrusted(_)
+    ));
+}
+
+/// An entry file others can write to is not believed, even in a good directory: it is
+/// removed and stored again, writable by its owner only.
+#[test]
+fn an_entry_others_can_write_to_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = KernelCache::new(dir.path().join("kernels"));
+    let (bz, elf) = debian_like_bzimage("xz");
+    load(&bz, &cache);
+    let entry = cache.entry_path(&CacheKey::of(&bz));
+    for mode in [0o666, 0o646, 0o664] {
+        chmod(&entry, mode);
+        let again = load(&bz, &cache);
+        assert!(
+            matches!(
+                again.cache,
+                CacheOutcome::Replaced(Corruption::NotOwnersOnly)
+            ),
+            "{mode:o}: {:?}",
+            again.cache
+        );
+        assert_eq!(again.image.elf_bytes(), &elf[..]);
+        assert_eq!(
+            mode_of(&entry) & 0o022,
+            0,
+            "stored again, owner-writable only"
+        );
+        assert!(matches!(load(&bz, &cache).cache, CacheOutcome::Hit));
+    }
+}
+
+/// A file key record others can write to is not believed: it could point a kernel file at
+/// another kernel's entry. The file is hashed, and the record written afresh.
+#[test]
+fn a_file_key_record_others_can_write_to_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bz, elf) = debian_like_bzimage("xz");
+    let (other_bz, _) = other_kernel("gzip");
+    let (cache, file) = settled_setup(dir.path(), &bz);
+    load_file(&file, &cache);
+    load(&other_bz, &cache);
+    let keys = file_keys(&cache);
+    let index = cache.dir().join("files").join(&keys[0]);
+    let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
+    // Someone points the record at the other kernel, and leaves it writable by all.
+    let text = fs::read_to_string(&index).unwrap();
+    fs::write(
+        &index,
+        text.replace(
+            &CacheKey::of(&bz).to_hex(),
+            &CacheKey::of(&other_bz).to_hex(),
+        ),
+    )
+    .unwrap();
+    chmod(&index, 0o666);
+    assert_eq!(cache.known_key(&stamp), None);
+    let loaded = load_file(&file, &cache);
+    assert!(
+        loaded.image.elf_bytes() == &elf[..],
+        "the file's own kernel"
+    );
+    assert_eq!(mode_of(&index) & 0o022, 0, "the record was written afresh");
+    assert_eq!(cache.known_key(&stamp), Some(CacheKey::of(&bz)));
+
+    // And the `files` directory itself must not be writable by others.
+    chmod(&cache.dir().join("files"), 0o777);
+    assert!(matches!(
+        load_file(&file, &cache).cache,
+        CacheOutcome::Untrusted(_)
+    ));
+}

@@ -346,6 +346,10 @@ pub(crate) fn create(
     for w in warnings {
         eprintln!("rxl: warning: {w}");
     }
+    // The load makes the same check and does without the cache; this says why it is slow.
+    if let Err(e) = host.kernel_cache.check_trusted() {
+        eprintln!("rxl: warning: {e}");
+    }
     let tty = std::io::stderr().is_terminal() && !quiet && !how.verbose;
     let started = std::time::Instant::now();
     let mut last = started;

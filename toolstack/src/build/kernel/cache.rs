@@ -146,6 +146,56 @@ pub enum Corruption {
     /// The table of stored pages is out of order, has an empty run, or names a page past the
     /// content's end.
     BadRuns,
+    /// The entry file is writable by its group or by others, or owned by neither root nor this
+    /// process's user: someone else could have written it (see [`KernelCache::check_trusted`]).
+    NotOwnersOnly,
+}
+
+/// Why the kernel cache is not used: a directory on its path could be written by someone other
+/// than root and this process's user, who could then choose the kernel bytes guests boot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the kernel cache {} is not used: {} {why}", cache.display(), path.display())]
+pub struct Untrusted {
+    /// The cache directory.
+    pub cache: PathBuf,
+    /// The directory found wanting (the cache directory or one above it, symlinks resolved).
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub why: UntrustedWhy,
+}
+
+/// What is wrong with a directory on the kernel cache's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UntrustedWhy {
+    /// Its group or others may write to it (and, above the cache directory, it is not sticky).
+    #[error("is writable by its group or by others (mode {0:o})")]
+    Writable(u32),
+    /// It is owned by a user other than root and this process's.
+    #[error("is owned by uid {0}, neither root nor this process's user")]
+    Owner(u32),
+}
+
+/// Whether a file or directory with this owner and mode can be changed by root and `euid`
+/// only. `sticky_ok`: a sticky directory anyone may write to passes (others can add names to it
+/// but not rename or remove ours: `/tmp` above a cache in it).
+fn owners_only(uid: u32, mode: u32, euid: u32, sticky_ok: bool) -> Result<(), UntrustedWhy> {
+    if uid != 0 && uid != euid {
+        return Err(UntrustedWhy::Owner(uid));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(sticky_ok && sticky) {
+        return Err(UntrustedWhy::Writable(mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// [`owners_only`] for an opened file: the cache's own files must be writable by their owner
+/// only.
+fn file_owners_only(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    file.metadata()
+        .is_ok_and(|m| owners_only(m.uid(), m.mode(), euid, false).is_ok())
 }
 
 /// A cache entry's content (the unpacked kernel), read into memory of this process's own,
@@ -310,7 +360,11 @@ pub enum CacheError {
 ///   is read is remembered under its old stamp, which never matches again.
 ///
 /// The cache directory is trusted as much as the kernel files are: whoever can write it can
-/// choose what guests boot, as whoever can write `/boot` can. Create it root-owned.
+/// choose what guests boot, as whoever can write `/boot` can. So it is made writable by its
+/// owner only, whatever the umask, and it is only used while that holds, up to `/`
+/// ([`KernelCache::check_trusted`]: a load finds a cache that fails it untrusted and neither
+/// reads nor writes it); an entry or file-key record writable by others is not believed
+/// ([`Corruption::NotOwnersOnly`]).
 #[derive(Clone, Debug)]
 pub struct KernelCache {
     dir: PathBuf,
@@ -347,11 +401,13 @@ impl KernelCache {
     pub fn known_key(&self, stamp: &FileStamp) -> Option<CacheKey> {
         // A record is one short line; read no more than that, whatever the file holds.
         let mut text = String::new();
-        File::open(self.file_key_path(stamp))
-            .ok()?
-            .take(FILE_KEY_MAX)
-            .read_to_string(&mut text)
-            .ok()?;
+        let file = File::open(self.file_key_path(stamp)).ok()?;
+        // A record others could have written is not believed (the load hashes the file, and
+        // the record is written afresh).
+        if !file_owners_only(&file) {
+            return None;
+        }
+        file.take(FILE_KEY_MAX).read_to_string(&mut text).ok()?;
         let (recorded, key) = text.strip_suffix('\n')?.rsplit_once(' ')?;
         if recorded != stamp.line() {
             return None;
@@ -421,6 +477,52 @@ impl KernelCache {
         self.max_bytes
     }
 
+    /// Checks that no one but root and this process's user can write to the cache: the cache
+    /// directory and its `files` directory, where they exist, must be owned by one of them and
+    /// writable by their owner only; so must each directory above (symlinks resolved), except
+    /// that a sticky one anyone may write to (`/tmp`) passes. [`KernelImage`] loads make this
+    /// check and use no cache that fails it.
+    ///
+    /// # Errors
+    ///
+    /// [`Untrusted`], naming the first directory found wanting, from the cache's own down to
+    /// `/`. A directory that cannot be resolved or read counts as missing: the cache is made
+    /// there, by us, when an entry is stored.
+    ///
+    /// [`KernelImage`]: super::KernelImage
+    pub fn check_trusted(&self) -> Result<(), Untrusted> {
+        use std::os::unix::fs::MetadataExt;
+        let euid = nix::unistd::geteuid().as_raw();
+        let untrusted = |path: &Path, why| Untrusted {
+            cache: self.dir.clone(),
+            path: path.to_owned(),
+            why,
+        };
+        // The deepest directory of the path that exists, resolved.
+        let resolved = |a: &Path| {
+            // The last ancestor of a relative path is "": the working directory.
+            fs::canonicalize(if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            })
+            .ok()
+        };
+        let Some(existing) = self.dir.ancestors().find_map(resolved) else {
+            return Ok(());
+        };
+        for own in [self.dir.join(FILE_KEYS_DIR), self.dir.clone()] {
+            if let Ok(m) = fs::metadata(&own) {
+                owners_only(m.uid(), m.mode(), euid, false).map_err(|w| untrusted(&own, w))?;
+            }
+        }
+        for dir in existing.ancestors() {
+            let Ok(m) = fs::metadata(dir) else { continue };
+            owners_only(m.uid(), m.mode(), euid, true).map_err(|w| untrusted(dir, w))?;
+        }
+        Ok(())
+    }
+
     /// Where the entry for `key` is.
     pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
         self.dir.join(format!("{}{ENTRY_SUFFIX}", key.to_hex()))
@@ -433,7 +535,12 @@ impl KernelCache {
         let Ok(mut file) = File::open(&path) else {
             return Lookup::Miss;
         };
-        match read_entry(&mut file, max_len) {
+        let checked = if file_owners_only(&file) {
+            read_entry(&mut file, max_len)
+        } else {
+            Ok(Err(Corruption::NotOwnersOnly))
+        };
+        match checked {
             Ok(Ok(content)) => {
                 // Refresh its age for eviction; a failure only makes it older.
                 let _ = file.set_modified(SystemTime::now());
@@ -751,4 +858,43 @@ fn read_entry(file: &mut File, max_len: u64) -> io::Result<Result<EntryBytes, Co
         repr,
         zero: zero_ranges(len, &runs).into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{owners_only, UntrustedWhy};
+
+    #[test]
+    fn only_root_and_this_user_may_own_and_only_the_owner_may_write() {
+        let me = 1000;
+        for uid in [0, me] {
+            assert_eq!(owners_only(uid, 0o40755, me, false), Ok(()));
+            assert_eq!(owners_only(uid, 0o40700, me, false), Ok(()));
+            assert_eq!(owners_only(uid, 0o100644, me, false), Ok(()));
+            for mode in [0o40775, 0o40757, 0o40777, 0o100664, 0o100646] {
+                assert_eq!(
+                    owners_only(uid, mode, me, true),
+                    Err(UntrustedWhy::Writable(mode & 0o7777))
+                );
+            }
+            // Sticky: fine above the cache, not for the cache's own directories.
+            assert_eq!(owners_only(uid, 0o41777, me, true), Ok(()));
+            assert_eq!(
+                owners_only(uid, 0o41777, me, false),
+                Err(UntrustedWhy::Writable(0o1777))
+            );
+        }
+        for uid in [1, 999, 1001, u32::MAX] {
+            assert_eq!(
+                owners_only(uid, 0o40755, me, true),
+                Err(UntrustedWhy::Owner(uid))
+            );
+        }
+        // Root's own cache: only root.
+        assert_eq!(owners_only(0, 0o40755, 0, false), Ok(()));
+        assert_eq!(
+            owners_only(1000, 0o40755, 0, false),
+            Err(UntrustedWhy::Owner(1000))
+        );
+    }
 }

@@ -51,7 +51,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use bzimage::{BzImageHeader, MIN_PROTOCOL};
-pub use cache::{CacheError, CacheKey, Corruption, EntryBytes, FileStamp, KernelCache, Lookup};
+pub use cache::{
+    CacheError, CacheKey, Corruption, EntryBytes, FileStamp, KernelCache, Lookup, Untrusted,
+    UntrustedWhy,
+};
 pub use decompress::{decompress, Compression};
 pub use elf::{ElfClass, ElfKernel, LoadSegment};
 pub use error::{DecodeError, KernelError, Result};
@@ -289,6 +292,24 @@ pub enum CacheOutcome {
     Replaced(Corruption),
     /// The kernel was unpacked, but storing it failed (the load itself succeeded).
     StoreFailed(CacheError),
+    /// The kernel was unpacked; the cache was neither read nor written, because someone other
+    /// than root and this user could write to it ([`KernelCache::check_trusted`]).
+    Untrusted(Untrusted),
+}
+
+/// The cache a load may use: `cache` if it passes [`KernelCache::check_trusted`].
+fn vetted(cache: Option<&KernelCache>) -> (Option<&KernelCache>, Option<Untrusted>) {
+    match cache.map(KernelCache::check_trusted) {
+        Some(Err(u)) => (None, Some(u)),
+        _ => (cache, None),
+    }
+}
+
+/// A load made without the cache because it was untrusted says so.
+fn note_untrusted(loaded: &mut Loaded, untrusted: Option<Untrusted>) {
+    if let (Some(u), CacheOutcome::Off) = (untrusted, &loaded.cache) {
+        loaded.cache = CacheOutcome::Untrusted(u);
+    }
 }
 
 /// Where the time of one load went.
@@ -378,6 +399,7 @@ impl KernelImage {
         cache: Option<&KernelCache>,
     ) -> Result<Loaded> {
         let started = Instant::now();
+        let (cache, untrusted) = vetted(cache);
         // The stamp before the read: a file changed while it is read never matches it again.
         let stamp = cache
             .and(std::fs::metadata(path).ok())
@@ -408,6 +430,7 @@ impl KernelImage {
         let read = started.elapsed();
         let (mut loaded, key) = Self::load_keyed(input, limits, cache, known)?;
         loaded.timings.read = read;
+        note_untrusted(&mut loaded, untrusted);
         // The entry the fast path found corrupt (and removed) was replaced by this load.
         if let (Some(c), CacheOutcome::Stored) = (corrupt, &loaded.cache) {
             loaded.cache = CacheOutcome::Replaced(c);
@@ -443,7 +466,8 @@ impl KernelImage {
     /// `cache` when it holds this file's, storing it there otherwise), and parses it.
     ///
     /// Only an image that parses is stored, so the cache holds no garbage; a failure to store
-    /// is reported in [`Loaded::cache`], not as an error.
+    /// is reported in [`Loaded::cache`], not as an error. A cache that others could write to
+    /// is not used at all ([`CacheOutcome::Untrusted`]).
     ///
     /// # Errors
     ///
@@ -453,7 +477,10 @@ impl KernelImage {
         limits: &ImageLimits,
         cache: Option<&KernelCache>,
     ) -> Result<Loaded> {
-        Self::load_keyed(input, limits, cache, None).map(|(loaded, _)| loaded)
+        let (cache, untrusted) = vetted(cache);
+        let (mut loaded, _) = Self::load_keyed(input, limits, cache, None)?;
+        note_untrusted(&mut loaded, untrusted);
+        Ok(loaded)
     }
 
     /// [`load`](Self::load), with the input's cache key when it is known already (remembered
