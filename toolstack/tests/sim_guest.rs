@@ -45,18 +45,21 @@ fn xs(host: &SimHost) -> xenstore::Client {
     xenstore::Client::open_path(host.path().join("xenstored.sock")).expect("xenstore")
 }
 
-/// Wait (on a watch) until the stand-in guest of `domid` has booted and advertised its
-/// control features: its agent runs from then on.
+/// Wait (on a watch) until the stand-in guest of `domid` has booted and advertised both its
+/// control features (one write each, as Linux's: feature-reboot lands after feature-poweroff):
+/// its agent runs from then on.
 fn booted(host: &SimHost, domid: u16) {
     let c = xs(host);
-    let path = format!("/local/domain/{domid}/control/feature-poweroff");
-    let w = c.watch(&path).expect("watch");
+    let control = format!("/local/domain/{domid}/control");
+    let w = c.watch(&control).expect("watch");
     let deadline = Instant::now() + STUCK;
-    while c.read_string(&path).ok().as_deref() != Some("1") {
+    let advertised =
+        |f: &str| c.read_string(&format!("{control}/{f}")).ok().as_deref() == Some("1");
+    while !(advertised("feature-poweroff") && advertised("feature-reboot")) {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             w.next_event_timeout(left).expect("watch").is_some(),
-            "domain {domid} never advertised control/feature-poweroff"
+            "domain {domid} never advertised control/feature-poweroff and feature-reboot"
         );
     }
 }

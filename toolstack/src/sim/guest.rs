@@ -8,7 +8,8 @@
 //! issue on a domain's behalf.
 //!
 //! - **Control** (Linux's `drivers/xen/manage.c`): on boot it advertises `control/feature-poweroff`
-//!   and `control/feature-reboot`; it does not advertise `feature-suspend`, because it cannot
+//!   and then `control/feature-reboot`, once its balloon and its watch are set up (so a caller
+//!   who sees both is heard); it does not advertise `feature-suspend`, because it cannot
 //!   suspend. On a word in `control/shutdown` it does what `do_shutdown_handler` does: in one
 //!   transaction it reads the word and, if it knows it, empties the node; then it shuts down
 //!   (`SCHEDOP_shutdown`, here `SCHEDOP_remote_shutdown` from dom0): `poweroff` and `halt`
@@ -107,11 +108,6 @@ fn agent(sim: &Arc<SimHypervisor>, ctl: &Controller, domid: DomId) -> io::Result
     let xc = XenCtrl::on_simulator(Arc::clone(sim)).map_err(io::Error::other)?;
     let xs = ctl.domain_client(domid.into()).map_err(io::Error::other)?;
     let home = format!("/local/domain/{domid}");
-    for f in ["feature-poweroff", "feature-reboot"] {
-        if let Err(e) = xs.write(&format!("{home}/control/{f}"), "1") {
-            eprintln!("rxen-sim-xenstored: domain {domid}: cannot advertise control/{f}: {e}");
-        }
-    }
     let mut balloon = match Balloon::new(&xc, &xs, domid, &home) {
         Ok(b) => Some(b),
         Err(e) => {
@@ -127,6 +123,13 @@ fn agent(sim: &Arc<SimHypervisor>, ctl: &Controller, domid: DomId) -> io::Result
             return Ok(());
         }
     };
+    // Advertised once the balloon knows the RAM it started with and the watch is set: whoever
+    // sees both features may ask for a shutdown or set a target, and it is acted on.
+    for f in ["feature-poweroff", "feature-reboot"] {
+        if let Err(e) = xs.write(&format!("{home}/control/{f}"), "1") {
+            eprintln!("rxen-sim-xenstored: domain {domid}: cannot advertise control/{f}: {e}");
+        }
+    }
     // What was last ignored, so each odd value is logged once.
     let (mut ignored_target, mut ignored_request) = (None, None);
     loop {
