@@ -218,8 +218,20 @@ fn channels_attach_at_creation_and_hot_and_detach() {
     let d = host.domid("ch").expect("created");
     let list = console_list(&host, "ch");
     assert_eq!(ids(&list), [0, 1]);
-    // The channel went through the whole handshake with the simulated QEMU backend.
-    assert_eq!(list[1]["frontend_state"], 4, "{list:?}");
+    // The channel went through the whole handshake with the simulated QEMU backend. Create
+    // waits for the backend's Connected, as libxl does; the (simulated) frontend's own 4 comes
+    // after it, on the next event.
+    assert_eq!(list[1]["backend_state"], 4, "{list:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut list = list;
+    while list[1]["frontend_state"] != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the frontend never connected: {list:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        list = console_list(&host, "ch");
+    }
     assert_eq!(list[1]["backend_state"], 4, "{list:?}");
     let fe = format!("/local/domain/{d}/device/console/1");
     let be = format!("/local/domain/0/backend/console/{d}/1");
