@@ -574,6 +574,14 @@ fn load_file(path: &Path, cache: &KernelCache) -> toolstack::build::kernel::Load
     KernelImage::load_file(path, &ImageLimits::default(), Some(cache)).unwrap()
 }
 
+/// Rewrites the file key record at `index`, which names `from`'s key, to name `to`'s.
+fn redirect_record(index: &Path, from: &[u8], to: &[u8]) {
+    let text = fs::read_to_string(index).unwrap();
+    let swapped = text.replace(&CacheKey::of(from).to_hex(), &CacheKey::of(to).to_hex());
+    assert_ne!(text, swapped);
+    fs::write(index, swapped).unwrap();
+}
+
 /// A cache that remembers file keys at once (settle time zero), and the kernel file `bz`
 /// written as `vmlinuz` beside it, in `dir`.
 fn settled_setup(dir: &Path, bz: &[u8]) -> (KernelCache, std::path::PathBuf) {
@@ -615,13 +623,7 @@ fn a_settled_kernel_files_key_is_remembered_and_used() {
     // The remembered key is what the load goes by.
     load(&other_bz, &cache);
     let index = cache.dir().join("files").join(&keys[0]);
-    let text = fs::read_to_string(&index).unwrap();
-    let swapped = text.replace(
-        &CacheKey::of(&bz).to_hex(),
-        &CacheKey::of(&other_bz).to_hex(),
-    );
-    assert_ne!(text, swapped);
-    fs::write(&index, swapped).unwrap();
+    redirect_record(&index, &bz, &other_bz);
     let third = load_file(&file, &cache);
     assert!(third.image.elf_bytes() == &other_elf[..]);
 }
@@ -888,15 +890,7 @@ fn a_file_key_record_others_can_write_to_is_ignored() {
     let index = cache.dir().join("files").join(&keys[0]);
     let stamp = FileStamp::of(&fs::metadata(&file).unwrap());
     // Someone points the record at the other kernel, and leaves it writable by all.
-    let text = fs::read_to_string(&index).unwrap();
-    fs::write(
-        &index,
-        text.replace(
-            &CacheKey::of(&bz).to_hex(),
-            &CacheKey::of(&other_bz).to_hex(),
-        ),
-    )
-    .unwrap();
+    redirect_record(&index, &bz, &other_bz);
     chmod(&index, 0o666);
     assert_eq!(cache.known_key(&stamp), None);
     let loaded = load_file(&file, &cache);
